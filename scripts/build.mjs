@@ -1,0 +1,31 @@
+// Compiles TypeScript (sources, tests and benchmarks, so all are type-checked) into dist/
+// and lays each node's editor files (.html, locales, icons) beside its compiled .js.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const dist = path.join(root, process.env.EDGE_DIST || 'dist');
+
+fs.rmSync(dist, { recursive: true, force: true });
+execFileSync(
+  process.execPath,
+  [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', root, '--outDir', dist],
+  {
+    stdio: 'inherit',
+  },
+);
+
+const nodesDir = path.join(root, 'nodes');
+for (const type of fs.readdirSync(nodesDir)) {
+  const src = path.join(nodesDir, type);
+  if (!fs.statSync(src).isDirectory()) continue;
+  const out = path.join(dist, 'nodes', type);
+  fs.mkdirSync(out, { recursive: true });
+  fs.cpSync(src, out, {
+    recursive: true,
+    filter: (file) => fs.statSync(file).isDirectory() || !file.endsWith('.ts'),
+  });
+  fs.cpSync(path.join(root, 'icons'), path.join(out, 'icons'), { recursive: true });
+}
