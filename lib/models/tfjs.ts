@@ -1,0 +1,94 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import '@tensorflow/tfjs-backend-wasm';
+
+export { tf };
+
+export type TfBackendName = 'wasm' | 'cpu' | 'tensorflow';
+
+let tfjsNodeTried = false;
+
+/** Loads @tensorflow/tfjs-node when the user installed it; it is never a dependency. */
+function tryTfjsNode(): boolean {
+  if (!tfjsNodeTried) {
+    tfjsNodeTried = true;
+    try {
+      require('@tensorflow/tfjs-node');
+    } catch {
+      return false;
+    }
+  }
+  return (
+    tf.findBackend('tensorflow') !== undefined || tf.engine().registryFactory['tensorflow'] !== undefined
+  );
+}
+
+/**
+ * Switches TF.js to the first backend of `preference` that initialises in this process:
+ * tfjs-node where installed, else wasm, else cpu. Returns the backend now active.
+ */
+export async function useBackend(
+  preference: readonly TfBackendName[] = ['tensorflow', 'wasm', 'cpu'],
+): Promise<TfBackendName> {
+  for (const name of preference) {
+    if (name === 'tensorflow' && !tryTfjsNode()) continue;
+    if (tf.getBackend() === name) return name;
+    try {
+      if (await tf.setBackend(name)) {
+        await tf.ready();
+        return name;
+      }
+    } catch {
+      // try the next one
+    }
+  }
+  throw new Error(`none of the TF.js backends ${preference.join(', ')} could start`);
+}
+
+/** Reads a TF.js model.json and its weight shards from disk (shard paths relative to model.json). */
+export function fileLoadHandler(modelJsonPath: string): tf.io.IOHandler {
+  return {
+    load: async () => {
+      const modelJson = JSON.parse(await fs.readFile(modelJsonPath, 'utf8')) as tf.io.ModelJSON;
+      const dir = path.dirname(modelJsonPath);
+      const specs: tf.io.WeightsManifestEntry[] = [];
+      const buffers: Buffer[] = [];
+      for (const group of modelJson.weightsManifest ?? []) {
+        specs.push(...group.weights);
+        for (const shard of group.paths) buffers.push(await fs.readFile(path.resolve(dir, shard)));
+      }
+      const weightData = Buffer.concat(buffers);
+      return tf.io.getModelArtifactsForJSONSync(
+        modelJson,
+        specs,
+        weightData.buffer.slice(weightData.byteOffset, weightData.byteOffset + weightData.byteLength),
+      );
+    },
+  };
+}
+
+/** Writes model.json and one weights.bin into `dir` (use inside ModelStore.save). */
+export function fileSaveHandler(dir: string): tf.io.IOHandler {
+  return {
+    save: async (artifacts) => {
+      const weightsFile = 'weights.bin';
+      const weightData = artifacts.weightData
+        ? Buffer.from(tf.io.CompositeArrayBuffer.join(artifacts.weightData))
+        : Buffer.alloc(0);
+      const modelJson: tf.io.ModelJSON = {
+        modelTopology: artifacts.modelTopology as tf.io.ModelJSON['modelTopology'],
+        format: artifacts.format,
+        generatedBy: artifacts.generatedBy,
+        convertedBy: artifacts.convertedBy,
+        trainingConfig: artifacts.trainingConfig,
+        userDefinedMetadata: artifacts.userDefinedMetadata,
+        weightsManifest: [{ paths: [weightsFile], weights: artifacts.weightSpecs ?? [] }],
+      };
+      await fs.writeFile(path.join(dir, 'model.json'), JSON.stringify(modelJson));
+      await fs.writeFile(path.join(dir, weightsFile), weightData);
+      return { modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(artifacts) };
+    },
+  };
+}
