@@ -177,6 +177,9 @@ export = function register(RED: NodeAPI): void {
 
     onInput(node, (msg, send) => {
       if (!normaliser) throw configError;
+      // A pending count update must not paint over the red status of a failing message.
+      if (statusTimer) clearTimeout(statusTimer);
+      statusTimer = null;
       const command =
         typeof msg.command === 'string' ? msg.command : msg.topic === 'stats' ? 'stats' : undefined;
       if (msg.reset === true || command === 'reset') {
