@@ -20,7 +20,6 @@ export class StateFile {
   private dirty = false;
   private closed = false;
   private writing: Promise<void> = Promise.resolve();
-  private lastWrite = 0;
   writes = 0;
 
   constructor(
@@ -51,11 +50,11 @@ export class StateFile {
     if (this.closed) return;
     this.dirty = true;
     if (this.timer) return;
-    const wait = Math.max(0, this.lastWrite + this.delayMs - Date.now());
+    // The first change after a write opens the interval, so writes are at least delayMs apart.
     this.timer = setTimeout(() => {
       this.timer = null;
       void this.flush();
-    }, wait);
+    }, this.delayMs);
     this.timer.unref?.();
   }
 
@@ -68,7 +67,6 @@ export class StateFile {
     this.writing = this.writing.then(async () => {
       if (!this.dirty) return;
       this.dirty = false;
-      this.lastWrite = Date.now();
       try {
         await writeFileAtomic(this.file, `${JSON.stringify(this.serialise())}\n`);
         this.writes += 1;

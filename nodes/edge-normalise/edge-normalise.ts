@@ -84,7 +84,10 @@ function parseOptions(config: EdgeNormaliseDef): NormaliserOptions {
 export = function register(RED: NodeAPI): void {
   function EdgeNormalise(this: EdgeNormaliseNode, config: EdgeNormaliseDef): void {
     RED.nodes.createNode(this, config);
-    const node = this;
+    start(this, config);
+  }
+
+  function start(node: EdgeNormaliseNode, config: EdgeNormaliseDef): void {
     const property = config.property || 'payload';
 
     let normaliser: Normaliser | null = null;

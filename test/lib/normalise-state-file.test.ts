@@ -17,13 +17,14 @@ describe('normalise state file', () => {
 
   it('writes a burst of changes once, with the latest state', async () => {
     let state = 0;
-    const file = new StateFile(path.join(dir, 'a', 's.json'), () => ({ state }), { delayMs: 60 });
+    const file = new StateFile(path.join(dir, 'a', 's.json'), () => ({ state }), { delayMs: 150 });
     for (let i = 1; i <= 50; i++) {
       state = i;
       file.changed();
     }
+    await wait(30);
     assert.equal(file.readSync(), undefined, 'nothing written before the delay');
-    await wait(150);
+    await wait(250);
     assert.equal(file.writes, 1);
     assert.deepEqual(file.readSync(), { state: 50 });
     state = 51;
@@ -31,7 +32,7 @@ describe('normalise state file', () => {
     await file.close();
     assert.equal(file.writes, 2, 'close writes what is pending');
     file.changed();
-    await wait(100);
+    await wait(200);
     assert.equal(file.writes, 2, 'no writes after close');
     assert.deepEqual(file.readSync(), { state: 51 });
   });
