@@ -223,8 +223,10 @@ export = function register(RED: NodeAPI): void {
       skipped += result.skipped;
       showStatus();
       if (result.outputs.length === 0) return;
-      // Clone before the first output changes the original message.
-      const messages = result.outputs.map((_, i) => (i === 0 ? msg : RED.util.cloneMessage(msg)));
+      // Further windows get copies made before the first output changes the original message;
+      // the input payload is left out of the copies when it is about to be replaced anyway.
+      const template = property === 'payload' ? { ...msg, payload: undefined } : msg;
+      const messages = result.outputs.map((_, i) => (i === 0 ? msg : RED.util.cloneMessage(template)));
       result.outputs.forEach((out, i) => {
         const m = messages[i];
         RED.util.setMessageProperty(m, property, out.payload, true);
