@@ -34,7 +34,12 @@ export interface CompressionReport {
   /** Regression error (labelled calibration data with regression outputs). */
   meanAbsError?: { before: number; after: number };
   /** Median batch-1 latency. */
-  latencyMs: { before: number; after: number; runs: number; runtime: { before: RuntimeName; after: RuntimeName } };
+  latencyMs: {
+    before: number;
+    after: number;
+    runs: number;
+    runtime: { before: RuntimeName; after: RuntimeName };
+  };
   created: string;
 }
 
@@ -76,7 +81,8 @@ export function parseCalibration(calibration: unknown, inputSize: number): Probe
     throw new InputError('calibration must be an object {x, y?} with x an array of samples');
   }
   const { x, y } = calibration as { x: unknown; y?: unknown };
-  if (!Array.isArray(x) && !ArrayBuffer.isView(x)) throw new InputError('calibration.x must be an array of samples');
+  if (!Array.isArray(x) && !ArrayBuffer.isView(x))
+    throw new InputError('calibration.x must be an array of samples');
   let flat: Float32Array;
   const items = x as ArrayLike<unknown>;
   const allNumbers = Array.from(items).every((v) => typeof v === 'number');
@@ -86,7 +92,9 @@ export function parseCalibration(calibration: unknown, inputSize: number): Probe
     const parts = Array.from(items, (sample, i) => {
       const values = flattenNumeric(sample);
       if (values.length !== inputSize) {
-        throw new InputError(`calibration sample ${i} has ${values.length} values, the model takes ${inputSize}`);
+        throw new InputError(
+          `calibration sample ${i} has ${values.length} values, the model takes ${inputSize}`,
+        );
       }
       return values;
     });
@@ -94,20 +102,26 @@ export function parseCalibration(calibration: unknown, inputSize: number): Probe
     parts.forEach((p, i) => flat.set(p, i * inputSize));
   }
   if (flat.length === 0 || flat.length % inputSize !== 0) {
-    throw new InputError(`calibration.x has ${flat.length} values, not a whole number of ${inputSize}-value samples`);
+    throw new InputError(
+      `calibration.x has ${flat.length} values, not a whole number of ${inputSize}-value samples`,
+    );
   }
   for (let i = 0; i < flat.length; i++) {
-    if (!Number.isFinite(flat[i])) throw new InputError('calibration.x contains a value that is not a finite number');
+    if (!Number.isFinite(flat[i]))
+      throw new InputError('calibration.x contains a value that is not a finite number');
   }
   const count = flat.length / inputSize;
   const probe: ProbeSet = { x: flat, count, source: 'calibration' };
   if (y !== undefined && y !== null) {
     if (!Array.isArray(y) || y.length !== count) {
-      throw new InputError(`calibration.y must hold one label per sample (${count}), got ${Array.isArray(y) ? y.length : typeof y}`);
+      throw new InputError(
+        `calibration.y must hold one label per sample (${count}), got ${Array.isArray(y) ? y.length : typeof y}`,
+      );
     }
     probe.y = y.map((label, i) => {
       const values = Array.from(flattenNumeric(label));
-      if (values.length === 0 || !values.every(Number.isFinite)) throw new InputError(`calibration.y[${i}] is not numeric`);
+      if (values.length === 0 || !values.every(Number.isFinite))
+        throw new InputError(`calibration.y[${i}] is not numeric`);
       return values;
     });
   }
@@ -130,20 +144,28 @@ export function randomProbe(inputShape: readonly number[], count: number, seed =
 }
 
 /** Runs the whole probe set through a runner in batches; returns outputs laid out per sample. */
-export async function predictAll(runner: ModelRunner, probe: ProbeSet, batchSize = 128): Promise<Float32Array> {
+export async function predictAll(
+  runner: ModelRunner,
+  probe: ProbeSet,
+  batchSize = 128,
+): Promise<Float32Array> {
   const inSize = sizeOf(runner.inputShape);
   const outSize = sizeOf(runner.outputShape);
   const out = new Float32Array(probe.count * outSize);
   for (let start = 0; start < probe.count; start += batchSize) {
     const n = Math.min(batchSize, probe.count - start);
     const y = await runner.predict(probe.x.subarray(start * inSize, (start + n) * inSize), n);
-    if (y.length !== n * outSize) throw new Error(`model returned ${y.length} values for ${n} samples of ${outSize}`);
+    if (y.length !== n * outSize)
+      throw new Error(`model returned ${y.length} values for ${n} samples of ${outSize}`);
     out.set(y, start * outSize);
   }
   return out;
 }
 
-export function outputDifference(a: Float32Array, b: Float32Array): { maxAbsDiff: number; meanAbsDiff: number } {
+export function outputDifference(
+  a: Float32Array,
+  b: Float32Array,
+): { maxAbsDiff: number; meanAbsDiff: number } {
   if (a.length !== b.length) throw new Error(`outputs differ in size: ${a.length} vs ${b.length}`);
   let max = 0;
   let sum = 0;
@@ -171,9 +193,13 @@ export function scoreOutputs(
   labels: number[][],
 ): { kind: 'accuracy' | 'meanAbsError'; value: number } {
   const count = labels.length;
-  const isIndex = outputSize > 1 && labels.every((l) => l.length === 1 && Number.isInteger(l[0]) && l[0] >= 0 && l[0] < outputSize);
+  const isIndex =
+    outputSize > 1 &&
+    labels.every((l) => l.length === 1 && Number.isInteger(l[0]) && l[0] >= 0 && l[0] < outputSize);
   const isOneHot =
-    outputSize > 1 && labels.every((l) => l.length === outputSize && l.every((v) => v >= 0 && v <= 1)) && labels.every((l) => Math.abs(l.reduce((a, b) => a + b, 0) - 1) < 1e-6);
+    outputSize > 1 &&
+    labels.every((l) => l.length === outputSize && l.every((v) => v >= 0 && v <= 1)) &&
+    labels.every((l) => Math.abs(l.reduce((a, b) => a + b, 0) - 1) < 1e-6);
   const isBinary = outputSize === 1 && labels.every((l) => l.length === 1 && (l[0] === 0 || l[0] === 1));
   if (isIndex || isOneHot || isBinary) {
     let correct = 0;
@@ -195,7 +221,11 @@ export function scoreOutputs(
 }
 
 /** Median wall time of `runs` batch-1 predictions (after one warm-up run). */
-export async function medianLatencyMs(runner: ModelRunner, sample: Float32Array, runs: number): Promise<number> {
+export async function medianLatencyMs(
+  runner: ModelRunner,
+  sample: Float32Array,
+  runs: number,
+): Promise<number> {
   await runner.predict(sample, 1);
   const times: number[] = [];
   for (let i = 0; i < runs; i++) {
@@ -222,7 +252,10 @@ export async function evaluateCompression(
   probe: ProbeSet,
   latencyRuns = 5,
 ): Promise<Evaluation> {
-  if (sizeOf(before.inputShape) !== sizeOf(after.inputShape) || sizeOf(before.outputShape) !== sizeOf(after.outputShape)) {
+  if (
+    sizeOf(before.inputShape) !== sizeOf(after.inputShape) ||
+    sizeOf(before.outputShape) !== sizeOf(after.outputShape)
+  ) {
     throw new Error(
       `compressed model shapes [${after.inputShape}] -> [${after.outputShape}] differ from [${before.inputShape}] -> [${before.outputShape}]`,
     );
@@ -232,7 +265,12 @@ export async function evaluateCompression(
   const evaluation: Evaluation = {
     ...outputDifference(a, b),
     probe: { samples: probe.count, source: probe.source },
-    latencyMs: { before: NaN, after: NaN, runs: latencyRuns, runtime: { before: before.runtime, after: after.runtime } },
+    latencyMs: {
+      before: NaN,
+      after: NaN,
+      runs: latencyRuns,
+      runtime: { before: before.runtime, after: after.runtime },
+    },
   };
   if (probe.y) {
     const outSize = sizeOf(before.outputShape);

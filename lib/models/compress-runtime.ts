@@ -24,7 +24,9 @@ function tfjsRuntime(): RuntimeName {
 }
 
 /** Loads a layers model from artifacts with tfjs-layers and wraps it as a ModelRunner. */
-export async function layersRunnerFromArtifacts(artifacts: io.ModelArtifacts): Promise<ModelRunner & { model: tfl.LayersModel }> {
+export async function layersRunnerFromArtifacts(
+  artifacts: io.ModelArtifacts,
+): Promise<ModelRunner & { model: tfl.LayersModel }> {
   const model = await tfl.loadLayersModel(tf.io.fromMemory(artifacts));
   if (model.inputs.length !== 1) {
     model.dispose();

@@ -12,7 +12,14 @@ import { Worker } from 'node:worker_threads';
 import type { io } from '@tensorflow/tfjs-core';
 import { exportLayersModelToOnnx } from './onnx-export';
 import { onnxInt8Available, OnnxInt8Unavailable, quantizeOnnxModelInt8 } from './onnx-int8';
-import { checkSparsity, measureSparsity, pruneWeights, PRUNE_SCOPES, type PruneScope, type PruneStats } from './prune';
+import {
+  checkSparsity,
+  measureSparsity,
+  pruneWeights,
+  PRUNE_SCOPES,
+  type PruneScope,
+  type PruneStats,
+} from './prune';
 import {
   decodeWeightData,
   encodeWeights,
@@ -62,7 +69,8 @@ export interface CheckedCompressOptions {
 
 /** Validates options; throws a clear error for an unknown dtype, a bad sparsity or nothing to do. */
 export function checkCompressOptions(options: CompressOptions): CheckedCompressOptions {
-  const quantize = options.quantize === 'none' || options.quantize === undefined ? undefined : options.quantize;
+  const quantize =
+    options.quantize === 'none' || options.quantize === undefined ? undefined : options.quantize;
   if (quantize !== undefined && !(COMPRESS_QUANTIZATIONS as readonly unknown[]).includes(quantize)) {
     throw new Error(
       `unknown quantization "${String(quantize)}": use one of ${COMPRESS_QUANTIZATIONS.join(', ')} or none`,
@@ -179,7 +187,12 @@ export async function runCompressionJob(job: CompressJob): Promise<CompressOutco
       result = await layersRunnerFromArtifacts(compressed);
     }
     runners.push(result);
-    const evaluation = await evaluateCompression(original, result, probeFor(options, original), options.latencyRuns);
+    const evaluation = await evaluateCompression(
+      original,
+      result,
+      probeFor(options, original),
+      options.latencyRuns,
+    );
     const outcome: CompressOutcome = {
       format: onnx ? 'onnx' : 'tfjs-layers',
       parameters: { total: after.totalParameters, prunable: after.prunableParameters },
@@ -198,7 +211,9 @@ export async function runCompressionJob(job: CompressJob): Promise<CompressOutco
 }
 
 function describeFormats(specs: readonly ManifestEntry[]): string {
-  const formats = new Set(specs.filter((s) => s.dtype === 'float32').map((s) => s.quantization?.dtype ?? 'float32'));
+  const formats = new Set(
+    specs.filter((s) => s.dtype === 'float32').map((s) => s.quantization?.dtype ?? 'float32'),
+  );
   return [...formats].sort().join('+') || 'float32';
 }
 
@@ -210,7 +225,8 @@ function probeFor(options: CheckedCompressOptions, runner: ModelRunner) {
 
 async function compressOnnx(job: CompressJob): Promise<CompressOutcome> {
   const { options } = job;
-  if (options.prune > 0) throw new Error('pruning is available for TF.js layers models only, this model is ONNX');
+  if (options.prune > 0)
+    throw new Error('pruning is available for TF.js layers models only, this model is ONNX');
   if (options.quantize !== 'int8') {
     throw new Error(`ONNX models can be quantized to int8 only, not ${options.quantize}`);
   }
@@ -222,7 +238,12 @@ async function compressOnnx(job: CompressJob): Promise<CompressOutcome> {
     runners.push(original);
     const result = await onnxRunnerFromBytes(quantized);
     runners.push(result);
-    const evaluation = await evaluateCompression(original, result, probeFor(options, original), options.latencyRuns);
+    const evaluation = await evaluateCompression(
+      original,
+      result,
+      probeFor(options, original),
+      options.latencyRuns,
+    );
     return {
       format: 'onnx',
       onnx: quantized,
@@ -327,7 +348,9 @@ export async function compressStoredModel(
   requireInt8IfAsked(options);
   const entryPath = path.join(source.dir, source.meta.entry);
   const sizeBefore =
-    source.meta.format === 'tfjs-layers' ? await weightFilesBytes(entryPath) : (await fs.stat(entryPath)).size;
+    source.meta.format === 'tfjs-layers'
+      ? await weightFilesBytes(entryPath)
+      : (await fs.stat(entryPath)).size;
 
   const job: CompressJob = { format: source.meta.format, entryPath, options };
   const outcome = await runJob(job, run);
@@ -386,7 +409,10 @@ export async function compressStoredModel(
       after = (await fs.stat(file)).size;
     } else {
       const { weightSpecs, weightData, ...topology } = outcome.artifacts as io.ModelArtifacts;
-      const handler = fileSaveHandler(dir, { weightSpecs: weightSpecs ?? [], weightData: weightData ?? new ArrayBuffer(0) });
+      const handler = fileSaveHandler(dir, {
+        weightSpecs: weightSpecs ?? [],
+        weightData: weightData ?? new ArrayBuffer(0),
+      });
       await (handler.save as NonNullable<typeof handler.save>)(topology);
       after = await weightFilesBytes(path.join(dir, 'model.json'));
     }
@@ -396,14 +422,18 @@ export async function compressStoredModel(
   });
   return {
     stored,
-    report: { ...report, result: { name: stored.meta.name, version: stored.meta.version, format: outcome.format } },
+    report: {
+      ...report,
+      result: { name: stored.meta.name, version: stored.meta.version, format: outcome.format },
+    },
   };
 }
 
 function quantizationMeta(outcome: CompressOutcome): Record<string, unknown> | undefined {
   if (outcome.format === 'onnx') return { dtype: 'int8', runtime: 'onnxruntime' };
   if (outcome.weightFormat === 'float32') return undefined;
-  const scheme = outcome.weightFormat === 'float16' ? 'float16' : 'affine per tensor, zero exactly representable';
+  const scheme =
+    outcome.weightFormat === 'float16' ? 'float16' : 'affine per tensor, zero exactly representable';
   return { dtype: outcome.weightFormat, format: 'tfjs-converter', scheme };
 }
 

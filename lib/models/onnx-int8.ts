@@ -20,7 +20,8 @@ function findQuantizer(): QuantizeOnnxInt8 {
     mod = require('./onnx-quantize') as { quantizeOnnxInt8?: unknown };
   } catch (err) {
     const { code, message } = err as { code?: string; message?: string };
-    if (code === 'MODULE_NOT_FOUND' && String(message).includes('onnx-quantize')) throw new OnnxInt8Unavailable('lib/models/onnx-quantize is missing');
+    if (code === 'MODULE_NOT_FOUND' && String(message).includes('onnx-quantize'))
+      throw new OnnxInt8Unavailable('lib/models/onnx-quantize is missing');
     throw err;
   }
   if (typeof mod.quantizeOnnxInt8 !== 'function') {

@@ -70,7 +70,9 @@ export function layerOf(name: string): string {
 export function checkSparsity(sparsity: unknown): number {
   const value = Number(sparsity);
   if (typeof sparsity === 'boolean' || !Number.isFinite(value) || value < 0 || value >= 1) {
-    throw new Error(`sparsity must be a number from 0 up to (not including) 1, got ${JSON.stringify(sparsity)}`);
+    throw new Error(
+      `sparsity must be a number from 0 up to (not including) 1, got ${JSON.stringify(sparsity)}`,
+    );
   }
   return value;
 }
@@ -166,7 +168,9 @@ export function pruneWeights(
   }
   const isPrunable = options.isPrunable ?? isKernelWeight;
   const pruned = weights.map((w) =>
-    isPrunable(w) && w.dtype === 'float32' ? { ...w, shape: [...w.shape], values: Float32Array.from(w.values) } : w,
+    isPrunable(w) && w.dtype === 'float32'
+      ? { ...w, shape: [...w.shape], values: Float32Array.from(w.values) }
+      : w,
   );
   const targets = pruned.filter((w) => isPrunable(w) && w.dtype === 'float32');
   let newlyZeroed = 0;

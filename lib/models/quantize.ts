@@ -199,7 +199,10 @@ function bytesPerValue(spec: ManifestEntry): number {
  * Reads weight values without creating tensors (usable in a worker), dequantizing entries
  * stored in any of the converter's quantized formats.
  */
-export function decodeWeightData(specs: readonly ManifestEntry[], data: io.WeightData | undefined): DecodedWeight[] {
+export function decodeWeightData(
+  specs: readonly ManifestEntry[],
+  data: io.WeightData | undefined,
+): DecodedWeight[] {
   const bytes = joinWeightData(data);
   const out: DecodedWeight[] = [];
   let offset = 0;
@@ -218,7 +221,12 @@ export function decodeWeightData(specs: readonly ManifestEntry[], data: io.Weigh
     const q = spec.quantization;
     let values: DecodedWeight['values'];
     if (!q) {
-      values = dtype === 'float32' ? new Float32Array(slice) : dtype === 'int32' ? new Int32Array(slice) : new Uint8Array(slice);
+      values =
+        dtype === 'float32'
+          ? new Float32Array(slice)
+          : dtype === 'int32'
+            ? new Int32Array(slice)
+            : new Uint8Array(slice);
     } else if (q.dtype === 'float16') {
       if (dtype !== 'float32') throw new Error(`weight ${spec.name}: float16 quantization of ${dtype}`);
       const half = new Uint16Array(slice);
@@ -247,7 +255,8 @@ export function decodeWeightData(specs: readonly ManifestEntry[], data: io.Weigh
 }
 
 /** How to quantize each weight: one dtype for all float32 weights, or a choice per weight. */
-export type QuantizationPlan = WeightQuantization | undefined | ((weight: DecodedWeight) => WeightQuantization | undefined);
+export type QuantizationPlan =
+  WeightQuantization | undefined | ((weight: DecodedWeight) => WeightQuantization | undefined);
 
 /**
  * Writes weights into one buffer with converter-format specs. float32 weights are quantized
@@ -291,7 +300,11 @@ export function encodeWeights(weights: readonly DecodedWeight[], plan: Quantizat
 export function quantizeArtifacts(artifacts: io.ModelArtifacts, plan: QuantizationPlan): io.ModelArtifacts {
   const weights = decodeWeightData((artifacts.weightSpecs ?? []) as ManifestEntry[], artifacts.weightData);
   const encoded = encodeWeights(weights, plan);
-  return { ...artifacts, weightSpecs: encoded.weightSpecs as io.WeightsManifestEntry[], weightData: encoded.weightData };
+  return {
+    ...artifacts,
+    weightSpecs: encoded.weightSpecs as io.WeightsManifestEntry[],
+    weightData: encoded.weightData,
+  };
 }
 
 /** The artifacts TF.js would save for `model` (topology, specs, float32 weight bytes). */
@@ -308,6 +321,9 @@ export async function modelArtifacts(model: LayersModel): Promise<io.ModelArtifa
 }
 
 /** Quantized artifacts of a layers model; save them with fileSaveHandler or tf.io handlers. */
-export async function quantizeLayersModel(model: LayersModel, plan: QuantizationPlan): Promise<io.ModelArtifacts> {
+export async function quantizeLayersModel(
+  model: LayersModel,
+  plan: QuantizationPlan,
+): Promise<io.ModelArtifacts> {
   return quantizeArtifacts(await modelArtifacts(model), plan);
 }

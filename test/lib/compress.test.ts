@@ -90,7 +90,11 @@ describe('compressing a stored model', () => {
     const v2 = path.join(root, 'clf', '2');
     const sizeBefore = (await fs.stat(path.join(v1, 'weights.bin'))).size;
     const sizeAfter = (await fs.stat(path.join(v2, 'weights.bin'))).size;
-    assert.deepEqual(report.sizeBytes, { before: sizeBefore, after: sizeAfter, ratio: sizeBefore / sizeAfter });
+    assert.deepEqual(report.sizeBytes, {
+      before: sizeBefore,
+      after: sizeAfter,
+      ratio: sizeBefore / sizeAfter,
+    });
     assert.equal(report.sizeBytes.ratio, 4);
     const parameters = INPUTS * 48 + 48 + 48 * CLASSES + CLASSES;
     assert.deepEqual(report.parameters, { total: parameters, prunable: INPUTS * 48 + 48 * CLASSES });
@@ -165,11 +169,19 @@ describe('compressing a stored model', () => {
 
   it('pruning alone keeps the weight format of an already quantized source', async () => {
     await compressStoredModel(store, { name: 'clf', quantize: 'uint16' }, { worker: false });
-    const { stored, report } = await compressStoredModel(store, { name: 'clf', prune: 0.25 }, { worker: false });
+    const { stored, report } = await compressStoredModel(
+      store,
+      { name: 'clf', prune: 0.25 },
+      { worker: false },
+    );
     assert.equal(stored.meta.version, 3);
     assert.equal(report.sizeBytes.ratio, 1);
     const modelJson = JSON.parse(await fs.readFile(path.join(stored.dir, 'model.json'), 'utf8'));
-    assert.ok((modelJson.weightsManifest[0].weights as ManifestEntry[]).every((s) => s.quantization?.dtype === 'uint16'));
+    assert.ok(
+      (modelJson.weightsManifest[0].weights as ManifestEntry[]).every(
+        (s) => s.quantization?.dtype === 'uint16',
+      ),
+    );
     assert.equal((stored.meta.quantization as { dtype: string }).dtype, 'uint16');
   });
 
@@ -193,7 +205,10 @@ describe('compressing a stored model', () => {
       [{ name: 'clf', prune: 1.5 }, /sparsity/],
       [{ name: 'clf' }, /nothing to do/],
       [{ name: '../etc', quantize: 'uint8' }, /invalid model name/],
-      [{ name: 'clf', quantize: 'uint8', calibration: { x: [[1, 2, 3]] } }, /has 3 values, the model takes 12/],
+      [
+        { name: 'clf', quantize: 'uint8', calibration: { x: [[1, 2, 3]] } },
+        /has 3 values, the model takes 12/,
+      ],
     ];
     for (const [request, error] of cases) {
       await assert.rejects(compressStoredModel(store, request, { worker: false }), error);
@@ -216,8 +231,14 @@ describe('compressing a stored model', () => {
     await store.save('net', { format: 'onnx', entry: 'model.onnx' }, (dir) =>
       fs.writeFile(path.join(dir, 'model.onnx'), new Uint8Array([8, 1])),
     );
-    await assert.rejects(compressStoredModel(store, { name: 'net', quantize: 'uint8' }, { worker: false }), /int8 only/);
-    await assert.rejects(compressStoredModel(store, { name: 'net', prune: 0.5 }, { worker: false }), /TF.js layers models only/);
+    await assert.rejects(
+      compressStoredModel(store, { name: 'net', quantize: 'uint8' }, { worker: false }),
+      /int8 only/,
+    );
+    await assert.rejects(
+      compressStoredModel(store, { name: 'net', prune: 0.5 }, { worker: false }),
+      /TF.js layers models only/,
+    );
   });
 });
 
@@ -228,7 +249,22 @@ describe('compression report helpers', () => {
   });
 
   it('reads calibration samples in any numeric shape, flat or nested', () => {
-    const nested = parseCalibration({ x: [[[1, 2], [3, 4]], [[5, 6], [7, 8]]], y: [0, 1] }, 4);
+    const nested = parseCalibration(
+      {
+        x: [
+          [
+            [1, 2],
+            [3, 4],
+          ],
+          [
+            [5, 6],
+            [7, 8],
+          ],
+        ],
+        y: [0, 1],
+      },
+      4,
+    );
     assert.equal(nested.count, 2);
     assert.deepEqual(Array.from(nested.x), [1, 2, 3, 4, 5, 6, 7, 8]);
     assert.deepEqual(nested.y, [[0], [1]]);
@@ -243,8 +279,17 @@ describe('compression report helpers', () => {
   it('scores classes by index or one-hot, binary by 0.5, and regression by mean absolute error', () => {
     const outputs = new Float32Array([0.1, 0.7, 0.2, 0.6, 0.3, 0.1]);
     assert.deepEqual(scoreOutputs(outputs, 3, [[1], [2]]), { kind: 'accuracy', value: 0.5 });
-    assert.deepEqual(scoreOutputs(outputs, 3, [[0, 1, 0], [1, 0, 0]]), { kind: 'accuracy', value: 1 });
-    assert.deepEqual(scoreOutputs(new Float32Array([0.9, 0.2]), 1, [[1], [1]]), { kind: 'accuracy', value: 0.5 });
+    assert.deepEqual(
+      scoreOutputs(outputs, 3, [
+        [0, 1, 0],
+        [1, 0, 0],
+      ]),
+      { kind: 'accuracy', value: 1 },
+    );
+    assert.deepEqual(scoreOutputs(new Float32Array([0.9, 0.2]), 1, [[1], [1]]), {
+      kind: 'accuracy',
+      value: 0.5,
+    });
     const mae = scoreOutputs(new Float32Array([2, 4]), 1, [[1.5], [5]]);
     assert.equal(mae.kind, 'meanAbsError');
     assert.equal(mae.value, 0.75);

@@ -1,12 +1,6 @@
 import assert from 'node:assert/strict';
 import * as tfl from '@tensorflow/tfjs-layers';
-import {
-  checkSparsity,
-  isKernelName,
-  layerOf,
-  pruneLayersModel,
-  pruneWeights,
-} from '../../lib/models/prune';
+import { checkSparsity, isKernelName, layerOf, pruneLayersModel, pruneWeights } from '../../lib/models/prune';
 import { decodeWeightData, type DecodedWeight, type ManifestEntry } from '../../lib/models/quantize';
 import { tf, useBackend } from '../../lib/models/tfjs';
 
@@ -30,7 +24,12 @@ function weights(): DecodedWeight[] {
   return [
     { name: 'seq/dense_1/kernel', shape: [20, 30], dtype: 'float32', values: values(600, 1) },
     { name: 'seq/dense_1/bias', shape: [30], dtype: 'float32', values: values(30, 2) },
-    { name: 'seq/dense_2/kernel', shape: [30, 7], dtype: 'float32', values: values(210, 3).map((v) => v * 5) },
+    {
+      name: 'seq/dense_2/kernel',
+      shape: [30, 7],
+      dtype: 'float32',
+      values: values(210, 3).map((v) => v * 5),
+    },
     { name: 'seq/dense_2/bias', shape: [7], dtype: 'float32', values: values(7, 4) },
     { name: 'seq/step', shape: [1], dtype: 'int32', values: new Int32Array([5]) },
   ];
@@ -40,7 +39,12 @@ describe('magnitude pruning', () => {
   before(() => useBackend(['wasm', 'cpu']));
 
   it('recognises kernels by weight name across Keras and TF.js naming', () => {
-    for (const name of ['dense_1/kernel', 'sequential_4/dense_8/kernel', 'lstm/recurrent_kernel', 'conv/depthwise_kernel:0']) {
+    for (const name of [
+      'dense_1/kernel',
+      'sequential_4/dense_8/kernel',
+      'lstm/recurrent_kernel',
+      'conv/depthwise_kernel:0',
+    ]) {
       assert.ok(isKernelName(name), name);
     }
     for (const name of ['dense_1/bias', 'bn/gamma', 'bn/moving_mean', 'embedding/embeddings']) {
@@ -101,9 +105,12 @@ describe('magnitude pruning', () => {
   it('stays exact when many weights share the threshold magnitude', () => {
     const tied = new Float32Array(100).map((_, i) => (i % 2 ? 0.5 : -0.5));
     tied[3] = 0.1;
-    const { weights: pruned, stats } = pruneWeights([{ name: 'd/kernel', shape: [100], dtype: 'float32', values: tied }], {
-      sparsity: 0.37,
-    });
+    const { weights: pruned, stats } = pruneWeights(
+      [{ name: 'd/kernel', shape: [100], dtype: 'float32', values: tied }],
+      {
+        sparsity: 0.37,
+      },
+    );
     assert.equal(zeros(pruned[0].values), 37);
     assert.equal(pruned[0].values[3], 0);
     assert.equal(stats.sparsity, 0.37);
@@ -138,7 +145,10 @@ describe('magnitude pruning', () => {
       assert.equal(kernelZeros, Math.round(0.6 * kernelCount));
       // Our own decoder sees the same thing.
       const ours = decodeWeightData(specs, artifacts.weightData);
-      assert.equal(ours.filter((w) => isKernelName(w.name)).reduce((n, w) => n + zeros(w.values), 0), kernelZeros);
+      assert.equal(
+        ours.filter((w) => isKernelName(w.name)).reduce((n, w) => n + zeros(w.values), 0),
+        kernelZeros,
+      );
       const loaded = await tfl.loadLayersModel(tf.io.fromMemory(artifacts));
       const y = tf.tidy(() => loaded.predict(tf.ones([2, 16])) as tf.Tensor);
       assert.deepEqual(y.shape, [2, 4]);

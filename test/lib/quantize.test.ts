@@ -145,7 +145,12 @@ describe('weight quantization (tensorflowjs_converter format)', () => {
     assert.equal(toFloat16Bits(NaN) & 0x7c00, 0x7c00);
     const all = new Uint16Array(0x10000).map((_, i) => i);
     const specs: ManifestEntry[] = [
-      { name: 'h', shape: [all.length], dtype: 'float32', quantization: { dtype: 'float16', original_dtype: 'float32' } },
+      {
+        name: 'h',
+        shape: [all.length],
+        dtype: 'float32',
+        quantization: { dtype: 'float16', original_dtype: 'float32' },
+      },
     ];
     const viaTfjs = tfjsDecode(specs, all.buffer).h;
     for (let bits = 0; bits < 0x10000; bits++) {
@@ -177,8 +182,16 @@ describe('weight quantization (tensorflowjs_converter format)', () => {
   });
 
   it('a constant tensor becomes zeros with scale 1 and min = the constant', () => {
-    const { weightSpecs, weightData } = encodeWeights([weight('c', [6], new Float32Array(6).fill(0.25))], 'uint8');
-    assert.deepEqual(weightSpecs[0].quantization, { dtype: 'uint8', min: 0.25, scale: 1, original_dtype: 'float32' });
+    const { weightSpecs, weightData } = encodeWeights(
+      [weight('c', [6], new Float32Array(6).fill(0.25))],
+      'uint8',
+    );
+    assert.deepEqual(weightSpecs[0].quantization, {
+      dtype: 'uint8',
+      min: 0.25,
+      scale: 1,
+      original_dtype: 'float32',
+    });
     assert.deepEqual(Array.from(new Uint8Array(weightData)), [0, 0, 0, 0, 0, 0]);
     assert.deepEqual(tfjsDecode(weightSpecs, weightData).c, [0.25, 0.25, 0.25, 0.25, 0.25, 0.25]);
   });
@@ -248,7 +261,8 @@ describe('weight quantization (tensorflowjs_converter format)', () => {
         const reference = await predictFrom(path.join(dir, 'model.json'));
         const result = await predictFrom(path.join(target, 'model.json'));
         let worst = 0;
-        for (let i = 0; i < reference.length; i++) worst = Math.max(worst, Math.abs(reference[i] - result[i]));
+        for (let i = 0; i < reference.length; i++)
+          worst = Math.max(worst, Math.abs(reference[i] - result[i]));
         assert.ok(worst > 0 || dtype !== 'uint8', 'uint8 weights must change the outputs a little');
         assert.ok(worst < tolerance, `max abs output difference ${worst} >= ${tolerance}`);
         assert.equal(tf.memory().numTensors, before);
