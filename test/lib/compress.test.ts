@@ -4,7 +4,15 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { compressStoredModel } from '../../lib/models/compress';
-import { median, parseCalibration, scoreOutputs } from '../../lib/models/compress-report';
+import {
+  evaluateCompression,
+  median,
+  parseCalibration,
+  randomProbe,
+  scoreOutputs,
+} from '../../lib/models/compress-report';
+import { layersRunnerFromArtifacts, onnxRunnerFromBytes } from '../../lib/models/compress-runtime';
+import { modelArtifacts } from '../../lib/models/quantize';
 import { onnxInt8Available } from '../../lib/models/onnx-int8';
 import { ModelStore } from '../../lib/models/store';
 import { fileLoadHandler, fileSaveHandler, tf, useBackend } from '../../lib/models/tfjs';
@@ -239,6 +247,59 @@ describe('compressing a stored model', () => {
       compressStoredModel(store, { name: 'net', prune: 0.5 }, { worker: false }),
       /TF.js layers models only/,
     );
+  });
+});
+
+/** A one-Gemm ONNX model y = x W + b, written with the ONNX protobuf classes. */
+function gemmOnnx(kernel: Float32Array, bias: Float32Array, inputs: number, units: number): Uint8Array {
+  const { onnx } = require('onnx-proto') as typeof import('onnx-proto');
+  const float = onnx.TensorProto.DataType.FLOAT;
+  const dims = (n: number) => ({ shape: { dim: [{ dimParam: 'N' }, { dimValue: n }] } });
+  const model = onnx.ModelProto.create({
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 13 }],
+    graph: {
+      name: 'dense',
+      node: [{ opType: 'Gemm', input: ['x', 'W', 'b'], output: ['y'] }],
+      initializer: [
+        {
+          name: 'W',
+          dims: [inputs, units],
+          dataType: float,
+          rawData: new Uint8Array(kernel.buffer.slice(0)),
+        },
+        { name: 'b', dims: [units], dataType: float, rawData: new Uint8Array(bias.buffer.slice(0)) },
+      ],
+      input: [{ name: 'x', type: { tensorType: { elemType: float, ...dims(inputs) } } }],
+      output: [{ name: 'y', type: { tensorType: { elemType: float, ...dims(units) } } }],
+    },
+  });
+  return onnx.ModelProto.encode(model).finish();
+}
+
+describe('evaluation runners', () => {
+  before(() => useBackend(['wasm', 'cpu']));
+
+  it('compares a TF.js layers model with the same function in ONNX Runtime', async () => {
+    const before = tf.memory().numTensors;
+    const model = tfl.sequential({ layers: [tfl.layers.dense({ units: 4, inputShape: [6] })] });
+    const [kernel, bias] = model.getWeights().map((w) => Float32Array.from(w.dataSync()));
+    const artifacts = await modelArtifacts(model);
+    model.dispose();
+    const tfjs = await layersRunnerFromArtifacts(artifacts);
+    const ort = await onnxRunnerFromBytes(gemmOnnx(kernel, bias, 6, 4));
+    try {
+      assert.deepEqual([ort.inputShape, ort.outputShape], [[6], [4]]);
+      assert.match(ort.runtime, /^onnxruntime-(node|web)$/);
+      const evaluation = await evaluateCompression(tfjs, ort, randomProbe([6], 20), 3);
+      assert.ok(evaluation.maxAbsDiff < 1e-5, `max abs diff ${evaluation.maxAbsDiff}`);
+      assert.deepEqual(evaluation.probe, { samples: 20, source: 'random' });
+      assert.equal(evaluation.latencyMs.runtime.after, ort.runtime);
+    } finally {
+      await tfjs.dispose();
+      await ort.dispose();
+    }
+    assert.equal(tf.memory().numTensors, before);
   });
 });
 
