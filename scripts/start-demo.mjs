@@ -20,7 +20,8 @@ if (!Number.isInteger(port) || port < 1 || port > 65535) {
   process.exit(2);
 }
 const userDir = path.resolve(values['user-dir']);
-const DEMO_FLOW = path.join(root, 'examples', '02 - Predictive maintenance dashboard.json');
+const DEMO_FLOW =
+  process.env.EDGE_DEMO_FLOW || path.join(root, 'examples', '02 - Predictive maintenance dashboard.json');
 
 fs.mkdirSync(userDir, { recursive: true });
 fs.writeFileSync(
