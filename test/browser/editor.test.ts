@@ -217,7 +217,7 @@ interface EditableField {
 
 // Tried in order; the first the node's own validators reject is the bad value, the first
 // other one they accept is the good value.
-const BAD_CANDIDATES = ['', 'not a number', '-1', '0', '-0.5', '1e12', '99999999', '3.7', '{', '#$%', 'x'];
+const BAD_CANDIDATES = ['-1', 'not a number', '0', '-0.5', '1e12', '99999999', '3.7', '{', '#$%', 'x', ''];
 const GOOD_CANDIDATES = ['2', '5', '10', '1', '0.5', '100', '3', '0.1', 'sensor-1', 'abc', 'temperature'];
 
 /** The dialog's text inputs backed by a validated or required default, with test values. */
@@ -244,6 +244,9 @@ async function editableFields(page: Page, type: string, prefix: string): Promise
             return false;
           }
         };
+        // A number input takes only what a user can type into it.
+        const typeable = (v: string) =>
+          input.attr('type') !== 'number' || v === '' || Number.isFinite(Number(v));
         const typed = input.next('.red-ui-typedInput-container').length === 1;
         const current = String(typed ? input.typedInput('value') : input.val());
         const good =
@@ -255,7 +258,7 @@ async function editableFields(page: Page, type: string, prefix: string): Promise
           typed,
           visible: typed ? input.next('.red-ui-typedInput-container').is(':visible') : input.is(':visible'),
           current,
-          bad: badCandidates.find((v: string) => !valid(v)),
+          bad: badCandidates.find((v: string) => typeable(v) && !valid(v)),
           good,
         });
       }

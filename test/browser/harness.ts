@@ -11,7 +11,8 @@ import { nodeRedLauncher, nodeRedPackageDir } from '../helpers/node-red-path';
 /** dist/test/browser -> the repository. */
 export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
 export const ARTIFACTS_DIR = path.join(REPO_ROOT, 'test-artifacts');
-export const CHROMIUM_PATH = '/usr/bin/chromium';
+/** Debian's Chromium; EDGE_CHROMIUM_PATH names another build (e.g. chromium-browser elsewhere). */
+export const CHROMIUM_PATH = process.env.EDGE_CHROMIUM_PATH || '/usr/bin/chromium';
 /** The flow `npm start` deploys (see scripts/start-demo.mjs). */
 export const DEMO_EXAMPLE = '02 - Predictive maintenance dashboard';
 export const PALETTE_CATEGORY = 'edge AI';
@@ -19,7 +20,7 @@ export const PALETTE_CATEGORY = 'edge AI';
 /** Skips the calling suite, with the reason printed, when Chromium is not installed. */
 export function requireChromium(ctx: Mocha.Context): void {
   if (!fs.existsSync(CHROMIUM_PATH)) {
-    console.log(`      skipped: ${CHROMIUM_PATH} is missing (apt-get install chromium)`);
+    console.log(`      skipped: no Chromium at ${CHROMIUM_PATH} (apt-get install chromium)`);
     ctx.skip();
   }
 }
