@@ -138,6 +138,52 @@ describe('editor in Chromium', function () {
     assert.deepEqual(browser.problemsSince(0), [], 'console errors while loading the editor');
   });
 
+  it('every node has help in the help sidebar: summary, inputs, outputs, details', async function () {
+    const problems: string[] = [];
+    for (const type of packageTypes) {
+      // What the book button of a palette entry or the info panel does.
+      await page.evaluate((t) => RED.sidebar.help.show(t), type);
+      await page
+        .waitForFunction(
+          () => $('.red-ui-help:visible h3').length > 0 || $('.red-ui-help:visible p').length > 0,
+          undefined,
+          {
+            timeout: 5_000,
+          },
+        )
+        .catch(() => undefined);
+      const help = (await page.evaluate((t) => {
+        const def = RED.nodes.getType(t);
+        const root = $('.red-ui-help:visible').first();
+        const section = (title: string) => {
+          const h3 = root
+            .find('h3')
+            .filter((_: number, e: HTMLElement) => $(e).text().trim().toLowerCase() === title);
+          return h3.length === 0 ? null : h3.first().nextUntil('h3');
+        };
+        const inputs = section('inputs');
+        const outputs = section('outputs');
+        const summary = root.find('h3').length ? root.find('h3').first().prevAll('p') : root.find('p');
+        return {
+          needsInputs: (def?.inputs ?? 0) > 0,
+          needsOutputs: (def?.outputs ?? 0) > 0,
+          summary: summary.text().trim().length > 0,
+          inputs: inputs ? inputs.filter('dl.message-properties').length > 0 : null,
+          outputs: outputs ? outputs.filter('dl.message-properties').length > 0 : null,
+          details: !!section('details'),
+        };
+      }, type)) as Record<string, boolean | null>;
+      if (!help.summary) problems.push(`${type}: no summary paragraph before the first heading`);
+      if (help.needsInputs && !help.inputs)
+        problems.push(`${type}: no "Inputs" heading with a message-properties list`);
+      if (help.needsOutputs && !help.outputs)
+        problems.push(`${type}: no "Outputs" heading with a message-properties list`);
+      if (!help.details) problems.push(`${type}: no "Details" heading`);
+    }
+    await page.screenshot({ path: artifactPath('help-sidebar.png') });
+    assert.deepEqual(problems, [], problems.join('\n'));
+  });
+
   for (const type of packageTypes) {
     it(`${type}: the edit dialog flags a bad value, saves a good one, without console errors`, async function () {
       const from = browser.problems.length;
