@@ -244,6 +244,9 @@ const CHROMIUM_ARGS = [
   '--disable-dev-shm-usage',
   '--no-default-browser-check',
   '--metrics-recording-only',
+  // Anything not on the loopback interface goes to a closed port, so a page that needs the
+  // internet fails here as it would on a board without it (loopback bypasses proxies).
+  '--proxy-server=http://127.0.0.1:9',
 ];
 
 export interface PageProblem {
