@@ -46,13 +46,15 @@ export function exportLayersModelToOnnx(model: LayersModel): Uint8Array {
   const out = ex.layout(result, identity(result.shape.length));
   ex.g.node('Identity', [out.name], { outputs: ['output'], name: 'output' });
 
-  const dims = (shape: Shape) => shape.map((d, i) => (i === 0 ? 'batch' : d ?? `d${i}`));
+  // Unknown sizes get their own names: a shared dim_param would claim the sizes are equal.
+  const dims = (shape: Shape, prefix: string) =>
+    shape.map((d, i) => (i === 0 ? 'batch' : (d ?? `${prefix}${i}`)));
   const graph: onnx.IGraphProto = {
     name: model.name || 'model',
     node: ex.g.nodes,
     initializer: ex.g.initializers,
-    input: [tensorValueInfo('input', OnnxType.FLOAT, dims(inShape))],
-    output: [tensorValueInfo('output', OnnxType.FLOAT, dims(model.outputs[0].shape as Shape))],
+    input: [tensorValueInfo('input', OnnxType.FLOAT, dims(inShape, 'input_'))],
+    output: [tensorValueInfo('output', OnnxType.FLOAT, dims(out.shape, 'output_'))],
   };
   const proto = onnx.ModelProto.create({
     irVersion: ONNX_EXPORT_IR_VERSION,
@@ -248,7 +250,7 @@ class Exporter {
         return [{ name: this.g.op('Flatten', [x.name], [attr.int('axis', 1)]), shape: out, perm: identity(2) }];
       }
       case 'Reshape':
-        return [this.reshape(one(), out, cfg['targetShape'] as number[])];
+        return [this.reshape(one(), out, cfg['targetShape'] as (number | null)[])];
       case 'Permute': {
         // No data movement: only the logical meaning of the physical axes changes.
         const x = one();
@@ -464,7 +466,9 @@ class Exporter {
       ],
       layer.name,
     );
-    return this.activation({ name: y, shape: out, perm }, cfg['activation'] as string, layer);
+    // TF.js reports a causal convolution's output length as if it were 'valid'.
+    const shape = cfg['padding'] === 'causal' ? [out[0], input.shape[1], out[2]] : out;
+    return this.activation({ name: y, shape, perm }, cfg['activation'] as string, layer);
   }
 
   private convTranspose(layer: Layer, input: Value, out: Shape, cfg: Config): Value {
@@ -590,9 +594,12 @@ class Exporter {
     return { name, shape: out, perm: kept.map((a) => kept.filter((b) => b < a).length) };
   }
 
-  private reshape(input: Value, out: Shape, target: number[]): Value {
+  private reshape(input: Value, out: Shape, target: (number | null)[]): Value {
     const x = this.plain(input);
-    const dims = out.slice(1).every((d) => d != null) ? [-1, ...(out.slice(1) as number[])] : [0, ...target];
+    // TF.js keeps an inferred (-1) target dimension as null.
+    const dims = out.slice(1).every((d) => d != null)
+      ? [-1, ...(out.slice(1) as number[])]
+      : [0, ...target.map((d) => (d == null || d < 0 ? -1 : d))];
     const name = this.g.op('Reshape', [x.name, this.g.int64s('shape', dims)]);
     return { name, shape: out, perm: identity(out.length) };
   }
