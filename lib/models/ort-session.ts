@@ -36,6 +36,8 @@ export interface OrtSession {
   readonly outputName: string;
   /** Runs the model on one float32 tensor and returns the first output. */
   run(input: Float32Array, dims: readonly number[]): Promise<{ data: Float32Array; dims: number[] }>;
+  /** Runs the model and returns every float32 output by name. */
+  runAll(input: Float32Array, dims: readonly number[]): Promise<Record<string, { data: Float32Array; dims: number[] }>>;
   /** Releases the native or wasm session; further runs fail. Safe to call twice. */
   release(): Promise<void>;
 }
@@ -88,12 +90,18 @@ function wrapSession(ort: OrtModule, runtime: OrtRuntimeName, session: OrtInfere
     inputName,
     outputName,
     async run(input, dims) {
-      const feeds = { [inputName]: new ort.Tensor('float32', input, dims as number[]) };
-      const results = await session.run(feeds);
+      const results = await session.run({ [inputName]: new ort.Tensor('float32', input, dims as number[]) });
       const out = results[outputName];
-      const data = out.data;
-      if (!(data instanceof Float32Array)) throw new Error(`output ${outputName} is ${out.type}, not float32`);
-      return { data, dims: out.dims.slice() };
+      if (!(out.data instanceof Float32Array)) throw new Error(`output ${outputName} is ${out.type}, not float32`);
+      return { data: out.data, dims: out.dims.slice() };
+    },
+    async runAll(input, dims) {
+      const results = await session.run({ [inputName]: new ort.Tensor('float32', input, dims as number[]) });
+      const outputs: Record<string, { data: Float32Array; dims: number[] }> = {};
+      for (const [name, out] of Object.entries(results)) {
+        if (out.data instanceof Float32Array) outputs[name] = { data: out.data, dims: out.dims.slice() };
+      }
+      return outputs;
     },
     async release() {
       if (released) return;
