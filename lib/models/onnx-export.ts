@@ -34,7 +34,8 @@ interface Value {
  * shape [batch, ...inputShape] and one output, computing the same function.
  */
 export function exportLayersModelToOnnx(model: LayersModel): Uint8Array {
-  if (model.inputs.length !== 1) throw new OnnxExportUnsupported(`${model.inputs.length} inputs (one is supported)`);
+  if (model.inputs.length !== 1)
+    throw new OnnxExportUnsupported(`${model.inputs.length} inputs (one is supported)`);
   if (model.outputs.length !== 1) {
     throw new OnnxExportUnsupported(`${model.outputs.length} outputs (one is supported)`);
   }
@@ -136,7 +137,12 @@ type RnnKind = 'LSTM' | 'GRU' | 'SimpleRNN';
 const GATES: Record<RnnKind, number[]> = { LSTM: [0, 3, 1, 2], GRU: [0, 1, 2], SimpleRNN: [0] };
 
 /** Keras [in, gates*units] -> ONNX [gates*units, in] in ONNX gate order. */
-function rnnMatrix(kernel: Float32Array, inDim: number, units: number, gates: readonly number[]): Float32Array {
+function rnnMatrix(
+  kernel: Float32Array,
+  inDim: number,
+  units: number,
+  gates: readonly number[],
+): Float32Array {
   const n = gates.length * units;
   const out = new Float32Array(n * inDim);
   for (let g = 0; g < gates.length; g++) {
@@ -153,7 +159,8 @@ function rnnBias(bias: Float32Array | undefined, units: number, gates: readonly 
   // ONNX B = [Wb, Rb]; Keras has one bias (added with the input term), so Rb = 0.
   const out = new Float32Array(2 * gates.length * units);
   if (bias) {
-    for (let g = 0; g < gates.length; g++) out.set(bias.subarray(gates[g] * units, (gates[g] + 1) * units), g * units);
+    for (let g = 0; g < gates.length; g++)
+      out.set(bias.subarray(gates[g] * units, (gates[g] + 1) * units), g * units);
   }
   return out;
 }
@@ -216,7 +223,8 @@ class Exporter {
     const cls = layer.getClassName();
     const cfg = layer.getConfig() as Config;
     const one = (): Value => {
-      if (inputs.length !== 1) throw new OnnxExportUnsupported(`${cls} ${layer.name} with ${inputs.length} inputs`);
+      if (inputs.length !== 1)
+        throw new OnnxExportUnsupported(`${cls} ${layer.name} with ${inputs.length} inputs`);
       return inputs[0];
     };
     const out = outShapes[0];
@@ -247,7 +255,9 @@ class Exporter {
       case 'Flatten': {
         const x = this.plain(one());
         if (x.shape.length === 2) return [x];
-        return [{ name: this.g.op('Flatten', [x.name], [attr.int('axis', 1)]), shape: out, perm: identity(2) }];
+        return [
+          { name: this.g.op('Flatten', [x.name], [attr.int('axis', 1)]), shape: out, perm: identity(2) },
+        ];
       }
       case 'Reshape':
         return [this.reshape(one(), out, cfg['targetShape'] as (number | null)[])];
@@ -295,7 +305,8 @@ class Exporter {
       case 'Softmax': {
         const axis = cfg['axis'];
         const a = Array.isArray(axis) ? (axis.length === 1 ? axis[0] : NaN) : ((axis as number) ?? -1);
-        if (!Number.isInteger(a)) throw new OnnxExportUnsupported(`Softmax over axes ${JSON.stringify(axis)}`);
+        if (!Number.isInteger(a))
+          throw new OnnxExportUnsupported(`Softmax over axes ${JSON.stringify(axis)}`);
         return [this.softmax(one(), 'Softmax', a)];
       }
       case 'BatchNormalization':
@@ -344,7 +355,11 @@ class Exporter {
   }
 
   private clip(x: Value, min: number, max: number): Value {
-    const name = this.g.op('Clip', [x.name, this.g.floats('min', [min], []), this.g.floats('max', [max], [])]);
+    const name = this.g.op('Clip', [
+      x.name,
+      this.g.floats('min', [min], []),
+      this.g.floats('max', [max], []),
+    ]);
     return { name, shape: x.shape, perm: x.perm };
   }
 
@@ -389,15 +404,30 @@ class Exporter {
       case 'gelu': {
         // x * 0.5 * (1 + erf(x / sqrt 2)), as TF.js computes it.
         const erf = this.unary(this.binary(x, 'Mul', this.g.floats('inv_sqrt2', [Math.SQRT1_2], [])), 'Erf');
-        const cdf = this.binary(this.binary(erf, 'Add', this.g.floats('one', [1], [])), 'Mul', this.g.floats('half', [0.5], []));
+        const cdf = this.binary(
+          this.binary(erf, 'Add', this.g.floats('one', [1], [])),
+          'Mul',
+          this.g.floats('half', [0.5], []),
+        );
         return this.binary(x, 'Mul', cdf.name);
       }
       case 'gelu_new': {
         // 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))
         const cube = this.binary(this.binary(x, 'Mul', x.name), 'Mul', x.name);
-        const inner = this.binary(this.binary(cube, 'Mul', this.g.floats('c', [0.044715], [])), 'Add', x.name);
-        const t = this.unary(this.binary(inner, 'Mul', this.g.floats('k', [Math.sqrt(2 / Math.PI)], [])), 'Tanh');
-        const cdf = this.binary(this.binary(t, 'Add', this.g.floats('one', [1], [])), 'Mul', this.g.floats('half', [0.5], []));
+        const inner = this.binary(
+          this.binary(cube, 'Mul', this.g.floats('c', [0.044715], [])),
+          'Add',
+          x.name,
+        );
+        const t = this.unary(
+          this.binary(inner, 'Mul', this.g.floats('k', [Math.sqrt(2 / Math.PI)], [])),
+          'Tanh',
+        );
+        const cdf = this.binary(
+          this.binary(t, 'Add', this.g.floats('one', [1], [])),
+          'Mul',
+          this.g.floats('half', [0.5], []),
+        );
         return this.binary(x, 'Mul', cdf.name);
       }
       default:
@@ -408,9 +438,19 @@ class Exporter {
   private dense(layer: Layer, input: Value, out: Shape, cfg: Config): Value {
     const x = this.plain(input);
     const [kernel, bias] = weightsOf(layer);
-    let y = this.g.op('MatMul', [x.name, this.g.floats(`${layer.name}/kernel`, kernel.data, kernel.shape)], [], layer.name);
-    if (bias) y = this.g.op('Add', [y, this.g.floats(`${layer.name}/bias`, bias.data, bias.shape)], [], layer.name);
-    return this.activation({ name: y, shape: out, perm: identity(out.length) }, cfg['activation'] as string, layer);
+    let y = this.g.op(
+      'MatMul',
+      [x.name, this.g.floats(`${layer.name}/kernel`, kernel.data, kernel.shape)],
+      [],
+      layer.name,
+    );
+    if (bias)
+      y = this.g.op('Add', [y, this.g.floats(`${layer.name}/bias`, bias.data, bias.shape)], [], layer.name);
+    return this.activation(
+      { name: y, shape: out, perm: identity(out.length) },
+      cfg['activation'] as string,
+      layer,
+    );
   }
 
   /** Layout, spatial input sizes and channel axis of a convolution-like layer's input. */
@@ -433,7 +473,10 @@ class Exporter {
     const n = kernel.length;
     if (padding === 'valid') return attr.ints('pads', new Array<number>(2 * n).fill(0));
     if (padding === 'causal') {
-      return attr.ints('pads', [...kernel.map((k, i) => (k - 1) * dilations[i]), ...new Array<number>(n).fill(0)]);
+      return attr.ints('pads', [
+        ...kernel.map((k, i) => (k - 1) * dilations[i]),
+        ...new Array<number>(n).fill(0),
+      ]);
     }
     if (padding !== 'same') throw new OnnxExportUnsupported(`padding ${padding} in ${layer.name}`);
     if (spatial.some((d) => d == null)) return attr.string('auto_pad', 'SAME_UPPER');
@@ -452,7 +495,11 @@ class Exporter {
     // Keras [k..., in, out] -> ONNX [out, in, k...]
     const r = kernel.shape.length;
     const wPerm = [r - 1, r - 2, ...identity(r - 2)];
-    const w = this.g.floats(`${layer.name}/kernel`, transposeData(kernel.data, kernel.shape, wPerm), wPerm.map((p) => kernel.shape[p]));
+    const w = this.g.floats(
+      `${layer.name}/kernel`,
+      transposeData(kernel.data, kernel.shape, wPerm),
+      wPerm.map((p) => kernel.shape[p]),
+    );
     const ins = [x.name, w];
     if (bias) ins.push(this.g.floats(`${layer.name}/bias`, bias.data, bias.shape));
     const y = this.g.op(
@@ -478,12 +525,17 @@ class Exporter {
     const kernelSize = toArray(cfg['kernelSize'], n, 'kernel size');
     const strides = toArray(cfg['strides'] ?? 1, n, 'strides');
     const dilations = toArray(cfg['dilationRate'] ?? 1, n, 'dilation rate');
-    if (dilations.some((d) => d !== 1)) throw new OnnxExportUnsupported(`dilated transposed convolution ${layer.name}`);
+    if (dilations.some((d) => d !== 1))
+      throw new OnnxExportUnsupported(`dilated transposed convolution ${layer.name}`);
     const [kernel, bias] = weightsOf(layer);
     // Keras [k..., out, in] -> ONNX [in, out, k...]
     const r = kernel.shape.length;
     const wPerm = [r - 1, r - 2, ...identity(r - 2)];
-    const w = this.g.floats(`${layer.name}/kernel`, transposeData(kernel.data, kernel.shape, wPerm), wPerm.map((p) => kernel.shape[p]));
+    const w = this.g.floats(
+      `${layer.name}/kernel`,
+      transposeData(kernel.data, kernel.shape, wPerm),
+      wPerm.map((p) => kernel.shape[p]),
+    );
     const ins = [x.name, w];
     if (bias) ins.push(this.g.floats(`${layer.name}/bias`, bias.data, bias.shape));
     const padsBegin: number[] = [];
@@ -530,12 +582,11 @@ class Exporter {
     const depthwise = weights[0];
     const [kh, kw, channels, multiplier] = depthwise.shape;
     // [kh, kw, in, mult] -> [in * mult, 1, kh, kw]: output channel c * mult + m, one group per input channel.
-    const w = this.g.floats(`${layer.name}/depthwise_kernel`, transposeData(depthwise.data, depthwise.shape, [2, 3, 0, 1]), [
-      channels * multiplier,
-      1,
-      kh,
-      kw,
-    ]);
+    const w = this.g.floats(
+      `${layer.name}/depthwise_kernel`,
+      transposeData(depthwise.data, depthwise.shape, [2, 3, 0, 1]),
+      [channels * multiplier, 1, kh, kw],
+    );
     const ins = [x.name, w];
     const bias = separable ? undefined : weights[1];
     if (bias) ins.push(this.g.floats(`${layer.name}/bias`, bias.data, bias.shape));
@@ -554,12 +605,11 @@ class Exporter {
     if (separable) {
       const pointwise = weights[1];
       const filters = pointwise.shape[3];
-      const pw = this.g.floats(`${layer.name}/pointwise_kernel`, transposeData(pointwise.data, pointwise.shape, [3, 2, 0, 1]), [
-        filters,
-        channels * multiplier,
-        1,
-        1,
-      ]);
+      const pw = this.g.floats(
+        `${layer.name}/pointwise_kernel`,
+        transposeData(pointwise.data, pointwise.shape, [3, 2, 0, 1]),
+        [filters, channels * multiplier, 1, 1],
+      );
       const pwIns = [y, pw];
       if (weights[2]) pwIns.push(this.g.floats(`${layer.name}/bias`, weights[2].data, weights[2].shape));
       y = this.g.op('Conv', pwIns, [attr.ints('kernel_shape', [1, 1])], layer.name);
@@ -587,7 +637,9 @@ class Exporter {
   private globalPool(input: Value, out: Shape, cfg: Config, op: 'ReduceMean' | 'ReduceMax'): Value {
     const rank = input.shape.length;
     const spatial =
-      cfg['dataFormat'] === 'channelsFirst' ? identity(rank - 2).map((i) => i + 2) : identity(rank - 2).map((i) => i + 1);
+      cfg['dataFormat'] === 'channelsFirst'
+        ? identity(rank - 2).map((i) => i + 2)
+        : identity(rank - 2).map((i) => i + 1);
     const axes = spatial.map((a) => input.perm.indexOf(a));
     const name = this.g.op(op, [input.name], [attr.ints('axes', axes), attr.int('keepdims', 0)]);
     const kept = input.perm.filter((a) => !spatial.includes(a));
@@ -607,8 +659,12 @@ class Exporter {
   private batchNorm(layer: Layer, input: Value, cfg: Config): Value {
     const rank = input.shape.length;
     const axisCfg = cfg['axis'] ?? -1;
-    const axis = normalizeAxis(Array.isArray(axisCfg) && axisCfg.length === 1 ? axisCfg[0] : (axisCfg as number), rank);
-    if (!Number.isInteger(axis)) throw new OnnxExportUnsupported(`BatchNormalization over axes ${JSON.stringify(axisCfg)}`);
+    const axis = normalizeAxis(
+      Array.isArray(axisCfg) && axisCfg.length === 1 ? axisCfg[0] : (axisCfg as number),
+      rank,
+    );
+    if (!Number.isInteger(axis))
+      throw new OnnxExportUnsupported(`BatchNormalization over axes ${JSON.stringify(axisCfg)}`);
     const weights = weightsOf(layer);
     let i = 0;
     const gamma = cfg['scale'] !== false ? weights[i++] : undefined;
@@ -626,7 +682,12 @@ class Exporter {
     // Folded into one multiply-add, broadcast along wherever the channel axis is stored.
     const physical = input.perm.indexOf(axis);
     const dims = [c, ...new Array<number>(rank - 1 - physical).fill(1)];
-    const y = this.g.op('Mul', [input.name, this.g.floats(`${layer.name}/scale`, scale, dims)], [], layer.name);
+    const y = this.g.op(
+      'Mul',
+      [input.name, this.g.floats(`${layer.name}/scale`, scale, dims)],
+      [],
+      layer.name,
+    );
     const z = this.g.op('Add', [y, this.g.floats(`${layer.name}/shift`, shift, dims)], [], layer.name);
     return { name: z, shape: input.shape, perm: input.perm };
   }
@@ -649,7 +710,11 @@ class Exporter {
     const beta = cfg['center'] !== false ? weights[i++].data : new Float32Array(size);
     const name = this.g.op(
       'LayerNormalization',
-      [x.name, this.g.floats(`${layer.name}/gamma`, gamma, normShape), this.g.floats(`${layer.name}/beta`, beta, normShape)],
+      [
+        x.name,
+        this.g.floats(`${layer.name}/gamma`, gamma, normShape),
+        this.g.floats(`${layer.name}/beta`, beta, normShape),
+      ],
       [attr.int('axis', first), attr.float('epsilon', (cfg['epsilon'] as number) ?? 1e-3)],
       layer.name,
     );
@@ -671,7 +736,10 @@ class Exporter {
       name = xs[0].name;
       for (const x of xs.slice(1)) name = this.g.op('Mul', [name, x.name]);
     } else {
-      name = this.g.op(op, xs.map((x) => x.name));
+      name = this.g.op(
+        op,
+        xs.map((x) => x.name),
+      );
     }
     return { name, shape: out, perm: xs[0].perm };
   }
@@ -735,9 +803,11 @@ class Exporter {
     const x = this.plain(input);
     const [table] = weightsOf(layer);
     const indices = this.g.op('Cast', [x.name], [attr.int('to', OnnxType.INT64)]);
-    const name = this.g.op('Gather', [this.g.floats(`${layer.name}/embeddings`, table.data, table.shape), indices], [
-      attr.int('axis', 0),
-    ]);
+    const name = this.g.op(
+      'Gather',
+      [this.g.floats(`${layer.name}/embeddings`, table.data, table.shape), indices],
+      [attr.int('axis', 0)],
+    );
     return { name, shape: out, perm: identity(out.length) };
   }
 
@@ -836,7 +906,8 @@ class Exporter {
   }
 
   private bidirectional(layer: Layer, inputs: Value[], out: Shape, cfg: Config): Value {
-    if (inputs.length !== 1) throw new OnnxExportUnsupported(`Bidirectional ${layer.name} with initial state`);
+    if (inputs.length !== 1)
+      throw new OnnxExportUnsupported(`Bidirectional ${layer.name} with initial state`);
     const wrapper = layer as Layer & { forwardLayer: Layer; backwardLayer: Layer; mergeMode: string | null };
     const kind = wrapper.forwardLayer.getClassName();
     if (kind !== 'LSTM' && kind !== 'GRU' && kind !== 'SimpleRNN') {
@@ -845,7 +916,8 @@ class Exporter {
     const x = inputs[0];
     const fwd = this.rnnParts(wrapper.forwardLayer, kind, x.shape[2] as number);
     const bwd = this.rnnParts(wrapper.backwardLayer, kind, x.shape[2] as number);
-    if (fwd.goBackwards || !bwd.goBackwards) throw new OnnxExportUnsupported(`Bidirectional ${layer.name} directions`);
+    if (fwd.goBackwards || !bwd.goBackwards)
+      throw new OnnxExportUnsupported(`Bidirectional ${layer.name} directions`);
     const mode = (cfg['mergeMode'] as string | null | undefined) ?? wrapper.mergeMode;
     const { y, yh } = this.rnnNode(layer, kind as RnnKind, x, [fwd, bwd], 'bidirectional');
     // Both directions' outputs are aligned with the input time steps, as Keras returns them.
@@ -887,9 +959,16 @@ class Exporter {
     }
     const merged = this.g.op('Reshape', [x.name, this.g.int64s('shape', [-1, ...(innerIn as number[])])]);
     const innerOutShape = inner.computeOutputShape([null, ...innerIn]) as Shape;
-    const [y] = this.layer(inner, [{ name: merged, shape: [null, ...innerIn], perm: identity(innerIn.length + 1) }], [innerOutShape]);
+    const [y] = this.layer(
+      inner,
+      [{ name: merged, shape: [null, ...innerIn], perm: identity(innerIn.length + 1) }],
+      [innerOutShape],
+    );
     const flat = this.plain(y);
-    const name = this.g.op('Reshape', [flat.name, this.g.int64s('shape', [-1, steps, ...(innerOutShape.slice(1) as number[])])]);
+    const name = this.g.op('Reshape', [
+      flat.name,
+      this.g.int64s('shape', [-1, steps, ...(innerOutShape.slice(1) as number[])]),
+    ]);
     return { name, shape: out, perm: identity(out.length) };
   }
 }

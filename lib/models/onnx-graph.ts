@@ -7,7 +7,11 @@ const AttrType = onnx.AttributeProto.AttributeType;
 
 export const attr = {
   int: (name: string, i: number): onnx.IAttributeProto => ({ name, type: AttrType.INT, i }),
-  ints: (name: string, ints: readonly number[]): onnx.IAttributeProto => ({ name, type: AttrType.INTS, ints: [...ints] }),
+  ints: (name: string, ints: readonly number[]): onnx.IAttributeProto => ({
+    name,
+    type: AttrType.INTS,
+    ints: [...ints],
+  }),
   float: (name: string, f: number): onnx.IAttributeProto => ({ name, type: AttrType.FLOAT, f }),
   floats: (name: string, floats: readonly number[]): onnx.IAttributeProto => ({
     name,
@@ -84,7 +88,10 @@ export function tensorInt64s(t: onnx.ITensorProto): number[] {
   if (t.dataType !== OnnxType.INT64) throw new Error(`tensor ${t.name} is not int64`);
   if (t.rawData && t.rawData.byteLength > 0) {
     const raw = t.rawData;
-    return Array.from(new BigInt64Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength)), Number);
+    return Array.from(
+      new BigInt64Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength)),
+      Number,
+    );
   }
   return (t.int64Data ?? []).map(Number);
 }
@@ -142,7 +149,12 @@ export class GraphBuilder {
   node(
     opType: string,
     inputs: readonly string[],
-    opts: { attrs?: onnx.IAttributeProto[]; outputs?: number | string[]; name?: string; domain?: string } = {},
+    opts: {
+      attrs?: onnx.IAttributeProto[];
+      outputs?: number | string[];
+      name?: string;
+      domain?: string;
+    } = {},
   ): string[] {
     const base = opts.name ?? opType;
     const outputs =
@@ -167,7 +179,11 @@ export class GraphBuilder {
 }
 
 /** Permutes a dense row-major array: out[i_0..i_n] = data[i_perm0..], as numpy.transpose. */
-export function transposeData(data: Float32Array, dims: readonly number[], perm: readonly number[]): Float32Array {
+export function transposeData(
+  data: Float32Array,
+  dims: readonly number[],
+  perm: readonly number[],
+): Float32Array {
   const rank = dims.length;
   const outDims = perm.map((p) => dims[p]);
   const inStrides = new Array<number>(rank);

@@ -126,7 +126,8 @@ function planStaticConvs(graph: onnx.IGraphProto): ConvPlan[] {
     const y = node.output?.[0] ?? '';
     const next = consumers.get(y) ?? [];
     // A Relu between Conv and the re-quantization is absorbed by ORT (zero point = 0).
-    const output = next.length === 1 && next[0].opType === 'Relu' && !graphOutputs.has(y) ? next[0].output![0] : y;
+    const output =
+      next.length === 1 && next[0].opType === 'Relu' && !graphOutputs.has(y) ? next[0].output![0] : y;
     plans.push({ node, input: x, output });
   }
   return plans;
@@ -201,7 +202,10 @@ export function quantizeOnnxInt8(
   const quantizeDynamic = (name: string) => {
     let out = dynamicQuantized.get(name);
     if (!out) {
-      const [q, scale, zeroPoint] = g.node('DynamicQuantizeLinear', [name], { outputs: 3, name: `${name}_quant` });
+      const [q, scale, zeroPoint] = g.node('DynamicQuantizeLinear', [name], {
+        outputs: 3,
+        name: `${name}_quant`,
+      });
       out = { q, scale, zeroPoint };
       dynamicQuantized.set(name, out);
     }
@@ -210,7 +214,12 @@ export function quantizeOnnxInt8(
   /** Q -> DQ of a float tensor with fixed parameters; writes `output`. */
   const quantizeStatic = (input: string, params: { scale: number; zeroPoint: number }, output: string) => {
     const scale = g.floats(`${output}_scale`, [params.scale], []);
-    const zeroPoint = g.initializer(`${output}_zero_point`, OnnxType.UINT8, [], Uint8Array.of(params.zeroPoint));
+    const zeroPoint = g.initializer(
+      `${output}_zero_point`,
+      OnnxType.UINT8,
+      [],
+      Uint8Array.of(params.zeroPoint),
+    );
     const q = g.op('QuantizeLinear', [input, scale, zeroPoint], [], output);
     g.node('DequantizeLinear', [q, scale, zeroPoint], { outputs: [output], name: output });
   };
@@ -221,7 +230,13 @@ export function quantizeOnnxInt8(
     g.initializer(`${base}_zero_point`, OnnxType.INT8, dims, new Int8Array(dims.reduce((a, b) => a * b, 1)));
 
   /** int32 products -> float, times (activation scale x weight scales), as ORT's quantizer lays it out. */
-  const rescale = (base: string, int32: string, activationScale: string, weightScale: string, output: string) => {
+  const rescale = (
+    base: string,
+    int32: string,
+    activationScale: string,
+    weightScale: string,
+    output: string,
+  ) => {
     const asFloat = g.op('Cast', [int32], [attr.int('to', OnnxType.FLOAT)], base);
     const scale = g.op('Mul', [activationScale, weightScale], [], base);
     g.node('Mul', [asFloat, scale], { outputs: [output], name: base });
@@ -252,7 +267,12 @@ export function quantizeOnnxInt8(
         if (inputs[2]) {
           const c = floatInit(inputs[2]);
           if (beta === 1) bias = inputs[2];
-          else if (c) bias = g.floats(`${inputs[2]}_scaled`, tensorFloats(c).map((v) => v * beta), tensorDims(c));
+          else if (c)
+            bias = g.floats(
+              `${inputs[2]}_scaled`,
+              tensorFloats(c).map((v) => v * beta),
+              tensorDims(c),
+            );
           else bias = g.op('Mul', [inputs[2], g.floats('beta', [beta], [])], [], name);
         }
       }
@@ -362,7 +382,8 @@ export function quantizeOnnxInt8(
         const transposed = new Int8Array(data.length);
         for (let d = 0; d < dirs; d++) {
           for (let i = 0; i < rows; i++) {
-            for (let j = 0; j < cols; j++) transposed[(d * cols + j) * rows + i] = q.values[(d * rows + i) * cols + j];
+            for (let j = 0; j < cols; j++)
+              transposed[(d * cols + j) * rows + i] = q.values[(d * rows + i) * cols + j];
           }
         }
         const scaleDims = perChannel ? [dirs, rows] : [dirs];
@@ -404,7 +425,11 @@ export function quantizeOnnxInt8(
       }
     } else if (op === 'GRU' || op === 'RNN') {
       report.skipped.push({ node: name, op, reason: `${op} has no integer kernel in ONNX Runtime` });
-    } else if (op === 'MaxPool' && requantize.has(node.input?.[0] ?? '') && (node.output ?? []).length === 1) {
+    } else if (
+      op === 'MaxPool' &&
+      requantize.has(node.input?.[0] ?? '') &&
+      (node.output ?? []).length === 1
+    ) {
       // Same scale after max-pooling: ORT then pools the uint8 values directly.
       requantize.set(node.output![0], requantize.get(node.input![0])!);
     }
@@ -414,7 +439,9 @@ export function quantizeOnnxInt8(
       if (!range) continue;
       const floatName = g.uniqueName(`${output}_float`);
       emitted = emitted.map((n) =>
-        n.output?.includes(output) ? { ...n, output: n.output.map((o) => (o === output ? floatName : o)) } : n,
+        n.output?.includes(output)
+          ? { ...n, output: n.output.map((o) => (o === output ? floatName : o)) }
+          : n,
       );
       const before = g.nodes.length;
       quantizeStatic(floatName, activationParams(range), output);
@@ -435,7 +462,10 @@ export function quantizeOnnxInt8(
   graph.input = graph.input.filter((v) => !initializers.has(v.name ?? '') || keptNames.has(v.name));
   graph.node = newNodes;
   graph.initializer = kept;
-  if (newNodes.some((n) => n.domain === MS_DOMAIN) && !model.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
+  if (
+    newNodes.some((n) => n.domain === MS_DOMAIN) &&
+    !model.opsetImport.some((o) => o.domain === MS_DOMAIN)
+  ) {
     model.opsetImport.push(onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
   }
   const bytes = onnx.ModelProto.encode(model).finish();
@@ -476,10 +506,11 @@ export async function calibrateOnnxActivations(
   const internal = [...wanted].filter((n) => !graphInputs.has(n));
   const present = new Set(graph.output.map((v) => v.name));
   for (const name of internal) {
-    if (!present.has(name)) graph.output.push(tensorValueInfo(name, OnnxType.FLOAT, []) as onnx.ValueInfoProto);
+    if (!present.has(name))
+      graph.output.push(tensorValueInfo(name, OnnxType.FLOAT, []) as onnx.ValueInfoProto);
   }
   // The probe outputs have no declared shape.
-  for (const o of graph.output) if (internal.includes(o.name ?? "")) o.type!.tensorType!.shape = null;
+  for (const o of graph.output) if (internal.includes(o.name ?? '')) o.type!.tensorType!.shape = null;
   const session = await createOrtSession(onnx.ModelProto.encode(model).finish(), options.runtime ?? 'auto');
   try {
     for (const sample of samples) {

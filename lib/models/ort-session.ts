@@ -37,7 +37,10 @@ export interface OrtSession {
   /** Runs the model on one float32 tensor and returns the first output. */
   run(input: Float32Array, dims: readonly number[]): Promise<{ data: Float32Array; dims: number[] }>;
   /** Runs the model and returns every float32 output by name. */
-  runAll(input: Float32Array, dims: readonly number[]): Promise<Record<string, { data: Float32Array; dims: number[] }>>;
+  runAll(
+    input: Float32Array,
+    dims: readonly number[],
+  ): Promise<Record<string, { data: Float32Array; dims: number[] }>>;
   /** Releases the native or wasm session; further runs fail. Safe to call twice. */
   release(): Promise<void>;
 }
@@ -92,7 +95,8 @@ function wrapSession(ort: OrtModule, runtime: OrtRuntimeName, session: OrtInfere
     async run(input, dims) {
       const results = await session.run({ [inputName]: new ort.Tensor('float32', input, dims as number[]) });
       const out = results[outputName];
-      if (!(out.data instanceof Float32Array)) throw new Error(`output ${outputName} is ${out.type}, not float32`);
+      if (!(out.data instanceof Float32Array))
+        throw new Error(`output ${outputName} is ${out.type}, not float32`);
       return { data: out.data, dims: out.dims.slice() };
     },
     async runAll(input, dims) {

@@ -69,7 +69,10 @@ export function randomInput(
   return { data: make(dims.reduce((a, b) => a * b, 1)), dims };
 }
 
-export function predictTfjs(model: tfl.LayersModel, input: { data: Float32Array; dims: number[] }): Float32Array {
+export function predictTfjs(
+  model: tfl.LayersModel,
+  input: { data: Float32Array; dims: number[] },
+): Float32Array {
   return predictTfjsWithShape(model, input).data;
 }
 

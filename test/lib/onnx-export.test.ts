@@ -52,7 +52,10 @@ const layerCases: { name: string; build: Build; input?: (n: number) => Float32Ar
     name: `Dense + ${activation}`,
     build: seqOf([7], () => [L.dense({ units: 5, activation: activation as 'linear' })]),
   })),
-  { name: 'Dense without bias on a sequence', build: seqOf([4, 6], () => [L.dense({ units: 3, useBias: false })]) },
+  {
+    name: 'Dense without bias on a sequence',
+    build: seqOf([4, 6], () => [L.dense({ units: 3, useBias: false })]),
+  },
   { name: 'Activation layer', build: seqOf([6], () => [L.activation({ activation: 'tanh' })]) },
   { name: 'ReLU with maxValue', build: seqOf([6], () => [L.reLU({ maxValue: 0.2 })]) },
   { name: 'ReLU', build: seqOf([6], () => [L.reLU()]) },
@@ -71,11 +74,16 @@ const layerCases: { name: string; build: Build; input?: (n: number) => Float32Ar
   },
   {
     name: 'Conv2D same, strides 2, Flatten',
-    build: seqOf([9, 7, 2], () => [L.conv2d({ filters: 3, kernelSize: [3, 2], strides: 2, padding: 'same' }), L.flatten()]),
+    build: seqOf([9, 7, 2], () => [
+      L.conv2d({ filters: 3, kernelSize: [3, 2], strides: 2, padding: 'same' }),
+      L.flatten(),
+    ]),
   },
   {
     name: 'Conv2D dilated',
-    build: seqOf([10, 10, 2], () => [L.conv2d({ filters: 3, kernelSize: 3, dilationRate: 2, activation: 'elu' })]),
+    build: seqOf([10, 10, 2], () => [
+      L.conv2d({ filters: 3, kernelSize: 3, dilationRate: 2, activation: 'elu' }),
+    ]),
   },
   {
     name: 'Conv2D channelsFirst',
@@ -87,23 +95,34 @@ const layerCases: { name: string; build: Build; input?: (n: number) => Float32Ar
   },
   {
     name: 'Conv3D + MaxPooling3D',
-    build: seqOf([6, 6, 6, 2], () => [L.conv3d({ filters: 2, kernelSize: 3 }), L.maxPooling3d({ poolSize: 2 })]),
+    build: seqOf([6, 6, 6, 2], () => [
+      L.conv3d({ filters: 2, kernelSize: 3 }),
+      L.maxPooling3d({ poolSize: 2 }),
+    ]),
   },
   {
     name: 'Conv2DTranspose same, strides 2',
-    build: seqOf([5, 4, 3], () => [L.conv2dTranspose({ filters: 2, kernelSize: 3, strides: 2, padding: 'same' })]),
+    build: seqOf([5, 4, 3], () => [
+      L.conv2dTranspose({ filters: 2, kernelSize: 3, strides: 2, padding: 'same' }),
+    ]),
   },
   {
     name: 'Conv2DTranspose valid, kernel smaller than strides',
-    build: seqOf([4, 4, 2], () => [L.conv2dTranspose({ filters: 3, kernelSize: 2, strides: 3, padding: 'valid' })]),
+    build: seqOf([4, 4, 2], () => [
+      L.conv2dTranspose({ filters: 3, kernelSize: 2, strides: 3, padding: 'valid' }),
+    ]),
   },
   {
     name: 'DepthwiseConv2D multiplier 2',
-    build: seqOf([8, 8, 3], () => [L.depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, padding: 'same' })]),
+    build: seqOf([8, 8, 3], () => [
+      L.depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, padding: 'same' }),
+    ]),
   },
   {
     name: 'SeparableConv2D',
-    build: seqOf([8, 8, 3], () => [L.separableConv2d({ filters: 4, kernelSize: 3, depthMultiplier: 2, strides: 2 })]),
+    build: seqOf([8, 8, 3], () => [
+      L.separableConv2d({ filters: 4, kernelSize: 3, depthMultiplier: 2, strides: 2 }),
+    ]),
   },
   {
     name: 'MaxPooling1D + AveragePooling1D (same)',
@@ -135,13 +154,20 @@ const layerCases: { name: string; build: Build; input?: (n: number) => Float32Ar
   },
   {
     name: 'BatchNormalization after Conv2D, without scale',
-    build: seqOf([6, 6, 2], () => [L.conv2d({ filters: 3, kernelSize: 3 }), L.batchNormalization({ scale: false }), L.flatten()]),
+    build: seqOf([6, 6, 2], () => [
+      L.conv2d({ filters: 3, kernelSize: 3 }),
+      L.batchNormalization({ scale: false }),
+      L.flatten(),
+    ]),
   },
   { name: 'LayerNormalization', build: seqOf([4, 6], () => [L.layerNormalization()]) },
   { name: 'Reshape', build: seqOf([12], () => [L.reshape({ targetShape: [3, 4] }), L.dense({ units: 2 })]) },
   {
     name: 'Reshape with -1 after Conv2D',
-    build: seqOf([4, 4, 2], () => [L.conv2d({ filters: 3, kernelSize: 1 }), L.reshape({ targetShape: [-1, 3] })]),
+    build: seqOf([4, 4, 2], () => [
+      L.conv2d({ filters: 3, kernelSize: 1 }),
+      L.reshape({ targetShape: [-1, 3] }),
+    ]),
   },
   { name: 'Permute', build: seqOf([5, 3], () => [L.permute({ dims: [2, 1] }), L.dense({ units: 2 })]) },
   {
@@ -169,8 +195,18 @@ const layerCases: { name: string; build: Build; input?: (n: number) => Float32Ar
     name: 'UpSampling2D nearest + ZeroPadding2D + Cropping2D',
     build: seqOf([4, 5, 2], () => [
       L.upSampling2d({ size: [2, 3] }),
-      L.zeroPadding2d({ padding: [[1, 2], [0, 1]] }),
-      L.cropping2D({ cropping: [[2, 0], [1, 3]] }),
+      L.zeroPadding2d({
+        padding: [
+          [1, 2],
+          [0, 1],
+        ],
+      }),
+      L.cropping2D({
+        cropping: [
+          [2, 0],
+          [1, 3],
+        ],
+      }),
     ]),
   },
   {
@@ -226,7 +262,10 @@ const layerCases: { name: string; build: Build; input?: (n: number) => Float32Ar
   {
     name: 'Bidirectional SimpleRNN (ave) and LSTM (mul)',
     build: seqOf([6, 3], () => [
-      L.bidirectional({ layer: L.simpleRNN({ units: 4, returnSequences: true }) as tfl.RNN, mergeMode: 'ave' }),
+      L.bidirectional({
+        layer: L.simpleRNN({ units: 4, returnSequences: true }) as tfl.RNN,
+        mergeMode: 'ave',
+      }),
       L.bidirectional({ layer: L.lstm({ units: 2 }) as tfl.RNN, mergeMode: 'mul' }),
     ]),
   },
@@ -288,7 +327,8 @@ describe('ONNX export of TF.js layers models', function () {
 
   it('has at least onnxruntime-web available', () => {
     assert.ok(runtimes.includes('onnxruntime-web'), `runtimes: ${runtimes.join(', ')}`);
-    if (!runtimes.includes('onnxruntime-node')) console.log('      onnxruntime-node is not installed; testing onnxruntime-web only');
+    if (!runtimes.includes('onnxruntime-node'))
+      console.log('      onnxruntime-node is not installed; testing onnxruntime-web only');
   });
 
   for (const c of layerCases) {
@@ -331,7 +371,10 @@ describe('ONNX export of TF.js layers models', function () {
       const input = randomInput(causal, 3);
       const padded = new Float32Array(3 * (steps + pad) * channels);
       for (let b = 0; b < 3; b++) {
-        padded.set(input.data.subarray(b * steps * channels, (b + 1) * steps * channels), (b * (steps + pad) + pad) * channels);
+        padded.set(
+          input.data.subarray(b * steps * channels, (b + 1) * steps * channels),
+          (b * (steps + pad) + pad) * channels,
+        );
       }
       const expected = predictTfjs(valid, { data: padded, dims: [3, steps + pad, channels] });
       const bytes = exportLayersModelToOnnx(causal);
@@ -349,7 +392,10 @@ describe('ONNX export of TF.js layers models', function () {
 
   const references: [string, Build][] = [
     ['MNIST CNN', referenceModels.mnistCnn],
-    ['LSTM(64) 50x6 + Dense(1), TF.js default hardSigmoid', () => referenceModels.lstm(undefined, 'glorotUniform')],
+    [
+      'LSTM(64) 50x6 + Dense(1), TF.js default hardSigmoid',
+      () => referenceModels.lstm(undefined, 'glorotUniform'),
+    ],
     ['LSTM(64) 50x6 + Dense(1), sigmoid', () => referenceModels.lstm('sigmoid', 'glorotUniform')],
     ['dense autoencoder 60-32-8-32-60', referenceModels.autoencoder],
   ];
@@ -381,7 +427,10 @@ describe('ONNX export of TF.js layers models', function () {
   const unsupported: [string, Build][] = [
     ['Masking', seqOf([5, 3], () => [L.masking({ maskValue: 0 }), L.lstm({ units: 2 })])],
     ['ConvLSTM2D', seqOf([3, 6, 6, 2], () => [L.convLstm2d({ filters: 2, kernelSize: 3 })])],
-    ['Embedding with maskZero', seqOf([4], () => [L.embedding({ inputDim: 5, outputDim: 2, maskZero: true })])],
+    [
+      'Embedding with maskZero',
+      seqOf([4], () => [L.embedding({ inputDim: 5, outputDim: 2, maskZero: true })]),
+    ],
     [
       'stateful LSTM',
       () => tfl.sequential({ layers: [L.lstm({ units: 2, stateful: true, batchInputShape: [1, 4, 3] })] }),
