@@ -253,7 +253,14 @@ class Exporter {
       case 'GlobalMaxPooling2D':
         return [this.globalPool(one(), out, cfg, cls.includes('Max') ? 'ReduceMax' : 'ReduceMean')];
       case 'Flatten': {
-        const x = this.plain(one());
+        const input = one();
+        const rank = input.shape.length;
+        // Keras flattens channels-first data in channels-last order.
+        const order =
+          cfg['dataFormat'] === 'channelsFirst' && rank > 2
+            ? [0, ...identity(rank - 2).map((i) => i + 2), 1]
+            : identity(rank);
+        const x = this.layout(input, order);
         if (x.shape.length === 2) return [x];
         return [
           { name: this.g.op('Flatten', [x.name], [attr.int('axis', 1)]), shape: out, perm: identity(2) },

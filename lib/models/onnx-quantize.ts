@@ -190,7 +190,10 @@ export function quantizeOnnxInt8(
   const staticConvs = new Map<onnx.INodeProto, ConvPlan>();
   if (ops.has('Conv') && opset >= MIN_QDQ_OPSET) {
     for (const plan of planStaticConvs(graph)) {
-      if (ranges[plan.input] && ranges[plan.output]) staticConvs.set(plan.node, plan);
+      const [, w, b] = plan.node.input ?? [];
+      const weights = floatInit(w);
+      const usable = weights && tensorFloats(weights).length >= minElements && (!b || floatInit(b));
+      if (usable && ranges[plan.input] && ranges[plan.output]) staticConvs.set(plan.node, plan);
     }
   }
   /** Tensors to store as uint8 (a QuantizeLinear/DequantizeLinear pair after their producer). */
@@ -455,7 +458,10 @@ export function quantizeOnnxInt8(
   for (const o of graph.output) used.add(o.name ?? '');
   const kept = [...graph.initializer, ...g.initializers].filter((t) => used.has(t.name ?? ''));
   for (const t of kept) {
-    if (t.dataType === OnnxType.FLOAT) report.weightsFloat += tensorDims(t).reduce((a, b) => a * b, 1);
+    // The model's own float weights left as they were (not the new scales).
+    if (t.dataType === OnnxType.FLOAT && initializers.get(t.name ?? '') === t) {
+      report.weightsFloat += tensorDims(t).reduce((a, b) => a * b, 1);
+    }
   }
   const keptNames = new Set(kept.map((t) => t.name));
   // Older models also list their initializers as graph inputs: drop the ones removed.

@@ -86,10 +86,17 @@ const layerCases: { name: string; build: Build; input?: (n: number) => Float32Ar
     ]),
   },
   {
-    name: 'Conv2D channelsFirst',
+    name: 'Conv2D channelsFirst, Flatten channelsFirst',
     build: seqOf([2, 8, 8], () => [
       L.conv2d({ filters: 3, kernelSize: 3, dataFormat: 'channelsFirst' }),
       L.maxPooling2d({ poolSize: 2, dataFormat: 'channelsFirst' }),
+      L.flatten({ dataFormat: 'channelsFirst' }),
+    ]),
+  },
+  {
+    name: 'Conv2D channelsFirst, plain Flatten',
+    build: seqOf([2, 6, 5], () => [
+      L.conv2d({ filters: 3, kernelSize: 2, dataFormat: 'channelsFirst' }),
       L.flatten(),
     ]),
   },

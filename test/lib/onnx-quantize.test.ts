@@ -272,6 +272,8 @@ describe('int8 quantization of ONNX models', function () {
       const skippedWeights = (r: OnnxInt8Report) => r.skipped.map((s) => s.reason);
       assert.equal(report.quantized.length, 2, 'the two 60x32 / 32x60 matrices');
       assert.equal(skippedWeights(report).length, 2);
+      assert.equal(report.weightsInt8, 2 * 60 * 32);
+      assert.equal(report.weightsFloat, 2 * 32 * 8 + (32 + 8 + 32 + 60), 'small matrices and biases');
       const old = onnx.ModelProto.decode(float);
       old.opsetImport[0].version = 10;
       assert.throws(() => quantizeOnnxInt8(onnx.ModelProto.encode(old).finish()), /opset 11/);
