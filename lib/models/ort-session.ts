@@ -12,6 +12,8 @@ const loaded = new Map<OrtRuntimeName, OrtModule | null>();
 
 /** Returns the ONNX Runtime package of that name, or undefined when it is not installed or fails to load. */
 export function loadOrt(runtime: OrtRuntimeName): OrtModule | undefined {
+  // Load order matters: see DEFAULT_PROVIDERS. The native package must register 'cpu' first.
+  if (runtime === 'onnxruntime-web' && !loaded.has('onnxruntime-node')) loadOrt('onnxruntime-node');
   if (!loaded.has(runtime)) {
     try {
       // onnxruntime-node is an optional dependency (a native addon); onnxruntime-web always is there.
@@ -45,6 +47,18 @@ export interface OrtSession {
   release(): Promise<void>;
 }
 
+/**
+ * Both packages register their backends in the one onnxruntime-common they share, and a
+ * backend name keeps whichever package registered it first. So onnxruntime-node is loaded
+ * before onnxruntime-web (its 'cpu' wins), and each session names its execution provider:
+ * 'wasm' exists only in onnxruntime-web. Without that, a session created through
+ * onnxruntime-web silently runs on the native backend (or the reverse).
+ */
+const DEFAULT_PROVIDERS: Record<OrtRuntimeName, string[]> = {
+  'onnxruntime-node': ['cpu'],
+  'onnxruntime-web': ['wasm'],
+};
+
 let liveSessions = 0;
 
 /** How many sessions made by createOrtSession are not yet released (for leak checks). */
@@ -72,15 +86,32 @@ export async function createOrtSession(
     }
     let session: OrtInferenceSession;
     try {
-      session = await ort.InferenceSession.create(bytes, options);
+      session = await ort.InferenceSession.create(bytes, {
+        executionProviders: DEFAULT_PROVIDERS[runtime],
+        ...options,
+      });
     } catch (err) {
       errors.push(`${runtime}: ${(err as Error).message}`);
+      continue;
+    }
+    const actual = ortSessionBackend(session);
+    if (actual && actual !== runtime) {
+      // Someone loaded onnxruntime-web before onnxruntime-node in this process.
+      await session.release();
+      errors.push(`${runtime}: the session ran on ${actual} (load onnxruntime-node first)`);
       continue;
     }
     liveSessions++;
     return wrapSession(ort, runtime, session);
   }
   throw new Error(`no ONNX Runtime could open the model (${errors.join('; ') || 'none installed'})`);
+}
+
+/** Which package's backend a session really runs on, from its (internal) handler. */
+export function ortSessionBackend(session: OrtInferenceSession): OrtRuntimeName | undefined {
+  const handler = (session as unknown as { handler?: object }).handler;
+  if (!handler) return undefined;
+  return 'fetchModelAndCopyToWasmMemory' in handler ? 'onnxruntime-web' : 'onnxruntime-node';
 }
 
 function wrapSession(ort: OrtModule, runtime: OrtRuntimeName, session: OrtInferenceSession): OrtSession {

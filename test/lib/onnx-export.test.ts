@@ -2,7 +2,12 @@ import assert from 'node:assert/strict';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { onnx } from 'onnx-proto';
 import { exportLayersModelToOnnx, OnnxExportUnsupported } from '../../lib/models/onnx-export';
-import { availableOrtRuntimes, liveOrtSessionCount } from '../../lib/models/ort-session';
+import {
+  availableOrtRuntimes,
+  createOrtSession,
+  liveOrtSessionCount,
+  ortSessionBackend,
+} from '../../lib/models/ort-session';
 import { tf, useBackend } from '../../lib/models/tfjs';
 import {
   maxAbsDiff,
@@ -332,10 +337,26 @@ describe('ONNX export of TF.js layers models', function () {
     assert.equal(liveOrtSessionCount(), 0, 'every ORT session is released');
   });
 
-  it('has at least onnxruntime-web available', () => {
+  it('runs onnxruntime-web sessions on WebAssembly and onnxruntime-node ones natively, side by side', async () => {
     assert.ok(runtimes.includes('onnxruntime-web'), `runtimes: ${runtimes.join(', ')}`);
-    if (!runtimes.includes('onnxruntime-node'))
+    if (!runtimes.includes('onnxruntime-node')) {
       console.log('      onnxruntime-node is not installed; testing onnxruntime-web only');
+    }
+    const model = referenceModels.autoencoder();
+    try {
+      const bytes = exportLayersModelToOnnx(model);
+      for (const runtime of [...runtimes, ...runtimes]) {
+        const session = await createOrtSession(bytes, runtime);
+        try {
+          assert.equal(session.runtime, runtime);
+          assert.equal(ortSessionBackend(session.session), runtime);
+        } finally {
+          await session.release();
+        }
+      }
+    } finally {
+      model.dispose();
+    }
   });
 
   for (const c of layerCases) {
