@@ -42,7 +42,10 @@ function summary(reading: SensorReading): string {
 export = function (RED: NodeAPI): void {
   function EdgeSensorNode(this: Node, def: EdgeSensorDef): void {
     RED.nodes.createNode(this, def);
-    const node = this;
+    setup(this, def);
+  }
+
+  function setup(node: Node, def: EdgeSensorDef): void {
     let settings: EdgeSensorSettings | undefined;
     let source: SensorSource | undefined;
     let setupError: Error | undefined;
