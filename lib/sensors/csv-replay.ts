@@ -230,25 +230,48 @@ export function playAtOriginalTiming(
   const fallback = options.fallbackGapMs ?? 1000;
   let timer: TimerHandle | undefined;
   let stopped = false;
-  let previous: number | undefined;
+  // Rows are placed on a timeline anchored at the first row, so slow reads do not add up.
+  let anchor: { at: number; recorded: number } | undefined;
+  let lastTarget: number | undefined;
+  let lastRecorded: number | undefined;
+
+  const targetOf = (row: CsvRow): number => {
+    const now = clock.now();
+    if (lastTarget === undefined) {
+      if (row.timestamp !== undefined) anchor = { at: now, recorded: row.timestamp };
+      return now;
+    }
+    const usable =
+      row.timestamp !== undefined &&
+      anchor !== undefined &&
+      lastRecorded !== undefined &&
+      row.timestamp >= lastRecorded &&
+      (row.timestamp - lastRecorded) / speed <= maxGap;
+    if (usable) return anchor!.at + (row.timestamp! - anchor!.recorded) / speed;
+    // No timestamp, time running backwards (a loop) or a long gap: continue from here.
+    const target =
+      lastTarget +
+      (row.timestamp !== undefined && lastRecorded !== undefined && row.timestamp > lastRecorded
+        ? maxGap
+        : fallback / speed);
+    if (row.timestamp !== undefined) anchor = { at: target, recorded: row.timestamp };
+    return target;
+  };
 
   const step = (): void => {
     replay.next().then(
       (row) => {
         if (stopped) return;
-        let gap = fallback / speed;
-        if (row.timestamp !== undefined && previous !== undefined && row.timestamp >= previous) {
-          gap = (row.timestamp - previous) / speed;
-        }
-        const isFirst = previous === undefined;
-        previous = row.timestamp ?? previous;
+        const target = targetOf(row);
+        lastTarget = target;
+        if (row.timestamp !== undefined) lastRecorded = row.timestamp;
         timer = clock.setTimer(
           () => {
             if (stopped) return;
             onRow(row);
             step();
           },
-          isFirst ? 0 : Math.min(gap, maxGap),
+          Math.max(0, target - clock.now()),
         );
       },
       (err: unknown) => {
