@@ -183,10 +183,11 @@ export function parseEdgeSensorFields(f: EdgeSensorFields): EdgeSensorSettings {
         length: num(f.rawLength, 2, 'length', whole(1, 4)),
         byteOrder: f.rawByteOrder === 'little' ? 'little' : 'big',
         signed: flag(f.rawSigned, true),
-        scale: num(f.rawScale, 1, 'scale'),
+        // Defaults as in the dialog: an LM75/TMP102 temperature (signed word / 256, °C).
+        scale: num(f.rawScale, f.rawScale === undefined ? 1 / 256 : 1, 'scale'),
         offset: num(f.rawOffset, 0, 'offset'),
-        channel: (f.rawChannel || 'value').trim(),
-        unit: f.rawUnit ?? '',
+        channel: (f.rawChannel === undefined ? 'temperature' : f.rawChannel.trim()) || 'value',
+        unit: f.rawUnit ?? (f.rawChannel === undefined ? '°C' : ''),
         setup: parseRegisterWrites(f.rawSetup ?? ''),
       };
       break;

@@ -48,7 +48,11 @@ describe('CSV replay', () => {
   });
 
   it('plays rows in order: header, channels, timestamp; skips blank and non-numeric cells', async () => {
-    const replay = new CsvReplay({ path: semicolons, timestampColumn: 'datetime', channels: ['Current', 'Temperature'] });
+    const replay = new CsvReplay({
+      path: semicolons,
+      timestampColumn: 'datetime',
+      channels: ['Current', 'Temperature'],
+    });
     const rows: CsvRow[] = [];
     for (let i = 0; i < 4; i++) rows.push(await replay.next());
     assert.deepEqual(replay.channelNames, ['Current', 'Temperature']);
