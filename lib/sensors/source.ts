@@ -4,8 +4,8 @@
  * re-initialise a device after it failed (so it recovers when it comes back), and simulated
  * sources take injected faults.
  */
-import { type Clock, systemClock } from './clock';
-import { SensorError, hex, isSensorError, osErrorCode } from './errors';
+import { type Clock, SimClock, systemClock } from './clock';
+import { SensorError, deviceError, hex, isSensorError, osErrorCode } from './errors';
 import { type I2cBus, type OpenI2cOptions, openI2cBus } from './i2c-bus';
 import { Bme280, BME280_UNITS, type Bme280Options } from './drivers/bme280';
 import { Mpu6050, MPU6050_UNITS, type Mpu6050Options } from './drivers/mpu6050';
@@ -182,7 +182,11 @@ class I2cDeviceSource implements SensorSource {
     private readonly makeDriver: (bus: I2cBus) => I2cDriver,
     private readonly unitsOf: (payload: Record<string, number>) => Record<string, string>,
     private readonly faults?: FaultModel[],
-  ) {}
+  ) {
+    // Build a driver once against an empty bus so configuration errors surface now, not at the
+    // first read (where they would look like a device that keeps failing).
+    makeDriver(new SimulatedI2cBus());
+  }
 
   async read(): Promise<SensorReading> {
     if (this.closed) throw new SensorError('DEVICE_UNAVAILABLE', `${this.description} is closed`);
@@ -359,7 +363,11 @@ class GpioSource implements SensorSource {
 
   async read(): Promise<SensorReading> {
     const line = await this.ensureOpen();
-    return { payload: await line.read(), units: {} };
+    try {
+      return { payload: await line.read(), units: {} };
+    } catch (err) {
+      throw deviceError(err, this.description);
+    }
   }
 
   injectFault(fault: FaultSpec): void {
@@ -593,4 +601,42 @@ export async function scanI2cBus(busNumber: number, options: OpenI2cOptions = {}
   } finally {
     await bus.close();
   }
+}
+
+export interface SimulatedRun extends Omit<SensorSourceConfig, 'device' | 'simulate' | 'clock'> {
+  /** Number of readings. */
+  count: number;
+  /** Simulated time between readings, ms (default 1000). */
+  intervalMs?: number;
+  /** Start of the simulated time, ms since epoch (default 2024-06-01T00:00Z). */
+  startMs?: number;
+}
+
+export interface TimedReading extends SensorReading {
+  /** Simulated time of the reading, ms since epoch. */
+  timestamp: number;
+}
+
+/**
+ * Runs a simulated device on its own simulated clock and returns `count` readings taken
+ * `intervalMs` apart, at full speed: an hour of bearing wear takes a fraction of a second.
+ * Faults go in `sim.faults` (use `afterMs` to start them partway through).
+ */
+export async function simulateReadings(device: SimulatedDevice, run: SimulatedRun): Promise<TimedReading[]> {
+  const { count, intervalMs = 1000, startMs, ...options } = run;
+  const clock = new SimClock(startMs);
+  const source = createSimulatedSource(device, { ...options, clock });
+  const out: TimedReading[] = [];
+  try {
+    let next = clock.now();
+    for (let i = 0; i < count; i++) {
+      if (clock.now() < next) clock.advance(next - clock.now());
+      const reading = await source.read();
+      out.push({ ...reading, timestamp: clock.now() });
+      next += intervalMs;
+    }
+  } finally {
+    await source.close();
+  }
+  return out;
 }

@@ -4,6 +4,7 @@ import {
   createSimulatedSource,
   isSensorError,
   parseFault,
+  simulateReadings,
   type SimulatedSource,
   type FaultSpec,
 } from '../../lib/sensors';
@@ -192,5 +193,21 @@ describe('simulated signals and faults', () => {
     clock.advance(1000);
     const [h, f] = [await read(healthy), await read(faulty)];
     assert.ok(Math.abs(h.temperature - f.temperature) < 0.02);
+  });
+
+  it('simulateReadings: an hour of a wearing bearing in one call, on simulated time', async () => {
+    const started = Date.now();
+    const readings = await simulateReadings('mpu6050', {
+      count: 720,
+      intervalMs: 5000,
+      sim: { seed: 2, faults: [{ type: 'bearing-wear', growthPerMinute: 0.01, afterMs: 30 * 60_000 }] },
+    });
+    assert.equal(readings.length, 720);
+    assert.equal(readings[2].timestamp - readings[1].timestamp, 5000);
+    const spread = (part: typeof readings) => rms(part.map((r) => (r.payload as Payload).accelX));
+    const healthy = spread(readings.slice(0, 360));
+    const worn = spread(readings.slice(600));
+    assert.ok(worn > 2 * healthy, `vibration ${healthy.toFixed(3)} g -> ${worn.toFixed(3)} g`);
+    assert.ok(Date.now() - started < 5000, 'runs faster than real time by far');
   });
 });
