@@ -78,7 +78,10 @@ export = function (RED: NodeAPI): void {
       node.status({
         fill: faulted ? 'yellow' : 'green',
         shape: 'dot',
-        text: shortText(simulatedTag + summary(reading) + faultTag()),
+        // The fault tag goes first so that truncating a long status keeps it.
+        text: shortText(
+          `${simulatedTag}${faultTag().trim()} ${summary(reading)}`.replace(/\s+/g, ' ').trim(),
+        ),
       });
     }
 
