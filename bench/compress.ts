@@ -12,7 +12,6 @@ import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { compressStoredModel, type CompressOptions } from '../lib/models/compress';
-import { onnxInt8Available } from '../lib/models/onnx-int8';
 import { ModelStore } from '../lib/models/store';
 import { fileSaveHandler, useBackend } from '../lib/models/tfjs';
 
@@ -117,8 +116,6 @@ async function main(): Promise<void> {
           fmt(delay.max / 1e6, 1),
         ]);
       }
-      if (!onnxInt8Available())
-        rows.push([name, 'int8', '-', '-', '-', '-', '-', '-', '-', 'not in this build', '-', '-']);
     }
   } finally {
     await fs.rm(root, { recursive: true, force: true });

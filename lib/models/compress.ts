@@ -11,7 +11,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { io } from '@tensorflow/tfjs-core';
 import { exportLayersModelToOnnx } from './onnx-export';
-import { onnxInt8Available, OnnxInt8Unavailable, quantizeOnnxModelInt8 } from './onnx-int8';
+import { quantizeOnnxInt8 } from './onnx-quantize';
 import {
   checkSparsity,
   measureSparsity,
@@ -131,16 +131,9 @@ function summary(stats: { sparsity: number; overallSparsity: number }): Sparsity
   return { kernels: stats.sparsity, overall: stats.overallSparsity };
 }
 
-function requireInt8IfAsked(options: CheckedCompressOptions): void {
-  if (options.quantize === 'int8' && !onnxInt8Available()) {
-    throw new OnnxInt8Unavailable('lib/models/onnx-quantize is missing');
-  }
-}
-
 /** Runs one compression in this thread (see runCompressionJobInWorker for the usual route). */
 export async function runCompressionJob(job: CompressJob): Promise<CompressOutcome> {
   const { options } = job;
-  requireInt8IfAsked(options);
   if (job.format === 'onnx') return compressOnnx(job);
   if (job.format !== 'tfjs-layers') throw new Error(`models of format ${job.format} cannot be compressed`);
   const source = await (fileLoadHandler(job.entryPath).load as () => Promise<io.ModelArtifacts>)();
@@ -181,7 +174,7 @@ export async function runCompressionJob(job: CompressJob): Promise<CompressOutco
     if (options.quantize === 'int8') {
       const prunedModel = await layersRunnerFromArtifacts(compressed);
       runners.push(prunedModel);
-      onnx = await quantizeOnnxModelInt8(exportLayersModelToOnnx(prunedModel.model));
+      onnx = quantizeOnnxInt8(exportLayersModelToOnnx(prunedModel.model)).model;
       result = await onnxRunnerFromBytes(onnx);
     } else {
       result = await layersRunnerFromArtifacts(compressed);
@@ -231,7 +224,7 @@ async function compressOnnx(job: CompressJob): Promise<CompressOutcome> {
     throw new Error(`ONNX models can be quantized to int8 only, not ${options.quantize}`);
   }
   const bytes = new Uint8Array(await fs.readFile(job.entryPath));
-  const quantized = await quantizeOnnxModelInt8(bytes);
+  const quantized = quantizeOnnxInt8(bytes).model;
   const runners: ModelRunner[] = [];
   try {
     const original = await onnxRunnerFromBytes(bytes);
@@ -345,7 +338,6 @@ export async function compressStoredModel(
     const which = request.version === undefined ? '' : ` version ${request.version}`;
     throw new Error(`model "${request.name}"${which} is not in the model store`);
   }
-  requireInt8IfAsked(options);
   const entryPath = path.join(source.dir, source.meta.entry);
   const sizeBefore =
     source.meta.format === 'tfjs-layers'

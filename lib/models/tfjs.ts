@@ -3,44 +3,9 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
+import './tfjs-chained-ops';
 
 export { tf };
-
-/**
- * tfjs-layers calls a few chained tensor methods (the orthogonal initializer does
- * `rMat.flatten().stridedSlice(...)`, `diag.sign()`, `qMat.transpose()`), which tfjs-core's
- * CommonJS bundle does not register; only the union package would. Register them here.
- */
-function registerChainedOps(): void {
-  const proto = tf.Tensor.prototype as unknown as Record<string, unknown>;
-  const ops = tf as unknown as Record<string, (...args: unknown[]) => tf.Tensor>;
-  const names = [
-    'reshape',
-    'stridedSlice',
-    'sign',
-    'transpose',
-    'abs',
-    'square',
-    'sqrt',
-    'add',
-    'sub',
-    'mul',
-    'div',
-  ];
-  for (const name of names) {
-    if (typeof proto[name] !== 'function' && typeof ops[name] === 'function') {
-      proto[name] = function (this: tf.Tensor, ...args: unknown[]) {
-        return ops[name](this, ...args);
-      };
-    }
-  }
-  if (typeof proto.flatten !== 'function') {
-    proto.flatten = function (this: tf.Tensor) {
-      return tf.reshape(this, [this.size]);
-    };
-  }
-}
-registerChainedOps();
 
 export type TfBackendName = 'wasm' | 'cpu' | 'tensorflow';
 
