@@ -84,6 +84,10 @@ for entry in examples icons test; do
 done
 ln -s "$natives/node_modules" "$run/node_modules"
 
+# The natives must load on Node 22 from where the package code resolves them.
+(cd "$run/dist" && node -e "for (const m of ['i2c-bus', 'onoff']) require(m)") ||
+  { echo "test-node22: i2c-bus/onoff do not load on $(node --version)" >&2; exit 1; }
+
 # 5. The suite.
 log "setup took $((SECONDS - started)) s; running mocha"
 cd "$run"

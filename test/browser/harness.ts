@@ -165,6 +165,10 @@ export class NodeRedProcess {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const red = new NodeRedProcess(`http://127.0.0.1:${port}/`, userDir, child);
+    // mocha --exit ends the process without after hooks of aborted suites: take Node-RED along.
+    const killOnExit = () => child.kill('SIGKILL');
+    process.once('exit', killOnExit);
+    child.once('exit', () => process.removeListener('exit', killOnExit));
     try {
       await red.waitForOutput(/Server now running/, 60_000);
       await red.waitForOutput(/Started flows/, 30_000);
