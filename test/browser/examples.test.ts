@@ -157,9 +157,20 @@ async function importAndDeploy(
   assert.deepEqual(invalid, [], `${name}: nodes flagged invalid after import`);
 
   const logFrom = red.output.length;
-  const deployed = page.waitForResponse((r) => r.url().endsWith('/flows') && r.request().method() === 'POST');
+  const deployed = page
+    .waitForResponse((r) => r.url().endsWith('/flows') && r.request().method() === 'POST')
+    .catch((err: Error) => err);
   await page.locator('#red-ui-header-button-deploy').click();
-  const response = await deployed;
+  // The editor asks before deploying a flow with problems (a notification with buttons).
+  const confirm = page.locator('.red-ui-notification:has(button)').first();
+  const asked = confirm.waitFor({ state: 'visible', timeout: 15_000 }).then(
+    () => 'asked' as const,
+    () => new Promise<never>(() => undefined), // no question: let the response decide
+  );
+  const response = await Promise.race([deployed, asked]);
+  if (response === 'asked')
+    assert.fail(`${name}: the editor asks before deploying: ${await confirm.innerText()}`);
+  if (response instanceof Error) throw response;
   assert.equal(response.status(), 200, `${name}: deploy answered HTTP ${response.status()}`);
   await red.waitForOutput(/Started flows/, 30_000, logFrom);
   await page.waitForTimeout(2_000); // let the flow run a little: errors surface in the log and as status
