@@ -35,7 +35,10 @@ const MODES: InferenceMode[] = ['classify', 'regress', 'raw'];
 export = function (RED: NodeAPI): void {
   function EdgeInfer(this: Node, config: EdgeInferDef): void {
     RED.nodes.createNode(this, config);
-    const node = this;
+    setup(this, config);
+  }
+
+  function setup(node: Node, config: EdgeInferDef): void {
     const modelNode = getModelNode(RED, config.model);
     const mode: InferenceMode = MODES.includes(config.mode as InferenceMode)
       ? (config.mode as InferenceMode)

@@ -32,7 +32,10 @@ const FORMATS = ['auto', 'tfjs-layers', 'tfjs-graph', 'onnx'];
 export = function (RED: NodeAPI): void {
   function EdgeModel(this: EdgeModelNode, config: EdgeModelDef): void {
     RED.nodes.createNode(this, config);
-    const node = this;
+    setup(this, config);
+  }
+
+  function setup(node: EdgeModelNode, config: EdgeModelDef): void {
     const settings = RED.settings as unknown as { userDir?: string };
     const userDir = settings.userDir || path.join(os.homedir(), '.node-red');
     const name = (config.name ?? '').trim() || undefined;
