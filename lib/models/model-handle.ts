@@ -103,6 +103,9 @@ export class ModelHandle extends EventEmitter {
   private resolveFirst!: () => void;
   private readonly store: ModelStore;
   private readonly follower?: (saved: StoredModel & { root: string }) => void;
+  private readonly followName?: string;
+  /** Newest version of the followed model loaded or being loaded. */
+  private followedVersion = 0;
   /** Last load error while no model is loaded, for status and requests. */
   lastError: Error | undefined;
 
@@ -111,13 +114,17 @@ export class ModelHandle extends EventEmitter {
     this.store = options.store ?? ModelStore.forUserDir(options.userDir);
     this.firstLoad = new Promise((resolve) => (this.resolveFirst = resolve));
     const followName = options.followName ?? options.name;
+    this.followName = followName;
     if (options.followStore && followName) {
       this.follower = (saved) => {
         if (path.resolve(saved.root) !== path.resolve(this.store.root) || saved.meta.name !== followName)
           return;
-        const loadedVersion = this.current?.info.name === followName ? this.current.info.version : undefined;
-        if (loadedVersion !== undefined && saved.meta.version <= loadedVersion) return;
-        this.load({ store: followName, version: saved.meta.version }).catch(() => undefined);
+        // Deferred: a download saving into the store announces the version it is loading itself.
+        setImmediate(() => {
+          if (this.closed || saved.meta.version <= this.followedVersion) return;
+          this.followedVersion = saved.meta.version;
+          this.load({ store: followName, version: saved.meta.version }).catch(() => undefined);
+        });
       };
       modelStoreEvents.on('saved', this.follower);
     }
@@ -178,6 +185,9 @@ export class ModelHandle extends EventEmitter {
       timeoutMs: options.timeoutMs ?? 30000,
       sha256: options.sha256,
     });
+    if (resolved.name === this.followName && resolved.version !== undefined) {
+      this.followedVersion = Math.max(this.followedVersion, resolved.version);
+    }
     const files = await readModelFiles(resolved.location, {
       root: resolved.root,
       maxBytes: options.maxBytes ?? DEFAULT_MAX_MODEL_BYTES,
