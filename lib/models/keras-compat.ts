@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ModelLoadError } from './errors';
+import './keras-layers';
 
 /**
  * Rewrites layers-model JSON written by Keras 3, Keras 2.x, Keras 2.1.x or TF.js into the form
@@ -11,6 +12,7 @@ import { ModelLoadError } from './errors';
  * initializer class names such as `OrthogonalInitializer`, LeakyReLU `negative_slope`,
  * the `leaky_relu` / `silu` / `hard_silu` activations and Keras 3's `hard_sigmoid`
  * (relu6(x + 3) / 6, unlike Keras 2's 0.2x + 0.5), and weight names prefixed with the model name.
+ * Keras 2.3+ / 3: GRU with reset_after=True (their default) runs as KerasGRU (keras-layers.ts).
  * Keras 2.1.x: the Sequential config as a bare list of layers (TF.js reads it as is).
  */
 
@@ -144,6 +146,8 @@ function isKerasTensor(value: Json): value is JsonObject {
 class Normaliser {
   readonly notes = new Set<string>();
   readonly layerNames = new Set<string>();
+  /** Layers whose class is replaced after their config is normalised. */
+  readonly renamed = new Map<string, string>();
 
   constructor(readonly layout: LayersLayout) {}
 
@@ -195,6 +199,8 @@ class Normaliser {
         );
       }
       out = { ...value, class_name: className, config: this.layerConfig(className, name, config) };
+      const replacement = this.renamed.get(name);
+      if (replacement) out.class_name = replacement;
     }
     if ('inbound_nodes' in value) out.inbound_nodes = this.inboundNodes(name, value.inbound_nodes);
     return out;
@@ -233,10 +239,12 @@ class Normaliser {
       }
     }
     if (className === 'GRU' && out.reset_after === true) {
-      throw new ModelLoadError(
-        `layer "${layerName}": GRU with reset_after=True (the Keras default) is not supported by TF.js; ` +
-          'export the model to ONNX or train it with reset_after=False',
-      );
+      // TF.js only has reset_after=False; KerasGRU (keras-layers.ts) implements the Keras default.
+      if (out.stateful === true || out.return_state === true) {
+        throw new ModelLoadError(`layer "${layerName}": stateful GRU / return_state are not supported`);
+      }
+      this.notes.add('GRU reset_after=True as KerasGRU');
+      this.renamed.set(layerName, 'KerasGRU');
     }
     return out;
   }

@@ -12,6 +12,7 @@ import {
   graphMlp,
   keras21,
   keras2Dense,
+  keras2Gru,
   keras2Lstm,
   keras3Functional,
   keras3Sequential,
@@ -59,6 +60,7 @@ describe('model formats: every producer loads and matches an independent computa
   const cases: [string, (dir: string) => Promise<Fixture>][] = [
     ['Keras 2.x Dense (tensorflowjs_converter from TF 2.x)', keras2Dense],
     ['Keras 2.x LSTM with cell-named weights', keras2Lstm],
+    ['Keras 2.x GRU with reset_after=True (the Keras default), going backwards', keras2Gru],
     [
       'Keras 3 Sequential (Conv1D, LSTM with OrthogonalInitializer, leaky_relu, prefixed weights)',
       keras3Sequential,
@@ -76,8 +78,8 @@ describe('model formats: every producer loads and matches an independent computa
     });
   }
 
-  it('needs the normalisation: TF.js 4.22 alone rejects the unmodified Keras 3 exports', async () => {
-    for (const make of [keras3Sequential, keras3Functional]) {
+  it('needs the normalisation: TF.js 4.22 alone rejects Keras 3 exports and reset_after GRUs', async () => {
+    for (const make of [keras3Sequential, keras3Functional, keras2Gru]) {
       const fixture = await make(path.join(root, `raw-${make.name}`));
       await assert.rejects(tfl.loadLayersModel(fileLoadHandler(fixture.entry)));
     }
