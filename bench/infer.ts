@@ -18,7 +18,7 @@ import path from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { readModelFiles, type TfjsModelFiles } from '../lib/models/model-files';
 import { exportLayersModelToOnnx } from '../lib/models/onnx-export';
-import { loadOrt, ortUnavailableReason, OrtRunner, type OrtFlavour } from '../lib/models/ort-runner';
+import { ortAvailable, OrtRunner, type OrtRuntimeName } from '../lib/models/ort-runner';
 import type { ModelRunner } from '../lib/models/runner';
 import { maxAbsDifference, probeInput } from '../lib/models/select';
 import { fileSaveHandler, tf, useBackend, type TfBackendName } from '../lib/models/tfjs';
@@ -131,15 +131,10 @@ async function benchRuntimes(
       await runner.dispose();
     }
   }
-  for (const flavour of ['web', 'node'] as OrtFlavour[]) {
+  for (const runtime of ['onnxruntime-web', 'onnxruntime-node'] as OrtRuntimeName[]) {
     for (const model of MODELS) {
-      const runtime = `onnxruntime-${flavour}`;
-      if (!loadOrt(flavour)) {
-        rows.push({
-          model: model.name,
-          runtime,
-          note: `n/a (${short(ortUnavailableReason(flavour) ?? '')})`,
-        });
+      if (!ortAvailable(runtime)) {
+        rows.push({ model: model.name, runtime, note: 'n/a (not installed or does not load here)' });
         continue;
       }
       const reference = await TfjsRunner.fromArtifacts('tfjs-layers', files.get(model.key)!.artifacts, {
@@ -153,7 +148,7 @@ async function benchRuntimes(
         await reference.dispose();
         continue;
       }
-      const runner = await OrtRunner.create(onnx, flavour);
+      const runner = await OrtRunner.create(onnx, runtime);
       const probe = probeInput(runner.inputShape.reduce((a, b) => a * b, 1) * 4, 3);
       const diff = maxAbsDifference(await reference.predict(probe, 4), await runner.predict(probe, 4));
       await reference.dispose();

@@ -1,4 +1,5 @@
 import { InputError, toSample } from '../preprocess/numeric-input';
+import { checkNormalisation, Scaler, type NormalisationStats } from '../preprocess/scaling';
 
 /**
  * Turning a message payload into one model input sample and one model output into a result:
@@ -9,21 +10,8 @@ import { InputError, toSample } from '../preprocess/numeric-input';
 
 export type InferenceMode = 'classify' | 'regress' | 'raw';
 
-/**
- * Normalisation statistics as edge-normalise exports them: per channel (the last axis of
- * the model input) mean/std for z-score, or min/max for min-max scaling to `range`.
- */
-export interface Normalisation {
-  method: string;
-  channels?: string[];
-  mean?: number[];
-  std?: number[];
-  min?: number[];
-  max?: number[];
-  /** Target range of min-max scaling; [0, 1] when absent. */
-  range?: [number, number];
-  count?: number;
-}
+/** Normalisation statistics as edge-normalise exports them and meta.json stores them. */
+export type Normalisation = NormalisationStats;
 
 function isTypedArray(value: unknown): value is ArrayLike<number> {
   return ArrayBuffer.isView(value) && !(value instanceof DataView);
@@ -110,42 +98,11 @@ function position(index: number, sample: Sample): string {
   return `value [${coords.join('][')}]`;
 }
 
-/** Scales `values` in place: the channel of value i is i % channel count. */
-export function applyNormalisation(values: Float32Array, norm: Normalisation): void {
-  const method = norm.method.toLowerCase().replace(/[^a-z]/g, '');
-  const zscore = ['zscore', 'standard', 'standardise', 'standardize', 'std'].includes(method);
-  const minmax = ['minmax', 'range', 'scale'].includes(method);
-  if (!zscore && !minmax) throw new InputError(`unknown normalisation method "${norm.method}"`);
-  const a = zscore ? norm.mean : norm.min;
-  const b = zscore ? norm.std : norm.max;
-  if (!Array.isArray(a) || !Array.isArray(b) || a.length === 0 || a.length !== b.length) {
-    throw new InputError(
-      `normalisation ${norm.method} needs ${zscore ? 'mean and std' : 'min and max'} lists of equal length`,
-    );
-  }
-  const channels = a.length;
-  if (values.length % channels !== 0) {
-    throw new InputError(
-      `normalisation statistics have ${channels} channels, which do not divide the ${values.length} input values`,
-    );
-  }
-  const [lo, hi] = norm.range ?? [0, 1];
-  for (let i = 0; i < values.length; i++) {
-    const c = i % channels;
-    if (zscore) {
-      const std = b[c] > 0 ? b[c] : 1;
-      values[i] = (values[i] - a[c]) / std;
-    } else {
-      const span = b[c] - a[c];
-      values[i] = span > 0 ? lo + ((values[i] - a[c]) / span) * (hi - lo) : lo;
-    }
-  }
-}
-
 export interface PrepareOptions {
   /** Order of named channels for object payloads. */
   channels?: readonly string[];
-  normalisation?: Normalisation;
+  /** Statistics (or a Scaler made from them) applied per channel, the model input's last axis. */
+  normalisation?: Normalisation | Scaler;
 }
 
 /** One model input sample from a payload, reshaped (row-major) to `inputShape`. */
@@ -154,7 +111,13 @@ export function prepareInput(
   inputShape: readonly number[],
   options: PrepareOptions = {},
 ): Float32Array {
-  const channels = options.channels?.length ? options.channels : options.normalisation?.channels;
+  const scaler =
+    options.normalisation instanceof Scaler
+      ? options.normalisation
+      : options.normalisation
+        ? new Scaler(checkNormalisation(options.normalisation))
+        : undefined;
+  const channels = options.channels?.length ? options.channels : scaler?.channels;
   const sample = readSample(payload, channels);
   const expected = inputShape.reduce((x, y) => x * y, 1);
   if (sample.values.length !== expected) {
@@ -168,15 +131,17 @@ export function prepareInput(
       throw new InputError(`input ${position(i, sample)} is ${what}; the model needs finite numbers`);
     }
   }
-  if (options.normalisation) {
+  if (scaler) {
+    const width = scaler.channels.length;
     const features = inputShape[inputShape.length - 1];
-    const stats = options.normalisation.mean ?? options.normalisation.min ?? [];
-    if (stats.length !== features && stats.length !== expected) {
+    if (width !== features && width !== expected) {
       throw new InputError(
-        `normalisation statistics have ${stats.length} channels; the model input ${shapeText(inputShape)} has ${features} features`,
+        `normalisation statistics have ${width} channels; the model input ${shapeText(inputShape)} has ${features} features`,
       );
     }
-    applyNormalisation(sample.values, options.normalisation);
+    for (let at = 0; at < sample.values.length; at += width) {
+      sample.values.set(scaler.scale(sample.values.subarray(at, at + width)), at);
+    }
   }
   return sample.values;
 }

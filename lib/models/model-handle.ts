@@ -3,6 +3,7 @@ import path from 'node:path';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { ModelLoadError } from './errors';
 import type { Normalisation } from './inference';
+import { checkNormalisation } from '../preprocess/scaling';
 import { DEFAULT_MAX_MODEL_BYTES, readModelFiles } from './model-files';
 import type { ModelRunner, RuntimeName } from './runner';
 import { createRunner, type RuntimePreference } from './select';
@@ -180,10 +181,10 @@ export class ModelHandle extends EventEmitter {
     const resolved = await resolveSource(spec, {
       root,
       store: this.store,
-      name: options.name && isStoreName(options.name) ? options.name : undefined,
+      name: spec.name ?? (options.name && isStoreName(options.name) ? options.name : undefined),
       maxBytes: options.maxBytes ?? DEFAULT_MAX_MODEL_BYTES,
       timeoutMs: options.timeoutMs ?? 30000,
-      sha256: options.sha256,
+      sha256: spec.sha256 ?? options.sha256,
     });
     if (resolved.name === this.followName && resolved.version !== undefined) {
       this.followedVersion = Math.max(this.followedVersion, resolved.version);
@@ -213,6 +214,14 @@ export class ModelHandle extends EventEmitter {
       const warmup = Math.max(0, Math.floor(options.warmup ?? 1));
       const size = runner.inputShape.reduce((a, b) => a * b, 1);
       for (let i = 0; i < warmup; i++) await runner.predict(new Float32Array(size), 1);
+      let normalisation: Normalisation | undefined;
+      if (meta?.normalisation !== undefined) {
+        try {
+          normalisation = checkNormalisation(meta.normalisation);
+        } catch (err) {
+          files.notes.push(`normalisation in meta.json ignored: ${(err as Error).message}`);
+        }
+      }
       const labels =
         options.labels && options.labels.length > 0 ? options.labels : (meta?.labels as string[] | undefined);
       const info: LoadedModelInfo = {
@@ -224,7 +233,7 @@ export class ModelHandle extends EventEmitter {
         inputShape: runner.inputShape,
         outputShape: runner.outputShape,
         labels,
-        normalisation: meta?.normalisation as Normalisation | undefined,
+        normalisation,
         exported: selection.exported,
         maxAbsDiff: selection.maxAbsDiff,
         fallbackReason: selection.fallbackReason,

@@ -1,52 +1,26 @@
 import type * as OrtTypes from 'onnxruntime-web';
 import { ModelLoadError } from './errors';
-import type { ModelRunner, RuntimeName } from './runner';
+import {
+  createOrtSession,
+  loadOrt,
+  type OrtModule,
+  type OrtRuntimeName,
+  type OrtSession,
+} from './ort-session';
+import type { ModelRunner } from './runner';
 import { resolveShape } from './tfjs-runner';
 
 /**
  * ONNX Runtime runner: `onnxruntime-node` (native, where installed) or `onnxruntime-web`
- * (WebAssembly, loaded from its own package directory, so it works offline in Node).
+ * (WebAssembly, loaded from its own package directory, so it works offline in Node). Sessions
+ * come from createOrtSession, which pins each package to its own execution provider and counts
+ * the live ones (liveOrtSessionCount).
  */
 
-export type OrtFlavour = 'node' | 'web';
-type OrtModule = typeof OrtTypes;
+export type { OrtRuntimeName };
 
-const modules: Partial<Record<OrtFlavour, OrtModule | null>> = {};
-const loadErrors: Partial<Record<OrtFlavour, string>> = {};
-let liveSessions = 0;
-
-/** ONNX Runtime sessions created and not yet released, in this process. */
-export function liveOrtSessions(): number {
-  return liveSessions;
-}
-
-/** Loads an ONNX Runtime package, or returns undefined (with the reason kept) if it cannot load. */
-export function loadOrt(flavour: OrtFlavour): OrtModule | undefined {
-  if (!(flavour in modules)) {
-    try {
-      const mod = (
-        flavour === 'node' ? require('onnxruntime-node') : require('onnxruntime-web')
-      ) as OrtModule;
-      if (flavour === 'web') {
-        // One thread, no proxy worker: nothing keeps the process alive and results stay ordered.
-        mod.env.wasm.numThreads = 1;
-        mod.env.wasm.proxy = false;
-      }
-      modules[flavour] = mod;
-    } catch (err) {
-      modules[flavour] = null;
-      loadErrors[flavour] = (err as Error).message.split('\n')[0];
-    }
-  }
-  return modules[flavour] ?? undefined;
-}
-
-export function ortUnavailableReason(flavour: OrtFlavour): string | undefined {
-  return loadOrt(flavour) ? undefined : loadErrors[flavour];
-}
-
-export function ortRuntimeName(flavour: OrtFlavour): RuntimeName {
-  return flavour === 'node' ? 'onnxruntime-node' : 'onnxruntime-web';
+export function ortAvailable(runtime: OrtRuntimeName): boolean {
+  return loadOrt(runtime) !== undefined;
 }
 
 export interface OrtRunnerOptions {
@@ -63,49 +37,48 @@ function describeDims(dims: Dims): string {
 }
 
 export class OrtRunner implements ModelRunner {
-  readonly runtime: RuntimeName;
+  readonly runtime: OrtRuntimeName;
   readonly inputShape: number[];
   outputShape: number[] = [];
   readonly notes: string[] = [];
-  /** A model with a fixed batch dimension of 1 runs one sample per call. */
-  private readonly singleSample: boolean;
+  private readonly session: OrtTypes.InferenceSession;
   private queue: Promise<unknown> = Promise.resolve();
   private released = false;
 
   private constructor(
     private readonly ort: OrtModule,
-    private readonly session: OrtTypes.InferenceSession,
-    flavour: OrtFlavour,
+    private readonly owned: OrtSession,
     inputShape: number[],
-    singleSample: boolean,
+    /** A model with a fixed batch dimension of 1 runs one sample per call. */
+    private readonly singleSample: boolean,
     private readonly inputType: string,
   ) {
-    this.runtime = ortRuntimeName(flavour);
+    this.session = owned.session;
+    this.runtime = owned.runtime;
     this.inputShape = inputShape;
-    this.singleSample = singleSample;
   }
 
   static async create(
     model: Uint8Array,
-    flavour: OrtFlavour,
+    runtime: OrtRuntimeName,
     options: OrtRunnerOptions = {},
   ): Promise<OrtRunner> {
-    const ort = loadOrt(flavour);
-    if (!ort) throw new ModelLoadError(`${ortRuntimeName(flavour)} is not available: ${loadErrors[flavour]}`);
+    const ort = loadOrt(runtime);
+    if (!ort) throw new ModelLoadError(`${runtime} is not installed or does not load here`);
     const sessionOptions: OrtTypes.InferenceSession.SessionOptions = {
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
     };
-    if (options.threads && flavour === 'node') sessionOptions.intraOpNumThreads = options.threads;
-    let session: OrtTypes.InferenceSession;
+    if (options.threads && runtime === 'onnxruntime-node') sessionOptions.intraOpNumThreads = options.threads;
+    let owned: OrtSession;
     try {
-      session = await ort.InferenceSession.create(model, sessionOptions);
+      owned = await createOrtSession(model, runtime, sessionOptions);
     } catch (err) {
       throw new ModelLoadError(
         `ONNX Runtime could not load the model: ${(err as Error).message.split('\n')[0]}`,
       );
     }
-    liveSessions++;
+    const session = owned.session;
     try {
       if (session.inputNames.length !== 1) {
         throw new ModelLoadError(
@@ -130,7 +103,7 @@ export class OrtRunner implements ModelRunner {
         dims.length === 0 && options.inputShape
           ? options.inputShape
           : resolveShape(sampleDims, options.inputShape, `input ${describeDims(dims)}`);
-      const runner = new OrtRunner(ort, session, flavour, inputShape, singleSample, type);
+      const runner = new OrtRunner(ort, owned, inputShape, singleSample, type);
       if (session.outputNames.length > 1) {
         runner.notes.push(
           `the ONNX model has ${session.outputNames.length} outputs; using ${session.outputNames[0]}`,
@@ -141,8 +114,7 @@ export class OrtRunner implements ModelRunner {
       runner.outputShape = probe.dims.slice(1);
       return runner;
     } catch (err) {
-      liveSessions--;
-      await session.release().catch(() => undefined);
+      await owned.release().catch(() => undefined);
       throw err;
     }
   }
@@ -190,8 +162,9 @@ export class OrtRunner implements ModelRunner {
       if (!this.singleSample || batchSize === 1) return (await this.runOnce(input, batchSize)).data;
       const per = input.length / batchSize;
       const parts: Float32Array[] = [];
-      for (let i = 0; i < batchSize; i++)
+      for (let i = 0; i < batchSize; i++) {
         parts.push((await this.runOnce(input.slice(i * per, (i + 1) * per), 1)).data);
+      }
       const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
       let at = 0;
       for (const p of parts) {
@@ -208,7 +181,6 @@ export class OrtRunner implements ModelRunner {
     if (this.released) return;
     this.released = true;
     await this.queue;
-    liveSessions--;
-    await this.session.release();
+    await this.owned.release();
   }
 }

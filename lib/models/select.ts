@@ -2,7 +2,7 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import { ModelLoadError } from './errors';
 import type { ModelFiles } from './model-files';
 import { exportLayersModelToOnnx } from './onnx-export';
-import { loadOrt, ortUnavailableReason, OrtRunner, type OrtFlavour } from './ort-runner';
+import { ortAvailable, OrtRunner, type OrtRuntimeName } from './ort-runner';
 import type { ModelRunner, RuntimeName } from './runner';
 import type { TfBackendName } from './tfjs';
 import { TfjsRunner } from './tfjs-runner';
@@ -53,10 +53,9 @@ export interface RunnerSelection {
   notes: string[];
 }
 
-function ortOrder(preference: RuntimePreference): OrtFlavour[] {
-  if (preference === 'onnxruntime-node') return ['node', 'web'];
-  if (preference === 'onnxruntime-web') return ['web'];
-  return ['node', 'web'];
+function ortOrder(preference: RuntimePreference): OrtRuntimeName[] {
+  if (preference === 'onnxruntime-web') return ['onnxruntime-web'];
+  return ['onnxruntime-node', 'onnxruntime-web'];
 }
 
 function tfjsBackends(preference: RuntimePreference): TfBackendName[] {
@@ -104,13 +103,13 @@ async function startOrt(
   inputShape?: number[],
 ): Promise<{ runner?: OrtRunner; reason?: string }> {
   const reasons: string[] = [];
-  for (const flavour of ortOrder(preference)) {
-    if (!loadOrt(flavour)) {
-      reasons.push(`onnxruntime-${flavour} unavailable (${ortUnavailableReason(flavour)})`);
+  for (const runtime of ortOrder(preference)) {
+    if (!ortAvailable(runtime)) {
+      reasons.push(`${runtime} is not installed or does not load here`);
       continue;
     }
     try {
-      const runner = await OrtRunner.create(model, flavour, { inputShape, threads: options.threads });
+      const runner = await OrtRunner.create(model, runtime, { inputShape, threads: options.threads });
       return { runner, reason: reasons.length > 0 ? reasons.join('; ') : undefined };
     } catch (err) {
       reasons.push((err as Error).message);

@@ -21,6 +21,10 @@ export interface ModelSourceSpec {
   version?: number;
   /** Download again even if the store already holds this URL. */
   refresh?: boolean;
+  /** Store name under which a downloaded model is kept (overrides the configured one). */
+  name?: string;
+  /** Expected sha256 (hex) of the downloaded model file (overrides the configured pin). */
+  sha256?: string;
 }
 
 export type ModelSourceInput = string | ModelSourceSpec;

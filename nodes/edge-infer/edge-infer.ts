@@ -2,6 +2,7 @@ import type { Node, NodeAPI, NodeDef } from 'node-red';
 import { interpretOutput, prepareInput, type InferenceMode } from '../../lib/models/inference';
 import { MicroBatcher, type OverflowPolicy } from '../../lib/models/micro-batcher';
 import type { LoadedModelInfo } from '../../lib/models/model-handle';
+import { Scaler } from '../../lib/preprocess/scaling';
 import { getModelNode } from '../shared/model-config';
 import { errorText, listSetting, numberSetting, onClose, onInput, shortText } from '../shared/node-utils';
 
@@ -60,6 +61,14 @@ export = function (RED: NodeAPI): void {
       return;
     }
     const handle = modelNode.handle;
+    // One Scaler per loaded model, built on its first batch.
+    const scalers = new WeakMap<LoadedModelInfo, Scaler>();
+    const scalerFor = (info: LoadedModelInfo): Scaler | undefined => {
+      if (!normalise || !info.normalisation) return undefined;
+      let scaler = scalers.get(info);
+      if (!scaler) scalers.set(info, (scaler = new Scaler(info.normalisation)));
+      return scaler;
+    };
 
     // One batch: every message is reshaped against the model serving now; bad ones fail alone.
     const runBatch = async (jobs: Job[]): Promise<(JobResult | Error)[]> => {
@@ -67,12 +76,10 @@ export = function (RED: NodeAPI): void {
       try {
         const { info, runner } = lease;
         const per = info.inputShape.reduce((a, b) => a * b, 1);
+        const scaler = scalerFor(info);
         const prepared = jobs.map((job) => {
           try {
-            return prepareInput(job.payload, info.inputShape, {
-              channels,
-              normalisation: normalise ? info.normalisation : undefined,
-            });
+            return prepareInput(job.payload, info.inputShape, { channels, normalisation: scaler });
           } catch (err) {
             return err as Error;
           }

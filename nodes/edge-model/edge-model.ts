@@ -9,7 +9,7 @@ import {
 import { ModelHandle } from '../../lib/models/model-handle';
 import { parseSource } from '../../lib/models/source';
 import type { ModelFormat } from '../../lib/models/store';
-import type { EdgeModelNode } from '../shared/model-config';
+import { requestSource, type EdgeModelNode, type ModelLoadRequest } from '../shared/model-config';
 import { listSetting, numberSetting, onClose } from '../shared/node-utils';
 
 interface EdgeModelDef extends NodeDef {
@@ -75,6 +75,7 @@ export = function (RED: NodeAPI): void {
       load: (s: Parameters<ModelHandle['load']>[0]) => handle.load(s),
       swap: (s: Parameters<ModelHandle['load']>[0]) => handle.load(s),
       modelInfo: () => handle.info,
+      loadModel: (request: ModelLoadRequest) => handle.load(requestSource(request)),
     });
 
     handle.on('loaded', (info) => {

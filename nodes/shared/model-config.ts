@@ -1,6 +1,6 @@
 import type { Node, NodeAPI } from 'node-red';
 import type { LoadedModelInfo, ModelHandle } from '../../lib/models/model-handle';
-import type { ModelSourceInput } from '../../lib/models/source';
+import { parseSource, type ModelSourceInput, type ModelSourceSpec } from '../../lib/models/source';
 
 /**
  * What an `edge-model` config node offers the nodes that use it. Every user shares the one
@@ -13,8 +13,19 @@ export interface EdgeModelNode extends Node {
   load(source: ModelSourceInput): Promise<LoadedModelInfo>;
   /** Same as load. */
   swap(source: ModelSourceInput): Promise<LoadedModelInfo>;
+  /**
+   * What edge-model-loader calls: `source` as for load, `name` the store name of a download,
+   * `sha256` its pin. Resolves with the loaded model's info (name, version, runtime, ...).
+   */
+  loadModel(request: ModelLoadRequest): Promise<LoadedModelInfo>;
   /** The model serving now: name, version, runtime, input/output shapes, labels, normalisation. */
   modelInfo(): LoadedModelInfo | undefined;
+}
+
+export interface ModelLoadRequest {
+  source: string;
+  name?: string;
+  sha256?: string;
 }
 
 /** The edge-model config node with id `id`, if it exists and is one. */
@@ -22,4 +33,13 @@ export function getModelNode(RED: NodeAPI, id: unknown): EdgeModelNode | undefin
   if (typeof id !== 'string' || !id) return undefined;
   const node = RED.nodes.getNode(id) as EdgeModelNode | null;
   return node && typeof node.load === 'function' && node.handle ? node : undefined;
+}
+
+/** The source spec of a loader request (see edge-model-loader). */
+export function requestSource(request: ModelLoadRequest): ModelSourceSpec {
+  if (!request || typeof request.source !== 'string') throw new Error('a load request needs a source');
+  const spec = parseSource(request.source);
+  if (request.name) spec.name = request.name;
+  if (request.sha256) spec.sha256 = request.sha256;
+  return spec;
 }

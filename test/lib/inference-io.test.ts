@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { classify, interpretOutput, prepareInput } from '../../lib/models/inference';
+import { classify, interpretOutput, prepareInput, type Normalisation } from '../../lib/models/inference';
 import { InputError } from '../../lib/preprocess/numeric-input';
 
 describe('inference input and output', () => {
@@ -58,22 +58,45 @@ describe('inference input and output', () => {
     assert.throws(() => prepareInput({ t: 1 }, [2], { channels: ['t', 'h'] }), /channel "h" is NaN/);
   });
 
-  it('applies z-score and min-max normalisation per channel (last axis)', () => {
+  it('applies z-score and min-max normalisation per channel (last axis), and reads objects in its channel order', () => {
+    const stats = { method: 'zscore', channels: ['t', 'h'], mean: [20, 50], std: [2, 10] } as Normalisation;
+    assert.deepEqual(Array.from(prepareInput({ h: 60, t: 24 }, [2], { normalisation: stats })), [2, 1]);
     const z = prepareInput(
       [
         [22, 60],
         [18, 40],
       ],
       [2, 2],
-      { normalisation: { method: 'zscore', mean: [20, 50], std: [2, 10] } },
+      {
+        normalisation: {
+          method: 'zscore',
+          channels: ['t', 'h'],
+          mean: [20, 50],
+          std: [2, 10],
+        } as Normalisation,
+      },
     );
     assert.deepEqual(Array.from(z), [1, 1, -1, -1]);
     const mm = prepareInput([5, 30], [2], {
-      normalisation: { method: 'min-max', min: [0, 10], max: [10, 30], range: [-1, 1] },
+      normalisation: {
+        method: 'minmax',
+        channels: ['a', 'b'],
+        min: [0, 10],
+        max: [10, 30],
+        range: [-1, 1],
+      } as Normalisation,
     });
     assert.deepEqual(Array.from(mm), [0, 1]);
     assert.throws(
-      () => prepareInput([1, 2, 3], [3], { normalisation: { method: 'zscore', mean: [0, 0], std: [1, 1] } }),
+      () =>
+        prepareInput([1, 2, 3], [3], {
+          normalisation: {
+            method: 'zscore',
+            channels: ['a', 'b'],
+            mean: [0, 0],
+            std: [1, 1],
+          } as Normalisation,
+        }),
       /normalisation statistics have 2 channels; the model input \[3\] has 3 features/,
     );
   });

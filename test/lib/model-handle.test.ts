@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { ModelHandle } from '../../lib/models/model-handle';
-import { liveOrtSessions } from '../../lib/models/ort-runner';
+import { liveOrtSessionCount as liveOrtSessions } from '../../lib/models/ort-session';
 import { ModelStore } from '../../lib/models/store';
 import { tf, useBackend } from '../../lib/models/tfjs';
 import { onnxMlp } from '../fixtures/onnx-fixtures';

@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { readModelFiles, type ModelFiles } from '../../lib/models/model-files';
-import { liveOrtSessions, loadOrt, OrtRunner } from '../../lib/models/ort-runner';
+import { ortAvailable, OrtRunner } from '../../lib/models/ort-runner';
+import { liveOrtSessionCount as liveOrtSessions } from '../../lib/models/ort-session';
 import { createRunner } from '../../lib/models/select';
 import { fileSaveHandler, tf, useBackend } from '../../lib/models/tfjs';
 import { denseOnlyExporter, onnxMlp } from '../fixtures/onnx-fixtures';
@@ -41,17 +42,17 @@ describe('runtimes and their automatic selection', function () {
   });
   after(() => fs.rm(root, { recursive: true, force: true }));
 
-  for (const flavour of ['node', 'web'] as const) {
-    it(`runs an ONNX (PyTorch-style) model on onnxruntime-${flavour} like the reference`, async function () {
-      if (!loadOrt(flavour)) {
-        console.log(`      onnxruntime-${flavour} cannot load here; skipping`);
+  for (const runtime of ['onnxruntime-node', 'onnxruntime-web'] as const) {
+    it(`runs an ONNX (PyTorch-style) model on ${runtime} like the reference`, async function () {
+      if (!ortAvailable(runtime)) {
+        console.log(`      ${runtime} cannot load here; skipping`);
         this.skip();
       }
       const fixture = onnxMlp();
       const sessions = liveOrtSessions();
-      const runner = await OrtRunner.create(fixture.bytes, flavour);
+      const runner = await OrtRunner.create(fixture.bytes, runtime);
       assert.equal(liveOrtSessions(), sessions + 1);
-      assert.equal(runner.runtime, `onnxruntime-${flavour}`);
+      assert.equal(runner.runtime, runtime);
       assert.deepEqual(runner.inputShape, [4]);
       assert.deepEqual(runner.outputShape, [3]);
       assert.ok((await checkOutputs((x, n) => runner.predict(x, n), fixture.reference, 4)) < 1e-5);
@@ -70,7 +71,10 @@ describe('runtimes and their automatic selection', function () {
   it('picks onnxruntime-node for ONNX models, honours a preference for onnxruntime-web', async function () {
     const fixture = onnxMlp();
     const auto = await createRunner(onnxFiles(fixture.bytes));
-    assert.equal(auto.runner.runtime, loadOrt('node') ? 'onnxruntime-node' : 'onnxruntime-web');
+    assert.equal(
+      auto.runner.runtime,
+      ortAvailable('onnxruntime-node') ? 'onnxruntime-node' : 'onnxruntime-web',
+    );
     await auto.runner.dispose();
     const web = await createRunner(onnxFiles(fixture.bytes), { runtime: 'onnxruntime-web' });
     assert.equal(web.runner.runtime, 'onnxruntime-web');

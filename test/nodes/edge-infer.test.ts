@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { liveOrtSessions } from '../../lib/models/ort-runner';
+import { liveOrtSessionCount as liveOrtSessions } from '../../lib/models/ort-session';
 import { ModelStore } from '../../lib/models/store';
 import { tf } from '../../lib/models/tfjs';
 import { fileSaveHandler } from '../../lib/models/tfjs';
@@ -86,7 +86,9 @@ describe('edge-infer node with edge-model', function () {
     assert.equal(result.label, ['low', 'mid', 'high'][best]);
     assert.equal(result.top.length, 2);
     assert.equal(msg.inference?.model, 'sensor');
-    assert.match(String(msg.inference?.runtime), /^tfjs-(wasm|cpu|node)$/);
+    // A Dense model exports to ONNX, so "auto" runs it on ONNX Runtime when the export checks out.
+    assert.match(String(msg.inference?.runtime), /^(onnxruntime-(node|web)|tfjs-(wasm|cpu|node))$/);
+    assert.equal(msg.inference?.runtime, info.runtime);
     assert.equal(typeof msg.inference?.latencyMs, 'number');
   });
 
@@ -302,6 +304,42 @@ describe('edge-model swaps and follows the store without dropping messages', fun
     assert.equal(liveOrtSessions(), sessions);
   });
 
+  it('swaps when edge-model-loader asks it to (loadModel), and keeps serving on a bad request', async () => {
+    const store = ModelStore.forUserDir(userDir);
+    await saveVersion(store, 3);
+    const latest = (await store.get('follow'))?.meta.version as number;
+    const loader = nodeModule('edge-model-loader');
+    await helper.load(
+      [...nodes, loader],
+      [
+        ...flow({ source: `store:follow@1` }, { mode: 'regress' }),
+        { id: 'loader', type: 'edge-model-loader', model: 'm', mode: 'load', wires: [['loaded']] },
+        { id: 'loaded', type: 'helper' },
+      ],
+    );
+    await modelReady();
+    const infer = node('i') as Emitter & { receive(msg: unknown): void };
+    const ask = async (payload: unknown): Promise<number> => {
+      const got = collect(node('out'), 1);
+      infer.receive({ payload });
+      return ((await got)[0] as Msg).payload as number;
+    };
+    assert.equal(await ask([1, 1, 1]), 3, 'version 1 multiplies by 1');
+    const loaded = collect(node('loaded'), 1);
+    (node('loader') as unknown as { receive(msg: unknown): void }).receive({
+      payload: `store:follow@${latest}`,
+    });
+    await loaded;
+    assert.equal(helper.getNode('m').modelInfo().version, latest);
+    assert.equal(await ask([1, 1, 1]), 9, 'the loaded version multiplies by 3');
+    const errors = errorsOf(node('loader'));
+    (node('loader') as unknown as { receive(msg: unknown): void }).receive({ payload: 'store:follow@99' });
+    const deadline = Date.now() + 5000;
+    while (errors.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(errors.length, 1);
+    assert.equal(await ask([1, 1, 1]), 9, 'still serving after the failed load');
+  });
+
   it('keeps serving the previous model when a swap fails', async () => {
     const store = ModelStore.forUserDir(userDir);
     const good = await store.get('follow');
@@ -317,6 +355,6 @@ describe('edge-model swaps and follows the store without dropping messages', fun
     helper.getNode('i').receive({ payload: [1, 1, 1] });
     const [msg] = (await got) as Msg[];
     assert.equal(msg.inference?.version, good.meta.version);
-    assert.equal(msg.payload, 6);
+    assert.equal(msg.payload, 3 * good.meta.version, 'version n multiplies by n');
   });
 });
