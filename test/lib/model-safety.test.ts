@@ -178,9 +178,11 @@ describe('no tensor or ONNX Runtime session leaks over thousands of requests and
     await fs.writeFile(path.join(userDir, 'mlp.onnx'), onnxMlp().bytes);
     const tensors = tf.memory().numTensors;
     const sessions = liveOrtSessions();
-    const handle = new ModelHandle({ userDir, warmup: 2 });
-    await handle.load('lstm-a');
+    // TF.js for the LSTM phase (auto would run its ONNX export); ONNX models still get ORT.
+    const handle = new ModelHandle({ userDir, warmup: 2, runtime: 'tfjs' });
+    assert.match((await handle.load('lstm-a')).runtime, /^tfjs-/);
     const afterLoad = tf.memory().numTensors;
+    assert.ok(afterLoad > tensors);
     const input = randomValues(15 * 8, 1);
     const pending: Promise<unknown>[] = [];
     for (let i = 0; i < 3000; i++) {
