@@ -57,6 +57,35 @@ interface Sample {
   channels?: string[];
 }
 
+/** The common cases without allocation per value: an array of numbers, or rows of numbers. */
+function fastRows(payload: unknown[]): Sample | undefined {
+  const n = payload.length;
+  if (n === 0) return undefined;
+  if (typeof payload[0] === 'number') {
+    const values = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      const v = payload[i];
+      if (typeof v !== 'number') return undefined;
+      values[i] = v;
+    }
+    return { values, shape: [n] };
+  }
+  const first = payload[0];
+  if (!Array.isArray(first) || first.length === 0) return undefined;
+  const width = first.length;
+  const values = new Float32Array(n * width);
+  for (let r = 0; r < n; r++) {
+    const row = payload[r];
+    if (!Array.isArray(row) || row.length !== width) return undefined;
+    for (let c = 0; c < width; c++) {
+      const v = row[c];
+      if (typeof v !== 'number') return undefined;
+      values[r * width + c] = v;
+    }
+  }
+  return { values, shape: [n, width] };
+}
+
 function readSample(payload: unknown, channels?: readonly string[]): Sample {
   if (payload !== null && typeof payload === 'object' && !Array.isArray(payload) && !isTypedArray(payload)) {
     const sample = toSample(payload, channels);
@@ -73,6 +102,8 @@ function readSample(payload: unknown, channels?: readonly string[]): Sample {
       }`,
     );
   }
+  const fast = Array.isArray(payload) ? fastRows(payload) : undefined;
+  if (fast) return fast;
   const shape = nestedShape(payload);
   const out: number[] = [];
   flatten(payload, out);
