@@ -1,9 +1,13 @@
 /**
- * Gradient kernels that the TF.js wasm backend lacks, composed from kernels it has, so that
- * convolutional models train on wasm: Conv2DBackpropFilter (im2col: strided slices of the padded
- * input concatenated per filter tap, then one BatchMatMul against dy) and the depthwise pair
- * (a per-tap multiply-and-sum for the filter, a depthwise convolution of the dilated, padded dy
- * with the flipped filter for the input).
+ * Gradient kernels for the TF.js wasm backend, composed from kernels it has, so that
+ * convolutional models train on wasm:
+ * - Conv2DBackpropFilter (missing): a Conv2D of the transposed input with dy as the filter;
+ * - Conv2DBackpropInput (present but slow): a Conv2D of the spread, framed dy with the flipped
+ *   filter;
+ * - DepthwiseConv2dNativeBackpropFilter/Input (missing): a per-tap multiply-and-sum, and a
+ *   depthwise convolution of the spread, framed dy with the flipped filter;
+ * - MaxPoolGrad (present but wrong for windows of negative values): the native kernel on a
+ *   shifted input.
  *
  * Every kernel works on TensorInfos through the wasm backend's own kernel functions, so nothing
  * passes through the engine (no tape, no tensor bookkeeping) and intermediates are freed at once.
@@ -34,6 +38,12 @@ class KernelScope {
 
   reshape(x: Info, shape: number[]): Info {
     return this.run('Reshape', { x }, { shape });
+  }
+
+  /** Takes ownership of a result produced outside run(). */
+  adopt(info: Info): Info {
+    this.made.push(info);
+    return info;
   }
 
   /** Frees all intermediates except `keep` (whose data then belongs to the caller). */
@@ -150,6 +160,11 @@ function spreadByStride(s: KernelScope, t: Info, strideHeight: number, strideWid
   );
 }
 
+/**
+ * dW[i, j, c, k] = sum over b, y, x of input[b, y*s + i, x*s + j, c] * dy[b, y, x, k]: a
+ * convolution of the input (channels as batch, batch as channels) with dy as the filter, dilated
+ * by the stride. It runs on the backend's fast Conv2D; the output is cropped to the filter size.
+ */
 function conv2DBackpropFilter({ inputs, attrs, backend }: KernelArgs): Info {
   const { x, dy } = inputs;
   const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as {
@@ -169,17 +184,104 @@ function conv2DBackpropFilter({ inputs, attrs, backend }: KernelArgs): Info {
     dimRoundingMode,
   );
   const [fh, fw, inChannels, outChannels] = filterShape;
-  const rows = info.batchSize * info.outHeight * info.outWidth;
   return scoped(backend, (s) => {
     const padded = padInput(s, x, info);
-    const taps: Info[] = [];
-    for (let i = 0; i < fh; i++) for (let j = 0; j < fw; j++) taps.push(tapSlice(s, padded, info, i, j));
-    // im2col: [rows, fh*fw*inChannels] in the filter's own (fh, fw, in) order.
-    const columns = taps.length === 1 ? taps[0] : s.run('Concat', taps, { axis: 3 });
-    const patches = s.reshape(columns, [1, rows, fh * fw * inChannels]);
-    const grads = s.reshape(dy, [1, rows, outChannels]);
-    const product = s.run('BatchMatMul', { a: patches, b: grads }, { transposeA: true, transposeB: false });
-    return s.reshape(product, filterShape);
+    const channelsFirst = s.run('Transpose', { x: padded }, { perm: [3, 1, 2, 0] });
+    const dyAsFilter = s.run('Transpose', { x: dy }, { perm: [1, 2, 0, 3] });
+    const conv = s.run(
+      'Conv2D',
+      { x: channelsFirst, filter: dyAsFilter },
+      {
+        strides: [1, 1],
+        pad: 'valid',
+        dilations: [info.strideHeight, info.strideWidth],
+        dataFormat: 'NHWC',
+      },
+    );
+    const cropped =
+      conv.shape[1] === fh && conv.shape[2] === fw
+        ? conv
+        : s.run('Slice', { x: conv }, { begin: [0, 0, 0, 0], size: [inChannels, fh, fw, outChannels] });
+    return s.run('Transpose', { x: cropped }, { perm: [1, 2, 0, 3] });
+  });
+}
+
+/**
+ * Pads (or crops) dy, already spread by the stride, so that a valid stride-1 correlation with a
+ * filter of span (taps-1)*dilation yields exactly the input's height and width:
+ * dx[i] = sum over k of spread[i + padBefore - k*dilation] * w[k].
+ */
+function frameForInputGradient(s: KernelScope, spread: Info, info: ConvInfo, fh: number, fw: number): Info {
+  const [batch, spreadHeight, spreadWidth, channels] = spread.shape;
+  const spanH = (fh - 1) * info.dilationHeight;
+  const spanW = (fw - 1) * info.dilationWidth;
+  const before = [spanH - info.padInfo.top, spanW - info.padInfo.left];
+  const after = [
+    info.inHeight + spanH - before[0] - spreadHeight,
+    info.inWidth + spanW - before[1] - spreadWidth,
+  ];
+  let framed = spread;
+  if (before.some((p) => p > 0) || after.some((p) => p > 0)) {
+    framed = s.run(
+      'PadV2',
+      { x: spread },
+      {
+        paddings: [
+          [0, 0],
+          [Math.max(0, before[0]), Math.max(0, after[0])],
+          [Math.max(0, before[1]), Math.max(0, after[1])],
+          [0, 0],
+        ],
+        constantValue: 0,
+      },
+    );
+  }
+  if (before.some((p) => p < 0) || after.some((p) => p < 0)) {
+    framed = s.run(
+      'Slice',
+      { x: framed },
+      {
+        begin: [0, Math.max(0, -before[0]), Math.max(0, -before[1]), 0],
+        size: [batch, info.inHeight + spanH, info.inWidth + spanW, channels],
+      },
+    );
+  }
+  return framed;
+}
+
+/**
+ * dx as a stride-1 convolution of the stride-spread, framed dy with the filter turned by 180
+ * degrees and its in/out channels swapped (the wasm backend's own kernel is several times slower).
+ */
+function conv2DBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
+  const { dy, filter } = inputs;
+  const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs as {
+    strides: [number, number] | number;
+    pad: 'same' | 'valid' | number;
+    dataFormat?: string;
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+    inputShape: [number, number, number, number];
+  };
+  checkNhwc('Conv2DBackpropInput', dataFormat);
+  const [fh, fw] = filter.shape;
+  const info = tf.backend_util.computeConv2DInfo(
+    inputShape,
+    filter.shape as [number, number, number, number],
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+  );
+  return scoped(backend, (s) => {
+    const spread = spreadByStride(s, dy, info.strideHeight, info.strideWidth);
+    const framed = frameForInputGradient(s, spread, info, fh, fw);
+    const flipped = s.run('Reverse', { x: filter }, { dims: [0, 1] });
+    const swapped = s.run('Transpose', { x: flipped }, { perm: [0, 1, 3, 2] });
+    return s.run(
+      'Conv2D',
+      { x: framed, filter: swapped },
+      { strides: [1, 1], pad: 'valid', dilations: [1, 1], dataFormat: 'NHWC' },
+    );
   });
 }
 
@@ -238,45 +340,11 @@ function depthwiseBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
     dimRoundingMode,
     true,
   );
-  const { batchSize, inHeight, inWidth, outHeight, outWidth, strideHeight, strideWidth } = info;
-  const { dilationHeight, dilationWidth } = info;
+  const { batchSize, inHeight, inWidth, strideHeight, strideWidth, dilationHeight, dilationWidth } = info;
   const channels = inChannels * multiplier;
   return scoped(backend, (s) => {
-    const dilatedHeight = (outHeight - 1) * strideHeight + 1;
-    const dilatedWidth = (outWidth - 1) * strideWidth + 1;
     const spread = spreadByStride(s, dy, strideHeight, strideWidth);
-    // dx[i] = sum_k spread[i + padTop - k*d] * w[k]: a valid correlation of spread, shifted by
-    // (fh-1)*d - padTop, with the flipped filter. Pad (or crop) so that it yields exactly inHeight.
-    const spanH = (fh - 1) * dilationHeight;
-    const spanW = (fw - 1) * dilationWidth;
-    const before = [spanH - info.padInfo.top, spanW - info.padInfo.left];
-    const after = [inHeight + spanH - before[0] - dilatedHeight, inWidth + spanW - before[1] - dilatedWidth];
-    let framed = spread;
-    if (before.some((p) => p > 0) || after.some((p) => p > 0)) {
-      framed = s.run(
-        'PadV2',
-        { x: spread },
-        {
-          paddings: [
-            [0, 0],
-            [Math.max(0, before[0]), Math.max(0, after[0])],
-            [Math.max(0, before[1]), Math.max(0, after[1])],
-            [0, 0],
-          ],
-          constantValue: 0,
-        },
-      );
-    }
-    if (before.some((p) => p < 0) || after.some((p) => p < 0)) {
-      framed = s.run(
-        'Slice',
-        { x: framed },
-        {
-          begin: [0, Math.max(0, -before[0]), Math.max(0, -before[1]), 0],
-          size: [batchSize, inHeight + spanH, inWidth + spanW, channels],
-        },
-      );
-    }
+    const framed = frameForInputGradient(s, spread, info, fh, fw);
     const flipped = s.run('Reverse', { x: filter }, { dims: [0, 1] });
     const perChannel = s.reshape(flipped, [fh, fw, channels, 1]);
     const conv = s.run(
@@ -291,84 +359,25 @@ function depthwiseBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
 }
 
 /**
- * MaxPoolGrad with the cpu backend's semantics: each window's gradient goes to the first
- * position holding the window's maximum. (The wasm backend's own kernel starts its running
- * maximum at 0, so windows of negative values send their gradient to the wrong place.)
+ * The wasm backend's MaxPoolGrad starts each window's running maximum at 0, so a window of
+ * negative values sends its gradient to the wrong place. Which position holds a window's maximum
+ * does not change when a constant is added, so the input is shifted to be positive first.
  */
-function maxPoolGrad({ inputs, attrs, backend }: KernelArgs): Info {
-  const { dy, input, output } = inputs;
-  const { filterSize, strides, pad, dimRoundingMode } = attrs as {
-    filterSize: [number, number] | number;
-    strides: [number, number] | number;
-    pad: 'same' | 'valid' | number;
-    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+function shiftedMaxPoolGrad(original: tf.KernelFunc): (args: KernelArgs) => Info {
+  return ({ inputs, attrs, backend }) => {
+    const { dy, input, output } = inputs;
+    return scoped(backend, (s) => {
+      const all = Array.from({ length: input.shape.length }, (_, i) => i);
+      const low = s.run('Min', { x: input }, { axis: all, keepDims: false });
+      const one = s.run('OnesLike', { x: low });
+      const offset = s.run('Sub', { a: one, b: low });
+      const positive = s.run('Add', { a: input, b: offset });
+      const shiftedOutput = s.run('Add', { a: output, b: offset });
+      return s.adopt(
+        original({ inputs: { dy, input: positive, output: shiftedOutput }, attrs, backend } as never) as Info,
+      );
+    });
   };
-  const info = tf.backend_util.computePool2DInfo(
-    input.shape as [number, number, number, number],
-    filterSize,
-    strides,
-    1,
-    pad,
-    dimRoundingMode,
-  );
-  const { top, left, bottom, right } = info.padInfo;
-  const [batch, height, width, channels] = input.shape;
-  const paddedHeight = height + Math.max(0, top) + Math.max(0, bottom);
-  const paddedWidth = width + Math.max(0, left) + Math.max(0, right);
-  const spanHeight = (info.outHeight - 1) * info.strideHeight + 1;
-  const spanWidth = (info.outWidth - 1) * info.strideWidth + 1;
-  return scoped(backend, (s) => {
-    const padded = s.run(
-      'PadV2',
-      { x: input },
-      {
-        paddings: [
-          [0, 0],
-          [Math.max(0, top), Math.max(0, bottom)],
-          [Math.max(0, left), Math.max(0, right)],
-          [0, 0],
-        ],
-        constantValue: -Infinity,
-      },
-    );
-    let unclaimed: Info | undefined;
-    let total: Info | undefined;
-    for (let i = 0; i < info.filterHeight; i++) {
-      for (let j = 0; j < info.filterWidth; j++) {
-        const seen = tapSlice(s, padded, info, i, j);
-        const hit = s.run('Cast', { x: s.run('Equal', { a: seen, b: output }) }, { dtype: 'float32' });
-        // Only the first tap holding the maximum wins.
-        const wins = unclaimed ? s.run('Multiply', { a: hit, b: unclaimed }) : hit;
-        const left1 = s.run('Sub', { a: unclaimed ?? s.run('OnesLike', { x: hit }), b: wins });
-        unclaimed = left1;
-        const routed = spreadByStride(
-          s,
-          s.run('Multiply', { a: wins, b: dy }),
-          info.strideHeight,
-          info.strideWidth,
-        );
-        const placed = s.run(
-          'PadV2',
-          { x: routed },
-          {
-            paddings: [
-              [0, 0],
-              [i, paddedHeight - i - spanHeight],
-              [j, paddedWidth - j - spanWidth],
-              [0, 0],
-            ],
-            constantValue: 0,
-          },
-        );
-        total = total ? s.run('Add', { a: total, b: placed }) : placed;
-      }
-    }
-    return s.run(
-      'Slice',
-      { x: total as Info },
-      { begin: [0, Math.max(0, top), Math.max(0, left), 0], size: [batch, height, width, channels] },
-    );
-  });
 }
 
 /** True when the wasm backend's own MaxPoolGrad routes a negative window's gradient wrongly. */
@@ -380,7 +389,8 @@ function wasmMaxPoolGradIsWrong(): boolean {
   });
 }
 
-const KERNELS: Array<[string, (args: KernelArgs) => Info]> = [
+/** Kernels the wasm backend lacks. */
+const MISSING: Array<[string, (args: KernelArgs) => Info]> = [
   ['Conv2DBackpropFilter', conv2DBackpropFilter],
   ['DepthwiseConv2dNativeBackpropFilter', depthwiseBackpropFilter],
   ['DepthwiseConv2dNativeBackpropInput', depthwiseBackpropInput],
@@ -390,29 +400,37 @@ function register(kernelName: string, kernelFunc: (args: KernelArgs) => Info): v
   tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc: kernelFunc as unknown as tf.KernelFunc });
 }
 
-let maxPoolChecked = false;
+function replace(kernelName: string, kernelFunc: (args: KernelArgs) => Info): void {
+  if (tf.getKernel(kernelName, 'wasm')) tf.unregisterKernel(kernelName, 'wasm');
+  register(kernelName, kernelFunc);
+}
+
+let replacedSlowOrWrong = false;
 
 /**
- * Registers the gradient kernels the wasm backend lacks (only those it lacks; calling again is
- * harmless), and replaces its MaxPoolGrad while that one is wrong. Call with wasm active.
- * Returns the names registered now.
+ * Makes the wasm backend train convolutional and pooling models: registers the gradient
+ * kernels it lacks, replaces its slow Conv2DBackpropInput by a Conv2D-based one, and corrects
+ * its MaxPoolGrad while that one is wrong. Call once wasm is active; calling again is harmless.
+ * Returns the kernel names registered or replaced now.
  */
 export function registerWasmGradients(): string[] {
-  const added: string[] = [];
-  for (const [kernelName, kernelFunc] of KERNELS) {
+  const changed: string[] = [];
+  for (const [kernelName, kernelFunc] of MISSING) {
     if (tf.getKernel(kernelName, 'wasm')) continue;
     register(kernelName, kernelFunc);
-    added.push(kernelName);
+    changed.push(kernelName);
   }
-  if (!maxPoolChecked && tf.getBackend() === 'wasm') {
-    maxPoolChecked = true;
-    if (wasmMaxPoolGradIsWrong()) {
-      tf.unregisterKernel('MaxPoolGrad', 'wasm');
-      register('MaxPoolGrad', maxPoolGrad);
-      added.push('MaxPoolGrad');
+  if (!replacedSlowOrWrong && tf.getBackend() === 'wasm') {
+    replacedSlowOrWrong = true;
+    replace('Conv2DBackpropInput', conv2DBackpropInput);
+    changed.push('Conv2DBackpropInput');
+    const nativeMaxPoolGrad = tf.getKernel('MaxPoolGrad', 'wasm');
+    if (nativeMaxPoolGrad && wasmMaxPoolGradIsWrong()) {
+      replace('MaxPoolGrad', shiftedMaxPoolGrad(nativeMaxPoolGrad.kernelFunc));
+      changed.push('MaxPoolGrad');
     }
   }
-  return added;
+  return changed;
 }
 
 /** Kernel names the wasm backend still lacks that the cpu backend has (for diagnostics). */
