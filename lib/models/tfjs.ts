@@ -6,6 +6,42 @@ import '@tensorflow/tfjs-backend-wasm';
 
 export { tf };
 
+/**
+ * tfjs-layers calls a few chained tensor methods (the orthogonal initializer does
+ * `rMat.flatten().stridedSlice(...)`, `diag.sign()`, `qMat.transpose()`), which tfjs-core's
+ * CommonJS bundle does not register; only the union package would. Register them here.
+ */
+function registerChainedOps(): void {
+  const proto = tf.Tensor.prototype as unknown as Record<string, unknown>;
+  const ops = tf as unknown as Record<string, (...args: unknown[]) => tf.Tensor>;
+  const names = [
+    'reshape',
+    'stridedSlice',
+    'sign',
+    'transpose',
+    'abs',
+    'square',
+    'sqrt',
+    'add',
+    'sub',
+    'mul',
+    'div',
+  ];
+  for (const name of names) {
+    if (typeof proto[name] !== 'function' && typeof ops[name] === 'function') {
+      proto[name] = function (this: tf.Tensor, ...args: unknown[]) {
+        return ops[name](this, ...args);
+      };
+    }
+  }
+  if (typeof proto.flatten !== 'function') {
+    proto.flatten = function (this: tf.Tensor) {
+      return tf.reshape(this, [this.size]);
+    };
+  }
+}
+registerChainedOps();
+
 export type TfBackendName = 'wasm' | 'cpu' | 'tensorflow';
 
 let tfjsNodeTried = false;
@@ -69,10 +105,21 @@ export function fileLoadHandler(modelJsonPath: string): tf.io.IOHandler {
   };
 }
 
-/** Writes model.json and one weights.bin into `dir` (use inside ModelStore.save). */
-export function fileSaveHandler(dir: string): tf.io.IOHandler {
+/** Weight specs with their encoded bytes, e.g. quantized weights in the converter's format. */
+export interface PrecomputedWeights {
+  weightSpecs: tf.io.WeightsManifestEntry[];
+  weightData: tf.io.WeightData;
+}
+
+/**
+ * Writes model.json and one weights.bin into `dir` (use inside ModelStore.save). With
+ * `weights`, those specs and bytes are written instead of the ones in the saved artifacts,
+ * so `model.save(fileSaveHandler(dir, quantized))` stores the model with quantized weights.
+ */
+export function fileSaveHandler(dir: string, weights?: PrecomputedWeights): tf.io.IOHandler {
   return {
-    save: async (artifacts) => {
+    save: async (saved) => {
+      const artifacts = weights ? { ...saved, ...weights } : saved;
       const weightsFile = 'weights.bin';
       const weightData = artifacts.weightData
         ? Buffer.from(tf.io.CompositeArrayBuffer.join(artifacts.weightData))

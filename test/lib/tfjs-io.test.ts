@@ -35,3 +35,15 @@ describe('TF.js file IO and backends', () => {
     }
   });
 });
+
+describe('TF.js layers defaults', () => {
+  it('builds an LSTM with its default orthogonal recurrent initializer', () => {
+    const before = tf.memory().numTensors;
+    const model = tfl.sequential({ layers: [tfl.layers.lstm({ units: 8, inputShape: [5, 3] })] });
+    const y = model.predict(tf.zeros([1, 5, 3])) as tf.Tensor;
+    assert.deepEqual(y.shape, [1, 8]);
+    y.dispose();
+    model.dispose();
+    assert.ok(tf.memory().numTensors <= before + 1);
+  });
+});
