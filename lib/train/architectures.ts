@@ -3,9 +3,8 @@
  * learning from a stored model. Everything here is TF.js layers; nothing trains yet.
  */
 import * as tfl from '@tensorflow/tfjs-layers';
-import { registerChainedOps } from './chained-ops';
-
-registerChainedOps();
+// Registers the backends and the chained tensor methods tfjs-layers needs.
+import '../models/tfjs';
 
 export type Task = 'classification' | 'regression' | 'autoencoder';
 
