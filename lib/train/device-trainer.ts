@@ -195,10 +195,11 @@ export class DeviceTrainer {
             stoppedBy: result.stoppedBy,
           },
         },
-        (dir) =>
-          fileSaveHandler(dir)
-            .save({ ...result.artifacts })
-            .then(() => undefined),
+        async (dir) => {
+          const handler = fileSaveHandler(dir);
+          if (!handler.save) throw new Error('the TF.js file handler cannot save');
+          await handler.save({ ...result.artifacts });
+        },
       );
       return {
         model: stored.meta.name,

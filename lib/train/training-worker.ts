@@ -18,6 +18,15 @@ export class TrainingWorker {
   private worker: Worker | undefined;
   private readonly cancelFlag = new Int32Array(new SharedArrayBuffer(4));
   private settle: ((err?: Error) => void) | undefined;
+  /** Settles when the current thread has exited. */
+  private exited: Promise<void> = Promise.resolve();
+
+  private static threads = 0;
+
+  /** Worker threads of this process that have started and not yet exited. */
+  static get liveThreads(): number {
+    return TrainingWorker.threads;
+  }
 
   /** Path of the compiled worker script (beside this file). */
   static readonly script = path.join(__dirname, 'worker.js');
@@ -38,6 +47,13 @@ export class TrainingWorker {
     if (this.worker) return Promise.reject(new Error('a training run is already in progress'));
     Atomics.store(this.cancelFlag, 0, 0);
     const worker = new Worker(TrainingWorker.script);
+    TrainingWorker.threads++;
+    this.exited = new Promise((resolve) =>
+      worker.once('exit', () => {
+        TrainingWorker.threads--;
+        resolve();
+      }),
+    );
     this.worker = worker;
     return new Promise<TrainResult>((resolve, reject) => {
       let finished = false;
@@ -79,11 +95,15 @@ export class TrainingWorker {
     Atomics.store(this.cancelFlag, 0, 1);
   }
 
-  /** Ends the worker thread now; a pending run rejects with CancelledError. */
+  /**
+   * Ends the worker thread now (a pending run rejects with CancelledError) and resolves once the
+   * thread has exited; after a finished run it just waits for that exit.
+   */
   async terminate(): Promise<void> {
     const worker = this.worker;
     this.worker = undefined;
     this.settle?.();
     if (worker) await worker.terminate();
+    await this.exited;
   }
 }
