@@ -109,9 +109,9 @@ export class Calibrator {
     return Math.min(1, tailFraction + (1 - tailFraction) * (1 - below));
   }
 
-  /** The calibrated score 1 - P(X >= x): 0 for ordinary values, approaching 1 for extreme ones. */
+  /** The calibrated score of a raw value (see scoreOf). */
   score(x: number): number {
-    return 1 - this.tailProbability(x);
+    return scoreOf(this.tailProbability(x));
   }
 
   /** The raw value whose tail probability is `p` (inverse of the tail), for reporting thresholds. */
@@ -124,6 +124,24 @@ export class Calibrator {
     const below = 1 - (p - tailFraction) / (1 - tailFraction);
     return body[Math.min(body.length - 1, Math.max(0, Math.floor(below * body.length)))];
   }
+}
+
+/** Tail probabilities at or below 10^-SCORE_DECADES score 1. */
+export const SCORE_DECADES = 6;
+
+/**
+ * Maps a tail probability p to a score in [0, 1] on a log scale: -log10(p) / 6, capped at 1.
+ * 0.33 means one normal sample in 100 is that unusual, 0.5 one in 1000, 0.67 one in 10 000,
+ * 1 one in a million or rarer; the same score means the same rarity for every method.
+ */
+export function scoreOf(p: number): number {
+  if (!(p < 1)) return 0;
+  return Math.min(1, -Math.log10(Math.max(p, MIN_TAIL_PROBABILITY)) / SCORE_DECADES);
+}
+
+/** The tail probability a score stands for (inverse of scoreOf below the cap). */
+export function probabilityOf(score: number): number {
+  return Math.pow(10, -score * SCORE_DECADES);
 }
 
 /** Combines the tail probabilities of k statistics watched together (Šidák on the smallest). */

@@ -7,9 +7,9 @@
 
 import { InputError } from '../preprocess/numeric-input';
 import type { ModelRunner } from '../models/runner';
-import { Calibrator, combineMin, type CalibratorState } from './calibrate';
+import { Calibrator, combineMin, scoreOf, type CalibratorState } from './calibrate';
 import { Decision, type DecisionState, type Episode } from './decision';
-import { Featurizer, type FeatureKind, type FeaturizerState } from './features';
+import { Featurizer, persistentChannels, type FeatureKind, type FeaturizerState } from './features';
 import {
   MahalanobisModel,
   PcaModel,
@@ -71,18 +71,24 @@ export interface DetectorOptions {
 
 export const DEFAULT_OPTIONS: DetectorOptions = {
   method: 'auto',
-  window: 30,
+  window: 10,
   alpha: 0.1,
   learningSamples: 400,
   learningMs: 0,
-  threshold: 0.99,
-  hysteresis: 0.04,
+  threshold: 0.5,
+  hysteresis: 0.2,
   minDuration: 5,
   nanPolicy: 'hold',
   adaptRate: 0,
   explained: 0.9,
-  sequence: { window: 30, epochs: 40, latent: 4, batchSize: 32, validationSplit: 0.25, seed: 1 },
+  sequence: { window: 32, epochs: 40, latent: 4, batchSize: 32, validationSplit: 0.25, seed: 1 },
 };
+
+/**
+ * A channel keeping more than this share of its variance after averaging over the window
+ * wanders slowly (temperatures); 'auto' watches its changes instead of its level.
+ */
+export const PERSISTENCE_LIMIT = 0.4;
 
 /** A learning period never ends before this many usable samples (models need data to fit). */
 export const MIN_LEARNING_SAMPLES = 20;
@@ -104,7 +110,7 @@ export interface DetectorDetails {
   index: number;
   /** Learning progress 0..1 while learning. */
   progress?: number;
-  /** Tail probability of the sample under the learning distribution (score = 1 - pValue). */
+  /** Tail probability of the sample under the learning distribution (score = -log10(pValue) / 6). */
   pValue?: number;
   /** Calibrated score of every statistic, e.g. per channel or T² and SPE. */
   statistics?: Record<string, number>;
@@ -181,9 +187,7 @@ function pipelineSpecs(o: DetectorOptions): PipelineSpec[] {
     case 'model':
       return [{ feature: 'window', window: sw, model: 'external', label: '' }];
     case 'auto':
-      return [
-        { feature: w > 1 ? 'mean' : 'identity', window: w, model: 'univariate', label: '' },
-      ];
+      return [{ feature: 'level-change', window: w, model: 'univariate', label: '' }];
   }
 }
 
@@ -259,7 +263,7 @@ export class AnomalyDetector {
 
   /** Fewest learning samples the configured method can be fitted on. */
   get minLearningSamples(): number {
-    const warmup = Math.max(...this.specs.map((s) => s.window));
+    const warmup = Math.max(...this.specs.map((s) => new Featurizer(s.feature, s.window).warmup));
     return Math.max(MIN_LEARNING_SAMPLES, 2 * warmup + 10);
   }
 
@@ -413,11 +417,11 @@ export class AnomalyDetector {
       raw.forEach((r, k) => {
         const prob = p.calibrators[k].tailProbability(r);
         probabilities.push(prob);
-        statistics[names[k]] = 1 - prob;
+        statistics[names[k]] = scoreOf(prob);
       });
     }
     const pValue = probabilities.length ? combineMin(probabilities) : 1;
-    const score = 1 - pValue;
+    const score = scoreOf(pValue);
     const step = this.decision.step(score, timestamp, index);
     if (o.adaptRate > 0 && !step.isAnomaly && !this.decision.active && score < this.decision.releaseLevel) {
       pipelines.forEach((p, i) => {
@@ -454,12 +458,14 @@ export class AnomalyDetector {
     const pipelines: Pipeline[] = [];
     try {
       for (const spec of this.specs) {
-        const features = Featurizer.run(spec.feature, spec.window, this.options.alpha, rows);
+        const persistent =
+          spec.feature === 'level-change' ? persistentChannels(rows, spec.window, PERSISTENCE_LIMIT) : [];
+        const features = Featurizer.run(spec.feature, spec.window, this.options.alpha, rows, persistent);
         const { model, calibration } = await this.fitModel(spec, features, channels);
         const calibrators = model.statistics.map((_, k) => Calibrator.fit(calibration.map((c) => c[k])));
-        const featurizer = new Featurizer(spec.feature, spec.window, this.options.alpha);
+        const featurizer = new Featurizer(spec.feature, spec.window, this.options.alpha, persistent);
         // Prime the window with the end of the learning period so scoring starts at once.
-        for (const row of rows.slice(-spec.window)) featurizer.push(row);
+        for (const row of rows.slice(-featurizer.warmup)) featurizer.push(row);
         pipelines.push(new Pipeline(spec, featurizer, model, calibrators));
       }
     } catch (err) {

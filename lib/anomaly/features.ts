@@ -6,7 +6,7 @@
 
 import { median } from './linalg';
 
-export type FeatureKind = 'identity' | 'mean' | 'median' | 'ewma' | 'window';
+export type FeatureKind = 'identity' | 'mean' | 'median' | 'ewma' | 'window' | 'level-change';
 
 export interface FeaturizerState {
   kind: FeatureKind;
@@ -14,6 +14,34 @@ export interface FeaturizerState {
   alpha: number;
   buffer: number[][];
   ewma: number[] | null;
+  persistent?: boolean[];
+}
+
+/**
+ * Share of a channel's variance left after averaging over `window` samples: about 1/window
+ * for noise around a level, near 1 for a channel that wanders slowly (a temperature).
+ */
+export function lowFrequencyShare(values: readonly number[], window: number): number {
+  const n = values.length;
+  if (n < 2 * window) return 0;
+  const mu = values.reduce((a, b) => a + b, 0) / n;
+  const total = values.reduce((a, v) => a + (v - mu) ** 2, 0) / n;
+  if (!(total > 0)) return 0;
+  let sum = 0;
+  const means: number[] = [];
+  for (let i = 0; i < n; i++) {
+    sum += values[i];
+    if (i >= window) sum -= values[i - window];
+    if (i >= window - 1) means.push(sum / window);
+  }
+  const m = means.reduce((a, b) => a + b, 0) / means.length;
+  return means.reduce((a, v) => a + (v - m) ** 2, 0) / means.length / total;
+}
+
+/** Channels whose level wanders during learning; their level says little about later data. */
+export function persistentChannels(rows: readonly number[][], window: number, limit: number): boolean[] {
+  const d = rows[0]?.length ?? 0;
+  return Array.from({ length: d }, (_, j) => lowFrequencyShare(rows.map((r) => r[j]), window) > limit);
 }
 
 export class Featurizer {
@@ -23,12 +51,16 @@ export class Featurizer {
   /**
    * identity: the sample itself; mean / median: rolling mean / median of the last `window`
    * samples per channel; ewma: exponentially weighted mean with weight `alpha` on the newest;
-   * window: the last `window` samples flattened row-major (for the sequence models).
+   * window: the last `window` samples flattened row-major (for the sequence models);
+   * level-change: the rolling mean for ordinary channels, and for `persistent` ones the change
+   * of the rolling mean against the `window` samples before (a drifting level is normal, a
+   * sudden change of it is not).
    */
   constructor(
     readonly kind: FeatureKind,
     readonly window = 1,
     readonly alpha = 0.1,
+    readonly persistent: readonly boolean[] = [],
   ) {
     if (!(window >= 1) || !Number.isInteger(window)) throw new Error(`window must be an integer >= 1`);
     if (kind === 'ewma' && !(alpha > 0 && alpha <= 1)) throw new Error('EWMA weight must be in (0, 1]');
@@ -36,7 +68,8 @@ export class Featurizer {
 
   /** Samples needed before the first feature comes out. */
   get warmup(): number {
-    return this.kind === 'identity' || this.kind === 'ewma' ? 1 : this.window;
+    if (this.kind === 'identity' || this.kind === 'ewma') return 1;
+    return this.kind === 'level-change' ? 2 * this.window : this.window;
   }
 
   push(sample: readonly number[]): number[] | null {
@@ -50,8 +83,8 @@ export class Featurizer {
       }
       default: {
         this.buffer.push(sample.slice());
-        if (this.buffer.length > this.window) this.buffer.shift();
-        if (this.buffer.length < this.window) return null;
+        if (this.buffer.length > this.warmup) this.buffer.shift();
+        if (this.buffer.length < this.warmup) return null;
         return this.current();
       }
     }
@@ -61,6 +94,18 @@ export class Featurizer {
     const rows = this.buffer;
     if (this.kind === 'window') return rows.flat();
     const d = rows[0].length;
+    if (this.kind === 'level-change') {
+      const w = this.window;
+      return Array.from({ length: d }, (_, j) => {
+        let recent = 0;
+        let before = 0;
+        for (let t = 0; t < w; t++) {
+          before += rows[t][j];
+          recent += rows[w + t][j];
+        }
+        return this.persistent[j] ? (recent - before) / w : recent / w;
+      });
+    }
     const out = new Array<number>(d);
     for (let j = 0; j < d; j++) {
       const column = rows.map((r) => r[j]);
@@ -71,8 +116,14 @@ export class Featurizer {
   }
 
   /** Features of a whole sequence from a fresh state (used for fitting); nulls dropped. */
-  static run(kind: FeatureKind, window: number, alpha: number, rows: readonly number[][]): number[][] {
-    const f = new Featurizer(kind, window, alpha);
+  static run(
+    kind: FeatureKind,
+    window: number,
+    alpha: number,
+    rows: readonly number[][],
+    persistent: readonly boolean[] = [],
+  ): number[][] {
+    const f = new Featurizer(kind, window, alpha, persistent);
     const out: number[][] = [];
     for (const row of rows) {
       const v = f.push(row);
@@ -93,11 +144,12 @@ export class Featurizer {
       alpha: this.alpha,
       buffer: this.buffer.map((r) => r.slice()),
       ewma: this.ewma ? this.ewma.slice() : null,
+      ...(this.persistent.length ? { persistent: this.persistent.slice() } : {}),
     };
   }
 
   static fromState(s: FeaturizerState): Featurizer {
-    const f = new Featurizer(s.kind, s.window, s.alpha);
+    const f = new Featurizer(s.kind, s.window, s.alpha, s.persistent ?? []);
     f.buffer = s.buffer.map((r) => r.slice());
     f.ewma = s.ewma ? s.ewma.slice() : null;
     return f;
