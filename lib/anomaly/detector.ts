@@ -22,10 +22,12 @@ import {
   fitSequenceModel,
   restoreSequenceModel,
   ExternalSequenceModel,
+  SequenceWorker,
   type SequenceArchitecture,
   type SequenceModelOptions,
 } from './sequence-models';
 export type { SequenceModelOptions } from './sequence-models';
+import type { TrainingProgress } from './sequence-protocol';
 
 export const METHODS = [
   'auto',
@@ -81,7 +83,7 @@ export const DEFAULT_OPTIONS: DetectorOptions = {
   nanPolicy: 'hold',
   adaptRate: 0,
   explained: 0.9,
-  sequence: { window: 32, epochs: 40, latent: 4, batchSize: 32, validationSplit: 0.25, seed: 1 },
+  sequence: { window: 16, epochs: 20, latent: 4, batchSize: 64, validationSplit: 0.25, seed: 1 },
 };
 
 /**
@@ -149,6 +151,37 @@ export interface DetectorState {
   pipelines: PipelineState[] | null;
   decision: DecisionState;
 }
+
+interface Prepared {
+  index: number;
+  timestamp: number;
+  /** The sample after the NaN policy; null when it could not be filled (learning only). */
+  row: number[] | null;
+  imputed?: string[];
+  /** Per pipeline: its feature vector, or null while its window fills. */
+  features: (number[] | null)[];
+}
+
+interface SampleJob {
+  kind: 'sample';
+  values: readonly number[];
+  channels: readonly string[];
+  timestamp: number;
+  resolve: (result: DetectorResult) => void;
+  reject: (err: unknown) => void;
+}
+
+interface TaskJob {
+  kind: 'task';
+  run: () => Promise<unknown>;
+  resolve: (value: unknown) => void;
+  reject: (err: unknown) => void;
+}
+
+type Job = SampleJob | TaskJob;
+
+/** Most samples scored in one model call. */
+const MAX_BATCH = 256;
 
 class Pipeline {
   constructor(
@@ -223,6 +256,8 @@ async function crossFitted(
 export interface DetectorHooks {
   /** A model the user supplies (method 'model'): reconstructs or forecasts windows. */
   externalModel?: ModelRunner;
+  /** Called after each training epoch of a neural method. */
+  onTrainingProgress?: (progress: TrainingProgress) => void;
 }
 
 export class AnomalyDetector {
@@ -237,7 +272,9 @@ export class AnomalyDetector {
   private lastValues: number[] | null = null;
   private channelMeans: number[] | null = null;
   private pipelines: Pipeline[] | null = null;
-  private queue: Promise<unknown> = Promise.resolve();
+  private trainingWorker: SequenceWorker | null = null;
+  private readonly jobs: Job[] = [];
+  private draining = false;
   private disposed = false;
 
   constructor(
@@ -277,7 +314,10 @@ export class AnomalyDetector {
 
   /** Processes one sample (values in `channels` order); resolves in call order. */
   process(values: readonly number[], channels: readonly string[], timestamp = Date.now()): Promise<DetectorResult> {
-    return this.enqueue(() => this.processNow(values, channels, timestamp));
+    return new Promise<DetectorResult>((resolve, reject) => {
+      this.jobs.push({ kind: 'sample', values, channels, timestamp, resolve, reject });
+      void this.drain();
+    });
   }
 
   /** Processes consecutive samples (a window) and summarises them in one result. */
@@ -323,13 +363,52 @@ export class AnomalyDetector {
     return this.enqueue(async () => undefined);
   }
 
+  /** Samples waiting to be processed (e.g. while a model trains). */
+  get queued(): number {
+    return this.jobs.length;
+  }
+
   private enqueue<T>(task: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(() => {
-      if (this.disposed) throw new Error('detector closed');
-      return task();
+    return new Promise<T>((resolve, reject) => {
+      this.jobs.push({ kind: 'task', run: task, resolve: resolve as (v: unknown) => void, reject });
+      void this.drain();
     });
-    this.queue = run.catch(() => undefined);
-    return run;
+  }
+
+  /** Runs queued jobs strictly in order; consecutive samples for a batching model go together. */
+  private async drain(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      while (this.jobs.length) {
+        const job = this.jobs[0];
+        if (this.disposed) {
+          this.jobs.shift();
+          job.reject(new Error('detector closed'));
+          continue;
+        }
+        if (job.kind === 'sample' && this.phase === 'ready' && this.batching) {
+          const batch: SampleJob[] = [];
+          while (batch.length < MAX_BATCH && this.jobs[0]?.kind === 'sample') batch.push(this.jobs.shift() as SampleJob);
+          await this.processBatch(batch);
+          continue;
+        }
+        this.jobs.shift();
+        try {
+          if (job.kind === 'task') job.resolve(await job.run());
+          else job.resolve(await this.processNow(job.values, job.channels, job.timestamp));
+        } catch (err) {
+          job.reject(err);
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  /** Whether queued samples may be scored together (models that do not change while scoring). */
+  private get batching(): boolean {
+    return this.options.adaptRate === 0 && this.specs.some((s) => s.feature === 'window');
   }
 
   private validate(values: readonly number[], channels: readonly string[]): void {
@@ -370,67 +449,71 @@ export class AnomalyDetector {
     return { row, imputed };
   }
 
-  private async processNow(
-    values: readonly number[],
-    channels: readonly string[],
-    timestamp: number,
-  ): Promise<DetectorResult> {
+  /** Validates, imputes and extracts features of a sample; the only step that changes stream state. */
+  private prepare(values: readonly number[], channels: readonly string[], timestamp: number): Prepared {
     this.validate(values, channels);
     if (!this.channels) this.channels = channels.slice();
     const filled = this.impute(values);
     const index = this.index++;
-    const o = this.options;
     const imputed = filled?.imputed.map((j) => (this.channels as string[])[j]);
     if (filled) this.lastValues = filled.row;
+    const features =
+      this.phase === 'ready' && filled ? (this.pipelines as Pipeline[]).map((p) => p.featurizer.push(filled.row)) : [];
+    return { index, timestamp, row: filled?.row ?? null, imputed, features };
+  }
 
-    if (this.phase === 'learning') {
-      if (this.learningStart === null) this.learningStart = timestamp;
-      if (filled) this.learningRows.push(filled.row);
-      const n = this.learningRows.length;
-      const enoughTime = o.learningMs > 0 && timestamp - this.learningStart >= o.learningMs;
-      const enoughSamples = o.learningMs > 0 ? n >= MAX_LEARNING_SAMPLES : n >= o.learningSamples;
-      const progress =
-        o.learningMs > 0
-          ? Math.min(1, (timestamp - this.learningStart) / o.learningMs)
-          : Math.min(1, n / o.learningSamples);
-      if ((enoughTime || enoughSamples) && n >= this.minLearningSamples) await this.fit();
-      return {
-        score: 0,
-        isAnomaly: false,
-        threshold: o.threshold,
-        learning: true,
-        details: { method: o.method, phase: 'learning', index, progress, ...(imputed?.length ? { imputed } : {}) },
-      };
-    }
+  private async learn(p: Prepared): Promise<DetectorResult> {
+    const o = this.options;
+    if (this.learningStart === null) this.learningStart = p.timestamp;
+    if (p.row) this.learningRows.push(p.row);
+    const n = this.learningRows.length;
+    const elapsed = p.timestamp - this.learningStart;
+    const enoughTime = o.learningMs > 0 && elapsed >= o.learningMs;
+    const enoughSamples = o.learningMs > 0 ? n >= MAX_LEARNING_SAMPLES : n >= o.learningSamples;
+    const progress = o.learningMs > 0 ? Math.min(1, elapsed / o.learningMs) : Math.min(1, n / o.learningSamples);
+    if ((enoughTime || enoughSamples) && n >= this.minLearningSamples) await this.fit();
+    return {
+      score: 0,
+      isAnomaly: false,
+      threshold: o.threshold,
+      learning: true,
+      details: {
+        method: o.method,
+        phase: 'learning',
+        index: p.index,
+        progress,
+        ...(p.imputed?.length ? { imputed: p.imputed } : {}),
+      },
+    };
+  }
 
-    const row = (filled as { row: number[] }).row;
+  /** Calibrates the raw statistics of a prepared sample and runs the decision. */
+  private finish(p: Prepared, raws: (number[] | null)[]): DetectorResult {
+    const o = this.options;
     const pipelines = this.pipelines as Pipeline[];
     const probabilities: number[] = [];
     const statistics: Record<string, number> = {};
-    const features: (number[] | null)[] = [];
-    for (const p of pipelines) {
-      const feature = p.featurizer.push(row);
-      features.push(feature);
-      const names = p.statistics;
-      if (!feature) continue;
-      const [raw] = await p.model.evaluate([feature]);
+    pipelines.forEach((pipeline, i) => {
+      const raw = raws[i];
+      if (!raw) return;
+      const names = pipeline.statistics;
       raw.forEach((r, k) => {
-        const prob = p.calibrators[k].tailProbability(r);
+        const prob = pipeline.calibrators[k].tailProbability(r);
         probabilities.push(prob);
         statistics[names[k]] = scoreOf(prob);
       });
-    }
+    });
     const pValue = probabilities.length ? combineMin(probabilities) : 1;
     const score = scoreOf(pValue);
-    const step = this.decision.step(score, timestamp, index);
+    const step = this.decision.step(score, p.timestamp, p.index);
     if (o.adaptRate > 0 && !step.isAnomaly && !this.decision.active && score < this.decision.releaseLevel) {
-      pipelines.forEach((p, i) => {
-        const f = features[i];
-        if (f) p.model.update(f, o.adaptRate);
+      pipelines.forEach((pipeline, i) => {
+        const f = p.features[i];
+        if (f) pipeline.model.update(f, o.adaptRate);
       });
     }
     let top: string | undefined;
-    for (const [name, s] of Object.entries(statistics)) if (top === undefined || s > statistics[top]) top = name;
+    for (const [name, v] of Object.entries(statistics)) if (top === undefined || v > statistics[top]) top = name;
     return {
       score,
       isAnomaly: step.isAnomaly,
@@ -439,15 +522,66 @@ export class AnomalyDetector {
       details: {
         method: o.method,
         phase: 'ready',
-        index,
+        index: p.index,
         pValue,
         statistics,
         top,
         ...(step.event ? { event: step.event } : {}),
         ...(step.episode ? { episode: step.episode } : {}),
-        ...(imputed?.length ? { imputed } : {}),
+        ...(p.imputed?.length ? { imputed: p.imputed } : {}),
       },
     };
+  }
+
+  private async processNow(
+    values: readonly number[],
+    channels: readonly string[],
+    timestamp: number,
+  ): Promise<DetectorResult> {
+    const p = this.prepare(values, channels, timestamp);
+    if (this.phase === 'learning') return this.learn(p);
+    const raws: (number[] | null)[] = [];
+    for (let i = 0; i < p.features.length; i++) {
+      const f = p.features[i];
+      raws.push(f ? (await (this.pipelines as Pipeline[])[i].model.evaluate([f]))[0] : null);
+    }
+    return this.finish(p, raws);
+  }
+
+  /**
+   * Scores queued samples together: one model call per pipeline for the whole batch (a
+   * worker round trip and a batched forward pass instead of one per sample), results in order.
+   */
+  private async processBatch(jobs: SampleJob[]): Promise<void> {
+    const prepared: { job: SampleJob; p: Prepared }[] = [];
+    for (const job of jobs) {
+      try {
+        prepared.push({ job, p: this.prepare(job.values, job.channels, job.timestamp) });
+      } catch (err) {
+        job.reject(err);
+      }
+    }
+    const pipelines = this.pipelines as Pipeline[];
+    let raws: (number[] | null)[][];
+    try {
+      raws = prepared.map(() => []);
+      for (let i = 0; i < pipelines.length; i++) {
+        const rows = prepared.map(({ p }, k) => ({ f: p.features[i], k })).filter((r) => r.f);
+        const out = rows.length ? await pipelines[i].model.evaluate(rows.map((r) => r.f as number[])) : [];
+        prepared.forEach((_, k) => raws[k].push(null));
+        rows.forEach((r, n) => (raws[r.k][i] = out[n]));
+      }
+    } catch (err) {
+      for (const { job } of prepared) job.reject(err);
+      return;
+    }
+    prepared.forEach(({ job, p }, k) => {
+      try {
+        job.resolve(this.finish(p, raws[k]));
+      } catch (err) {
+        job.reject(err);
+      }
+    });
   }
 
   private async fit(): Promise<void> {
@@ -458,12 +592,16 @@ export class AnomalyDetector {
     const pipelines: Pipeline[] = [];
     try {
       for (const spec of this.specs) {
+        // Slowly wandering channels are judged by their changes ('auto') or their shape (networks).
         const persistent =
-          spec.feature === 'level-change' ? persistentChannels(rows, spec.window, PERSISTENCE_LIMIT) : [];
-        const features = Featurizer.run(spec.feature, spec.window, this.options.alpha, rows, persistent);
-        const { model, calibration } = await this.fitModel(spec, features, channels);
+          spec.feature === 'level-change' || spec.feature === 'window'
+            ? persistentChannels(rows, this.options.window, PERSISTENCE_LIMIT)
+            : [];
+        const featureMask = spec.feature === 'level-change' ? persistent : [];
+        const features = Featurizer.run(spec.feature, spec.window, this.options.alpha, rows, featureMask);
+        const { model, calibration } = await this.fitModel(spec, features, channels, persistent);
         const calibrators = model.statistics.map((_, k) => Calibrator.fit(calibration.map((c) => c[k])));
-        const featurizer = new Featurizer(spec.feature, spec.window, this.options.alpha, persistent);
+        const featurizer = new Featurizer(spec.feature, spec.window, this.options.alpha, featureMask);
         // Prime the window with the end of the learning period so scoring starts at once.
         for (const row of rows.slice(-featurizer.warmup)) featurizer.push(row);
         pipelines.push(new Pipeline(spec, featurizer, model, calibrators));
@@ -471,6 +609,10 @@ export class AnomalyDetector {
     } catch (err) {
       for (const p of pipelines) await p.model.dispose();
       throw err;
+    }
+    if (this.disposed) {
+      for (const p of pipelines) await p.model.dispose();
+      throw new Error('detector closed');
     }
     this.pipelines = pipelines;
     this.phase = 'ready';
@@ -481,6 +623,7 @@ export class AnomalyDetector {
     spec: PipelineSpec,
     features: number[][],
     channels: string[],
+    persistent: boolean[],
   ): Promise<{ model: ScoreModel; calibration: number[][] }> {
     switch (spec.model) {
       case 'univariate':
@@ -497,7 +640,18 @@ export class AnomalyDetector {
         return { model, calibration: await model.evaluate(features) };
       }
       default:
-        return fitSequenceModel(spec.model, features, spec.window, channels, this.options.sequence);
+        return fitSequenceModel(
+          spec.model,
+          features,
+          spec.window,
+          channels,
+          {
+            ...this.options.sequence,
+            onProgress: this.hooks.onTrainingProgress,
+            onWorker: (w) => (this.trainingWorker = w),
+          },
+          persistent,
+        );
     }
   }
 
@@ -579,6 +733,13 @@ export class AnomalyDetector {
   async dispose(): Promise<void> {
     await this.idle().catch(() => undefined);
     this.disposed = true;
+    await this.disposePipelines();
+  }
+
+  /** Releases at once: queued samples are rejected, a training in progress is abandoned. */
+  async close(): Promise<void> {
+    this.disposed = true;
+    await this.trainingWorker?.terminate();
     await this.disposePipelines();
   }
 }

@@ -30,6 +30,8 @@ export interface SequenceModelOptions {
   seed: number;
   learningRate?: number;
   onProgress?: (progress: TrainingProgress) => void;
+  /** Receives the training worker while it trains, so the caller can stop it. */
+  onWorker?: (worker: SequenceWorker | null) => void;
 }
 
 interface Pending {
@@ -99,16 +101,36 @@ export interface SequenceModelState {
   channels: string[];
   mean: number[];
   scale: number[];
+  centred: boolean[];
   artifacts: { modelTopology: object; weightSpecs: unknown[]; weightData: string };
   loss: number;
 }
 
-function standardise(features: readonly number[][], mean: number[], scale: number[]): Float32Array {
+/**
+ * Standardises flat windows per channel. Channels marked `centred` (slowly wandering ones)
+ * are centred on their own mean within each window, so the model sees their shape, not
+ * their level.
+ */
+export function standardise(
+  features: readonly number[][],
+  mean: readonly number[],
+  scale: readonly number[],
+  centred: readonly boolean[] = [],
+): Float32Array {
   const d = mean.length;
   const size = features[0]?.length ?? 0;
+  const steps = size / d;
   const out = new Float32Array(features.length * size);
+  const level = new Array<number>(d);
   features.forEach((f, i) => {
-    for (let k = 0; k < size; k++) out[i * size + k] = (f[k] - mean[k % d]) / scale[k % d];
+    for (let j = 0; j < d; j++) {
+      level[j] = mean[j];
+      if (!centred[j]) continue;
+      let sum = 0;
+      for (let t = 0; t < steps; t++) sum += f[t * d + j];
+      level[j] = sum / steps;
+    }
+    for (let k = 0; k < size; k++) out[i * size + k] = (f[k] - level[k % d]) / scale[k % d];
   });
   return out;
 }
@@ -129,6 +151,7 @@ export class SequenceModel implements ScoreModel {
     private readonly channels: string[],
     private readonly mean: number[],
     private readonly scale: number[],
+    private readonly centred: boolean[],
     private readonly artifacts: SequenceArtifacts,
     readonly loss: number,
   ) {
@@ -140,7 +163,7 @@ export class SequenceModel implements ScoreModel {
     const reply = await this.worker.request(
       {
         type: 'score',
-        data: standardise(features, this.mean, this.scale),
+        data: standardise(features, this.mean, this.scale, this.centred),
         count: features.length,
         window: this.window,
         channels: d,
@@ -166,6 +189,7 @@ export class SequenceModel implements ScoreModel {
       channels: this.channels.slice(),
       mean: this.mean.slice(),
       scale: this.scale.slice(),
+      centred: this.centred.slice(),
       artifacts: {
         modelTopology: this.artifacts.modelTopology,
         weightSpecs: this.artifacts.weightSpecs,
@@ -188,6 +212,7 @@ export async function fitSequenceModel(
   window: number,
   channels: string[],
   options: SequenceModelOptions,
+  centred: boolean[] = [],
 ): Promise<{ model: ScoreModel; calibration: number[][] }> {
   const d = channels.length;
   if (arch === 'ae-conv' && window % 4 !== 0)
@@ -206,12 +231,13 @@ export async function fitSequenceModel(
 
   const worker = new SequenceWorker();
   worker.onProgress = options.onProgress;
+  options.onWorker?.(worker);
   try {
     const reply = await worker.request(
       {
         type: 'train',
         arch,
-        data: standardise(features, mean, scale),
+        data: standardise(features, mean, scale, centred),
         count: features.length,
         window,
         channels: d,
@@ -225,11 +251,13 @@ export async function fitSequenceModel(
       'trained',
     );
     worker.onProgress = undefined;
-    const model = new SequenceModel(worker, arch, window, channels, mean, scale, reply.artifacts, reply.loss);
+    const model = new SequenceModel(worker, arch, window, channels, mean, scale, centred, reply.artifacts, reply.loss);
     return { model, calibration: rowsOf(reply.calibration, d) };
   } catch (err) {
     await worker.terminate();
     throw err;
+  } finally {
+    options.onWorker?.(null);
   }
 }
 
@@ -247,7 +275,7 @@ export async function restoreSequenceModel(state: ScoreModelState): Promise<Scor
     await worker.terminate();
     throw err;
   }
-  return new SequenceModel(worker, s.arch, s.window, s.channels, s.mean, s.scale, artifacts, s.loss);
+  return new SequenceModel(worker, s.arch, s.window, s.channels, s.mean, s.scale, s.centred ?? [], artifacts, s.loss);
 }
 
 /**

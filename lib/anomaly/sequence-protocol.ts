@@ -23,11 +23,13 @@ export interface TrainRequest {
   /** Fraction of the latest windows held out to calibrate the scores. */
   validationSplit: number;
   seed: number;
+  /** TF.js backends to try, in order (default wasm, then cpu). */
+  backends?: ('wasm' | 'cpu')[];
 }
 
 export type SequenceRequest =
   | TrainRequest
-  | { type: 'load'; arch: SequenceArchitecture; artifacts: SequenceArtifacts }
+  | { type: 'load'; arch: SequenceArchitecture; artifacts: SequenceArtifacts; backends?: ('wasm' | 'cpu')[] }
   | { type: 'score'; data: Float32Array; count: number; window: number; channels: number }
   | { type: 'memory' };
 

@@ -7,6 +7,7 @@
 import { parentPort } from 'node:worker_threads';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { tf, useBackend, type TfBackendName } from '../models/tfjs';
+import { ensureConv2dFilterGradient } from './conv-gradient';
 import type {
   SequenceArchitecture,
   SequenceArtifacts,
@@ -66,11 +67,25 @@ function build(req: TrainRequest): tfl.LayersModel {
     }
     case 'ae-lstm': {
       const units = Math.max(8, Math.min(32, 4 * d));
-      m.add(tfl.layers.lstm({ units, inputShape: [w, d], recurrentActivation: 'sigmoid', kernelInitializer: init(1) }));
+      m.add(
+        tfl.layers.lstm({
+          units,
+          inputShape: [w, d],
+          recurrentActivation: 'sigmoid',
+          kernelInitializer: init(1),
+          recurrentInitializer: init(11),
+        }),
+      );
       m.add(tfl.layers.dense({ units: latent, kernelInitializer: init(2) }));
       m.add(tfl.layers.repeatVector({ n: w }));
       m.add(
-        tfl.layers.lstm({ units, returnSequences: true, recurrentActivation: 'sigmoid', kernelInitializer: init(3) }),
+        tfl.layers.lstm({
+          units,
+          returnSequences: true,
+          recurrentActivation: 'sigmoid',
+          kernelInitializer: init(3),
+          recurrentInitializer: init(13),
+        }),
       );
       m.add(tfl.layers.timeDistributed({ layer: tfl.layers.dense({ units: d, kernelInitializer: init(4) }) }));
       break;
@@ -78,7 +93,13 @@ function build(req: TrainRequest): tfl.LayersModel {
     case 'forecast': {
       const units = Math.max(8, Math.min(32, 4 * d));
       m.add(
-        tfl.layers.lstm({ units, inputShape: [steps, d], recurrentActivation: 'sigmoid', kernelInitializer: init(1) }),
+        tfl.layers.lstm({
+          units,
+          inputShape: [steps, d],
+          recurrentActivation: 'sigmoid',
+          kernelInitializer: init(1),
+          recurrentInitializer: init(11),
+        }),
       );
       m.add(tfl.layers.dense({ units: d, kernelInitializer: init(2) }));
       break;
@@ -135,8 +156,8 @@ async function captureArtifacts(m: tfl.LayersModel): Promise<SequenceArtifacts> 
   return captured as unknown as SequenceArtifacts;
 }
 
-async function load(artifacts: SequenceArtifacts): Promise<void> {
-  inferenceBackend = await useBackend(['wasm', 'cpu']);
+async function load(artifacts: SequenceArtifacts, backends: TfBackendName[] = ['wasm', 'cpu']): Promise<void> {
+  inferenceBackend = await useBackend(backends);
   model?.dispose();
   const buffer = artifacts.weightData.buffer.slice(
     artifacts.weightData.byteOffset,
@@ -153,9 +174,9 @@ async function load(artifacts: SequenceArtifacts): Promise<void> {
 
 async function train(req: TrainRequest): Promise<SequenceReply> {
   arch = req.arch;
-  // The WASM backend lacks some convolution gradients; train on the CPU backend then.
-  const wasmCanTrain = req.arch !== 'ae-conv' || tf.getKernel('Conv2DBackpropFilter', 'wasm') !== undefined;
-  const trainingBackend = await useBackend(wasmCanTrain ? ['wasm', 'cpu'] : ['cpu']);
+  const trainingBackend = await useBackend(req.backends ?? ['wasm', 'cpu']);
+  // The WASM backend lacks the Conv2D filter gradient; compute it through its 3-D kernel.
+  if (req.arch === 'ae-conv') ensureConv2dFilterGradient(trainingBackend);
   const { window: w, channels: d, count } = req;
   const size = w * d;
   const nVal = Math.min(count - 1, Math.max(1, Math.round(count * req.validationSplit)));
@@ -180,6 +201,8 @@ async function train(req: TrainRequest): Promise<SequenceReply> {
       batchSize: req.batchSize,
       shuffle: false,
       verbose: 0,
+      // A worker has no event loop to keep responsive; yielding per batch only costs time.
+      yieldEvery: 'never',
       callbacks: {
         onEpochEnd: async (epoch, logs) => {
           loss = Number(logs?.loss);
@@ -193,7 +216,7 @@ async function train(req: TrainRequest): Promise<SequenceReply> {
   }
   const artifacts = await captureArtifacts(m);
   m.dispose();
-  await load(artifacts);
+  await load(artifacts, req.backends);
   const calibration = await errors(valData, nVal, w, d);
   return { type: 'trained', artifacts, calibration, loss, trainingBackend, inferenceBackend };
 }
@@ -204,7 +227,7 @@ async function handle(req: SequenceRequest): Promise<SequenceReply> {
       return train(req);
     case 'load':
       arch = req.arch;
-      await load(req.artifacts);
+      await load(req.artifacts, req.backends);
       return { type: 'loaded', inferenceBackend };
     case 'score':
       if (!model) throw new Error('no model loaded');
