@@ -684,7 +684,29 @@ export class AnomalyDetector {
 
   /** Resumes from a saved state (same options); runs in order with queued samples. */
   restore(state: DetectorState): Promise<void> {
+    return this.enqueue(() => this.restoreNow(state));
+  }
+
+  /**
+   * Queues a restore whose state is loaded when its turn comes (e.g. read from disk); a null
+   * state leaves the detector as it is. Resolves whether a state was restored.
+   */
+  restoreWith(load: () => Promise<DetectorState | null>): Promise<boolean> {
     return this.enqueue(async () => {
+      const state = await load();
+      if (!state) return false;
+      await this.restoreNow(state);
+      return true;
+    });
+  }
+
+  /** The state between two queued samples, for saving. */
+  snapshot(): Promise<DetectorState> {
+    return this.enqueue(async () => this.state());
+  }
+
+  private async restoreNow(state: DetectorState): Promise<void> {
+    {
       if (!this.compatible(state)) throw new Error('saved state belongs to other detector settings');
       const pipelines: Pipeline[] = [];
       if (state.pipelines) {
@@ -720,7 +742,7 @@ export class AnomalyDetector {
       this.channelMeans = state.channelMeans ? state.channelMeans.slice() : null;
       this.pipelines = state.pipelines ? pipelines : null;
       this.decision.restore(state.decision);
-    });
+    }
   }
 
   private async disposePipelines(): Promise<void> {
