@@ -9,7 +9,7 @@ import { InputError } from '../preprocess/numeric-input';
 import type { ModelRunner } from '../models/runner';
 import { Calibrator, combineMin, scoreOf, type CalibratorState } from './calibrate';
 import { Decision, type DecisionState, type Episode } from './decision';
-import { Featurizer, persistentChannels, type FeatureKind, type FeaturizerState } from './features';
+import { Featurizer, persistentChannels, spreadFloors, type FeatureKind, type FeaturizerState } from './features';
 import {
   MahalanobisModel,
   PcaModel,
@@ -220,7 +220,12 @@ function pipelineSpecs(o: DetectorOptions): PipelineSpec[] {
     case 'model':
       return [{ feature: 'window', window: sw, model: 'external', label: '' }];
     case 'auto':
-      return [{ feature: 'level-change', window: w, model: 'univariate', label: '' }];
+      // Level (or change, for wandering channels) and spread of every channel: shifts and
+      // drifts move the level, a stuck sensor loses its spread, spikes and vibration add to it.
+      return [
+        { feature: 'level-change', window: w, model: 'univariate', label: '' },
+        { feature: 'spread', window: Math.max(w, 3), model: 'univariate', label: 'spread' },
+      ];
   }
 }
 
@@ -598,10 +603,11 @@ export class AnomalyDetector {
             ? persistentChannels(rows, this.options.window, PERSISTENCE_LIMIT)
             : [];
         const featureMask = spec.feature === 'level-change' ? persistent : [];
-        const features = Featurizer.run(spec.feature, spec.window, this.options.alpha, rows, featureMask);
+        const floors = spec.feature === 'spread' ? spreadFloors(rows) : [];
+        const features = Featurizer.run(spec.feature, spec.window, this.options.alpha, rows, featureMask, floors);
         const { model, calibration } = await this.fitModel(spec, features, channels, persistent);
         const calibrators = model.statistics.map((_, k) => Calibrator.fit(calibration.map((c) => c[k])));
-        const featurizer = new Featurizer(spec.feature, spec.window, this.options.alpha, featureMask);
+        const featurizer = new Featurizer(spec.feature, spec.window, this.options.alpha, featureMask, floors);
         // Prime the window with the end of the learning period so scoring starts at once.
         for (const row of rows.slice(-featurizer.warmup)) featurizer.push(row);
         pipelines.push(new Pipeline(spec, featurizer, model, calibrators));

@@ -6,7 +6,7 @@
 
 import { median } from './linalg';
 
-export type FeatureKind = 'identity' | 'mean' | 'median' | 'ewma' | 'window' | 'level-change';
+export type FeatureKind = 'identity' | 'mean' | 'median' | 'ewma' | 'window' | 'level-change' | 'spread';
 
 export interface FeaturizerState {
   kind: FeatureKind;
@@ -15,6 +15,7 @@ export interface FeaturizerState {
   buffer: number[][];
   ewma: number[] | null;
   persistent?: boolean[];
+  floors?: number[];
 }
 
 /**
@@ -38,6 +39,17 @@ export function lowFrequencyShare(values: readonly number[], window: number): nu
   return means.reduce((a, v) => a + (v - m) ** 2, 0) / means.length / total;
 }
 
+/** Noise floor per channel for the spread feature: a small share of its learning spread. */
+export function spreadFloors(rows: readonly number[][], share = 0.05): number[] {
+  const d = rows[0]?.length ?? 0;
+  return Array.from({ length: d }, (_, j) => {
+    const v = rows.map((r) => r[j]);
+    const mu = v.reduce((a, b) => a + b, 0) / v.length;
+    const sd = Math.sqrt(v.reduce((a, x) => a + (x - mu) ** 2, 0) / v.length);
+    return Math.max(share * sd, 1e-9 * Math.max(1, Math.abs(mu)));
+  });
+}
+
 /** Channels whose level wanders during learning; their level says little about later data. */
 export function persistentChannels(rows: readonly number[][], window: number, limit: number): boolean[] {
   const d = rows[0]?.length ?? 0;
@@ -54,13 +66,16 @@ export class Featurizer {
    * window: the last `window` samples flattened row-major (for the sequence models);
    * level-change: the rolling mean for ordinary channels, and for `persistent` ones the change
    * of the rolling mean against the `window` samples before (a drifting level is normal, a
-   * sudden change of it is not).
+   * sudden change of it is not);
+   * spread: log of the rolling standard deviation per channel, each at least `floors[j]`
+   * (a stuck sensor has none, a loosening part vibrates more).
    */
   constructor(
     readonly kind: FeatureKind,
     readonly window = 1,
     readonly alpha = 0.1,
     readonly persistent: readonly boolean[] = [],
+    readonly floors: readonly number[] = [],
   ) {
     if (!(window >= 1) || !Number.isInteger(window)) throw new Error(`window must be an integer >= 1`);
     if (kind === 'ewma' && !(alpha > 0 && alpha <= 1)) throw new Error('EWMA weight must be in (0, 1]');
@@ -94,6 +109,16 @@ export class Featurizer {
     const rows = this.buffer;
     if (this.kind === 'window') return rows.flat();
     const d = rows[0].length;
+    if (this.kind === 'spread') {
+      return Array.from({ length: d }, (_, j) => {
+        let sum = 0;
+        for (const r of rows) sum += r[j];
+        const mu = sum / rows.length;
+        let sq = 0;
+        for (const r of rows) sq += (r[j] - mu) ** 2;
+        return Math.log(Math.sqrt(sq / rows.length) + (this.floors[j] ?? 1e-12));
+      });
+    }
     if (this.kind === 'level-change') {
       const w = this.window;
       return Array.from({ length: d }, (_, j) => {
@@ -122,8 +147,9 @@ export class Featurizer {
     alpha: number,
     rows: readonly number[][],
     persistent: readonly boolean[] = [],
+    floors: readonly number[] = [],
   ): number[][] {
-    const f = new Featurizer(kind, window, alpha, persistent);
+    const f = new Featurizer(kind, window, alpha, persistent, floors);
     const out: number[][] = [];
     for (const row of rows) {
       const v = f.push(row);
@@ -145,11 +171,12 @@ export class Featurizer {
       buffer: this.buffer.map((r) => r.slice()),
       ewma: this.ewma ? this.ewma.slice() : null,
       ...(this.persistent.length ? { persistent: this.persistent.slice() } : {}),
+      ...(this.floors.length ? { floors: this.floors.slice() } : {}),
     };
   }
 
   static fromState(s: FeaturizerState): Featurizer {
-    const f = new Featurizer(s.kind, s.window, s.alpha, s.persistent ?? []);
+    const f = new Featurizer(s.kind, s.window, s.alpha, s.persistent ?? [], s.floors ?? []);
     f.buffer = s.buffer.map((r) => r.slice());
     f.ewma = s.ewma ? s.ewma.slice() : null;
     return f;
