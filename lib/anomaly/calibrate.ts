@@ -22,12 +22,17 @@ export interface CalibratorState {
 /** Smallest tail probability reported, so scores stay finite and comparable. */
 export const MIN_TAIL_PROBABILITY = 1e-15;
 const BODY_POINTS = 512;
+/**
+ * Largest GPD shape used. The few dozen exceedances of a learning period often suggest a heavy
+ * tail that is only noise; a heavier tail would make clear anomalies look merely unusual.
+ */
+export const MAX_SHAPE = 0.25;
 
 /**
  * Fits a GPD to exceedances `y` (all > 0) by probability-weighted moments (Hosking & Wallis
  * 1987), which is stable for the small samples a learning period gives. The shape is kept
- * >= 0 (exponential or heavier tail): a short fitted endpoint would turn ordinary noise
- * beyond the learning maximum into certain anomalies.
+ * in [0, MAX_SHAPE]: a short fitted endpoint (shape < 0) would turn ordinary noise beyond the
+ * learning maximum into certain anomalies.
  */
 export function fitGpd(y: readonly number[]): { xi: number; sigma: number } {
   const n = y.length;
@@ -41,7 +46,7 @@ export function fitGpd(y: readonly number[]): { xi: number; sigma: number } {
   if (!(denom > 0)) return { xi: 0, sigma: a0 };
   const k = a0 / denom - 2;
   const sigma = (2 * a0 * a1) / denom;
-  const xi = Math.min(0.5, Math.max(0, -k));
+  const xi = Math.min(MAX_SHAPE, Math.max(0, -k));
   // With xi clamped, keep the mean exceedance right: E[Y] = sigma / (1 - xi).
   return { xi, sigma: xi === -k ? sigma : a0 * (1 - xi) };
 }
