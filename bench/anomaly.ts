@@ -140,11 +140,17 @@ async function skab(args: Args): Promise<void> {
     const table = await readCsv(file);
     const labelColumn = table.header.findIndex((h) => h.toLowerCase() === 'anomaly');
     if (labelColumn < 0 || table.rows.length <= SKAB_TRAIN_ROWS) continue;
-    files.push({ file, table, labels: table.rows.slice(SKAB_TRAIN_ROWS).map((r) => (Number(r[labelColumn]) ? 1 : 0)) });
+    files.push({
+      file,
+      table,
+      labels: table.rows.slice(SKAB_TRAIN_ROWS).map((r) => (Number(r[labelColumn]) ? 1 : 0)),
+    });
   }
   if (files.length === 0) throw new Error(`no labelled CSV files under ${args.data}`);
   const testRows = files.reduce((a, f) => a + f.labels.length, 0);
-  console.log(`SKAB protocol: ${files.length} files, ${testRows} test rows, first ${SKAB_TRAIN_ROWS} rows of each file learn`);
+  console.log(
+    `SKAB protocol: ${files.length} files, ${testRows} test rows, first ${SKAB_TRAIN_ROWS} rows of each file learn`,
+  );
   const measured: [string, number, number, number, number, number][] = [];
   for (const method of args.methods) {
     const started = performance.now();
@@ -186,7 +192,8 @@ async function skab(args: Args): Promise<void> {
   console.log('');
   console.log('| published (SKAB, all 34 files) | F1 | FAR % | MAR % |');
   console.log('|---|---|---|---|');
-  for (const [name, f1, far, mar] of PUBLISHED) console.log(`| ${name} | ${f1.toFixed(2)} | ${far.toFixed(2)} | ${mar.toFixed(2)} |`);
+  for (const [name, f1, far, mar] of PUBLISHED)
+    console.log(`| ${name} | ${f1.toFixed(2)} | ${far.toFixed(2)} | ${mar.toFixed(2)} |`);
 }
 
 async function stream(args: Args): Promise<void> {

@@ -16,7 +16,12 @@ function pair(v: number | number[]): Pair {
 }
 
 /** Padding before and after along one axis, as TensorFlow pads for 'same' and 'valid'. */
-function padding(size: number, kernel: number, stride: number, pad: 'same' | 'valid'): [number, number, number] {
+function padding(
+  size: number,
+  kernel: number,
+  stride: number,
+  pad: 'same' | 'valid',
+): [number, number, number] {
   if (pad === 'valid') return [0, 0, Math.ceil((size - kernel + 1) / stride)];
   const out = Math.ceil(size / stride);
   const total = Math.max((out - 1) * stride + kernel - size, 0);

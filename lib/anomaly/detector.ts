@@ -9,7 +9,13 @@ import { InputError } from '../preprocess/numeric-input';
 import type { ModelRunner } from '../models/runner';
 import { Calibrator, combineMin, scoreOf, type CalibratorState } from './calibrate';
 import { Decision, type DecisionState, type Episode } from './decision';
-import { Featurizer, persistentChannels, spreadFloors, type FeatureKind, type FeaturizerState } from './features';
+import {
+  Featurizer,
+  persistentChannels,
+  spreadFloors,
+  type FeatureKind,
+  type FeaturizerState,
+} from './features';
 import {
   MahalanobisModel,
   PcaModel,
@@ -295,7 +301,8 @@ export class AnomalyDetector {
     if (!METHODS.includes(o.method)) throw new Error(`unknown method "${String(o.method)}"`);
     if (!(o.window >= 1) || !Number.isInteger(o.window)) throw new Error('window must be an integer >= 1');
     if (!(o.learningSamples >= 1) && !(o.learningMs > 0)) throw new Error('learning period must be positive');
-    if (!['hold', 'mean', 'error'].includes(o.nanPolicy)) throw new Error(`unknown NaN policy "${o.nanPolicy}"`);
+    if (!['hold', 'mean', 'error'].includes(o.nanPolicy))
+      throw new Error(`unknown NaN policy "${o.nanPolicy}"`);
     if (!(o.adaptRate >= 0 && o.adaptRate < 1)) throw new Error('adapt rate must be in [0, 1)');
     if (o.method === 'model' && !hooks.externalModel)
       throw new Error('method "model" needs a model (edge-model) to be supplied');
@@ -318,7 +325,11 @@ export class AnomalyDetector {
   }
 
   /** Processes one sample (values in `channels` order); resolves in call order. */
-  process(values: readonly number[], channels: readonly string[], timestamp = Date.now()): Promise<DetectorResult> {
+  process(
+    values: readonly number[],
+    channels: readonly string[],
+    timestamp = Date.now(),
+  ): Promise<DetectorResult> {
     return new Promise<DetectorResult>((resolve, reject) => {
       this.jobs.push({ kind: 'sample', values, channels, timestamp, resolve, reject });
       void this.drain();
@@ -394,7 +405,8 @@ export class AnomalyDetector {
         }
         if (job.kind === 'sample' && this.phase === 'ready' && this.batching) {
           const batch: SampleJob[] = [];
-          while (batch.length < MAX_BATCH && this.jobs[0]?.kind === 'sample') batch.push(this.jobs.shift() as SampleJob);
+          while (batch.length < MAX_BATCH && this.jobs[0]?.kind === 'sample')
+            batch.push(this.jobs.shift() as SampleJob);
           await this.processBatch(batch);
           continue;
         }
@@ -463,7 +475,9 @@ export class AnomalyDetector {
     const imputed = filled?.imputed.map((j) => (this.channels as string[])[j]);
     if (filled) this.lastValues = filled.row;
     const features =
-      this.phase === 'ready' && filled ? (this.pipelines as Pipeline[]).map((p) => p.featurizer.push(filled.row)) : [];
+      this.phase === 'ready' && filled
+        ? (this.pipelines as Pipeline[]).map((p) => p.featurizer.push(filled.row))
+        : [];
     return { index, timestamp, row: filled?.row ?? null, imputed, features };
   }
 
@@ -475,7 +489,8 @@ export class AnomalyDetector {
     const elapsed = p.timestamp - this.learningStart;
     const enoughTime = o.learningMs > 0 && elapsed >= o.learningMs;
     const enoughSamples = o.learningMs > 0 ? n >= MAX_LEARNING_SAMPLES : n >= o.learningSamples;
-    const progress = o.learningMs > 0 ? Math.min(1, elapsed / o.learningMs) : Math.min(1, n / o.learningSamples);
+    const progress =
+      o.learningMs > 0 ? Math.min(1, elapsed / o.learningMs) : Math.min(1, n / o.learningSamples);
     if ((enoughTime || enoughSamples) && n >= this.minLearningSamples) await this.fit();
     return {
       score: 0,
@@ -518,7 +533,8 @@ export class AnomalyDetector {
       });
     }
     let top: string | undefined;
-    for (const [name, v] of Object.entries(statistics)) if (top === undefined || v > statistics[top]) top = name;
+    for (const [name, v] of Object.entries(statistics))
+      if (top === undefined || v > statistics[top]) top = name;
     return {
       score,
       isAnomaly: step.isAnomaly,
@@ -604,7 +620,14 @@ export class AnomalyDetector {
             : [];
         const featureMask = spec.feature === 'level-change' ? persistent : [];
         const floors = spec.feature === 'spread' ? spreadFloors(rows) : [];
-        const features = Featurizer.run(spec.feature, spec.window, this.options.alpha, rows, featureMask, floors);
+        const features = Featurizer.run(
+          spec.feature,
+          spec.window,
+          this.options.alpha,
+          rows,
+          featureMask,
+          floors,
+        );
         const { model, calibration } = await this.fitModel(spec, features, channels, persistent);
         const calibrators = model.statistics.map((_, k) => Calibrator.fit(calibration.map((c) => c[k])));
         const featurizer = new Featurizer(spec.feature, spec.window, this.options.alpha, featureMask, floors);
@@ -642,7 +665,11 @@ export class AnomalyDetector {
       case 'mahalanobis':
         return crossFitted(features, (f) => MahalanobisModel.fit(f));
       case 'external': {
-        const model = new ExternalSequenceModel(this.hooks.externalModel as ModelRunner, spec.window, channels);
+        const model = new ExternalSequenceModel(
+          this.hooks.externalModel as ModelRunner,
+          spec.window,
+          channels,
+        );
         return { model, calibration: await model.evaluate(features) };
       }
       default:

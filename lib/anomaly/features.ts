@@ -53,7 +53,14 @@ export function spreadFloors(rows: readonly number[][], share = 0.05): number[] 
 /** Channels whose level wanders during learning; their level says little about later data. */
 export function persistentChannels(rows: readonly number[][], window: number, limit: number): boolean[] {
   const d = rows[0]?.length ?? 0;
-  return Array.from({ length: d }, (_, j) => lowFrequencyShare(rows.map((r) => r[j]), window) > limit);
+  return Array.from(
+    { length: d },
+    (_, j) =>
+      lowFrequencyShare(
+        rows.map((r) => r[j]),
+        window,
+      ) > limit,
+  );
 }
 
 export class Featurizer {
@@ -134,8 +141,7 @@ export class Featurizer {
     const out = new Array<number>(d);
     for (let j = 0; j < d; j++) {
       const column = rows.map((r) => r[j]);
-      out[j] =
-        this.kind === 'median' ? median(column) : column.reduce((a, b) => a + b, 0) / column.length;
+      out[j] = this.kind === 'median' ? median(column) : column.reduce((a, b) => a + b, 0) / column.length;
     }
     return out;
   }

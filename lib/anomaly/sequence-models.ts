@@ -49,17 +49,20 @@ export class SequenceWorker {
 
   constructor() {
     this.worker = new Worker(path.join(__dirname, 'sequence-worker.js'));
-    this.worker.on('message', (msg: { id?: number; reply?: SequenceReply; error?: string } & Partial<TrainingProgress>) => {
-      if (msg.type === 'progress') {
-        this.onProgress?.(msg as TrainingProgress);
-        return;
-      }
-      const p = msg.id !== undefined ? this.pending.get(msg.id) : undefined;
-      if (!p) return;
-      this.pending.delete(msg.id as number);
-      if (msg.error !== undefined) p.reject(new Error(msg.error));
-      else p.resolve(msg.reply as SequenceReply);
-    });
+    this.worker.on(
+      'message',
+      (msg: { id?: number; reply?: SequenceReply; error?: string } & Partial<TrainingProgress>) => {
+        if (msg.type === 'progress') {
+          this.onProgress?.(msg as TrainingProgress);
+          return;
+        }
+        const p = msg.id !== undefined ? this.pending.get(msg.id) : undefined;
+        if (!p) return;
+        this.pending.delete(msg.id as number);
+        if (msg.error !== undefined) p.reject(new Error(msg.error));
+        else p.resolve(msg.reply as SequenceReply);
+      },
+    );
     const fail = (err: Error) => {
       this.exited = true;
       for (const p of this.pending.values()) p.reject(err);
@@ -251,7 +254,17 @@ export async function fitSequenceModel(
       'trained',
     );
     worker.onProgress = undefined;
-    const model = new SequenceModel(worker, arch, window, channels, mean, scale, centred, reply.artifacts, reply.loss);
+    const model = new SequenceModel(
+      worker,
+      arch,
+      window,
+      channels,
+      mean,
+      scale,
+      centred,
+      reply.artifacts,
+      reply.loss,
+    );
     return { model, calibration: rowsOf(reply.calibration, d) };
   } catch (err) {
     await worker.terminate();
@@ -275,7 +288,17 @@ export async function restoreSequenceModel(state: ScoreModelState): Promise<Scor
     await worker.terminate();
     throw err;
   }
-  return new SequenceModel(worker, s.arch, s.window, s.channels, s.mean, s.scale, s.centred ?? [], artifacts, s.loss);
+  return new SequenceModel(
+    worker,
+    s.arch,
+    s.window,
+    s.channels,
+    s.mean,
+    s.scale,
+    s.centred ?? [],
+    artifacts,
+    s.loss,
+  );
 }
 
 /**

@@ -51,7 +51,14 @@ function build(req: TrainRequest): tfl.LayersModel {
     case 'ae-conv': {
       // Conv1D encoder with stride 2 twice; decoder upsamples back (window divisible by 4).
       const conv = (filters: number, strides: number, k: number, activation?: 'relu') =>
-        tfl.layers.conv1d({ filters, kernelSize: 7, strides, padding: 'same', activation, kernelInitializer: init(k) });
+        tfl.layers.conv1d({
+          filters,
+          kernelSize: 7,
+          strides,
+          padding: 'same',
+          activation,
+          kernelInitializer: init(k),
+        });
       m.add(tfl.layers.inputLayer({ inputShape: [w, d] }));
       m.add(conv(16, 2, 1, 'relu'));
       m.add(conv(8, 2, 2, 'relu'));
@@ -87,7 +94,9 @@ function build(req: TrainRequest): tfl.LayersModel {
           recurrentInitializer: init(13),
         }),
       );
-      m.add(tfl.layers.timeDistributed({ layer: tfl.layers.dense({ units: d, kernelInitializer: init(4) }) }));
+      m.add(
+        tfl.layers.timeDistributed({ layer: tfl.layers.dense({ units: d, kernelInitializer: init(4) }) }),
+      );
       break;
     }
     case 'forecast': {
@@ -144,7 +153,9 @@ async function captureArtifacts(m: tfl.LayersModel): Promise<SequenceArtifacts> 
   let captured: SequenceArtifacts | null = null;
   await m.save({
     save: async (artifacts) => {
-      const weights = artifacts.weightData ? tf.io.CompositeArrayBuffer.join(artifacts.weightData) : new ArrayBuffer(0);
+      const weights = artifacts.weightData
+        ? tf.io.CompositeArrayBuffer.join(artifacts.weightData)
+        : new ArrayBuffer(0);
       captured = {
         modelTopology: artifacts.modelTopology as object,
         weightSpecs: artifacts.weightSpecs ?? [],
@@ -156,7 +167,10 @@ async function captureArtifacts(m: tfl.LayersModel): Promise<SequenceArtifacts> 
   return captured as unknown as SequenceArtifacts;
 }
 
-async function load(artifacts: SequenceArtifacts, backends: TfBackendName[] = ['wasm', 'cpu']): Promise<void> {
+async function load(
+  artifacts: SequenceArtifacts,
+  backends: TfBackendName[] = ['wasm', 'cpu'],
+): Promise<void> {
   inferenceBackend = await useBackend(backends);
   model?.dispose();
   const buffer = artifacts.weightData.buffer.slice(

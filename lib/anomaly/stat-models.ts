@@ -130,7 +130,15 @@ export class PcaModel implements ScoreModel {
     const mu = mean(features as Vector[]);
     const d = mu.length;
     const scale = mu.map((m, j) =>
-      scaleFloor(Math.sqrt(variance(features.map((f) => f[j]), m)), m),
+      scaleFloor(
+        Math.sqrt(
+          variance(
+            features.map((f) => f[j]),
+            m,
+          ),
+        ),
+        m,
+      ),
     );
     const z = features.map((f) => f.map((v, j) => (v - mu[j]) / scale[j]));
     const { values, vectors } = symmetricEigen(covariance(z, new Array<number>(d).fill(0)));

@@ -13,7 +13,14 @@ import {
 } from '../../lib/anomaly/detector';
 import { detectPayload, type PayloadResult } from '../../lib/anomaly/message';
 import { readJsonFile, writeFileAtomic } from '../../lib/util/atomic';
-import { errorText, listSetting, numberSetting, onClose, onInput, setErrorStatus } from '../shared/node-utils';
+import {
+  errorText,
+  listSetting,
+  numberSetting,
+  onClose,
+  onInput,
+  setErrorStatus,
+} from '../shared/node-utils';
 
 interface EdgeAnomalyDef extends NodeDef {
   method: string;
@@ -67,9 +74,12 @@ export function parseOptions(config: EdgeAnomalyDef): Partial<DetectorOptions> {
 }
 
 module.exports = function (RED: NodeAPI) {
-  function EdgeAnomalyNode(this: Node, config: EdgeAnomalyDef) {
+  function EdgeAnomalyNode(this: Node, config: EdgeAnomalyDef): void {
     RED.nodes.createNode(this, config);
-    const node = this;
+    start(this, config);
+  }
+
+  function start(node: Node, config: EdgeAnomalyDef): void {
     const channels = listSetting(config.channels);
     const persist = config.persist !== false;
     const userDir = (RED.settings as { userDir?: string }).userDir || path.join(os.homedir(), '.node-red');
@@ -175,7 +185,10 @@ module.exports = function (RED: NodeAPI) {
       const resetting = msg.reset === true;
       const reset = resetting ? detector.reset() : null;
       const payload = msg.payload;
-      const hasSample = !(resetting && (payload === undefined || payload === null || typeof payload === 'string'));
+      const hasSample = !(
+        resetting &&
+        (payload === undefined || payload === null || typeof payload === 'string')
+      );
       const timestamp =
         typeof msg.timestamp === 'number' && Number.isFinite(msg.timestamp) ? msg.timestamp : Date.now();
       const pending = hasSample ? detectPayload(detector, payload, timestamp, channels) : null;

@@ -13,7 +13,8 @@ async function run(
   start = 0,
 ): Promise<DetectorResult[]> {
   const out: DetectorResult[] = [];
-  for (let t = 0; t < samples.length; t++) out.push(await detectPayload(detector, samples[t], (start + t) * 1000));
+  for (let t = 0; t < samples.length; t++)
+    out.push(await detectPayload(detector, samples[t], (start + t) * 1000));
   return out;
 }
 

@@ -113,7 +113,9 @@ describe('Conv2D filter gradient through the 3-D kernel', () => {
       await useBackend(['cpu']);
       const x = tf.tensor4d(xData, [2, 1, 12, 3]);
       const w = tf.tensor4d(wData, [1, 5, 3, 4]);
-      const g = tf.grad((filter: tf.Tensor) => tf.sum(tf.conv2d(x, filter as tf.Tensor4D, [1, 2], 'same')))(w);
+      const g = tf.grad((filter: tf.Tensor) => tf.sum(tf.conv2d(x, filter as tf.Tensor4D, [1, 2], 'same')))(
+        w,
+      );
       const data = (await g.data()) as Float32Array;
       tf.dispose([x, w, g]);
       return data;

@@ -48,7 +48,12 @@ describe('anomaly statistics: known answers', () => {
 
   it('EWMA feature follows m = m + alpha (x - m) from the first sample', () => {
     const xs = [4, 8, 6, 10, 2];
-    const features = Featurizer.run('ewma', 1, 0.25, xs.map((x) => [x]));
+    const features = Featurizer.run(
+      'ewma',
+      1,
+      0.25,
+      xs.map((x) => [x]),
+    );
     let m = xs[0];
     xs.forEach((x, i) => {
       if (i > 0) m += 0.25 * (x - m);
@@ -123,7 +128,12 @@ describe('anomaly statistics: known answers', () => {
     const { values, vectors } = symmetricEigen(a);
     values.forEach((lambda, k) => {
       const v = vectors[k];
-      for (let i = 0; i < 3; i++) close(a[i].reduce((s, aij, j) => s + aij * v[j], 0), lambda * v[i], 1e-10);
+      for (let i = 0; i < 3; i++)
+        close(
+          a[i].reduce((s, aij, j) => s + aij * v[j], 0),
+          lambda * v[i],
+          1e-10,
+        );
     });
     assert.ok(values[0] >= values[1] && values[1] >= values[2]);
     const inv = inverseSymmetric(a);
@@ -145,7 +155,12 @@ describe('anomaly statistics: known answers', () => {
     const g = gaussian(prng(4));
     let walk = 0;
     const wandering = Array.from({ length: 400 }, () => [g(), (walk += 0.3 * g())]);
-    assert.ok(lowFrequencyShare(wandering.map((r) => r[0]), 10) < 0.3);
+    assert.ok(
+      lowFrequencyShare(
+        wandering.map((r) => r[0]),
+        10,
+      ) < 0.3,
+    );
     assert.deepEqual(persistentChannels(wandering, 10, 0.4), [false, true]);
   });
 

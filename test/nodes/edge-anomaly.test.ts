@@ -104,7 +104,10 @@ describe('edge-anomaly node', function () {
     const payloads = out.map((m) => m.payload as Payload);
     assert.ok(payloads.slice(0, 60).every((p) => p.learning && !p.isAnomaly));
     assert.ok(payloads.every((p) => p.score >= 0 && p.score <= 1 && p.threshold === 0.5));
-    assert.ok(payloads.slice(60, 120).every((p) => !p.isAnomaly), 'no alarm before the shift');
+    assert.ok(
+      payloads.slice(60, 120).every((p) => !p.isAnomaly),
+      'no alarm before the shift',
+    );
     const flagged = payloads.map((p, i) => (p.isAnomaly ? i : -1)).filter((i) => i >= 0);
     assert.ok(flagged.length > 20 && flagged[0] >= 120 && flagged[0] < 130, `flagged ${flagged[0]}..`);
     // Second output: the anomalous messages, then the one that ends the episode.
@@ -203,7 +206,10 @@ describe('edge-anomaly node', function () {
       data.map((_, i) => i),
     );
     assert.ok(msgs.slice(60).every((m) => !(m.payload as Payload).learning));
-    assert.ok(statuses.some((s) => s.fill === 'blue'), 'training status shown');
+    assert.ok(
+      statuses.some((s) => s.fill === 'blue'),
+      'training status shown',
+    );
     assert.equal(existsSync(stateFile()), false);
   });
 
