@@ -28,6 +28,8 @@ export interface SequenceModelOptions {
   /** Latest fraction of the learning windows held out to calibrate the scores. */
   validationSplit: number;
   seed: number;
+  /** Training uses at most this many windows, evenly spaced. */
+  maxTrainWindows?: number;
   learningRate?: number;
   onProgress?: (progress: TrainingProgress) => void;
   /** Receives the training worker while it trains, so the caller can stop it. */
@@ -250,6 +252,7 @@ export async function fitSequenceModel(
         learningRate: options.learningRate ?? 0.005,
         validationSplit: options.validationSplit,
         seed: options.seed,
+        maxTrainWindows: options.maxTrainWindows ?? 128,
       },
       'trained',
     );

@@ -23,6 +23,8 @@ export interface TrainRequest {
   /** Fraction of the latest windows held out to calibrate the scores. */
   validationSplit: number;
   seed: number;
+  /** Training uses at most this many windows, evenly spaced (neighbours overlap almost fully). */
+  maxTrainWindows: number;
   /** TF.js backends to try, in order (default wasm, then cpu). */
   backends?: ('wasm' | 'cpu')[];
 }

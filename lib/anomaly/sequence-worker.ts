@@ -195,19 +195,21 @@ async function train(req: TrainRequest): Promise<SequenceReply> {
   const size = w * d;
   const nVal = Math.min(count - 1, Math.max(1, Math.round(count * req.validationSplit)));
   const nTrain = count - nVal;
-  // Shuffle the training windows once with a seeded generator; validation = the latest windows.
-  const order = Array.from({ length: nTrain }, (_, i) => i);
+  // Evenly spaced training windows (overlapping neighbours add little), shuffled once with a
+  // seeded generator; validation = the latest windows.
+  const step = Math.max(1, Math.ceil(nTrain / Math.max(1, req.maxTrainWindows)));
+  const order = Array.from({ length: Math.ceil(nTrain / step) }, (_, i) => i * step);
   const rand = prng(req.seed);
   for (let i = order.length - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1));
     [order[i], order[j]] = [order[j], order[i]];
   }
-  const trainData = new Float32Array(nTrain * size);
+  const trainData = new Float32Array(order.length * size);
   order.forEach((src, i) => trainData.set(req.data.subarray(src * size, (src + 1) * size), i * size));
   const valData = req.data.slice(nTrain * size);
 
   const m = build(req);
-  const { x, y } = inputsAndTargets(req.arch, trainData, nTrain, w, d);
+  const { x, y } = inputsAndTargets(req.arch, trainData, order.length, w, d);
   let loss = NaN;
   try {
     const history = await m.fit(x, y, {
