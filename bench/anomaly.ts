@@ -200,6 +200,7 @@ async function stream(args: Args): Promise<void> {
   const method = args.methods[0];
   const files = await csvFiles(args.data);
   let written = 0;
+  let rejected = 0;
   for (const file of files) {
     const rel = path.relative(args.data, file);
     if (rel.split(path.sep).length !== 2) continue;
@@ -211,11 +212,19 @@ async function stream(args: Args): Promise<void> {
     const detector = new AnomalyDetector({ method, learningSamples, learningMs: 0 });
     const lines = ['timestamp,anomaly_score'];
     try {
-      for (let i = 0; i < table.rows.length; i++) {
-        const row = table.rows[i];
-        const result = await detectPayload(detector, Number(row[vCol]), timestampOf(row[tCol], i));
-        lines.push(`${row[tCol]},${result.score}`);
-      }
+      // Queued all at once like a replay; a row the detector rejects (not a number) scores 0.
+      const scores = await Promise.all(
+        table.rows.map((row, i) =>
+          detectPayload(detector, Number(row[vCol]), timestampOf(row[tCol], i)).then(
+            (r) => r.score,
+            () => {
+              rejected++;
+              return 0;
+            },
+          ),
+        ),
+      );
+      table.rows.forEach((row, i) => lines.push(`${row[tCol]},${scores[i]}`));
     } finally {
       await detector.dispose();
     }
@@ -224,7 +233,10 @@ async function stream(args: Args): Promise<void> {
     await fs.writeFile(target, lines.join('\n') + '\n');
     written++;
   }
-  console.log(`stream mode (${method}): scored ${written} series into ${args.out}`);
+  console.log(
+    `stream mode (${method}): scored ${written} series into ${args.out}` +
+      (rejected ? ` (${rejected} rows were not numbers and score 0)` : ''),
+  );
 }
 
 async function main(): Promise<void> {
