@@ -3,6 +3,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
+import './tfjs-chained-ops';
 
 export { tf };
 
@@ -69,10 +70,21 @@ export function fileLoadHandler(modelJsonPath: string): tf.io.IOHandler {
   };
 }
 
-/** Writes model.json and one weights.bin into `dir` (use inside ModelStore.save). */
-export function fileSaveHandler(dir: string): tf.io.IOHandler {
+/** Weight specs with their encoded bytes, e.g. quantized weights in the converter's format. */
+export interface PrecomputedWeights {
+  weightSpecs: tf.io.WeightsManifestEntry[];
+  weightData: tf.io.WeightData;
+}
+
+/**
+ * Writes model.json and one weights.bin into `dir` (use inside ModelStore.save). With
+ * `weights`, those specs and bytes are written instead of the ones in the saved artifacts,
+ * so `model.save(fileSaveHandler(dir, quantized))` stores the model with quantized weights.
+ */
+export function fileSaveHandler(dir: string, weights?: PrecomputedWeights): tf.io.IOHandler {
   return {
-    save: async (artifacts) => {
+    save: async (saved) => {
+      const artifacts = weights ? { ...saved, ...weights } : saved;
       const weightsFile = 'weights.bin';
       const weightData = artifacts.weightData
         ? Buffer.from(tf.io.CompositeArrayBuffer.join(artifacts.weightData))

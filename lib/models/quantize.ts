@@ -1,0 +1,329 @@
+/**
+ * Post-training weight quantization of TF.js layers models, written in exactly the manifest
+ * format of `tensorflowjs_converter --quantize_{uint8,uint16,float16}`, so the official TF.js
+ * loader (`tf.loadLayersModel`, `tf.io.decodeWeights`) reads the files unmodified.
+ *
+ * uint8 / uint16: affine per tensor, `value = q * scale + min`. As in the converter, the range
+ * is nudged so that 0 is represented exactly whenever min <= 0 <= max (zero padding and pruned
+ * weights stay exactly zero). float16: IEEE half precision, round to nearest even.
+ * Only float32 weights are quantized; int32 and bool weights are stored as they are.
+ */
+import type { io } from '@tensorflow/tfjs-core';
+import type { LayersModel } from '@tensorflow/tfjs-layers';
+import { tf } from './tfjs';
+
+export type WeightQuantization = 'uint8' | 'uint16' | 'float16';
+export const WEIGHT_QUANTIZATIONS: readonly WeightQuantization[] = ['uint8', 'uint16', 'float16'];
+
+export function isWeightQuantization(value: unknown): value is WeightQuantization {
+  return typeof value === 'string' && (WEIGHT_QUANTIZATIONS as readonly string[]).includes(value);
+}
+
+/** The `quantization` object of a manifest entry, keys in the converter's order. */
+export interface ManifestQuantization {
+  dtype: WeightQuantization;
+  min?: number;
+  scale?: number;
+  original_dtype?: string;
+}
+
+/** A weights manifest entry as the converter writes it (tfjs-core's type lacks original_dtype). */
+export interface ManifestEntry {
+  name: string;
+  shape: number[];
+  dtype: io.WeightsManifestEntry['dtype'];
+  group?: io.WeightGroup;
+  quantization?: ManifestQuantization;
+}
+
+export type WeightDtype = 'float32' | 'int32' | 'bool';
+
+/** One weight as plain values (dequantized if it was stored quantized). */
+export interface DecodedWeight {
+  name: string;
+  shape: number[];
+  dtype: WeightDtype;
+  values: Float32Array | Int32Array | Uint8Array;
+  group?: io.WeightGroup;
+}
+
+export interface EncodedWeights {
+  weightSpecs: ManifestEntry[];
+  weightData: ArrayBuffer;
+}
+
+const QUANTIZED_BYTES: Record<WeightQuantization, number> = { uint8: 1, uint16: 2, float16: 2 };
+const PLAIN_BYTES: Record<WeightDtype, number> = { float32: 4, int32: 4, bool: 1 };
+
+export function elementCount(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** NumPy's np.round: halves go to the even neighbour. */
+export function roundHalfToEven(x: number): number {
+  const floor = Math.floor(x);
+  const fraction = x - floor;
+  if (fraction > 0.5) return floor + 1;
+  if (fraction < 0.5) return floor;
+  return floor % 2 === 0 ? floor : floor + 1;
+}
+
+/**
+ * The converter's `_get_affine_quantization_range`: scale spreads [min, max] over the integer
+ * range; when the range covers 0 it is shifted so that 0 falls on an integer (TF-Lite's
+ * nudging), otherwise it is left alone.
+ */
+export function affineQuantizationRange(
+  min: number,
+  max: number,
+  dtype: 'uint8' | 'uint16',
+): { scale: number; min: number; max: number } {
+  const quantMax = dtype === 'uint8' ? 255 : 65535;
+  const scale = (max - min) / quantMax;
+  if (min <= 0 && 0 <= max) {
+    const nudgedZeroPoint = roundHalfToEven((0 - min) / scale);
+    const nudgedMin = -nudgedZeroPoint * scale;
+    return { scale, min: nudgedMin, max: quantMax * scale + nudgedMin };
+  }
+  return { scale, min, max };
+}
+
+/**
+ * The converter's `quantize_weights` for uint8/uint16, in float64 arithmetic (as NumPy 2
+ * evaluates it). A constant tensor becomes all zeros with scale 1 and min = the constant.
+ */
+export function quantizeAffine(
+  values: Float32Array,
+  dtype: 'uint8' | 'uint16',
+): { data: Uint8Array | Uint16Array; min: number; scale: number } {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (!Number.isFinite(v)) throw new Error(`cannot quantize a non-finite weight value (${v})`);
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  const data = dtype === 'uint8' ? new Uint8Array(values.length) : new Uint16Array(values.length);
+  if (lo === hi) return { data, min: lo, scale: 1 };
+  const range = affineQuantizationRange(lo, hi, dtype);
+  const quantMax = dtype === 'uint8' ? 255 : 65535;
+  for (let i = 0; i < values.length; i++) {
+    const clipped = Math.min(Math.max(values[i], range.min), range.max);
+    const q = roundHalfToEven((clipped - range.min) / range.scale);
+    data[i] = q < 0 ? 0 : q > quantMax ? quantMax : q;
+  }
+  return { data, min: range.min, scale: range.scale };
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** IEEE 754 binary16 bits of a float32, rounding to nearest even (NumPy's astype(float16)). */
+export function toFloat16Bits(value: number): number {
+  f32[0] = value;
+  const x = u32[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exponent = (x >>> 23) & 0xff;
+  const mantissa = x & 0x7fffff;
+  if (exponent === 0xff) return sign | 0x7c00 | (mantissa !== 0 ? 0x200 : 0);
+  const halfExponent = exponent - 127 + 15;
+  if (halfExponent >= 31) return sign | 0x7c00;
+  if (halfExponent <= 0) {
+    // Subnormal half (or zero): shift the mantissa with its implicit bit into place.
+    if (halfExponent < -10) return sign;
+    const full = mantissa | 0x800000;
+    const shift = 14 - halfExponent;
+    let half = full >>> shift;
+    const rest = full & ((1 << shift) - 1);
+    const halfway = 1 << (shift - 1);
+    if (rest > halfway || (rest === halfway && (half & 1) === 1)) half++;
+    return sign | half;
+  }
+  let half = (halfExponent << 10) | (mantissa >>> 13);
+  const rest = mantissa & 0x1fff;
+  // A carry out of the mantissa correctly bumps the exponent (up to infinity).
+  if (rest > 0x1000 || (rest === 0x1000 && (half & 1) === 1)) half++;
+  return sign | half;
+}
+
+export function fromFloat16Bits(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exponent = (bits >>> 10) & 0x1f;
+  const mantissa = bits & 0x3ff;
+  if (exponent === 0) return sign * mantissa * 2 ** -24;
+  if (exponent === 31) return mantissa ? NaN : sign * Infinity;
+  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
+}
+
+export function quantizeFloat16(values: Float32Array): Uint16Array {
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = toFloat16Bits(values[i]);
+  return out;
+}
+
+function joinWeightData(data: io.WeightData | undefined): Uint8Array {
+  if (data === undefined) return new Uint8Array(0);
+  if (Array.isArray(data)) {
+    const total = data.reduce((n, b) => n + b.byteLength, 0);
+    const out = new Uint8Array(total);
+    let offset = 0;
+    for (const b of data) {
+      out.set(new Uint8Array(b), offset);
+      offset += b.byteLength;
+    }
+    return out;
+  }
+  return new Uint8Array(data);
+}
+
+/** Bytes the weights described by `specs` occupy in their shards. */
+export function weightsByteLength(specs: readonly ManifestEntry[]): number {
+  return specs.reduce((n, spec) => n + elementCount(spec.shape) * bytesPerValue(spec), 0);
+}
+
+function bytesPerValue(spec: ManifestEntry): number {
+  if (spec.quantization) {
+    const size = QUANTIZED_BYTES[spec.quantization.dtype];
+    if (size === undefined) {
+      throw new Error(`weight ${spec.name}: unknown quantization dtype "${spec.quantization.dtype}"`);
+    }
+    return size;
+  }
+  const size = PLAIN_BYTES[spec.dtype as WeightDtype];
+  if (size === undefined) throw new Error(`weight ${spec.name}: dtype ${spec.dtype} cannot be compressed`);
+  return size;
+}
+
+/**
+ * Reads weight values without creating tensors (usable in a worker), dequantizing entries
+ * stored in any of the converter's quantized formats.
+ */
+export function decodeWeightData(
+  specs: readonly ManifestEntry[],
+  data: io.WeightData | undefined,
+): DecodedWeight[] {
+  const bytes = joinWeightData(data);
+  const out: DecodedWeight[] = [];
+  let offset = 0;
+  for (const spec of specs) {
+    const count = elementCount(spec.shape);
+    const length = count * bytesPerValue(spec);
+    if (offset + length > bytes.byteLength) {
+      throw new Error(
+        `weight data too short: ${spec.name} needs bytes ${offset}..${offset + length}, have ${bytes.byteLength}`,
+      );
+    }
+    // Copy so that every typed view is aligned and independent of the shard buffer.
+    const slice = bytes.slice(offset, offset + length).buffer;
+    offset += length;
+    const dtype = spec.dtype as WeightDtype;
+    const q = spec.quantization;
+    let values: DecodedWeight['values'];
+    if (!q) {
+      values =
+        dtype === 'float32'
+          ? new Float32Array(slice)
+          : dtype === 'int32'
+            ? new Int32Array(slice)
+            : new Uint8Array(slice);
+    } else if (q.dtype === 'float16') {
+      if (dtype !== 'float32') throw new Error(`weight ${spec.name}: float16 quantization of ${dtype}`);
+      const half = new Uint16Array(slice);
+      values = new Float32Array(count);
+      for (let i = 0; i < count; i++) values[i] = fromFloat16Bits(half[i]);
+    } else {
+      if (typeof q.min !== 'number' || typeof q.scale !== 'number') {
+        throw new Error(`weight ${spec.name}: ${q.dtype} quantization without min and scale`);
+      }
+      const quantized = q.dtype === 'uint8' ? new Uint8Array(slice) : new Uint16Array(slice);
+      if (dtype === 'int32') {
+        values = new Int32Array(count);
+        for (let i = 0; i < count; i++) values[i] = Math.round(quantized[i] * q.scale + q.min);
+      } else if (dtype === 'float32') {
+        values = new Float32Array(count);
+        for (let i = 0; i < count; i++) values[i] = quantized[i] * q.scale + q.min;
+      } else {
+        throw new Error(`weight ${spec.name}: ${q.dtype} quantization of ${dtype}`);
+      }
+    }
+    const weight: DecodedWeight = { name: spec.name, shape: [...spec.shape], dtype, values };
+    if (spec.group) weight.group = spec.group;
+    out.push(weight);
+  }
+  return out;
+}
+
+/** How to quantize each weight: one dtype for all float32 weights, or a choice per weight. */
+export type QuantizationPlan =
+  WeightQuantization | undefined | ((weight: DecodedWeight) => WeightQuantization | undefined);
+
+/**
+ * Writes weights into one buffer with converter-format specs. float32 weights are quantized
+ * as planned; all other dtypes (and empty tensors) are stored unquantized in the same buffer.
+ */
+export function encodeWeights(weights: readonly DecodedWeight[], plan: QuantizationPlan): EncodedWeights {
+  const specs: ManifestEntry[] = [];
+  const parts: Uint8Array[] = [];
+  for (const weight of weights) {
+    const chosen = typeof plan === 'function' ? plan(weight) : plan;
+    const spec: ManifestEntry = { name: weight.name, shape: [...weight.shape], dtype: weight.dtype };
+    if (weight.group) spec.group = weight.group;
+    const { values } = weight;
+    if (chosen && weight.dtype === 'float32' && values.length > 0) {
+      const floats = values as Float32Array;
+      if (chosen === 'float16') {
+        const half = quantizeFloat16(floats);
+        spec.quantization = { dtype: 'float16', original_dtype: 'float32' };
+        parts.push(new Uint8Array(half.buffer, half.byteOffset, half.byteLength));
+      } else {
+        const { data, min, scale } = quantizeAffine(floats, chosen);
+        spec.quantization = { dtype: chosen, min, scale, original_dtype: 'float32' };
+        parts.push(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      }
+    } else {
+      parts.push(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+    }
+    specs.push(spec);
+  }
+  const total = parts.reduce((n, p) => n + p.byteLength, 0);
+  const joined = new Uint8Array(total);
+  let offset = 0;
+  for (const part of parts) {
+    joined.set(part, offset);
+    offset += part.byteLength;
+  }
+  return { weightSpecs: specs, weightData: joined.buffer };
+}
+
+/** Re-encodes the weights of model artifacts with the given quantization. */
+export function quantizeArtifacts(artifacts: io.ModelArtifacts, plan: QuantizationPlan): io.ModelArtifacts {
+  const weights = decodeWeightData((artifacts.weightSpecs ?? []) as ManifestEntry[], artifacts.weightData);
+  const encoded = encodeWeights(weights, plan);
+  return {
+    ...artifacts,
+    weightSpecs: encoded.weightSpecs as io.WeightsManifestEntry[],
+    weightData: encoded.weightData,
+  };
+}
+
+/** The artifacts TF.js would save for `model` (topology, specs, float32 weight bytes). */
+export async function modelArtifacts(model: LayersModel): Promise<io.ModelArtifacts> {
+  let captured: io.ModelArtifacts | undefined;
+  await model.save(
+    tf.io.withSaveHandler(async (artifacts) => {
+      captured = artifacts;
+      return { modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(artifacts) };
+    }),
+  );
+  if (!captured) throw new Error('the model did not produce save artifacts');
+  return captured;
+}
+
+/** Quantized artifacts of a layers model; save them with fileSaveHandler or tf.io handlers. */
+export async function quantizeLayersModel(
+  model: LayersModel,
+  plan: QuantizationPlan,
+): Promise<io.ModelArtifacts> {
+  return quantizeArtifacts(await modelArtifacts(model), plan);
+}

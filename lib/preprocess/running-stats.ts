@@ -1,0 +1,287 @@
+/**
+ * Per-channel running statistics over a stream of samples, updated one sample at a time in
+ * O(channels) without keeping the samples.
+ */
+
+export interface WelfordState {
+  kind: 'welford';
+  count: number;
+  mean: number[];
+  /** Sum of squared deviations from the mean (Welford's M2). */
+  m2: number[];
+  min: number[];
+  max: number[];
+}
+
+export interface EwmaState {
+  kind: 'ewma';
+  alpha: number;
+  count: number;
+  mean: number[];
+  variance: number[];
+  min: number[];
+  max: number[];
+}
+
+export type RunningStatsState = WelfordState | EwmaState;
+
+/** What scaling needs from any running statistic. */
+export interface ChannelStatistics {
+  readonly width: number;
+  readonly count: number;
+  update(values: ArrayLike<number>): void;
+  mean(): number[];
+  /** Population variance (divides by the count, as a scaler fitted on all the data would). */
+  variance(): number[];
+  std(): number[];
+  min(): number[];
+  max(): number[];
+  reset(): void;
+  toJSON(): RunningStatsState;
+}
+
+function checkWidth(width: number): void {
+  if (!Number.isInteger(width) || width < 1) throw new RangeError(`channel count must be >= 1, got ${width}`);
+}
+
+function checkValues(values: ArrayLike<number>, width: number): void {
+  if (values.length !== width) throw new RangeError(`expected ${width} values, got ${values.length}`);
+}
+
+function isNumberArray(value: unknown, length: number): value is number[] {
+  return (
+    Array.isArray(value) && value.length === length && value.every((v) => typeof v === 'number' && !isNaN(v))
+  );
+}
+
+/**
+ * Welford's online mean and variance (numerically stable for large offsets, unlike the
+ * sum-of-squares formula), plus min and max, for each channel.
+ */
+export class WelfordStats implements ChannelStatistics {
+  private n = 0;
+  private readonly meanValues: Float64Array;
+  private readonly m2: Float64Array;
+  private readonly minValues: Float64Array;
+  private readonly maxValues: Float64Array;
+
+  constructor(readonly width: number) {
+    checkWidth(width);
+    this.meanValues = new Float64Array(width);
+    this.m2 = new Float64Array(width);
+    this.minValues = new Float64Array(width).fill(Infinity);
+    this.maxValues = new Float64Array(width).fill(-Infinity);
+  }
+
+  get count(): number {
+    return this.n;
+  }
+
+  update(values: ArrayLike<number>): void {
+    checkValues(values, this.width);
+    this.n += 1;
+    for (let i = 0; i < this.width; i++) {
+      const x = values[i];
+      const delta = x - this.meanValues[i];
+      this.meanValues[i] += delta / this.n;
+      this.m2[i] += delta * (x - this.meanValues[i]);
+      if (x < this.minValues[i]) this.minValues[i] = x;
+      if (x > this.maxValues[i]) this.maxValues[i] = x;
+    }
+  }
+
+  mean(): number[] {
+    return Array.from(this.meanValues);
+  }
+
+  variance(): number[] {
+    return Array.from(this.m2, (m2) => (this.n > 0 ? m2 / this.n : 0));
+  }
+
+  /** Unbiased (n - 1) variance, for callers that estimate a population from a sample. */
+  sampleVariance(): number[] {
+    return Array.from(this.m2, (m2) => (this.n > 1 ? m2 / (this.n - 1) : 0));
+  }
+
+  std(): number[] {
+    return this.variance().map(Math.sqrt);
+  }
+
+  min(): number[] {
+    return Array.from(this.minValues);
+  }
+
+  max(): number[] {
+    return Array.from(this.maxValues);
+  }
+
+  reset(): void {
+    this.n = 0;
+    this.meanValues.fill(0);
+    this.m2.fill(0);
+    this.minValues.fill(Infinity);
+    this.maxValues.fill(-Infinity);
+  }
+
+  toJSON(): WelfordState {
+    const empty = this.n === 0;
+    return {
+      kind: 'welford',
+      count: this.n,
+      mean: this.mean(),
+      m2: Array.from(this.m2),
+      // JSON has no Infinity: an empty accumulator stores its extremes as 0 and restores as empty.
+      min: empty ? this.mean() : this.min(),
+      max: empty ? this.mean() : this.max(),
+    };
+  }
+
+  static fromJSON(state: unknown): WelfordStats {
+    const s = state as Partial<WelfordState> | null;
+    const width = Array.isArray(s?.mean) ? s.mean.length : 0;
+    if (
+      !s ||
+      s.kind !== 'welford' ||
+      width < 1 ||
+      typeof s.count !== 'number' ||
+      !Number.isInteger(s.count) ||
+      s.count < 0 ||
+      !isNumberArray(s.mean, width) ||
+      !isNumberArray(s.m2, width) ||
+      !isNumberArray(s.min, width) ||
+      !isNumberArray(s.max, width)
+    ) {
+      throw new TypeError('not a saved Welford state');
+    }
+    const stats = new WelfordStats(width);
+    if (s.count > 0) {
+      stats.n = s.count;
+      stats.meanValues.set(s.mean);
+      stats.m2.set(s.m2);
+      stats.minValues.set(s.min);
+      stats.maxValues.set(s.max);
+    }
+    return stats;
+  }
+}
+
+/**
+ * Exponentially weighted moving mean and variance (West/Finch incremental form) with weight
+ * `alpha` on the newest sample, so the statistics follow a slowly drifting signal. The first
+ * sample initialises the mean. Min and max form a decaying envelope: a new extreme is taken at
+ * once, and old extremes relax toward the mean at the same rate `alpha`, so they are forgotten
+ * like the rest of the history.
+ */
+export class EwmaStats implements ChannelStatistics {
+  private n = 0;
+  private readonly meanValues: Float64Array;
+  private readonly varianceValues: Float64Array;
+  private readonly minValues: Float64Array;
+  private readonly maxValues: Float64Array;
+
+  constructor(
+    readonly width: number,
+    readonly alpha: number,
+  ) {
+    checkWidth(width);
+    if (!(alpha > 0 && alpha <= 1)) throw new RangeError(`EWMA alpha must be in (0, 1], got ${alpha}`);
+    this.meanValues = new Float64Array(width);
+    this.varianceValues = new Float64Array(width);
+    this.minValues = new Float64Array(width);
+    this.maxValues = new Float64Array(width);
+  }
+
+  get count(): number {
+    return this.n;
+  }
+
+  update(values: ArrayLike<number>): void {
+    checkValues(values, this.width);
+    const a = this.alpha;
+    this.n += 1;
+    for (let i = 0; i < this.width; i++) {
+      const x = values[i];
+      if (this.n === 1) {
+        this.meanValues[i] = x;
+        this.varianceValues[i] = 0;
+        this.minValues[i] = x;
+        this.maxValues[i] = x;
+        continue;
+      }
+      const delta = x - this.meanValues[i];
+      const increment = a * delta;
+      const mean = this.meanValues[i] + increment;
+      this.meanValues[i] = mean;
+      this.varianceValues[i] = (1 - a) * (this.varianceValues[i] + delta * increment);
+      this.minValues[i] = Math.min(x, this.minValues[i] + a * (mean - this.minValues[i]));
+      this.maxValues[i] = Math.max(x, this.maxValues[i] + a * (mean - this.maxValues[i]));
+    }
+  }
+
+  mean(): number[] {
+    return Array.from(this.meanValues);
+  }
+
+  variance(): number[] {
+    return Array.from(this.varianceValues);
+  }
+
+  std(): number[] {
+    return Array.from(this.varianceValues, Math.sqrt);
+  }
+
+  min(): number[] {
+    return Array.from(this.minValues);
+  }
+
+  max(): number[] {
+    return Array.from(this.maxValues);
+  }
+
+  reset(): void {
+    this.n = 0;
+    this.meanValues.fill(0);
+    this.varianceValues.fill(0);
+    this.minValues.fill(0);
+    this.maxValues.fill(0);
+  }
+
+  toJSON(): EwmaState {
+    return {
+      kind: 'ewma',
+      alpha: this.alpha,
+      count: this.n,
+      mean: this.mean(),
+      variance: this.variance(),
+      min: this.min(),
+      max: this.max(),
+    };
+  }
+
+  /** Restores a saved state; `alpha` (the configured one) wins over the saved one. */
+  static fromJSON(state: unknown, alpha?: number): EwmaStats {
+    const s = state as Partial<EwmaState> | null;
+    const width = Array.isArray(s?.mean) ? s.mean.length : 0;
+    if (
+      !s ||
+      s.kind !== 'ewma' ||
+      width < 1 ||
+      typeof s.count !== 'number' ||
+      !Number.isInteger(s.count) ||
+      s.count < 0 ||
+      !isNumberArray(s.mean, width) ||
+      !isNumberArray(s.variance, width) ||
+      !isNumberArray(s.min, width) ||
+      !isNumberArray(s.max, width)
+    ) {
+      throw new TypeError('not a saved EWMA state');
+    }
+    const stats = new EwmaStats(width, alpha ?? s.alpha ?? 0.05);
+    stats.n = s.count;
+    stats.meanValues.set(s.mean);
+    stats.varianceValues.set(s.variance);
+    stats.minValues.set(s.min);
+    stats.maxValues.set(s.max);
+    return stats;
+  }
+}
