@@ -87,7 +87,7 @@ export const DEFAULT_OPTIONS: DetectorOptions = {
   hysteresis: 0.2,
   minDuration: 5,
   nanPolicy: 'hold',
-  adaptRate: 0,
+  adaptRate: 0.01,
   explained: 0.9,
   sequence: { window: 16, epochs: 20, latent: 4, batchSize: 64, validationSplit: 0.25, seed: 1 },
 };
@@ -423,9 +423,9 @@ export class AnomalyDetector {
     }
   }
 
-  /** Whether queued samples may be scored together (models that do not change while scoring). */
+  /** Whether queued samples may be scored together: the networks do not change while scoring. */
   private get batching(): boolean {
-    return this.options.adaptRate === 0 && this.specs.some((s) => s.feature === 'window');
+    return this.specs.every((s) => s.feature === 'window');
   }
 
   private validate(values: readonly number[], channels: readonly string[]): void {

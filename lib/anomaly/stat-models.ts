@@ -85,16 +85,9 @@ export class UnivariateModel implements ScoreModel {
     return features.map((f) => this.zScores(f).map(Math.abs));
   }
 
+  /** Follows a slowly moving level; the learned spread stays (it calibrates the scores). */
   update(feature: readonly number[], rate: number): void {
-    for (let j = 0; j < feature.length; j++) {
-      const dev = feature[j] - this.centre[j];
-      this.centre[j] += rate * dev;
-      // An exponentially weighted variance (or mean absolute deviation for the robust model).
-      const spread = this.robust ? 1.4826 * Math.abs(dev) : dev * dev;
-      const current = this.robust ? this.scale[j] : this.scale[j] * this.scale[j];
-      const next = current + rate * (spread - current);
-      this.scale[j] = scaleFloor(this.robust ? next : Math.sqrt(next), this.centre[j]);
-    }
+    for (let j = 0; j < feature.length; j++) this.centre[j] += rate * (feature[j] - this.centre[j]);
   }
 
   state(): ScoreModelState {

@@ -64,7 +64,7 @@ export function parseOptions(config: EdgeAnomalyDef): Partial<DetectorOptions> {
     hysteresis: numberSetting(config.hysteresis, DEFAULT_OPTIONS.hysteresis),
     minDuration: numberSetting(config.minDuration, DEFAULT_OPTIONS.minDuration),
     nanPolicy: (config.nanPolicy || 'hold') as NanPolicy,
-    adaptRate: numberSetting(config.adaptRate, 0),
+    adaptRate: numberSetting(config.adaptRate, DEFAULT_OPTIONS.adaptRate),
     sequence: {
       ...DEFAULT_OPTIONS.sequence,
       window: numberSetting(config.seqWindow, DEFAULT_OPTIONS.sequence.window),
