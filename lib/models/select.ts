@@ -1,0 +1,197 @@
+import type * as tfl from '@tensorflow/tfjs-layers';
+import { ModelLoadError } from './errors';
+import type { ModelFiles } from './model-files';
+import { exportLayersModelToOnnx } from './onnx-export';
+import { ortAvailable, OrtRunner, type OrtRuntimeName } from './ort-runner';
+import type { ModelRunner, RuntimeName } from './runner';
+import type { TfBackendName } from './tfjs';
+import { TfjsRunner } from './tfjs-runner';
+
+/**
+ * Picks the runtime for a model. ONNX models run on ONNX Runtime (node where installed, else
+ * web). Layers models are exported to ONNX when the exporter can express them, and the export
+ * is checked against TF.js on a probe input before it is used; otherwise, and for graph
+ * models, TF.js runs them (tfjs-node if installed, else wasm, else cpu). A preference narrows
+ * the choice; what cannot be honoured falls back with the reason reported.
+ */
+
+export type RuntimePreference = 'auto' | 'onnxruntime' | 'tfjs' | RuntimeName;
+
+export const RUNTIME_PREFERENCES: readonly RuntimePreference[] = [
+  'auto',
+  'onnxruntime',
+  'onnxruntime-node',
+  'onnxruntime-web',
+  'tfjs',
+  'tfjs-node',
+  'tfjs-wasm',
+  'tfjs-cpu',
+];
+
+export const DEFAULT_EXPORT_TOLERANCE = 1e-4;
+
+export interface RunnerOptions {
+  runtime?: RuntimePreference;
+  /** Per-sample input shape for models whose input has unknown dimensions. */
+  inputShape?: number[];
+  /** Largest accepted |ONNX - TF.js| on the probe, relative to the output scale when above 1. */
+  tolerance?: number;
+  /** onnxruntime-node intra-op threads. */
+  threads?: number;
+  /** Layers -> ONNX converter; throws when a model cannot be expressed. */
+  exporter?: (model: tfl.LayersModel) => Uint8Array;
+}
+
+export interface RunnerSelection {
+  runner: ModelRunner;
+  /** A layers model running as its ONNX export. */
+  exported: boolean;
+  /** Largest |ONNX - TF.js| on the probe input, when an export was verified. */
+  maxAbsDiff?: number;
+  /** Why a faster or preferred runtime was not used. */
+  fallbackReason?: string;
+  notes: string[];
+}
+
+function ortOrder(preference: RuntimePreference): OrtRuntimeName[] {
+  if (preference === 'onnxruntime-web') return ['onnxruntime-web'];
+  return ['onnxruntime-node', 'onnxruntime-web'];
+}
+
+function tfjsBackends(preference: RuntimePreference): TfBackendName[] {
+  if (preference === 'tfjs-node') return ['tensorflow', 'wasm', 'cpu'];
+  if (preference === 'tfjs-wasm') return ['wasm', 'cpu'];
+  if (preference === 'tfjs-cpu') return ['cpu'];
+  return ['tensorflow', 'wasm', 'cpu'];
+}
+
+/** Deterministic pseudo-random values in [-1, 1) (mulberry32), the same on every run. */
+export function probeInput(size: number, seed = 12345): Float32Array {
+  let state = seed >>> 0;
+  const out = new Float32Array(size);
+  for (let i = 0; i < size; i++) {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = ((t ^ (t >>> 14)) >>> 0) / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+export function maxAbsDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) return Infinity;
+  let max = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= max)) max = Number.isNaN(d) ? Infinity : d;
+  }
+  return max;
+}
+
+function sameRuntime(preference: RuntimePreference, runtime: RuntimeName): boolean {
+  if (preference === 'auto') return true;
+  if (preference === 'tfjs') return runtime.startsWith('tfjs');
+  if (preference === 'onnxruntime') return runtime.startsWith('onnxruntime');
+  return preference === runtime;
+}
+
+async function startOrt(
+  model: Uint8Array,
+  preference: RuntimePreference,
+  options: RunnerOptions,
+  inputShape?: number[],
+): Promise<{ runner?: OrtRunner; reason?: string }> {
+  const reasons: string[] = [];
+  for (const runtime of ortOrder(preference)) {
+    if (!ortAvailable(runtime)) {
+      reasons.push(`${runtime} is not installed or does not load here`);
+      continue;
+    }
+    try {
+      const runner = await OrtRunner.create(model, runtime, { inputShape, threads: options.threads });
+      return { runner, reason: reasons.length > 0 ? reasons.join('; ') : undefined };
+    } catch (err) {
+      reasons.push((err as Error).message);
+      // A model one ONNX Runtime rejects, the other rejects too; keep the first message.
+      if (err instanceof ModelLoadError && /could not load/.test(err.message)) break;
+    }
+  }
+  return { reason: reasons.join('; ') || 'ONNX Runtime unavailable' };
+}
+
+/** Starts `files` on the best runtime allowed by `options.runtime`. */
+export async function createRunner(files: ModelFiles, options: RunnerOptions = {}): Promise<RunnerSelection> {
+  const preference = options.runtime ?? 'auto';
+  const notes: string[] = [];
+  if (files.format === 'onnx') {
+    if (preference.startsWith('tfjs')) notes.push(`ONNX models run on ONNX Runtime, not ${preference}`);
+    const ort = await startOrt(
+      files.onnx,
+      preference.startsWith('tfjs') ? 'auto' : preference,
+      options,
+      options.inputShape,
+    );
+    if (!ort.runner) throw new ModelLoadError(ort.reason ?? 'ONNX Runtime could not start');
+    notes.push(...ort.runner.notes);
+    const fallbackReason = sameRuntime(preference, ort.runner.runtime)
+      ? undefined
+      : (ort.reason ?? `runs on ${ort.runner.runtime}`);
+    return { runner: ort.runner, exported: false, fallbackReason, notes };
+  }
+
+  const tfjs = await TfjsRunner.fromArtifacts(files.format, files.artifacts, {
+    backends: tfjsBackends(preference),
+    inputShape: options.inputShape,
+  });
+  notes.push(...tfjs.notes);
+  let fallbackReason: string | undefined;
+  const wantsTfjs = preference.startsWith('tfjs');
+  if (wantsTfjs || files.format === 'tfjs-graph') {
+    if (files.format === 'tfjs-graph' && !wantsTfjs && preference !== 'auto') {
+      fallbackReason = 'graph models run on TF.js';
+    } else if (!sameRuntime(preference, tfjs.runtime)) {
+      fallbackReason = `${preference} could not start; TF.js runs on ${tfjs.runtime}`;
+    }
+    return { runner: tfjs, exported: false, fallbackReason, notes };
+  }
+
+  // Layers model: try its ONNX export, verified against TF.js.
+  const layersModel = tfjs.layersModel as tfl.LayersModel;
+  let onnx: Uint8Array;
+  try {
+    onnx = (options.exporter ?? exportLayersModelToOnnx)(layersModel);
+  } catch (err) {
+    fallbackReason = `not exported to ONNX: ${(err as Error).message}`;
+    return { runner: tfjs, exported: false, fallbackReason, notes: [...notes, fallbackReason] };
+  }
+  const ort = await startOrt(onnx, preference, options, tfjs.inputShape);
+  if (!ort.runner) {
+    fallbackReason = `ONNX export could not run: ${ort.reason}`;
+    return { runner: tfjs, exported: false, fallbackReason, notes: [...notes, fallbackReason] };
+  }
+  const batch = 3;
+  const probe = probeInput(tfjs.inputShape.reduce((a, b) => a * b, 1) * batch);
+  let maxAbsDiff = Infinity;
+  let scale = 1;
+  try {
+    const expected = await tfjs.predict(probe, batch);
+    const actual = await ort.runner.predict(probe, batch);
+    maxAbsDiff = maxAbsDifference(expected, actual);
+    for (const v of expected) scale = Math.max(scale, Math.abs(v));
+  } catch (err) {
+    fallbackReason = `ONNX export failed on the probe input: ${(err as Error).message}`;
+  }
+  const tolerance = (options.tolerance ?? DEFAULT_EXPORT_TOLERANCE) * scale;
+  if (fallbackReason || !(maxAbsDiff <= tolerance)) {
+    await ort.runner.dispose();
+    fallbackReason ??= `ONNX export differs from TF.js by ${maxAbsDiff.toExponential(2)} (tolerance ${tolerance.toExponential(2)})`;
+    return { runner: tfjs, exported: false, maxAbsDiff, fallbackReason, notes: [...notes, fallbackReason] };
+  }
+  await tfjs.dispose();
+  notes.push(`exported to ONNX; max |ONNX - TF.js| on the probe ${maxAbsDiff.toExponential(2)}`);
+  const runtimeReason = sameRuntime(preference, ort.runner.runtime)
+    ? undefined
+    : (ort.reason ?? 'preferred runtime unavailable');
+  return { runner: ort.runner, exported: true, maxAbsDiff, fallbackReason: runtimeReason, notes };
+}

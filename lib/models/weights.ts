@@ -1,0 +1,182 @@
+import type * as tf from '@tensorflow/tfjs-core';
+import { ModelLoadError } from './errors';
+
+/**
+ * Reading weights in the TF.js converter's manifest format, including its quantized forms:
+ * `quantization: {dtype: 'uint8' | 'uint16', min, scale}` (value = q * scale + min) and
+ * `{dtype: 'float16'}`, with or without `original_dtype`, in groups whose shards may mix
+ * quantized and plain (e.g. int32) entries. The result is plain float32 / int32 / bool data
+ * that any TF.js loader reads, so quantization never reaches the runtimes.
+ */
+
+export interface ManifestEntry {
+  name: string;
+  shape: number[];
+  dtype: string;
+  group?: string;
+  quantization?: { dtype: string; min?: number; scale?: number; original_dtype?: string };
+}
+
+export interface ManifestGroup {
+  paths: string[];
+  weights: ManifestEntry[];
+}
+
+export interface DecodedWeights {
+  specs: tf.io.WeightsManifestEntry[];
+  data: ArrayBuffer;
+  /** Names of entries that were stored quantized, with the stored type. */
+  quantized: Record<string, string>;
+}
+
+const PLAIN_BYTES: Record<string, number> = { float32: 4, int32: 4, bool: 1 };
+const QUANT_BYTES: Record<string, number> = { uint8: 1, uint16: 2, float16: 2 };
+
+function count(shape: number[], name: string): number {
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
+    throw new ModelLoadError(`weight ${name}: invalid shape ${JSON.stringify(shape)}`);
+  }
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** IEEE 754 half precision to single, including subnormals, infinities and NaN. */
+export function float16ToFloat32(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exponent = (bits >> 10) & 0x1f;
+  const fraction = bits & 0x3ff;
+  if (exponent === 0) return sign * fraction * 2 ** -24;
+  if (exponent === 0x1f) return fraction ? NaN : sign * Infinity;
+  return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+}
+
+/** The type a weight has once decoded: a quantized entry may name the stored type in `dtype`. */
+function targetDtype(entry: ManifestEntry): string {
+  const q = entry.quantization;
+  if (!q) return entry.dtype;
+  if (q.original_dtype) return q.original_dtype;
+  // Without original_dtype, a `dtype` naming the stored type means the weights were float32.
+  return entry.dtype in QUANT_BYTES ? 'float32' : entry.dtype;
+}
+
+function storedBytes(entry: ManifestEntry): number {
+  const q = entry.quantization;
+  if (q) {
+    const size = QUANT_BYTES[q.dtype];
+    if (!size) {
+      throw new ModelLoadError(
+        `weight ${entry.name}: unknown quantization dtype "${q.dtype}" (expected uint8, uint16 or float16)`,
+      );
+    }
+    return size;
+  }
+  const size = PLAIN_BYTES[entry.dtype];
+  if (!size) throw new ModelLoadError(`weight ${entry.name}: unsupported dtype "${entry.dtype}"`);
+  return size;
+}
+
+function decodeEntry(
+  entry: ManifestEntry,
+  bytes: Uint8Array,
+  n: number,
+): Float32Array | Int32Array | Uint8Array {
+  const q = entry.quantization;
+  const dtype = targetDtype(entry);
+  // Copy into an aligned buffer: entries after a uint8 one start at odd offsets.
+  const aligned = bytes.slice().buffer;
+  if (q) {
+    if (dtype !== 'float32' && dtype !== 'int32') {
+      throw new ModelLoadError(`weight ${entry.name}: cannot dequantize to ${dtype}`);
+    }
+    if (q.dtype === 'float16') {
+      if (dtype !== 'float32') throw new ModelLoadError(`weight ${entry.name}: float16 only encodes float32`);
+      const halves = new Uint16Array(aligned);
+      const out = new Float32Array(n);
+      for (let i = 0; i < n; i++) out[i] = float16ToFloat32(halves[i]);
+      return out;
+    }
+    const { min, scale } = q;
+    if (typeof min !== 'number' || typeof scale !== 'number' || !isFinite(min) || !isFinite(scale)) {
+      throw new ModelLoadError(`weight ${entry.name}: ${q.dtype} quantization needs numeric min and scale`);
+    }
+    const codes = q.dtype === 'uint8' ? new Uint8Array(aligned) : new Uint16Array(aligned);
+    const out = dtype === 'int32' ? new Int32Array(n) : new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      const v = codes[i] * scale + min;
+      out[i] = dtype === 'int32' ? Math.round(v) : v;
+    }
+    return out;
+  }
+  if (entry.dtype === 'float32') return new Float32Array(aligned);
+  if (entry.dtype === 'int32') return new Int32Array(aligned);
+  return new Uint8Array(aligned); // bool
+}
+
+/**
+ * Decodes every group of a weights manifest. `readShard` returns a shard's bytes by the path
+ * written in the manifest. Each group's shards are concatenated and must hold exactly the
+ * bytes its entries describe; anything else means a truncated or corrupt shard.
+ */
+export async function decodeWeightsManifest(
+  groups: ManifestGroup[],
+  readShard: (shardPath: string) => Promise<Uint8Array>,
+): Promise<DecodedWeights> {
+  if (!Array.isArray(groups)) throw new ModelLoadError('weightsManifest is not a list of groups');
+  const specs: tf.io.WeightsManifestEntry[] = [];
+  const parts: Uint8Array[] = [];
+  const quantized: Record<string, string> = {};
+  let total = 0;
+  for (const [g, group] of groups.entries()) {
+    if (!group || !Array.isArray(group.paths) || !Array.isArray(group.weights)) {
+      throw new ModelLoadError(`weightsManifest group ${g + 1} needs "paths" and "weights" lists`);
+    }
+    const shards: Uint8Array[] = [];
+    for (const p of group.paths) shards.push(await readShard(p));
+    const held = shards.reduce((a, s) => a + s.length, 0);
+    const data = new Uint8Array(held);
+    let at = 0;
+    for (const s of shards) {
+      data.set(s, at);
+      at += s.length;
+    }
+    const needed = group.weights.reduce((a, e) => a + count(e.shape, e.name) * storedBytes(e), 0);
+    if (needed !== held) {
+      throw new ModelLoadError(
+        `weight group ${g + 1} (${group.paths.join(', ')}) should hold ${needed} bytes but holds ${held}: ` +
+          `a shard is ${held < needed ? 'truncated or missing data' : 'corrupt or does not match model.json'}`,
+      );
+    }
+    let offset = 0;
+    for (const entry of group.weights) {
+      const n = count(entry.shape, entry.name);
+      const length = n * storedBytes(entry);
+      const values = decodeEntry(entry, data.subarray(offset, offset + length), n);
+      offset += length;
+      const dtype = targetDtype(entry);
+      if (values instanceof Float32Array) {
+        for (let i = 0; i < n; i++) {
+          // Infinities can be legitimate graph constants; NaN in weights means damage.
+          if (Number.isNaN(values[i])) {
+            throw new ModelLoadError(`weight ${entry.name} holds NaN at index ${i}: the shard is corrupt`);
+          }
+        }
+      }
+      if (entry.quantization) quantized[entry.name] = entry.quantization.dtype;
+      const spec: tf.io.WeightsManifestEntry = {
+        name: entry.name,
+        shape: entry.shape,
+        dtype: dtype as tf.io.WeightsManifestEntry['dtype'],
+      };
+      if (entry.group) spec.group = entry.group as tf.io.WeightGroup;
+      specs.push(spec);
+      parts.push(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+      total += values.byteLength;
+    }
+  }
+  const buffer = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    buffer.set(p, at);
+    at += p.length;
+  }
+  return { specs, data: buffer.buffer, quantized };
+}
