@@ -168,8 +168,13 @@ describe('editor in Chromium', function () {
           needsInputs: (def?.inputs ?? 0) > 0,
           needsOutputs: (def?.outputs ?? 0) > 0,
           summary: summary.text().trim().length > 0,
-          inputs: inputs ? inputs.filter('dl.message-properties').length > 0 : null,
-          outputs: outputs ? outputs.filter('dl.message-properties').length > 0 : null,
+          // One list, or one per port inside <ol class="node-ports">.
+          inputs: inputs
+            ? inputs.find('dl.message-properties').addBack('dl.message-properties').length > 0
+            : null,
+          outputs: outputs
+            ? outputs.find('dl.message-properties').addBack('dl.message-properties').length > 0
+            : null,
           details: !!section('details'),
         };
       }, type)) as Record<string, boolean | null>;
@@ -204,7 +209,9 @@ describe('editor in Chromium', function () {
       const fields = await editableFields(page, type, prefix);
       const checked: { prop: string; good: string }[] = [];
       const problems: string[] = [];
-      for (const f of fields) {
+      for (const { prop } of fields) {
+        // Test values are chosen against the form as it is now: a validator may read other fields.
+        const [f] = await editableFields(page, type, prefix, prop);
         if (f.bad === undefined) continue;
         await setField(page, f, f.bad);
         if (!(await fieldFlagged(page, f))) {
@@ -262,18 +269,24 @@ interface EditableField {
 }
 
 // Tried in order; the first the node's own validators reject is the bad value, the first
-// other one they accept is the good value.
+// other one they accept (after numbers near the current value) is the good value.
 const BAD_CANDIDATES = ['-1', 'not a number', '0', '-0.5', '1e12', '99999999', '3.7', '{', '#$%', 'x', ''];
 const GOOD_CANDIDATES = ['2', '5', '10', '1', '0.5', '100', '3', '0.1', 'sensor-1', 'abc', 'temperature'];
 
-/** The dialog's text inputs backed by a validated or required default, with test values. */
-async function editableFields(page: Page, type: string, prefix: string): Promise<EditableField[]> {
+/** The dialog's text inputs backed by a validated or required default (or just `only`), with test values. */
+async function editableFields(
+  page: Page,
+  type: string,
+  prefix: string,
+  only?: string,
+): Promise<EditableField[]> {
   return page.evaluate(
-    ({ type, prefix, badCandidates, goodCandidates }) => {
+    ({ type, prefix, only, badCandidates, goodCandidates }) => {
       const def = RED.nodes.getType(type);
       const node = RED.editor.getEditStack().slice(-1)[0];
       const fields = [];
       for (const [prop, spec] of Object.entries<Record<string, unknown>>(def.defaults ?? {})) {
+        if (only !== undefined && prop !== only) continue;
         if (spec.type) continue; // a config node reference: a select, not a value
         if (typeof spec.validate !== 'function' && !spec.required) continue;
         const input = $(`#${prefix}-${prop}`);
@@ -295,8 +308,14 @@ async function editableFields(page: Page, type: string, prefix: string): Promise
           input.attr('type') !== 'number' || v === '' || Number.isFinite(Number(v));
         const typed = input.next('.red-ui-typedInput-container').length === 1;
         const current = String(typed ? input.typedInput('value') : input.val());
+        // Numbers near the current one first, so the form stays sensible for fields that depend on it.
+        const n = Number(current);
+        const near =
+          current.trim() !== '' && Number.isFinite(n)
+            ? [n * 2, n / 2, n + 1, n - 1].map((x) => String(Number(x.toPrecision(6))))
+            : [];
         const good =
-          goodCandidates.find((v: string) => v !== current && valid(v)) ??
+          [...near, ...goodCandidates].find((v: string) => v !== current && typeable(v) && valid(v)) ??
           (valid(current) ? current : undefined);
         fields.push({
           prop,
@@ -310,7 +329,7 @@ async function editableFields(page: Page, type: string, prefix: string): Promise
       }
       return fields;
     },
-    { type, prefix, badCandidates: BAD_CANDIDATES, goodCandidates: GOOD_CANDIDATES },
+    { type, prefix, only, badCandidates: BAD_CANDIDATES, goodCandidates: GOOD_CANDIDATES },
   );
 }
 
