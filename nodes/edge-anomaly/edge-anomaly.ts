@@ -226,8 +226,15 @@ module.exports = function (RED: NodeAPI) {
         await saving;
         await fs.rm(stateFile, { force: true });
       } else {
-        if (persist) await save();
+        // Taken now rather than queued: a network still training is abandoned, not awaited
+        // (its learning samples are in the state, so it trains again after the restart).
+        const state = persist ? detector.state() : null;
         await detector.close();
+        await saving;
+        if (state)
+          await writeFileAtomic(stateFile, JSON.stringify(state)).catch((err: unknown) =>
+            node.warn(RED._('edge-anomaly.errors.save', { error: errorText(err) })),
+          );
       }
       node.status({});
     });
