@@ -46,7 +46,11 @@ const PERSIST_INTERVAL_MS = 10000;
 
 const UNIT_MS: Record<string, number> = { seconds: 1000, minutes: 60000, hours: 3600000 };
 
-/** Methods offered in the editor; 'model' (a model supplied through edge-model) is wired there. */
+/**
+ * Methods offered in the editor. The detector also runs a model the user supplies (method
+ * 'model', DetectorHooks.externalModel: any ModelRunner that reconstructs or forecasts
+ * windows); it is offered here once an edge-model config node can hand over its runner.
+ */
 const NODE_METHODS: Method[] = METHODS.filter((m) => m !== 'model');
 
 export function parseOptions(config: EdgeAnomalyDef): Partial<DetectorOptions> {
