@@ -1,0 +1,800 @@
+/**
+ * The streaming anomaly detector behind the edge-anomaly node: learning period, feature
+ * extraction, model, calibration to [0, 1], decision with hysteresis and minimum duration,
+ * and a JSON state that survives restarts. Calls to `process` are handled strictly one after
+ * another in call order, also while a model trains asynchronously.
+ */
+
+import { InputError } from '../preprocess/numeric-input';
+import type { ModelRunner } from '../models/runner';
+import { Calibrator, combineMin, scoreOf, type CalibratorState } from './calibrate';
+import { Decision, type DecisionState, type Episode } from './decision';
+import {
+  Featurizer,
+  persistentChannels,
+  spreadFloors,
+  type FeatureKind,
+  type FeaturizerState,
+} from './features';
+import {
+  MahalanobisModel,
+  PcaModel,
+  UnivariateModel,
+  restoreStatModel,
+  type ScoreModel,
+  type ScoreModelState,
+} from './stat-models';
+import {
+  fitSequenceModel,
+  restoreSequenceModel,
+  ExternalSequenceModel,
+  SequenceWorker,
+  type SequenceArchitecture,
+  type SequenceModelOptions,
+} from './sequence-models';
+export type { SequenceModelOptions } from './sequence-models';
+import type { TrainingProgress } from './sequence-protocol';
+
+export const METHODS = [
+  'auto',
+  'zscore',
+  'ewma',
+  'mad',
+  'mahalanobis',
+  'pca',
+  'ae-dense',
+  'ae-conv',
+  'ae-lstm',
+  'forecast',
+  'model',
+] as const;
+export type Method = (typeof METHODS)[number];
+
+export type NanPolicy = 'hold' | 'mean' | 'error';
+
+export interface DetectorOptions {
+  method: Method;
+  /** Samples in the rolling window of the statistical methods (1 = each sample on its own). */
+  window: number;
+  /** Weight of the newest sample in the EWMA method. */
+  alpha: number;
+  /** Learning period in samples; used when `learningMs` is 0. */
+  learningSamples: number;
+  /** Learning period in milliseconds of message time; 0 to count samples instead. */
+  learningMs: number;
+  /** Calibrated score at or above which a sample counts as anomalous. */
+  threshold: number;
+  /** An episode ends only once the score falls below threshold - hysteresis. */
+  hysteresis: number;
+  /** Consecutive samples needed to start (and to end) an episode. */
+  minDuration: number;
+  nanPolicy: NanPolicy;
+  /** Weight with which samples judged normal update the model after learning (0 = fixed). */
+  adaptRate: number;
+  /** Variance fraction the PCA model keeps in its principal subspace. */
+  explained: number;
+  /** Options of the neural sequence models (autoencoders, forecaster). */
+  sequence: SequenceModelOptions;
+}
+
+export const DEFAULT_OPTIONS: DetectorOptions = {
+  method: 'auto',
+  window: 10,
+  alpha: 0.1,
+  learningSamples: 400,
+  learningMs: 0,
+  threshold: 0.5,
+  hysteresis: 0.2,
+  minDuration: 5,
+  nanPolicy: 'hold',
+  adaptRate: 0.01,
+  explained: 0.9,
+  sequence: { window: 16, epochs: 20, latent: 4, batchSize: 64, validationSplit: 0.25, seed: 1 },
+};
+
+/**
+ * A channel keeping more than this share of its variance after averaging over the window
+ * wanders slowly (temperatures); 'auto' watches its changes instead of its level.
+ */
+export const PERSISTENCE_LIMIT = 0.4;
+
+/** A learning period never ends before this many usable samples (models need data to fit). */
+export const MIN_LEARNING_SAMPLES = 20;
+/** A learning period counted in time stops growing here, to bound memory. */
+export const MAX_LEARNING_SAMPLES = 20000;
+
+export interface DetectorResult {
+  score: number;
+  isAnomaly: boolean;
+  threshold: number;
+  learning: boolean;
+  details: DetectorDetails;
+}
+
+export interface DetectorDetails {
+  method: Method;
+  phase: 'learning' | 'ready';
+  /** Samples processed since the last reset. */
+  index: number;
+  /** Learning progress 0..1 while learning. */
+  progress?: number;
+  /** Tail probability of the sample under the learning distribution (score = -log10(pValue) / 6). */
+  pValue?: number;
+  /** Calibrated score of every statistic, e.g. per channel or T² and SPE. */
+  statistics?: Record<string, number>;
+  /** The statistic with the highest score: what deviates most. */
+  top?: string;
+  event?: 'start' | 'end';
+  episode?: Episode;
+  /** Channels whose value was missing and filled in by the NaN policy. */
+  imputed?: string[];
+}
+
+interface PipelineSpec {
+  feature: FeatureKind;
+  window: number;
+  model: 'univariate' | 'robust' | 'pca' | 'mahalanobis' | SequenceArchitecture | 'external';
+  /** Prefix of the statistic names when several pipelines are combined. */
+  label: string;
+}
+
+interface PipelineState {
+  featurizer: FeaturizerState;
+  model: ScoreModelState;
+  calibrators: CalibratorState[];
+}
+
+export interface DetectorState {
+  version: 1;
+  fingerprint: string;
+  channels: string[] | null;
+  phase: 'learning' | 'ready';
+  learningRows: number[][];
+  learningStart: number | null;
+  index: number;
+  lastValues: number[] | null;
+  channelMeans: number[] | null;
+  pipelines: PipelineState[] | null;
+  decision: DecisionState;
+}
+
+interface Prepared {
+  index: number;
+  timestamp: number;
+  /** The sample after the NaN policy; null when it could not be filled (learning only). */
+  row: number[] | null;
+  imputed?: string[];
+  /** Per pipeline: its feature vector, or null while its window fills. */
+  features: (number[] | null)[];
+}
+
+interface SampleJob {
+  kind: 'sample';
+  values: readonly number[];
+  channels: readonly string[];
+  timestamp: number;
+  resolve: (result: DetectorResult) => void;
+  reject: (err: unknown) => void;
+}
+
+interface TaskJob {
+  kind: 'task';
+  run: () => Promise<unknown>;
+  resolve: (value: unknown) => void;
+  reject: (err: unknown) => void;
+}
+
+type Job = SampleJob | TaskJob;
+
+/** Most samples scored in one model call. */
+const MAX_BATCH = 256;
+
+class Pipeline {
+  constructor(
+    readonly spec: PipelineSpec,
+    readonly featurizer: Featurizer,
+    readonly model: ScoreModel,
+    readonly calibrators: Calibrator[],
+  ) {}
+
+  get statistics(): string[] {
+    return this.model.statistics.map((s) => (this.spec.label ? `${this.spec.label}:${s}` : s));
+  }
+}
+
+/** Which feature and model each method runs; 'auto' is the default ensemble. */
+function pipelineSpecs(o: DetectorOptions): PipelineSpec[] {
+  const w = o.window;
+  const sw = o.sequence.window;
+  switch (o.method) {
+    case 'zscore':
+      return [{ feature: w > 1 ? 'mean' : 'identity', window: w, model: 'univariate', label: '' }];
+    case 'ewma':
+      return [{ feature: 'ewma', window: 1, model: 'univariate', label: '' }];
+    case 'mad':
+      return [{ feature: w > 1 ? 'median' : 'identity', window: w, model: 'robust', label: '' }];
+    case 'mahalanobis':
+      return [{ feature: w > 1 ? 'mean' : 'identity', window: w, model: 'mahalanobis', label: '' }];
+    case 'pca':
+      return [{ feature: w > 1 ? 'mean' : 'identity', window: w, model: 'pca', label: '' }];
+    case 'ae-dense':
+    case 'ae-conv':
+    case 'ae-lstm':
+      return [{ feature: 'window', window: sw, model: o.method, label: '' }];
+    case 'forecast':
+      return [{ feature: 'window', window: sw + 1, model: 'forecast', label: '' }];
+    case 'model':
+      return [{ feature: 'window', window: sw, model: 'external', label: '' }];
+    case 'auto':
+      // Level (or change, for wandering channels) and spread of every channel: shifts and
+      // drifts move the level, a stuck sensor loses its spread, spikes and vibration add to it.
+      return [
+        { feature: 'level-change', window: w, model: 'univariate', label: '' },
+        { feature: 'spread', window: Math.max(w, 3), model: 'univariate', label: 'spread' },
+      ];
+  }
+}
+
+function fingerprintOf(o: DetectorOptions): string {
+  const { method, window, alpha, learningSamples, learningMs, explained, sequence } = o;
+  return JSON.stringify({ method, window, alpha, learningSamples, learningMs, explained, sequence });
+}
+
+/**
+ * Fits a statistical model on half of the features and scores the other half, both ways, so
+ * the calibration sees out-of-sample scores: a channel that drifts during the learning period
+ * then gets a wide calibration instead of false alarms later.
+ */
+async function crossFitted(
+  features: number[][],
+  fit: (f: number[][]) => ScoreModel,
+): Promise<{ model: ScoreModel; calibration: number[][] }> {
+  const half = Math.floor(features.length / 2);
+  const a = features.slice(0, half);
+  const b = features.slice(half);
+  const calibration: number[][] = [];
+  for (const [train, held] of [
+    [a, b],
+    [b, a],
+  ]) {
+    const m = fit(train);
+    calibration.push(...(await m.evaluate(held)));
+    await m.dispose();
+  }
+  return { model: fit(features), calibration };
+}
+
+export interface DetectorHooks {
+  /** A model the user supplies (method 'model'): reconstructs or forecasts windows. */
+  externalModel?: ModelRunner;
+  /** Called after each training epoch of a neural method. */
+  onTrainingProgress?: (progress: TrainingProgress) => void;
+}
+
+export class AnomalyDetector {
+  readonly options: DetectorOptions;
+  private readonly decision: Decision;
+  private readonly specs: PipelineSpec[];
+  private channels: string[] | null = null;
+  private phase: 'learning' | 'ready' = 'learning';
+  private learningRows: number[][] = [];
+  private learningStart: number | null = null;
+  private index = 0;
+  private lastValues: number[] | null = null;
+  private channelMeans: number[] | null = null;
+  private pipelines: Pipeline[] | null = null;
+  private trainingWorker: SequenceWorker | null = null;
+  private readonly jobs: Job[] = [];
+  private draining = false;
+  private disposed = false;
+
+  constructor(
+    options: Partial<DetectorOptions> = {},
+    private readonly hooks: DetectorHooks = {},
+  ) {
+    this.options = {
+      ...DEFAULT_OPTIONS,
+      ...options,
+      sequence: { ...DEFAULT_OPTIONS.sequence, ...(options.sequence ?? {}) },
+    };
+    const o = this.options;
+    if (!METHODS.includes(o.method)) throw new Error(`unknown method "${String(o.method)}"`);
+    if (!(o.window >= 1) || !Number.isInteger(o.window)) throw new Error('window must be an integer >= 1');
+    if (!(o.learningSamples >= 1) && !(o.learningMs > 0)) throw new Error('learning period must be positive');
+    if (!['hold', 'mean', 'error'].includes(o.nanPolicy))
+      throw new Error(`unknown NaN policy "${o.nanPolicy}"`);
+    if (!(o.adaptRate >= 0 && o.adaptRate < 1)) throw new Error('adapt rate must be in [0, 1)');
+    if (o.method === 'model' && !hooks.externalModel)
+      throw new Error('method "model" needs a model (edge-model) to be supplied');
+    this.decision = new Decision(o);
+    this.specs = pipelineSpecs(o);
+  }
+
+  /** Fewest learning samples the configured method can be fitted on. */
+  get minLearningSamples(): number {
+    const warmup = Math.max(...this.specs.map((s) => new Featurizer(s.feature, s.window).warmup));
+    return Math.max(MIN_LEARNING_SAMPLES, 2 * warmup + 10);
+  }
+
+  get learning(): boolean {
+    return this.phase === 'learning';
+  }
+
+  get channelNames(): string[] | null {
+    return this.channels ? this.channels.slice() : null;
+  }
+
+  /** Processes one sample (values in `channels` order); resolves in call order. */
+  process(
+    values: readonly number[],
+    channels: readonly string[],
+    timestamp = Date.now(),
+  ): Promise<DetectorResult> {
+    return new Promise<DetectorResult>((resolve, reject) => {
+      this.jobs.push({ kind: 'sample', values, channels, timestamp, resolve, reject });
+      void this.drain();
+    });
+  }
+
+  /** Processes consecutive samples (a window) and summarises them in one result. */
+  processRows(
+    rows: readonly (readonly number[])[],
+    channels: readonly string[],
+    timestamp = Date.now(),
+  ): Promise<DetectorResult & { rows: { score: number; isAnomaly: boolean }[] }> {
+    return this.enqueue(async () => {
+      if (rows.length === 0) throw new InputError('no samples');
+      for (const row of rows) this.validate(row, channels);
+      const results: DetectorResult[] = [];
+      for (const row of rows) results.push(await this.processNow(row, channels, timestamp));
+      const last = results[results.length - 1];
+      const worst = results.reduce((a, b) => (b.score > a.score ? b : a));
+      return {
+        ...last,
+        score: worst.score,
+        isAnomaly: results.some((r) => r.isAnomaly),
+        details: { ...last.details, top: worst.details.top },
+        rows: results.map((r) => ({ score: r.score, isAnomaly: r.isAnomaly })),
+      };
+    });
+  }
+
+  /** Forgets everything learned (also the channels); the next sample starts a new learning period. */
+  reset(): Promise<void> {
+    return this.enqueue(async () => {
+      await this.disposePipelines();
+      this.channels = null;
+      this.phase = 'learning';
+      this.learningRows = [];
+      this.learningStart = null;
+      this.index = 0;
+      this.lastValues = null;
+      this.channelMeans = null;
+      this.decision.restore(new Decision(this.options).state());
+    });
+  }
+
+  /** Waits for everything queued so far. */
+  idle(): Promise<void> {
+    return this.enqueue(async () => undefined);
+  }
+
+  /** Samples waiting to be processed (e.g. while a model trains). */
+  get queued(): number {
+    return this.jobs.length;
+  }
+
+  private enqueue<T>(task: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.jobs.push({ kind: 'task', run: task, resolve: resolve as (v: unknown) => void, reject });
+      void this.drain();
+    });
+  }
+
+  /** Runs queued jobs strictly in order; consecutive samples for a batching model go together. */
+  private async drain(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      while (this.jobs.length) {
+        const job = this.jobs[0];
+        if (this.disposed) {
+          this.jobs.shift();
+          job.reject(new Error('detector closed'));
+          continue;
+        }
+        if (job.kind === 'sample' && this.phase === 'ready' && this.batching) {
+          const batch: SampleJob[] = [];
+          while (batch.length < MAX_BATCH && this.jobs[0]?.kind === 'sample')
+            batch.push(this.jobs.shift() as SampleJob);
+          await this.processBatch(batch);
+          continue;
+        }
+        this.jobs.shift();
+        try {
+          if (job.kind === 'task') job.resolve(await job.run());
+          else job.resolve(await this.processNow(job.values, job.channels, job.timestamp));
+        } catch (err) {
+          job.reject(err);
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  /** Whether queued samples may be scored together: the networks do not change while scoring. */
+  private get batching(): boolean {
+    return this.specs.every((s) => s.feature === 'window');
+  }
+
+  private validate(values: readonly number[], channels: readonly string[]): void {
+    if (this.channels && values.length !== this.channels.length) {
+      throw new InputError(
+        `expected ${this.channels.length} channels (${this.channels.join(', ')}), got ${values.length}`,
+      );
+    }
+    if (values.length !== channels.length) throw new InputError('channel names do not match the values');
+    for (let j = 0; j < values.length; j++) {
+      const v = values[j];
+      if (typeof v !== 'number' || v === Infinity || v === -Infinity)
+        throw new InputError(`channel ${channels[j]}: ${String(v)} is not a finite number`);
+    }
+    if (this.options.nanPolicy === 'error') {
+      const missing = channels.filter((_, j) => Number.isNaN(values[j]));
+      if (missing.length) throw new InputError(`missing value for ${missing.join(', ')}`);
+    }
+    if (values.every(Number.isNaN)) throw new InputError('every channel is missing');
+  }
+
+  /** Fills missing values by the NaN policy; null when nothing can fill them yet. */
+  private impute(values: readonly number[]): { row: number[]; imputed: number[] } | null {
+    const imputed: number[] = [];
+    const row = values.slice();
+    for (let j = 0; j < row.length; j++) {
+      if (!Number.isNaN(row[j])) continue;
+      const fill =
+        this.options.nanPolicy === 'mean' && this.channelMeans
+          ? this.channelMeans[j]
+          : this.lastValues
+            ? this.lastValues[j]
+            : NaN;
+      if (Number.isNaN(fill)) return null;
+      row[j] = fill;
+      imputed.push(j);
+    }
+    return { row, imputed };
+  }
+
+  /** Validates, imputes and extracts features of a sample; the only step that changes stream state. */
+  private prepare(values: readonly number[], channels: readonly string[], timestamp: number): Prepared {
+    this.validate(values, channels);
+    if (!this.channels) this.channels = channels.slice();
+    const filled = this.impute(values);
+    const index = this.index++;
+    const imputed = filled?.imputed.map((j) => (this.channels as string[])[j]);
+    if (filled) this.lastValues = filled.row;
+    const features =
+      this.phase === 'ready' && filled
+        ? (this.pipelines as Pipeline[]).map((p) => p.featurizer.push(filled.row))
+        : [];
+    return { index, timestamp, row: filled?.row ?? null, imputed, features };
+  }
+
+  private async learn(p: Prepared): Promise<DetectorResult> {
+    const o = this.options;
+    if (this.learningStart === null) this.learningStart = p.timestamp;
+    if (p.row) this.learningRows.push(p.row);
+    const n = this.learningRows.length;
+    const elapsed = p.timestamp - this.learningStart;
+    const enoughTime = o.learningMs > 0 && elapsed >= o.learningMs;
+    const enoughSamples = o.learningMs > 0 ? n >= MAX_LEARNING_SAMPLES : n >= o.learningSamples;
+    const progress =
+      o.learningMs > 0 ? Math.min(1, elapsed / o.learningMs) : Math.min(1, n / o.learningSamples);
+    if ((enoughTime || enoughSamples) && n >= this.minLearningSamples) await this.fit();
+    return {
+      score: 0,
+      isAnomaly: false,
+      threshold: o.threshold,
+      learning: true,
+      details: {
+        method: o.method,
+        phase: 'learning',
+        index: p.index,
+        progress,
+        ...(p.imputed?.length ? { imputed: p.imputed } : {}),
+      },
+    };
+  }
+
+  /** Calibrates the raw statistics of a prepared sample and runs the decision. */
+  private finish(p: Prepared, raws: (number[] | null)[]): DetectorResult {
+    const o = this.options;
+    const pipelines = this.pipelines as Pipeline[];
+    const probabilities: number[] = [];
+    const statistics: Record<string, number> = {};
+    pipelines.forEach((pipeline, i) => {
+      const raw = raws[i];
+      if (!raw) return;
+      const names = pipeline.statistics;
+      raw.forEach((r, k) => {
+        const prob = pipeline.calibrators[k].tailProbability(r);
+        probabilities.push(prob);
+        statistics[names[k]] = scoreOf(prob);
+      });
+    });
+    const pValue = probabilities.length ? combineMin(probabilities) : 1;
+    const score = scoreOf(pValue);
+    const step = this.decision.step(score, p.timestamp, p.index);
+    if (o.adaptRate > 0 && !step.isAnomaly && !this.decision.active && score < this.decision.releaseLevel) {
+      pipelines.forEach((pipeline, i) => {
+        const f = p.features[i];
+        if (f) pipeline.model.update(f, o.adaptRate);
+      });
+    }
+    let top: string | undefined;
+    for (const [name, v] of Object.entries(statistics))
+      if (top === undefined || v > statistics[top]) top = name;
+    return {
+      score,
+      isAnomaly: step.isAnomaly,
+      threshold: o.threshold,
+      learning: false,
+      details: {
+        method: o.method,
+        phase: 'ready',
+        index: p.index,
+        pValue,
+        statistics,
+        top,
+        ...(step.event ? { event: step.event } : {}),
+        ...(step.episode ? { episode: step.episode } : {}),
+        ...(p.imputed?.length ? { imputed: p.imputed } : {}),
+      },
+    };
+  }
+
+  private async processNow(
+    values: readonly number[],
+    channels: readonly string[],
+    timestamp: number,
+  ): Promise<DetectorResult> {
+    const p = this.prepare(values, channels, timestamp);
+    if (this.phase === 'learning') return this.learn(p);
+    const raws: (number[] | null)[] = [];
+    for (let i = 0; i < p.features.length; i++) {
+      const f = p.features[i];
+      raws.push(f ? (await (this.pipelines as Pipeline[])[i].model.evaluate([f]))[0] : null);
+    }
+    return this.finish(p, raws);
+  }
+
+  /**
+   * Scores queued samples together: one model call per pipeline for the whole batch (a
+   * worker round trip and a batched forward pass instead of one per sample), results in order.
+   */
+  private async processBatch(jobs: SampleJob[]): Promise<void> {
+    const prepared: { job: SampleJob; p: Prepared }[] = [];
+    for (const job of jobs) {
+      try {
+        prepared.push({ job, p: this.prepare(job.values, job.channels, job.timestamp) });
+      } catch (err) {
+        job.reject(err);
+      }
+    }
+    const pipelines = this.pipelines as Pipeline[];
+    let raws: (number[] | null)[][];
+    try {
+      raws = prepared.map(() => []);
+      for (let i = 0; i < pipelines.length; i++) {
+        const rows = prepared.map(({ p }, k) => ({ f: p.features[i], k })).filter((r) => r.f);
+        const out = rows.length ? await pipelines[i].model.evaluate(rows.map((r) => r.f as number[])) : [];
+        prepared.forEach((_, k) => raws[k].push(null));
+        rows.forEach((r, n) => (raws[r.k][i] = out[n]));
+      }
+    } catch (err) {
+      for (const { job } of prepared) job.reject(err);
+      return;
+    }
+    prepared.forEach(({ job, p }, k) => {
+      try {
+        job.resolve(this.finish(p, raws[k]));
+      } catch (err) {
+        job.reject(err);
+      }
+    });
+  }
+
+  private async fit(): Promise<void> {
+    const rows = this.learningRows;
+    const channels = this.channels as string[];
+    const d = channels.length;
+    this.channelMeans = Array.from({ length: d }, (_, j) => rows.reduce((a, r) => a + r[j], 0) / rows.length);
+    const pipelines: Pipeline[] = [];
+    try {
+      for (const spec of this.specs) {
+        // Slowly wandering channels are judged by their changes ('auto') or their shape (networks).
+        const persistent =
+          spec.feature === 'level-change' || spec.feature === 'window'
+            ? persistentChannels(rows, this.options.window, PERSISTENCE_LIMIT)
+            : [];
+        const featureMask = spec.feature === 'level-change' ? persistent : [];
+        const floors = spec.feature === 'spread' ? spreadFloors(rows) : [];
+        const features = Featurizer.run(
+          spec.feature,
+          spec.window,
+          this.options.alpha,
+          rows,
+          featureMask,
+          floors,
+        );
+        const { model, calibration } = await this.fitModel(spec, features, channels, persistent);
+        const calibrators = model.statistics.map((_, k) => Calibrator.fit(calibration.map((c) => c[k])));
+        const featurizer = new Featurizer(spec.feature, spec.window, this.options.alpha, featureMask, floors);
+        // Prime the window with the end of the learning period so scoring starts at once.
+        for (const row of rows.slice(-featurizer.warmup)) featurizer.push(row);
+        pipelines.push(new Pipeline(spec, featurizer, model, calibrators));
+      }
+    } catch (err) {
+      for (const p of pipelines) await p.model.dispose();
+      throw err;
+    }
+    if (this.disposed) {
+      for (const p of pipelines) await p.model.dispose();
+      throw new Error('detector closed');
+    }
+    this.pipelines = pipelines;
+    this.phase = 'ready';
+    this.learningRows = [];
+  }
+
+  private async fitModel(
+    spec: PipelineSpec,
+    features: number[][],
+    channels: string[],
+    persistent: boolean[],
+  ): Promise<{ model: ScoreModel; calibration: number[][] }> {
+    switch (spec.model) {
+      case 'univariate':
+      case 'robust': {
+        const robust = spec.model === 'robust';
+        return crossFitted(features, (f) => UnivariateModel.fit(f, robust, channels));
+      }
+      case 'pca':
+        return crossFitted(features, (f) => PcaModel.fit(f, this.options.explained));
+      case 'mahalanobis':
+        return crossFitted(features, (f) => MahalanobisModel.fit(f));
+      case 'external': {
+        const model = new ExternalSequenceModel(
+          this.hooks.externalModel as ModelRunner,
+          spec.window,
+          channels,
+        );
+        return { model, calibration: await model.evaluate(features) };
+      }
+      default:
+        return fitSequenceModel(
+          spec.model,
+          features,
+          spec.window,
+          channels,
+          {
+            ...this.options.sequence,
+            onProgress: this.hooks.onTrainingProgress,
+            onWorker: (w) => (this.trainingWorker = w),
+          },
+          persistent,
+        );
+    }
+  }
+
+  state(): DetectorState {
+    return {
+      version: 1,
+      fingerprint: fingerprintOf(this.options),
+      channels: this.channels ? this.channels.slice() : null,
+      phase: this.phase,
+      learningRows: this.learningRows.map((r) => r.slice()),
+      learningStart: this.learningStart,
+      index: this.index,
+      lastValues: this.lastValues ? this.lastValues.slice() : null,
+      channelMeans: this.channelMeans ? this.channelMeans.slice() : null,
+      pipelines: this.pipelines
+        ? this.pipelines.map((p) => ({
+            featurizer: p.featurizer.state(),
+            model: p.model.state(),
+            calibrators: p.calibrators.map((c) => c.state()),
+          }))
+        : null,
+      decision: this.decision.state(),
+    };
+  }
+
+  /** Whether a saved state was made with options that produce the same model. */
+  compatible(state: DetectorState): boolean {
+    return state.version === 1 && state.fingerprint === fingerprintOf(this.options);
+  }
+
+  /** Resumes from a saved state (same options); runs in order with queued samples. */
+  restore(state: DetectorState): Promise<void> {
+    return this.enqueue(() => this.restoreNow(state));
+  }
+
+  /**
+   * Queues a restore whose state is loaded when its turn comes (e.g. read from disk); a null
+   * state leaves the detector as it is. Resolves whether a state was restored.
+   */
+  restoreWith(load: () => Promise<DetectorState | null>): Promise<boolean> {
+    return this.enqueue(async () => {
+      const state = await load();
+      if (!state) return false;
+      await this.restoreNow(state);
+      return true;
+    });
+  }
+
+  /** The state between two queued samples, for saving. */
+  snapshot(): Promise<DetectorState> {
+    return this.enqueue(async () => this.state());
+  }
+
+  private async restoreNow(state: DetectorState): Promise<void> {
+    {
+      if (!this.compatible(state)) throw new Error('saved state belongs to other detector settings');
+      const pipelines: Pipeline[] = [];
+      if (state.pipelines) {
+        for (let i = 0; i < state.pipelines.length; i++) {
+          const ps = state.pipelines[i];
+          const model =
+            ps.model.type === 'external'
+              ? new ExternalSequenceModel(
+                  this.hooks.externalModel as ModelRunner,
+                  this.specs[i].window,
+                  state.channels ?? [],
+                )
+              : ps.model.type === 'sequence'
+                ? await restoreSequenceModel(ps.model)
+                : restoreStatModel(ps.model);
+          pipelines.push(
+            new Pipeline(
+              this.specs[i],
+              Featurizer.fromState(ps.featurizer),
+              model,
+              ps.calibrators.map((c) => Calibrator.fromState(c)),
+            ),
+          );
+        }
+      }
+      await this.disposePipelines();
+      this.channels = state.channels ? state.channels.slice() : null;
+      this.phase = state.phase;
+      this.learningRows = state.learningRows.map((r) => r.slice());
+      this.learningStart = state.learningStart;
+      this.index = state.index;
+      this.lastValues = state.lastValues ? state.lastValues.slice() : null;
+      this.channelMeans = state.channelMeans ? state.channelMeans.slice() : null;
+      this.pipelines = state.pipelines ? pipelines : null;
+      this.decision.restore(state.decision);
+    }
+  }
+
+  private async disposePipelines(): Promise<void> {
+    const pipelines = this.pipelines ?? [];
+    this.pipelines = null;
+    for (const p of pipelines) await p.model.dispose();
+  }
+
+  /** Releases models and workers; later calls fail. */
+  async dispose(): Promise<void> {
+    await this.idle().catch(() => undefined);
+    this.disposed = true;
+    await this.disposePipelines();
+  }
+
+  /** Releases at once: queued samples are rejected, a training in progress is abandoned. */
+  async close(): Promise<void> {
+    this.disposed = true;
+    await this.trainingWorker?.terminate();
+    await this.disposePipelines();
+  }
+}

@@ -1,0 +1,245 @@
+/**
+ * Everything edge-train does, without Node-RED: collects samples into the node's on-disk
+ * dataset, trains in a worker thread, and saves the result as a new version in the model store
+ * (on this thread, so the store's 'saved' event reaches every edge-model following the name).
+ */
+import path from 'node:path';
+import { fileSaveHandler } from '../models/tfjs';
+import { ModelStore, type StoredModel } from '../models/store';
+import { ARCHITECTURES, type ArchitectureName, type Task } from './architectures';
+import { Dataset, type ExportedDataset, type LabelKind, type RetentionPolicy } from './dataset';
+import { TrainingWorker } from './training-worker';
+import { balancedClassWeights, type EpochProgress, type TrainResult, type TrainSettings } from './trainer';
+
+export type ClassWeighting = 'none' | 'balanced' | Record<string, number>;
+
+export interface DeviceTrainerConfig {
+  /** Name the trained model is saved under (a new version each run). */
+  modelName: string;
+  store: ModelStore;
+  /** This node's dataset directory, e.g. `<userDir>/edge-ai/datasets/<node id>`. */
+  datasetDir: string;
+  capacity: number;
+  policy: RetentionPolicy;
+  /** The architecture to build, or the task when fine-tuning `baseModel`. */
+  architecture?: ArchitectureName;
+  task?: Task;
+  baseModel?: { name: string; version?: number; freeze: number };
+  /** Fixes the sample shape (else the first sample does). */
+  inputShape?: number[];
+  /** Fixes the class names (else they are learnt). */
+  classes?: string[];
+  classWeights?: ClassWeighting;
+  /** Training needs at least this many samples. */
+  minSamples: number;
+  training: Omit<TrainSettings, 'task' | 'architecture' | 'base' | 'classWeights'>;
+}
+
+export interface TrainOutcome {
+  model: string;
+  version: number;
+  metrics: Record<string, number>;
+  history: Record<string, number[]>;
+  stoppedBy: TrainResult['stoppedBy'];
+  backend: string;
+  samples: number;
+  durationMs: number;
+  stored: StoredModel;
+}
+
+function labelKindOf(task: Task): LabelKind {
+  return task === 'classification' ? 'class' : task === 'regression' ? 'vector' : 'none';
+}
+
+export class TooFewSamplesError extends Error {
+  constructor(have: number, need: number) {
+    super(`too few samples to train: the dataset has ${have}, at least ${need} are needed`);
+    this.name = 'TooFewSamplesError';
+  }
+}
+
+export class DeviceTrainer {
+  private worker: TrainingWorker | undefined;
+  private closed = false;
+  /** Samples added since the last training run started. */
+  samplesSinceTraining = 0;
+
+  private constructor(
+    readonly config: DeviceTrainerConfig,
+    readonly task: Task,
+    readonly dataset: Dataset,
+    /** Why stored samples were dropped on open (shape or label kind changed), if they were. */
+    readonly resetReason?: string,
+  ) {}
+
+  static async open(config: DeviceTrainerConfig): Promise<DeviceTrainer> {
+    ModelStore.checkName(config.modelName);
+    const task = config.baseModel
+      ? (config.task ?? 'classification')
+      : config.architecture && ARCHITECTURES[config.architecture];
+    if (!task) throw new Error('choose an architecture, or a base model to fine-tune');
+    if (!(config.minSamples >= 1)) throw new Error('the minimum sample count must be at least 1');
+    const { dataset, reset } = await Dataset.open({
+      dir: config.datasetDir,
+      capacity: config.capacity,
+      policy: config.policy,
+      labelKind: labelKindOf(task),
+      inputShape: config.inputShape,
+      classes: config.classes,
+    });
+    return new DeviceTrainer(config, task, dataset, reset);
+  }
+
+  get training(): boolean {
+    return this.worker !== undefined;
+  }
+
+  /** Stores one sample (rejects bad ones with a DatasetError); resolves once it is on disk. */
+  async addSample(payload: unknown, label?: unknown): Promise<void> {
+    await this.dataset.add(payload, label);
+    this.samplesSinceTraining++;
+  }
+
+  /** Remembers the normalisation statistics in use, saved with the next model. */
+  setNormalisation(stats: unknown): Promise<void> {
+    return this.dataset.setNormalisation(stats);
+  }
+
+  private classWeights(y: Float32Array, classes: string[]): number[] | undefined {
+    const weighting = this.config.classWeights;
+    if (this.task !== 'classification' || !weighting || weighting === 'none') return undefined;
+    if (weighting === 'balanced') return balancedClassWeights(y, classes.length);
+    return classes.map((name) => {
+      const w = weighting[name];
+      if (w === undefined) return 1;
+      if (!(typeof w === 'number' && w > 0))
+        throw new Error(`class weight of "${name}" must be a positive number`);
+      return w;
+    });
+  }
+
+  /**
+   * Trains on the whole dataset in a worker thread and saves the model as a new version.
+   * Rejects with TooFewSamplesError, CancelledError (cancel/close) or the training error; in
+   * every such case nothing is saved and the previous version stays current.
+   */
+  async train(onProgress?: (progress: EpochProgress) => void): Promise<TrainOutcome> {
+    if (this.closed) throw new Error('the trainer is closed');
+    if (this.worker) throw new Error('a training run is already in progress');
+    const started = Date.now();
+    const worker = new TrainingWorker();
+    this.worker = worker;
+    try {
+      const data = await this.dataset.load();
+      if (data.count < this.config.minSamples)
+        throw new TooFewSamplesError(data.count, this.config.minSamples);
+      if (this.task === 'classification' && data.classes.length < 2) {
+        throw new Error(
+          `need samples of at least 2 classes to train a classifier, have ${data.classes.join(', ') || 'none'}`,
+        );
+      }
+      this.samplesSinceTraining = 0;
+      let base: TrainSettings['base'];
+      if (this.config.baseModel) {
+        const stored = await this.config.store.get(this.config.baseModel.name, this.config.baseModel.version);
+        if (!stored) throw new Error(`base model "${this.config.baseModel.name}" is not in the model store`);
+        if (stored.meta.format !== 'tfjs-layers') {
+          throw new Error(
+            `base model "${stored.meta.name}" is ${stored.meta.format}; fine-tuning needs a TF.js layers model`,
+          );
+        }
+        await this.config.store.verify(stored);
+        base = {
+          modelJsonPath: path.join(stored.dir, stored.meta.entry),
+          freeze: this.config.baseModel.freeze,
+        };
+      }
+      const settings: TrainSettings = {
+        ...this.config.training,
+        task: this.task,
+        architecture: this.config.architecture,
+        base,
+        classWeights: data.y ? this.classWeights(data.y, data.classes) : undefined,
+      };
+      const outputSize = this.task === 'classification' ? data.classes.length : data.targetSize;
+      const result = await worker.run(
+        settings,
+        { x: data.x, y: data.y, count: data.count, inputShape: data.inputShape, outputSize },
+        onProgress,
+      );
+      if (this.closed) throw new Error('the trainer was closed before the model was saved');
+      const stored = await this.config.store.save(
+        this.config.modelName,
+        {
+          format: 'tfjs-layers',
+          entry: 'model.json',
+          task: this.task,
+          inputShape: result.inputShape,
+          outputShape: result.outputShape,
+          labels: this.task === 'classification' ? data.classes : undefined,
+          channels: data.channels ?? undefined,
+          normalisation: data.normalisation,
+          metrics: result.metrics,
+          history: result.history,
+          source: 'edge-train',
+          training: {
+            architecture: this.config.architecture ?? null,
+            baseModel: this.config.baseModel ?? null,
+            optimizer: settings.optimizer,
+            learningRate: settings.learningRate,
+            batchSize: settings.batchSize,
+            epochs: settings.epochs,
+            validationSplit: settings.validationSplit,
+            backend: result.backend,
+            epochMs: result.epochMs.map((ms) => Math.round(ms)),
+            stoppedBy: result.stoppedBy,
+          },
+        },
+        async (dir) => {
+          const handler = fileSaveHandler(dir);
+          if (!handler.save) throw new Error('the TF.js file handler cannot save');
+          await handler.save({ ...result.artifacts });
+        },
+      );
+      return {
+        model: stored.meta.name,
+        version: stored.meta.version,
+        metrics: result.metrics,
+        history: result.history,
+        stoppedBy: result.stoppedBy,
+        backend: result.backend,
+        samples: data.count,
+        durationMs: Date.now() - started,
+        stored,
+      };
+    } finally {
+      if (this.worker === worker) this.worker = undefined;
+      await worker.terminate();
+    }
+  }
+
+  /** Stops a running training after its current batch (nothing is saved). */
+  cancel(): boolean {
+    if (!this.worker) return false;
+    this.worker.cancel();
+    return true;
+  }
+
+  exportDataset(): Promise<ExportedDataset> {
+    return this.dataset.export();
+  }
+
+  async clearDataset(): Promise<void> {
+    await this.dataset.clear();
+    this.samplesSinceTraining = 0;
+  }
+
+  /** Ends a running training at once (its worker is terminated) and closes the dataset. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const worker = this.worker;
+    this.worker = undefined;
+    await worker?.terminate();
+    await this.dataset.close();
+  }
+}

@@ -1,0 +1,443 @@
+/**
+ * Gradient kernels for the TF.js wasm backend, composed from kernels it has, so that
+ * convolutional models train on wasm:
+ * - Conv2DBackpropFilter (missing): a Conv2D of the transposed input with dy as the filter;
+ * - Conv2DBackpropInput (present but slow): a Conv2D of the spread, framed dy with the flipped
+ *   filter;
+ * - DepthwiseConv2dNativeBackpropFilter/Input (missing): a per-tap multiply-and-sum, and a
+ *   depthwise convolution of the spread, framed dy with the flipped filter;
+ * - MaxPoolGrad (present but wrong for windows of negative values): the native kernel on a
+ *   shifted input.
+ *
+ * Every kernel works on TensorInfos through the wasm backend's own kernel functions, so nothing
+ * passes through the engine (no tape, no tensor bookkeeping) and intermediates are freed at once.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+
+type Info = tf.TensorInfo;
+type Attrs = Record<string, unknown>;
+type KernelArgs = { inputs: Record<string, Info>; attrs?: Attrs; backend: unknown };
+type RunArgs = { inputs: Record<string, Info> | Info[]; attrs: Attrs; backend: unknown };
+
+interface Backend {
+  disposeData(dataId: object): boolean;
+}
+
+/** Runs wasm kernels by name and frees every intermediate they produced unless kept. */
+class KernelScope {
+  private readonly made: Info[] = [];
+  constructor(private readonly backend: Backend) {}
+
+  run(kernelName: string, inputs: Record<string, Info> | Info[], attrs: Attrs = {}): Info {
+    const kernel = tf.getKernel(kernelName, 'wasm');
+    if (!kernel) throw new Error(`wasm backend has no ${kernelName} kernel`);
+    const out = kernel.kernelFunc({ inputs, attrs, backend: this.backend } as RunArgs as never) as Info;
+    this.made.push(out);
+    return out;
+  }
+
+  reshape(x: Info, shape: number[]): Info {
+    return this.run('Reshape', { x }, { shape });
+  }
+
+  /** Takes ownership of a result produced outside run(). */
+  adopt(info: Info): Info {
+    this.made.push(info);
+    return info;
+  }
+
+  /** Frees all intermediates except `keep` (whose data then belongs to the caller). */
+  finish(keep: Info): Info {
+    for (const info of this.made) if (info !== keep) this.backend.disposeData(info.dataId);
+    return keep;
+  }
+
+  fail(): void {
+    for (const info of this.made) this.backend.disposeData(info.dataId);
+  }
+}
+
+function scoped(backend: unknown, body: (s: KernelScope) => Info): Info {
+  const scope = new KernelScope(backend as Backend);
+  try {
+    return scope.finish(body(scope));
+  } catch (err) {
+    scope.fail();
+    throw err;
+  }
+}
+
+function checkNhwc(kernel: string, dataFormat: unknown): void {
+  if (dataFormat !== undefined && dataFormat !== 'NHWC' && dataFormat !== 'channelsLast') {
+    throw new Error(`${kernel} on wasm supports only NHWC data, got ${String(dataFormat)}`);
+  }
+}
+
+type ConvInfo = ReturnType<typeof tf.backend_util.computeConv2DInfo>;
+
+/** Pads x by the convolution's padding so that every tap reads inside the padded tensor. */
+function padInput(s: KernelScope, x: Info, info: ConvInfo): Info {
+  const { top, bottom, left, right } = info.padInfo;
+  if (top === 0 && bottom === 0 && left === 0 && right === 0) return x;
+  // Bottom/right padding may be negative-free but also larger than needed; that is harmless.
+  return s.run(
+    'PadV2',
+    { x },
+    {
+      paddings: [
+        [0, 0],
+        [Math.max(0, top), Math.max(0, bottom)],
+        [Math.max(0, left), Math.max(0, right)],
+        [0, 0],
+      ],
+      constantValue: 0,
+    },
+  );
+}
+
+/** The input values one filter tap (fh, fw) sees for every output position: [B, OH, OW, C]. */
+function tapSlice(s: KernelScope, padded: Info, info: ConvInfo, fh: number, fw: number): Info {
+  const { outHeight, outWidth, strideHeight, strideWidth, dilationHeight, dilationWidth } = info;
+  const [batch, , , channels] = padded.shape;
+  const top = fh * dilationHeight;
+  const left = fw * dilationWidth;
+  const begin = [0, top, left, 0];
+  if (strideHeight === 1 && strideWidth === 1) {
+    return s.run('Slice', { x: padded }, { begin, size: [batch, outHeight, outWidth, channels] });
+  }
+  return s.run(
+    'StridedSlice',
+    { x: padded },
+    {
+      begin,
+      end: [
+        batch,
+        top + (outHeight - 1) * strideHeight + 1,
+        left + (outWidth - 1) * strideWidth + 1,
+        channels,
+      ],
+      strides: [1, strideHeight, strideWidth, 1],
+      beginMask: 0,
+      endMask: 0,
+      ellipsisMask: 0,
+      newAxisMask: 0,
+      shrinkAxisMask: 0,
+    },
+  );
+}
+
+/**
+ * Puts stride-1 zeros between the rows and columns of t ([B, H, W, C] -> [B, (H-1)*sh+1,
+ * (W-1)*sw+1, C]): where each output position of a strided window reads from.
+ */
+function spreadByStride(s: KernelScope, t: Info, strideHeight: number, strideWidth: number): Info {
+  if (strideHeight === 1 && strideWidth === 1) return t;
+  const [batch, height, width, channels] = t.shape;
+  const six = s.reshape(t, [batch, height, 1, width, 1, channels]);
+  const holes = s.run(
+    'PadV2',
+    { x: six },
+    {
+      paddings: [
+        [0, 0],
+        [0, 0],
+        [0, strideHeight - 1],
+        [0, 0],
+        [0, strideWidth - 1],
+        [0, 0],
+      ],
+      constantValue: 0,
+    },
+  );
+  const flat = s.reshape(holes, [batch, height * strideHeight, width * strideWidth, channels]);
+  return s.run(
+    'Slice',
+    { x: flat },
+    {
+      begin: [0, 0, 0, 0],
+      size: [batch, (height - 1) * strideHeight + 1, (width - 1) * strideWidth + 1, channels],
+    },
+  );
+}
+
+/**
+ * dW[i, j, c, k] = sum over b, y, x of input[b, y*s + i, x*s + j, c] * dy[b, y, x, k]: a
+ * convolution of the input (channels as batch, batch as channels) with dy as the filter, dilated
+ * by the stride. It runs on the backend's fast Conv2D; the output is cropped to the filter size.
+ */
+function conv2DBackpropFilter({ inputs, attrs, backend }: KernelArgs): Info {
+  const { x, dy } = inputs;
+  const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as {
+    strides: [number, number] | number;
+    pad: 'same' | 'valid' | number;
+    dataFormat?: string;
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+    filterShape: [number, number, number, number];
+  };
+  checkNhwc('Conv2DBackpropFilter', dataFormat);
+  const info = tf.backend_util.computeConv2DInfo(
+    x.shape as [number, number, number, number],
+    filterShape,
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+  );
+  const [fh, fw, inChannels, outChannels] = filterShape;
+  return scoped(backend, (s) => {
+    const padded = padInput(s, x, info);
+    const channelsFirst = s.run('Transpose', { x: padded }, { perm: [3, 1, 2, 0] });
+    const dyAsFilter = s.run('Transpose', { x: dy }, { perm: [1, 2, 0, 3] });
+    const conv = s.run(
+      'Conv2D',
+      { x: channelsFirst, filter: dyAsFilter },
+      {
+        strides: [1, 1],
+        pad: 'valid',
+        dilations: [info.strideHeight, info.strideWidth],
+        dataFormat: 'NHWC',
+      },
+    );
+    const cropped =
+      conv.shape[1] === fh && conv.shape[2] === fw
+        ? conv
+        : s.run('Slice', { x: conv }, { begin: [0, 0, 0, 0], size: [inChannels, fh, fw, outChannels] });
+    return s.run('Transpose', { x: cropped }, { perm: [1, 2, 0, 3] });
+  });
+}
+
+/**
+ * Pads (or crops) dy, already spread by the stride, so that a valid stride-1 correlation with a
+ * filter of span (taps-1)*dilation yields exactly the input's height and width:
+ * dx[i] = sum over k of spread[i + padBefore - k*dilation] * w[k].
+ */
+function frameForInputGradient(s: KernelScope, spread: Info, info: ConvInfo, fh: number, fw: number): Info {
+  const [batch, spreadHeight, spreadWidth, channels] = spread.shape;
+  const spanH = (fh - 1) * info.dilationHeight;
+  const spanW = (fw - 1) * info.dilationWidth;
+  const before = [spanH - info.padInfo.top, spanW - info.padInfo.left];
+  const after = [
+    info.inHeight + spanH - before[0] - spreadHeight,
+    info.inWidth + spanW - before[1] - spreadWidth,
+  ];
+  let framed = spread;
+  if (before.some((p) => p > 0) || after.some((p) => p > 0)) {
+    framed = s.run(
+      'PadV2',
+      { x: spread },
+      {
+        paddings: [
+          [0, 0],
+          [Math.max(0, before[0]), Math.max(0, after[0])],
+          [Math.max(0, before[1]), Math.max(0, after[1])],
+          [0, 0],
+        ],
+        constantValue: 0,
+      },
+    );
+  }
+  if (before.some((p) => p < 0) || after.some((p) => p < 0)) {
+    framed = s.run(
+      'Slice',
+      { x: framed },
+      {
+        begin: [0, Math.max(0, -before[0]), Math.max(0, -before[1]), 0],
+        size: [batch, info.inHeight + spanH, info.inWidth + spanW, channels],
+      },
+    );
+  }
+  return framed;
+}
+
+/**
+ * dx as a stride-1 convolution of the stride-spread, framed dy with the filter turned by 180
+ * degrees and its in/out channels swapped (the wasm backend's own kernel is several times slower).
+ */
+function conv2DBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
+  const { dy, filter } = inputs;
+  const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs as {
+    strides: [number, number] | number;
+    pad: 'same' | 'valid' | number;
+    dataFormat?: string;
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+    inputShape: [number, number, number, number];
+  };
+  checkNhwc('Conv2DBackpropInput', dataFormat);
+  const [fh, fw] = filter.shape;
+  const info = tf.backend_util.computeConv2DInfo(
+    inputShape,
+    filter.shape as [number, number, number, number],
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+  );
+  return scoped(backend, (s) => {
+    const spread = spreadByStride(s, dy, info.strideHeight, info.strideWidth);
+    const framed = frameForInputGradient(s, spread, info, fh, fw);
+    const flipped = s.run('Reverse', { x: filter }, { dims: [0, 1] });
+    const swapped = s.run('Transpose', { x: flipped }, { perm: [0, 1, 3, 2] });
+    return s.run(
+      'Conv2D',
+      { x: framed, filter: swapped },
+      { strides: [1, 1], pad: 'valid', dilations: [1, 1], dataFormat: 'NHWC' },
+    );
+  });
+}
+
+function depthwiseBackpropFilter({ inputs, attrs, backend }: KernelArgs): Info {
+  const { x, dy } = inputs;
+  const { strides, pad, dilations, dimRoundingMode, filterShape } = attrs as {
+    strides: [number, number] | number;
+    pad: 'same' | 'valid' | number;
+    dilations?: [number, number] | number;
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+    filterShape: [number, number, number, number];
+  };
+  const info = tf.backend_util.computeConv2DInfo(
+    x.shape as [number, number, number, number],
+    filterShape,
+    strides,
+    dilations ?? 1,
+    pad,
+    dimRoundingMode,
+    true,
+  );
+  const [fh, fw, inChannels, multiplier] = filterShape;
+  const rows = info.batchSize * info.outHeight * info.outWidth;
+  return scoped(backend, (s) => {
+    const padded = padInput(s, x, info);
+    const grads = s.reshape(dy, [rows, inChannels, multiplier]);
+    const perTap: Info[] = [];
+    for (let i = 0; i < fh; i++) {
+      for (let j = 0; j < fw; j++) {
+        const seen = s.reshape(tapSlice(s, padded, info, i, j), [rows, inChannels, 1]);
+        const product = s.run('Multiply', { a: seen, b: grads });
+        perTap.push(s.run('Sum', { x: product }, { axis: [0], keepDims: true }));
+      }
+    }
+    const stacked = perTap.length === 1 ? perTap[0] : s.run('Concat', perTap, { axis: 0 });
+    return s.reshape(stacked, filterShape);
+  });
+}
+
+function depthwiseBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
+  const { dy, filter } = inputs;
+  const { strides, pad, dilations, dimRoundingMode, inputShape } = attrs as {
+    strides: [number, number] | number;
+    pad: 'same' | 'valid' | number;
+    dilations?: [number, number] | number;
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+    inputShape: [number, number, number, number];
+  };
+  const [fh, fw, inChannels, multiplier] = filter.shape;
+  const info = tf.backend_util.computeConv2DInfo(
+    inputShape,
+    filter.shape as [number, number, number, number],
+    strides,
+    dilations ?? 1,
+    pad,
+    dimRoundingMode,
+    true,
+  );
+  const { batchSize, inHeight, inWidth, strideHeight, strideWidth, dilationHeight, dilationWidth } = info;
+  const channels = inChannels * multiplier;
+  return scoped(backend, (s) => {
+    const spread = spreadByStride(s, dy, strideHeight, strideWidth);
+    const framed = frameForInputGradient(s, spread, info, fh, fw);
+    const flipped = s.run('Reverse', { x: filter }, { dims: [0, 1] });
+    const perChannel = s.reshape(flipped, [fh, fw, channels, 1]);
+    const conv = s.run(
+      'DepthwiseConv2dNative',
+      { x: framed, filter: perChannel },
+      { strides: [1, 1], pad: 'valid', dilations: [dilationHeight, dilationWidth] },
+    );
+    if (multiplier === 1) return conv;
+    const split = s.reshape(conv, [batchSize, inHeight, inWidth, inChannels, multiplier]);
+    return s.run('Sum', { x: split }, { axis: [4], keepDims: false });
+  });
+}
+
+/**
+ * The wasm backend's MaxPoolGrad starts each window's running maximum at 0, so a window of
+ * negative values sends its gradient to the wrong place. Which position holds a window's maximum
+ * does not change when a constant is added, so the input is shifted to be positive first.
+ */
+function shiftedMaxPoolGrad(original: tf.KernelFunc): (args: KernelArgs) => Info {
+  return ({ inputs, attrs, backend }) => {
+    const { dy, input, output } = inputs;
+    return scoped(backend, (s) => {
+      const all = Array.from({ length: input.shape.length }, (_, i) => i);
+      const low = s.run('Min', { x: input }, { axis: all, keepDims: false });
+      const one = s.run('OnesLike', { x: low });
+      const offset = s.run('Sub', { a: one, b: low });
+      const positive = s.run('Add', { a: input, b: offset });
+      const shiftedOutput = s.run('Add', { a: output, b: offset });
+      return s.adopt(
+        original({ inputs: { dy, input: positive, output: shiftedOutput }, attrs, backend } as never) as Info,
+      );
+    });
+  };
+}
+
+/** True when the wasm backend's own MaxPoolGrad routes a negative window's gradient wrongly. */
+function wasmMaxPoolGradIsWrong(): boolean {
+  return tf.tidy(() => {
+    const grad = tf.grad((x: tf.Tensor) => tf.sum(tf.maxPool(x as tf.Tensor4D, 2, 2, 'valid')));
+    const dx = grad(tf.tensor4d([-4, -3, -2, -1], [1, 2, 2, 1]));
+    return dx.dataSync()[3] !== 1;
+  });
+}
+
+/** Kernels the wasm backend lacks. */
+const MISSING: Array<[string, (args: KernelArgs) => Info]> = [
+  ['Conv2DBackpropFilter', conv2DBackpropFilter],
+  ['DepthwiseConv2dNativeBackpropFilter', depthwiseBackpropFilter],
+  ['DepthwiseConv2dNativeBackpropInput', depthwiseBackpropInput],
+];
+
+function register(kernelName: string, kernelFunc: (args: KernelArgs) => Info): void {
+  tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc: kernelFunc as unknown as tf.KernelFunc });
+}
+
+function replace(kernelName: string, kernelFunc: (args: KernelArgs) => Info): void {
+  if (tf.getKernel(kernelName, 'wasm')) tf.unregisterKernel(kernelName, 'wasm');
+  register(kernelName, kernelFunc);
+}
+
+let replacedSlowOrWrong = false;
+
+/**
+ * Makes the wasm backend train convolutional and pooling models: registers the gradient
+ * kernels it lacks, replaces its slow Conv2DBackpropInput by a Conv2D-based one, and corrects
+ * its MaxPoolGrad while that one is wrong. Call once wasm is active; calling again is harmless.
+ * Returns the kernel names registered or replaced now.
+ */
+export function registerWasmGradients(): string[] {
+  const changed: string[] = [];
+  for (const [kernelName, kernelFunc] of MISSING) {
+    if (tf.getKernel(kernelName, 'wasm')) continue;
+    register(kernelName, kernelFunc);
+    changed.push(kernelName);
+  }
+  if (!replacedSlowOrWrong && tf.getBackend() === 'wasm') {
+    replacedSlowOrWrong = true;
+    replace('Conv2DBackpropInput', conv2DBackpropInput);
+    changed.push('Conv2DBackpropInput');
+    const nativeMaxPoolGrad = tf.getKernel('MaxPoolGrad', 'wasm');
+    if (nativeMaxPoolGrad && wasmMaxPoolGradIsWrong()) {
+      replace('MaxPoolGrad', shiftedMaxPoolGrad(nativeMaxPoolGrad.kernelFunc));
+      changed.push('MaxPoolGrad');
+    }
+  }
+  return changed;
+}
+
+/** Kernel names the wasm backend still lacks that the cpu backend has (for diagnostics). */
+export function missingWasmKernels(): string[] {
+  const wasm = new Set(tf.getKernelsForBackend('wasm').map((k) => k.kernelName));
+  return tf
+    .getKernelsForBackend('cpu')
+    .map((k) => k.kernelName)
+    .filter((name) => !wasm.has(name));
+}

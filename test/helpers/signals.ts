@@ -1,0 +1,62 @@
+/**
+ * Seeded synthetic sensor signals with injected faults (spike, drift, stuck value, vibration
+ * growth) for detector tests: a small stand-in with the same fault shapes the device
+ * simulators produce, so the detector tests do not depend on them.
+ */
+
+/** mulberry32: a small deterministic PRNG in [0, 1). */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Standard normal samples (Box-Muller) from a uniform generator. */
+export function gaussian(rand: () => number): () => number {
+  return () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+}
+
+export type Fault = 'none' | 'spike' | 'drift' | 'stuck' | 'vibration';
+
+export const CHANNELS = ['temperature', 'humidity', 'vibration'];
+
+/**
+ * A machine room sensor at 1 sample/s: temperature wandering slowly around 21 °C, humidity
+ * around 45 %, and a raw vibration signal (a 7-sample tone plus noise). The fault starts at
+ * sample `onset` (`wander` false keeps the temperature level fixed): spike (one temperature sample +3 °C), drift (humidity rising 0.02 %/sample),
+ * stuck (humidity frozen), vibration (amplitude growing 1 %/sample).
+ */
+export function sensorSignal(
+  n: number,
+  fault: Fault,
+  onset: number,
+  seed: number,
+  wander = true,
+): Record<string, number>[] {
+  const g = gaussian(prng(seed));
+  const out: Record<string, number>[] = [];
+  let level = 0;
+  let frozen = NaN;
+  for (let t = 0; t < n; t++) {
+    level = 0.995 * level + 0.02 * g();
+    let temperature = 21 + (wander ? level : 0) + 0.1 * g();
+    let humidity = 45 + 0.3 * g();
+    let amplitude = 1;
+    const after = t >= onset;
+    if (after && fault === 'spike' && t === onset) temperature += 3;
+    if (after && fault === 'drift') humidity += 0.02 * (t - onset);
+    if (after && fault === 'stuck') {
+      if (Number.isNaN(frozen)) frozen = humidity;
+      humidity = frozen;
+    }
+    if (after && fault === 'vibration') amplitude += 0.01 * (t - onset);
+    const vibration = amplitude * (Math.sin((2 * Math.PI * t) / 7) + 0.3 * g());
+    out.push({ temperature, humidity, vibration });
+  }
+  return out;
+}

@@ -1,0 +1,172 @@
+import assert from 'node:assert/strict';
+import { tf, useBackend } from '../../lib/models/tfjs';
+import { registerWasmGradients } from '../../lib/train/wasm-gradients';
+
+type Grads = Float32Array[];
+
+/** Deterministic pseudo-random values so both backends see identical inputs. */
+function values(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed;
+  for (let i = 0; i < n; i++) {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    out[i] = s / 2 ** 32 - 0.5;
+  }
+  return out;
+}
+
+async function gradsOn(
+  backend: 'wasm' | 'cpu',
+  build: () => tf.Tensor[],
+  f: (...t: tf.Tensor[]) => tf.Tensor,
+) {
+  await useBackend([backend]);
+  const inputs = build();
+  const before = tf.memory().numTensors;
+  const grads = tf.grads((...t: tf.Tensor[]) => tf.sum(tf.square(f(...t))))(inputs);
+  const out: Grads = [];
+  for (const g of grads) out.push((await g.data()) as Float32Array);
+  tf.dispose(grads);
+  assert.equal(tf.memory().numTensors, before, `${backend}: gradient leaked tensors`);
+  tf.dispose(inputs);
+  return out;
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+function maxAbs(a: Float32Array): number {
+  let m = 0;
+  for (const v of a) m = Math.max(m, Math.abs(v));
+  return m;
+}
+
+async function compare(
+  name: string,
+  build: () => tf.Tensor[],
+  f: (...t: tf.Tensor[]) => tf.Tensor,
+): Promise<void> {
+  const cpu = await gradsOn('cpu', build, f);
+  const wasm = await gradsOn('wasm', build, f);
+  cpu.forEach((expected, i) => {
+    const diff = maxAbsDiff(wasm[i], expected);
+    const scale = Math.max(1, maxAbs(expected));
+    assert.ok(diff <= 1e-4 * scale, `${name} gradient ${i}: max abs diff ${diff} (scale ${scale})`);
+  });
+}
+
+describe('wasm gradient kernels vs cpu', () => {
+  let previous: string;
+  before(async () => {
+    previous = tf.getBackend();
+    await useBackend(['wasm']);
+    registerWasmGradients();
+  });
+  after(async () => {
+    if (previous) await tf.setBackend(previous);
+  });
+
+  it('registers only kernels the wasm backend lacks, and is idempotent', () => {
+    assert.ok(tf.getKernel('Conv2DBackpropFilter', 'wasm'));
+    assert.ok(tf.getKernel('DepthwiseConv2dNativeBackpropFilter', 'wasm'));
+    assert.ok(tf.getKernel('DepthwiseConv2dNativeBackpropInput', 'wasm'));
+    assert.deepEqual(registerWasmGradients(), []);
+  });
+
+  const convCases: Array<{ x: number[]; f: number[]; strides: number; pad: 'same' | 'valid' }> = [
+    { x: [2, 9, 9, 3], f: [3, 3, 3, 4], strides: 1, pad: 'valid' },
+    { x: [2, 9, 8, 3], f: [3, 3, 3, 4], strides: 1, pad: 'same' },
+    { x: [2, 10, 9, 2], f: [3, 2, 2, 5], strides: 2, pad: 'same' },
+    { x: [1, 11, 11, 4], f: [5, 5, 4, 3], strides: 3, pad: 'valid' },
+    { x: [3, 7, 7, 1], f: [1, 1, 1, 6], strides: 1, pad: 'valid' },
+  ];
+  for (const c of convCases) {
+    it(`conv2d x${c.x} filter ${c.f} stride ${c.strides} ${c.pad}: dx and dfilter match cpu`, async () => {
+      await compare(
+        'conv2d',
+        () => [
+          tf.tensor(
+            values(
+              c.x.reduce((a, b) => a * b),
+              1,
+            ),
+            c.x,
+          ),
+          tf.tensor(
+            values(
+              c.f.reduce((a, b) => a * b),
+              2,
+            ),
+            c.f,
+          ),
+        ],
+        (x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, c.strides, c.pad),
+      );
+    });
+  }
+
+  it('conv1d (as layers builds it) matches cpu', async () => {
+    await compare(
+      'conv1d',
+      () => [tf.tensor(values(2 * 20 * 3, 3), [2, 20, 3]), tf.tensor(values(5 * 3 * 4, 4), [5, 3, 4])],
+      (x, w) => tf.conv1d(x as tf.Tensor3D, w as tf.Tensor3D, 2, 'same'),
+    );
+  });
+
+  const depthwiseCases: Array<{ x: number[]; f: number[]; strides: number; pad: 'same' | 'valid' }> = [
+    { x: [2, 8, 8, 3], f: [3, 3, 3, 1], strides: 1, pad: 'same' },
+    { x: [2, 9, 7, 2], f: [3, 3, 2, 2], strides: 1, pad: 'valid' },
+    { x: [2, 9, 10, 3], f: [3, 3, 3, 2], strides: 2, pad: 'same' },
+    { x: [1, 12, 12, 2], f: [4, 4, 2, 1], strides: 3, pad: 'valid' },
+  ];
+  for (const c of depthwiseCases) {
+    it(`depthwise x${c.x} filter ${c.f} stride ${c.strides} ${c.pad}: dx and dfilter match cpu`, async () => {
+      await compare(
+        'depthwise',
+        () => [
+          tf.tensor(
+            values(
+              c.x.reduce((a, b) => a * b),
+              5,
+            ),
+            c.x,
+          ),
+          tf.tensor(
+            values(
+              c.f.reduce((a, b) => a * b),
+              6,
+            ),
+            c.f,
+          ),
+        ],
+        (x, w) => tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, c.strides, c.pad),
+      );
+    });
+  }
+
+  const poolCases: Array<{ x: number[]; size: number; strides: number; pad: 'same' | 'valid' }> = [
+    { x: [2, 8, 8, 3], size: 2, strides: 2, pad: 'valid' },
+    { x: [2, 7, 9, 2], size: 2, strides: 2, pad: 'same' },
+    { x: [1, 9, 9, 2], size: 3, strides: 1, pad: 'same' },
+    { x: [2, 10, 10, 1], size: 3, strides: 2, pad: 'valid' },
+  ];
+  for (const c of poolCases) {
+    it(`max and average pooling ${c.size}x${c.size} stride ${c.strides} ${c.pad} on signed inputs match cpu`, async () => {
+      const n = c.x.reduce((a, b) => a * b);
+      await compare(
+        'maxPool',
+        () => [tf.tensor(values(n, 7), c.x)],
+        (x) => tf.maxPool(x as tf.Tensor4D, c.size, c.strides, c.pad),
+      );
+      await compare(
+        'avgPool',
+        () => [tf.tensor(values(n, 9), c.x)],
+        (x) => tf.avgPool(x as tf.Tensor4D, c.size, c.strides, c.pad),
+      );
+    });
+  }
+});
