@@ -1,0 +1,236 @@
+import assert from 'node:assert/strict';
+import { promises as fs, readFileSync, readdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { helper, nodeModule, type FlowNode } from '../helpers/red';
+
+/** The package root (this file runs from dist/test/nodes/). */
+const ROOT = path.resolve(__dirname, '..', '..', '..');
+const EXAMPLES = path.join(ROOT, 'examples');
+const exampleFiles = readdirSync(EXAMPLES)
+  .filter((f) => f.endsWith('.json'))
+  .sort();
+
+const PACKAGE_TYPES = [
+  'edge-sensor',
+  'edge-normalise',
+  'edge-model',
+  'edge-infer',
+  'edge-model-loader',
+  'edge-train',
+  'edge-anomaly',
+];
+
+/** Core node types the examples may use, and the core module that registers each. */
+const CORE_MODULES: Record<string, string> = {
+  tab: '',
+  comment: 'common/90-comment.js',
+  inject: 'common/20-inject.js',
+  debug: 'common/21-debug.js',
+  catch: 'common/25-catch.js',
+  status: 'common/25-status.js',
+  'link in': 'common/60-link.js',
+  'link out': 'common/60-link.js',
+  junction: 'common/05-junction.js',
+  function: 'function/10-function.js',
+  switch: 'function/10-switch.js',
+  change: 'function/15-change.js',
+  template: 'function/80-template.js',
+  delay: 'function/89-delay.js',
+  trigger: 'function/89-trigger.js',
+  rbe: 'function/rbe.js',
+  'mqtt out': 'network/10-mqtt.js',
+  'mqtt-broker': 'network/10-mqtt.js',
+};
+
+/** Dashboard nodes: configuration nodes are dropped, widgets become helper nodes in the runtime tests. */
+const DASHBOARD_CONFIG = ['ui-base', 'ui-page', 'ui-group', 'ui-theme'];
+const isDashboard = (type: string) => type.startsWith('ui-');
+
+function readExample(file: string): FlowNode[] {
+  return JSON.parse(readFileSync(path.join(EXAMPLES, file), 'utf8')) as FlowNode[];
+}
+
+type Msg = Record<string, unknown>;
+
+/**
+ * Loads an example into the test runtime: dashboard widgets become helper nodes with the same id
+ * (so what the dashboard would show can be observed), `patch` shortens timings, and every node in
+ * `probes` gets a helper node wired to its output (probe id = `probe:<node id>:<output>`).
+ */
+async function loadExample(
+  file: string,
+  patch: (byId: Map<string, FlowNode>) => void,
+  probes: Array<[string, number]> = [],
+): Promise<void> {
+  const flow = readExample(file).filter((n) => !DASHBOARD_CONFIG.includes(n.type));
+  const converted = flow.map((n) =>
+    isDashboard(n.type) ? ({ id: n.id, z: n.z, type: 'helper', wires: [] } as FlowNode) : n,
+  );
+  const byId = new Map(converted.map((n) => [n.id, n]));
+  patch(byId);
+  for (const [id, output] of probes) {
+    const node = byId.get(id);
+    assert.ok(node, `no node ${id} in ${file}`);
+    const probeId = `probe:${id}:${output}`;
+    const wires = node.wires as string[][];
+    while (wires.length <= output) wires.push([]);
+    wires[output].push(probeId);
+    converted.push({ id: probeId, z: node.z, type: 'helper', wires: [] } as FlowNode);
+  }
+  const modules = new Set<unknown>();
+  for (const n of converted) {
+    if (PACKAGE_TYPES.includes(n.type)) modules.add(nodeModule(n.type));
+    else if (CORE_MODULES[n.type])
+      modules.add(require(path.join(ROOT, 'node_modules/@node-red/nodes/core', CORE_MODULES[n.type])));
+  }
+  await helper.load([...modules], converted);
+}
+
+/** Collects what a node receives until `done(messages)` says enough, or fails after `ms`. */
+function until(id: string, done: (got: Msg[]) => boolean, ms: number): Promise<Msg[]> {
+  const node = helper.getNode(id);
+  assert.ok(node, `no node ${id} in the loaded flow`);
+  return new Promise((resolve, reject) => {
+    const got: Msg[] = [];
+    const timer = setTimeout(() => {
+      const last = got.length ? JSON.stringify(got[got.length - 1].payload).slice(0, 300) : 'none';
+      reject(new Error(`${id}: condition not met after ${ms} ms (${got.length} messages, last payload ${last})`));
+    }, ms);
+    node.on('input', (msg: Msg) => {
+      got.push(msg);
+      if (done(got)) {
+        clearTimeout(timer);
+        resolve(got);
+      }
+    });
+  });
+}
+
+function set(byId: Map<string, FlowNode>, id: string, values: Record<string, unknown>): void {
+  const node = byId.get(id);
+  assert.ok(node, `no node ${id}`);
+  Object.assign(node, values);
+}
+
+describe('example flows', function () {
+  it('there are the five documented examples', () => {
+    for (const prefix of ['01 - ', '02 - ', '03 - ', '04 - ', '05 - ']) {
+      assert.ok(
+        exampleFiles.some((f) => f.startsWith(prefix)),
+        `no example ${prefix}*.json in ${exampleFiles.join(', ')}`,
+      );
+    }
+  });
+
+  it('every node is a package, core or dashboard node, wired to nodes that exist', () => {
+    for (const file of exampleFiles) {
+      const flow = readExample(file);
+      const ids = new Set(flow.map((n) => n.id));
+      assert.equal(ids.size, flow.length, `${file}: duplicate node ids`);
+      for (const n of flow) {
+        const known = PACKAGE_TYPES.includes(n.type) || n.type in CORE_MODULES || isDashboard(n.type);
+        assert.ok(known, `${file}: unknown node type ${n.type} (${n.id})`);
+        if (n.z !== undefined) assert.ok(ids.has(n.z as string), `${file}: ${n.id} is on a missing tab`);
+        for (const out of (n.wires as string[][] | undefined) ?? []) {
+          for (const target of out) assert.ok(ids.has(target), `${file}: ${n.id} is wired to missing ${target}`);
+        }
+      }
+    }
+  });
+
+  it('every example is documented with comment nodes', () => {
+    for (const file of exampleFiles) {
+      const comments = readExample(file).filter((n) => n.type === 'comment');
+      assert.ok(comments.length >= 1, `${file} has no comment node`);
+    }
+  });
+
+  it('the demo flow that npm start deploys exists and has a dashboard', () => {
+    const script = readFileSync(path.join(ROOT, 'scripts', 'start-demo.mjs'), 'utf8');
+    const name = /'examples',\s*'([^']+\.json)'/.exec(script)?.[1];
+    assert.ok(name, 'start-demo.mjs names no examples/*.json');
+    assert.ok(exampleFiles.includes(name), `${name} is not in examples/`);
+    const types = readExample(name).map((n) => n.type);
+    for (const type of ['ui-base', 'ui-page', 'ui-group', 'ui-chart', 'edge-sensor', 'edge-anomaly', 'debug']) {
+      assert.ok(types.includes(type), `the demo has no ${type} node`);
+    }
+  });
+});
+
+describe('example flows in a Node-RED runtime', function () {
+  this.timeout(60000);
+  let userDir: string;
+  let settings: Record<string, unknown>;
+  let previousUserDir: unknown;
+
+  beforeEach(async () => {
+    userDir = await fs.mkdtemp(path.join(os.tmpdir(), 'edge-examples-'));
+    settings = helper.settings();
+    previousUserDir = settings.userDir;
+    settings.userDir = userDir;
+  });
+  afterEach(async () => {
+    await helper.unload();
+    if (previousUserDir === undefined) delete settings.userDir;
+    else settings.userDir = previousUserDir;
+    await fs.rm(userDir, { recursive: true, force: true });
+  });
+
+  it('02 predictive maintenance: charts the signal, learns, scores and alerts on bearing wear', async () => {
+    await loadExample('02 - Predictive maintenance dashboard.json', (byId) => {
+      // 50 readings/s, a short learning period, and fast bearing wear once learning is over.
+      set(byId, 'pm.sensor', { interval: '20', simFaultAfter: '8', simFaultAmount: '6' });
+      set(byId, 'pm.norm', { learnCount: 40 });
+      set(byId, 'pm.anomaly', { learning: 200, learningUnit: 'samples', epochs: 5 });
+    });
+    const signal = until('pm.chartSignal', (got) => got.length >= 9, 5000);
+    const scores = until(
+      'pm.chartScore',
+      (got) => got.some((m) => m.topic === 'anomaly score' && (m.payload as number) > 0.5),
+      40000,
+    );
+        const alert = until('pm.notify', (got) => got.length >= 1, 40000);
+    const status = until('pm.text', (got) => got.some((m) => /^Normal/.test(String(m.payload))), 40000);
+
+    const points = await signal;
+    assert.deepEqual(new Set(points.map((m) => m.topic)).size, 3, 'three signal series');
+    for (const m of points) assert.ok(Number.isFinite(m.payload), `signal point ${String(m.payload)}`);
+
+    const normal = await status;
+    assert.ok(normal.some((m) => /^Learning/.test(String(m.payload))), 'the status shows the learning period');
+
+    const scored = await scores;
+    for (const m of scored.filter((s) => s.topic === 'anomaly score')) {
+      const score = m.payload as number;
+      assert.ok(score >= 0 && score <= 1, `score ${score} in [0, 1]`);
+    }
+    assert.ok(
+      scored.filter((s) => s.topic === 'anomaly score').some((m) => (m.payload as number) < 0.5),
+      'healthy running scores low before the wear',
+    );
+    const [notification] = await alert;
+    assert.match(String(notification.payload), /Bearing wear detected/);
+  });
+
+  it('05 train a classifier: progress after every epoch, then the trained model', async () => {
+    await loadExample(
+      '05 - Train a classifier on the device.json',
+      (byId) => {
+        set(byId, 'e5inject', { repeat: '0.01', onceDelay: '0.1' });
+        set(byId, 'e5train', { everySamples: 60, minSamples: 60, epochs: 2, capacity: 200 });
+      },
+      [['e5train', 0]],
+    );
+    const got = await until('probe:e5train:0', (msgs) => msgs.some((m) => m.topic === 'trained'), 40000);
+    const progress = got.filter((m) => m.topic === 'progress').map((m) => m.payload as Msg);
+    assert.ok(progress.length >= 1, 'progress messages');
+    for (const p of progress) {
+      assert.equal(p.epochs, 2);
+      assert.ok(Number.isFinite(p.loss), `loss ${String(p.loss)}`);
+    }
+    const trained = got.find((m) => m.topic === 'trained')!.payload as Msg;
+    assert.equal(trained.model, 'vibration-cnn');
+    assert.equal(trained.version, 1);
+  });
+});
