@@ -213,6 +213,27 @@ describe('example flows in a Node-RED runtime', function () {
     assert.match(String(notification.payload), /Bearing wear detected/);
   });
 
+  it('04 CSV replay: the shipped recording replays through normalise and anomaly and finds the wear', async () => {
+    await loadExample(
+      '04 - CSV replay.json',
+      (byId) => set(byId, 'csv.sensor', { interval: '2' }),
+      [['csv.anomaly', 0]],
+    );
+    // 1200 rows: 200 learn the scale, 250 learn normal running, wear from row 600.
+    const got = await until('probe:csv.anomaly:0', (msgs) => msgs.length >= 1000, 30000);
+    const results = got.map((m) => m.payload as { score: number; isAnomaly: boolean; learning: boolean });
+    for (const r of results) assert.ok(r.score >= 0 && r.score <= 1, `score ${r.score}`);
+    assert.ok(results[0].learning && !results[300].learning, 'learns, then scores');
+    assert.ok(got.every((m) => typeof m.recordedAt === 'number'), 'rows keep their recorded time');
+    const healthy = results.slice(260, 390);
+    const worn = results.slice(900, 1000);
+    assert.ok(
+      healthy.filter((r) => r.isAnomaly).length < healthy.length * 0.1,
+      'healthy rows are mostly judged normal',
+    );
+    assert.ok(worn.filter((r) => r.isAnomaly).length > worn.length * 0.8, 'worn rows are judged anomalous');
+  });
+
   it('05 train a classifier: progress after every epoch, then the trained model', async () => {
     await loadExample(
       '05 - Train a classifier on the device.json',
