@@ -177,6 +177,49 @@ describe('example flows in a Node-RED runtime', function () {
     await fs.rm(userDir, { recursive: true, force: true });
   });
 
+  it('01 smart home: anomaly notification and action, comfort model trained and classifying', async () => {
+    await loadExample(
+      '01 - Smart home comfort and alerts.json',
+      (byId) => {
+        // 50 readings/s, spikes from the start, a short learning period, fewer epochs.
+        set(byId, 'sh.sensor', { interval: '20', simFaultAfter: '0', simFaultProbability: '0.3' });
+        set(byId, 'sh.anomaly', { learning: 60 });
+        set(byId, 'sh.drift', { onceDelay: '3' });
+        set(byId, 'sh.makeData', { onceDelay: '0.1' });
+        set(byId, 'sh.train', { epochs: 10 });
+      },
+      [
+        ['sh.anomaly', 0],
+        ['sh.notify', 0],
+        ['sh.notify', 1],
+      ],
+    );
+    const results = until('probe:sh.anomaly:0', (got) => got.length >= 100, 30000);
+    const notification = until('probe:sh.notify:0', (got) => got.length >= 1, 30000);
+    const gpio = until('probe:sh.notify:1', (got) => got.length >= 1, 30000);
+    const trained = until('sh.debugTrain', (got) => got.some((m) => m.topic === 'trained'), 30000);
+    const comfort = until('sh.debugComfort', (got) => got.length >= 3, 40000);
+
+    for (const m of await results) {
+      const r = m.payload as Msg;
+      assert.deepEqual(Object.keys(r).sort(), ['isAnomaly', 'learning', 'score', 'threshold']);
+      assert.ok((r.score as number) >= 0 && (r.score as number) <= 1);
+    }
+    const [note] = await notification;
+    assert.equal(note.topic, 'home/livingroom/alert');
+    assert.match(String(note.payload), /^Living room: unusual/);
+    assert.equal((await gpio)[0].payload, 1);
+    const done = (await trained).find((m) => m.topic === 'trained')!.payload as Msg;
+    assert.equal(done.model, 'comfort');
+    for (const m of await comfort) {
+      const r = m.comfort as { label: string; confidence: number; probabilities: number[] };
+      assert.ok(['cold', 'comfortable', 'warm', 'humid'].includes(r.label), r.label);
+      assert.equal(r.probabilities.length, 4);
+      assert.match(String(m.payload), /^Room is /);
+      assert.equal((m.inference as Msg).model, 'comfort');
+    }
+  });
+
   it('02 predictive maintenance: charts the signal, learns, scores and alerts on bearing wear', async () => {
     await loadExample('02 - Predictive maintenance dashboard.json', (byId) => {
       // 50 readings/s, a short learning period, and fast bearing wear once learning is over.
