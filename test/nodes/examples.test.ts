@@ -256,6 +256,34 @@ describe('example flows in a Node-RED runtime', function () {
     assert.match(String(notification.payload), /Bearing wear detected/);
   });
 
+  it('03 MNIST: trains the CNN, quantizes it to uint8 with a size and accuracy report, infers', async () => {
+    await loadExample('03 - MNIST train quantize infer.json', (byId) => {
+      // 300 training digits, 2 epochs.
+      const digits = byId.get('mn.digits')!;
+      digits.func = String(digits.func).replace('PER_DIGIT_TRAIN = 100, PER_DIGIT_TEST = 20', 'PER_DIGIT_TRAIN = 30, PER_DIGIT_TEST = 10');
+      set(byId, 'mn.start', { onceDelay: '0.1' });
+      set(byId, 'mn.train', { everySamples: 300, minSamples: 300, capacity: 300, epochs: 2 });
+    });
+    const progress = until('mn.debugTrain', (got) => got.some((m) => m.topic === 'trained'), 50000);
+    const report = until('mn.debugReport', (got) => got.length >= 1, 55000);
+    const inferred = until('mn.debugInfer', (got) => got.length >= 1, 55000);
+
+    const trainMsgs = await progress;
+    const epochs = trainMsgs.filter((m) => m.topic === 'progress').map((m) => (m.payload as Msg).epoch);
+    assert.ok(epochs.length >= 1, 'progress after every epoch');
+    const [{ report: r }] = (await report) as Array<{ report: Msg }>;
+    const size = r.sizeBytes as { before: number; after: number; ratio: number };
+    assert.ok(size.after < size.before / 3, `uint8 weights are about 4x smaller: ${size.before} -> ${size.after}`);
+    const accuracy = r.accuracy as { before: number; after: number };
+    assert.ok(accuracy.before > 0.2, `trained model beats chance on held-out digits: ${accuracy.before}`);
+    assert.ok(Math.abs(accuracy.after - accuracy.before) <= 0.1, `uint8 keeps the accuracy: ${JSON.stringify(accuracy)}`);
+    const [{ payload }] = await inferred;
+    const result = payload as { digits: number; accuracy: number; model: string };
+    assert.equal(result.digits, 100);
+    assert.equal(result.model, 'digits-cnn');
+    assert.ok(result.accuracy > 0.2, `edge-infer accuracy ${result.accuracy}`);
+  });
+
   it('04 CSV replay: the shipped recording replays through normalise and anomaly and finds the wear', async () => {
     await loadExample(
       '04 - CSV replay.json',
