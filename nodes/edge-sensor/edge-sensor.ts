@@ -19,7 +19,12 @@ import {
   DEFAULT_ADDRESSES,
 } from '../../lib/sensors';
 import { errorText, onClose, onInput, shortText } from '../shared/node-utils';
-import { type EdgeSensorFields, type EdgeSensorSettings, parseEdgeSensorFields, resolveCsvPath } from './settings';
+import {
+  type EdgeSensorFields,
+  type EdgeSensorSettings,
+  parseEdgeSensorFields,
+  resolveCsvPath,
+} from './settings';
 
 type EdgeSensorDef = NodeDef & EdgeSensorFields;
 

@@ -95,7 +95,9 @@ function until(id: string, done: (got: Msg[]) => boolean, ms: number): Promise<M
     const got: Msg[] = [];
     const timer = setTimeout(() => {
       const last = got.length ? JSON.stringify(got[got.length - 1].payload).slice(0, 300) : 'none';
-      reject(new Error(`${id}: condition not met after ${ms} ms (${got.length} messages, last payload ${last})`));
+      reject(
+        new Error(`${id}: condition not met after ${ms} ms (${got.length} messages, last payload ${last})`),
+      );
     }, ms);
     node.on('input', (msg: Msg) => {
       got.push(msg);
@@ -133,7 +135,8 @@ describe('example flows', function () {
         assert.ok(known, `${file}: unknown node type ${n.type} (${n.id})`);
         if (n.z !== undefined) assert.ok(ids.has(n.z as string), `${file}: ${n.id} is on a missing tab`);
         for (const out of (n.wires as string[][] | undefined) ?? []) {
-          for (const target of out) assert.ok(ids.has(target), `${file}: ${n.id} is wired to missing ${target}`);
+          for (const target of out)
+            assert.ok(ids.has(target), `${file}: ${n.id} is wired to missing ${target}`);
         }
       }
     }
@@ -152,7 +155,15 @@ describe('example flows', function () {
     assert.ok(name, 'start-demo.mjs names no examples/*.json');
     assert.ok(exampleFiles.includes(name), `${name} is not in examples/`);
     const types = readExample(name).map((n) => n.type);
-    for (const type of ['ui-base', 'ui-page', 'ui-group', 'ui-chart', 'edge-sensor', 'edge-anomaly', 'debug']) {
+    for (const type of [
+      'ui-base',
+      'ui-page',
+      'ui-group',
+      'ui-chart',
+      'edge-sensor',
+      'edge-anomaly',
+      'debug',
+    ]) {
       assert.ok(types.includes(type), `the demo has no ${type} node`);
     }
   });
@@ -233,7 +244,7 @@ describe('example flows in a Node-RED runtime', function () {
       (got) => got.some((m) => m.topic === 'anomaly score' && (m.payload as number) > 0.5),
       40000,
     );
-        const alert = until('pm.notify', (got) => got.length >= 1, 40000);
+    const alert = until('pm.notify', (got) => got.length >= 1, 40000);
     const status = until('pm.text', (got) => got.some((m) => /^Normal/.test(String(m.payload))), 40000);
 
     const points = await signal;
@@ -241,7 +252,10 @@ describe('example flows in a Node-RED runtime', function () {
     for (const m of points) assert.ok(Number.isFinite(m.payload), `signal point ${String(m.payload)}`);
 
     const normal = await status;
-    assert.ok(normal.some((m) => /^Learning/.test(String(m.payload))), 'the status shows the learning period');
+    assert.ok(
+      normal.some((m) => /^Learning/.test(String(m.payload))),
+      'the status shows the learning period',
+    );
 
     const scored = await scores;
     for (const m of scored.filter((s) => s.topic === 'anomaly score')) {
@@ -260,7 +274,10 @@ describe('example flows in a Node-RED runtime', function () {
     await loadExample('03 - MNIST train quantize infer.json', (byId) => {
       // 300 training digits, 2 epochs.
       const digits = byId.get('mn.digits')!;
-      digits.func = String(digits.func).replace('PER_DIGIT_TRAIN = 100, PER_DIGIT_TEST = 20', 'PER_DIGIT_TRAIN = 30, PER_DIGIT_TEST = 10');
+      digits.func = String(digits.func).replace(
+        'PER_DIGIT_TRAIN = 100, PER_DIGIT_TEST = 20',
+        'PER_DIGIT_TRAIN = 30, PER_DIGIT_TEST = 10',
+      );
       set(byId, 'mn.start', { onceDelay: '0.1' });
       set(byId, 'mn.train', { everySamples: 300, minSamples: 300, capacity: 300, epochs: 2 });
     });
@@ -273,10 +290,16 @@ describe('example flows in a Node-RED runtime', function () {
     assert.ok(epochs.length >= 1, 'progress after every epoch');
     const [{ report: r }] = (await report) as Array<{ report: Msg }>;
     const size = r.sizeBytes as { before: number; after: number; ratio: number };
-    assert.ok(size.after < size.before / 3, `uint8 weights are about 4x smaller: ${size.before} -> ${size.after}`);
+    assert.ok(
+      size.after < size.before / 3,
+      `uint8 weights are about 4x smaller: ${size.before} -> ${size.after}`,
+    );
     const accuracy = r.accuracy as { before: number; after: number };
     assert.ok(accuracy.before > 0.2, `trained model beats chance on held-out digits: ${accuracy.before}`);
-    assert.ok(Math.abs(accuracy.after - accuracy.before) <= 0.1, `uint8 keeps the accuracy: ${JSON.stringify(accuracy)}`);
+    assert.ok(
+      Math.abs(accuracy.after - accuracy.before) <= 0.1,
+      `uint8 keeps the accuracy: ${JSON.stringify(accuracy)}`,
+    );
     const [{ payload }] = await inferred;
     const result = payload as { digits: number; accuracy: number; model: string };
     assert.equal(result.digits, 100);
@@ -285,17 +308,18 @@ describe('example flows in a Node-RED runtime', function () {
   });
 
   it('04 CSV replay: the shipped recording replays through normalise and anomaly and finds the wear', async () => {
-    await loadExample(
-      '04 - CSV replay.json',
-      (byId) => set(byId, 'csv.sensor', { interval: '2' }),
-      [['csv.anomaly', 0]],
-    );
+    await loadExample('04 - CSV replay.json', (byId) => set(byId, 'csv.sensor', { interval: '2' }), [
+      ['csv.anomaly', 0],
+    ]);
     // 1200 rows: 200 learn the scale, 250 learn normal running, wear from row 600.
     const got = await until('probe:csv.anomaly:0', (msgs) => msgs.length >= 1000, 30000);
     const results = got.map((m) => m.payload as { score: number; isAnomaly: boolean; learning: boolean });
     for (const r of results) assert.ok(r.score >= 0 && r.score <= 1, `score ${r.score}`);
     assert.ok(results[0].learning && !results[300].learning, 'learns, then scores');
-    assert.ok(got.every((m) => typeof m.recordedAt === 'number'), 'rows keep their recorded time');
+    assert.ok(
+      got.every((m) => typeof m.recordedAt === 'number'),
+      'rows keep their recorded time',
+    );
     const healthy = results.slice(260, 390);
     const worn = results.slice(900, 1000);
     assert.ok(
