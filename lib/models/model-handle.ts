@@ -195,16 +195,15 @@ export class ModelHandle extends EventEmitter {
       format: options.format ?? 'auto',
     });
     const meta = resolved.meta ?? files.meta;
+    // The shape saved in meta.json only fills unknown dimensions; a configured one must fit.
     const metaShape = meta?.inputShape?.slice(meta.inputShape[0] === null ? 1 : 0);
-    const inputShape =
-      options.inputShape && options.inputShape.length > 0
-        ? options.inputShape
-        : metaShape && metaShape.every((d) => typeof d === 'number' && d > 0)
-          ? (metaShape as number[])
-          : undefined;
     const selection = await createRunner(files, {
       runtime: options.runtime ?? 'auto',
-      inputShape,
+      inputShape: options.inputShape && options.inputShape.length > 0 ? options.inputShape : undefined,
+      fallbackInputShape:
+        metaShape && metaShape.every((d) => typeof d === 'number' && d > 0)
+          ? (metaShape as number[])
+          : undefined,
       tolerance: options.tolerance,
       threads: options.threads,
       exporter: options.exporter,

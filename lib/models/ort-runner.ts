@@ -26,6 +26,8 @@ export function ortAvailable(runtime: OrtRuntimeName): boolean {
 export interface OrtRunnerOptions {
   /** Per-sample input shape for models whose input has symbolic dimensions. */
   inputShape?: number[];
+  /** Used for symbolic dimensions when no inputShape is configured and it fits. */
+  fallbackInputShape?: number[];
   /** Intra-op threads (onnxruntime-node); default lets ONNX Runtime decide. */
   threads?: number;
 }
@@ -100,9 +102,14 @@ export class OrtRunner implements ModelRunner {
       }
       const sampleDims = dims.slice(1).map((d) => (typeof d === 'number' && d >= 0 ? d : null));
       const inputShape =
-        dims.length === 0 && options.inputShape
-          ? options.inputShape
-          : resolveShape(sampleDims, options.inputShape, `input ${describeDims(dims)}`);
+        dims.length === 0 && (options.inputShape ?? options.fallbackInputShape)
+          ? ((options.inputShape ?? options.fallbackInputShape) as number[])
+          : resolveShape(
+              sampleDims,
+              options.inputShape,
+              `input ${describeDims(dims)}`,
+              options.fallbackInputShape,
+            );
       const runner = new OrtRunner(ort, owned, inputShape, singleSample, type);
       if (session.outputNames.length > 1) {
         runner.notes.push(

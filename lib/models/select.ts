@@ -34,6 +34,8 @@ export interface RunnerOptions {
   runtime?: RuntimePreference;
   /** Per-sample input shape for models whose input has unknown dimensions. */
   inputShape?: number[];
+  /** Shape for unknown dimensions when none is configured, if it fits (e.g. from meta.json). */
+  fallbackInputShape?: number[];
   /** Largest accepted |ONNX - TF.js| on the probe, relative to the output scale when above 1. */
   tolerance?: number;
   /** onnxruntime-node intra-op threads. */
@@ -101,6 +103,7 @@ async function startOrt(
   preference: RuntimePreference,
   options: RunnerOptions,
   inputShape?: number[],
+  fallbackInputShape?: number[],
 ): Promise<{ runner?: OrtRunner; reason?: string }> {
   const reasons: string[] = [];
   for (const runtime of ortOrder(preference)) {
@@ -109,7 +112,11 @@ async function startOrt(
       continue;
     }
     try {
-      const runner = await OrtRunner.create(model, runtime, { inputShape, threads: options.threads });
+      const runner = await OrtRunner.create(model, runtime, {
+        inputShape,
+        fallbackInputShape,
+        threads: options.threads,
+      });
       return { runner, reason: reasons.length > 0 ? reasons.join('; ') : undefined };
     } catch (err) {
       reasons.push((err as Error).message);
@@ -131,6 +138,7 @@ export async function createRunner(files: ModelFiles, options: RunnerOptions = {
       preference.startsWith('tfjs') ? 'auto' : preference,
       options,
       options.inputShape,
+      options.fallbackInputShape,
     );
     if (!ort.runner) throw new ModelLoadError(ort.reason ?? 'ONNX Runtime could not start');
     notes.push(...ort.runner.notes);
@@ -143,6 +151,7 @@ export async function createRunner(files: ModelFiles, options: RunnerOptions = {
   const tfjs = await TfjsRunner.fromArtifacts(files.format, files.artifacts, {
     backends: tfjsBackends(preference),
     inputShape: options.inputShape,
+    fallbackInputShape: options.fallbackInputShape,
   });
   notes.push(...tfjs.notes);
   let fallbackReason: string | undefined;

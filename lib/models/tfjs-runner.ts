@@ -35,35 +35,36 @@ export interface TfjsRunnerOptions {
   backends?: readonly TfBackendName[];
   /** Per-sample input shape for models whose input has unknown dimensions. */
   inputShape?: number[];
+  /** Used for unknown dimensions when no inputShape is configured and it fits. */
+  fallbackInputShape?: number[];
 }
 
-/** Fills unknown (null / -1) dimensions from `override`, which must agree with the known ones. */
+/**
+ * Fills unknown (null / -1) dimensions from `override`, which must agree with the known ones;
+ * without one, from `fallback` (e.g. the shape saved in meta.json) when that agrees.
+ */
 export function resolveShape(
   modelShape: readonly (number | null)[],
   override: number[] | undefined,
   what: string,
+  fallback?: number[],
 ): number[] {
   const unknown = modelShape.some((d) => d === null || d === undefined || d < 0);
+  const fits = (shape: number[]): boolean =>
+    shape.length === modelShape.length &&
+    modelShape.every((d, i) => d === null || d === undefined || d < 0 || d === shape[i]);
+  const show = `[${modelShape.map((d) => (d === null || d < 0 ? '?' : d)).join(', ')}]`;
   if (override && override.length > 0) {
-    const fits =
-      override.length === modelShape.length &&
-      modelShape.every((d, i) => d === null || d === undefined || d < 0 || d === override[i]);
-    if (!fits) {
+    if (!fits(override)) {
       throw new ModelLoadError(
-        `the configured input shape [${override.join(', ')}] does not fit the model's ${what} [${modelShape
-          .map((d) => (d === null || d < 0 ? '?' : d))
-          .join(', ')}]`,
+        `the configured input shape [${override.join(', ')}] does not fit the model's ${what} ${show}`,
       );
     }
     return [...override];
   }
-  if (unknown) {
-    throw new ModelLoadError(
-      `the model's ${what} [${modelShape.map((d) => (d === null || d < 0 ? '?' : d)).join(', ')}] has unknown dimensions: ` +
-        'configure the input shape',
-    );
-  }
-  return modelShape as number[];
+  if (!unknown) return modelShape as number[];
+  if (fallback && fits(fallback)) return [...fallback];
+  throw new ModelLoadError(`the model's ${what} ${show} has unknown dimensions: configure the input shape`);
 }
 
 function toFloat32(data: ArrayLike<number> | ArrayLike<bigint>): Float32Array {
@@ -123,7 +124,12 @@ export class TfjsRunner implements ModelRunner {
         throw new ModelLoadError(`the graph model has ${graph.inputs.length} inputs; one is supported`);
       }
       const input = graph.inputs[0];
-      const inputShape = resolveShape((input.shape ?? [-1]).slice(1), options.inputShape, 'input shape');
+      const inputShape = resolveShape(
+        (input.shape ?? [-1]).slice(1),
+        options.inputShape,
+        'input shape',
+        options.fallbackInputShape,
+      );
       const runner = new TfjsRunner(backend, inputShape, [], undefined, graph, input.dtype as tf.DataType);
       if (graph.outputs.length > 1)
         runner.notes.push(`graph model has ${graph.outputs.length} outputs; using the first`);
@@ -146,7 +152,12 @@ export class TfjsRunner implements ModelRunner {
       if (model.inputs.length !== 1) {
         throw new ModelLoadError(`the model has ${model.inputs.length} inputs; one is supported`);
       }
-      const inputShape = resolveShape(model.inputs[0].shape.slice(1), options.inputShape, 'input shape');
+      const inputShape = resolveShape(
+        model.inputs[0].shape.slice(1),
+        options.inputShape,
+        'input shape',
+        options.fallbackInputShape,
+      );
       const runner = new TfjsRunner(active, inputShape, [], model);
       if (model.outputs.length > 1)
         runner.notes.push(`model has ${model.outputs.length} outputs; using the first`);

@@ -46,7 +46,11 @@ const PERSIST_INTERVAL_MS = 10000;
 
 const UNIT_MS: Record<string, number> = { seconds: 1000, minutes: 60000, hours: 3600000 };
 
-/** Methods offered in the editor; 'model' (a model supplied through edge-model) is wired there. */
+/**
+ * Methods offered in the editor. The detector also runs a model the user supplies (method
+ * 'model', DetectorHooks.externalModel: any ModelRunner that reconstructs or forecasts
+ * windows); it is offered here once an edge-model config node can hand over its runner.
+ */
 const NODE_METHODS: Method[] = METHODS.filter((m) => m !== 'model');
 
 export function parseOptions(config: EdgeAnomalyDef): Partial<DetectorOptions> {
@@ -226,8 +230,15 @@ module.exports = function (RED: NodeAPI) {
         await saving;
         await fs.rm(stateFile, { force: true });
       } else {
-        if (persist) await save();
+        // Taken now rather than queued: a network still training is abandoned, not awaited
+        // (its learning samples are in the state, so it trains again after the restart).
+        const state = persist ? detector.state() : null;
         await detector.close();
+        await saving;
+        if (state)
+          await writeFileAtomic(stateFile, JSON.stringify(state)).catch((err: unknown) =>
+            node.warn(RED._('edge-anomaly.errors.save', { error: errorText(err) })),
+          );
       }
       node.status({});
     });

@@ -89,6 +89,9 @@ export = function (RED: NodeAPI): void {
           ms: info.loadMs,
         }),
       );
+      if (info.exported && info.maxAbsDiff !== undefined) {
+        node.log(RED._('edge-model.log.exported', { diff: info.maxAbsDiff.toExponential(2) }));
+      }
       if (info.fallbackReason) node.log(RED._('edge-model.log.fallback', { reason: info.fallbackReason }));
     });
     handle.on('load-failed', (err: Error) => {

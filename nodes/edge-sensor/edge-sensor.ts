@@ -19,7 +19,12 @@ import {
   DEFAULT_ADDRESSES,
 } from '../../lib/sensors';
 import { errorText, onClose, onInput, shortText } from '../shared/node-utils';
-import { type EdgeSensorFields, type EdgeSensorSettings, parseEdgeSensorFields } from './settings';
+import {
+  type EdgeSensorFields,
+  type EdgeSensorSettings,
+  parseEdgeSensorFields,
+  resolveCsvPath,
+} from './settings';
 
 type EdgeSensorDef = NodeDef & EdgeSensorFields;
 
@@ -51,6 +56,12 @@ export = function (RED: NodeAPI): void {
     let setupError: Error | undefined;
     try {
       settings = parseEdgeSensorFields(def);
+      if (settings.source.csv) {
+        settings.source.csv.path = resolveCsvPath(
+          settings.source.csv.path,
+          (RED.settings as { userDir?: string }).userDir,
+        );
+      }
       source = createSensorSource({
         ...settings.source,
         onWarning: (message) => node.warn(message),

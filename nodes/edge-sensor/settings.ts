@@ -2,6 +2,8 @@
  * Turns the edge-sensor editor fields (strings and booleans) into a SensorSourceConfig, with
  * the dialog's defaults for blank fields and a clear message for a bad one.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import {
   DEFAULT_ADDRESSES,
   type FaultSpec,
@@ -136,6 +138,20 @@ function dialogFault(f: EdgeSensorFields): FaultSpec | undefined {
   const after = num(f.simFaultAfter, 0, 'fault start', (n) => n >= 0);
   if (after > 0) raw.afterMs = after * 1000;
   return parseFault(raw);
+}
+
+/** The package root: dist/nodes/edge-sensor/ -> three levels up. */
+const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
+
+/**
+ * A relative CSV path is looked up in the Node-RED user directory, the working directory, then
+ * the package (for the recordings shipped with the examples); the first file that exists wins.
+ */
+export function resolveCsvPath(file: string, userDir?: string): string {
+  if (path.isAbsolute(file)) return file;
+  const candidates = [userDir, process.cwd(), PACKAGE_ROOT].filter((d): d is string => !!d);
+  const found = candidates.map((dir) => path.resolve(dir, file)).find((p) => fs.existsSync(p));
+  return found ?? path.resolve(userDir ?? process.cwd(), file);
 }
 
 export function parseEdgeSensorFields(f: EdgeSensorFields): EdgeSensorSettings {

@@ -144,7 +144,7 @@ describe('runtimes and their automatic selection', function () {
       await again.runner.dispose();
     });
 
-    it('asks for the input shape when the model input has unknown dimensions', async () => {
+    it('asks for the input shape when the model input has unknown dimensions (or uses a fitting saved one)', async () => {
       const dir = path.join(root, 'variable');
       await fs.mkdir(dir);
       const model = tfl.sequential({
@@ -157,6 +157,14 @@ describe('runtimes and their automatic selection', function () {
         createRunner(variable, { runtime: 'tfjs' }),
         /unknown dimensions: configure the input shape/,
       );
+      await assert.rejects(
+        createRunner(variable, { runtime: 'tfjs', fallbackInputShape: [7, 4] }),
+        /unknown dimensions/,
+        'a saved shape that does not fit is not used',
+      );
+      const saved = await createRunner(variable, { runtime: 'tfjs', fallbackInputShape: [9, 3] });
+      assert.deepEqual(saved.runner.inputShape, [9, 3]);
+      await saved.runner.dispose();
       const fixed = await createRunner(variable, { runtime: 'tfjs', inputShape: [7, 3] });
       assert.deepEqual(fixed.runner.inputShape, [7, 3]);
       assert.deepEqual(fixed.runner.outputShape, [1]);

@@ -150,6 +150,18 @@ describe('edge-anomaly node', function () {
     assert.equal(((await fresh)[0].payload as Payload).learning, true);
   });
 
+  it('deletes its saved state when the node is deleted from the flow', async () => {
+    await helper.load(anomalyNode, flow({}));
+    const out = collect(node('out'), 70);
+    readings(70, 6).forEach((payload) => node('n1').receive({ payload }));
+    await out;
+    // The fitted model is saved as soon as learning ends.
+    for (let i = 0; i < 50 && !existsSync(stateFile()); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(existsSync(stateFile()));
+    await helper.setFlows([{ id: 'f1', type: 'tab', label: 'anomaly' }]);
+    assert.equal(existsSync(stateFile()), false);
+  });
+
   it('forgets the learned state on msg.reset', async () => {
     await helper.load(anomalyNode, flow({ learning: 50 }));
     const data = readings(55, 3);
@@ -211,6 +223,30 @@ describe('edge-anomaly node', function () {
       'training status shown',
     );
     assert.equal(existsSync(stateFile()), false);
+  });
+
+  it('stopped while a network trains: saves the learning samples and trains again after the restart', async () => {
+    const config = { method: 'ae-dense', learning: 60 };
+    const data = readings(70, 7);
+    await helper.load(anomalyNode, flow(config));
+    const learned = collect(node('out'), 59);
+    data.slice(0, 60).forEach((payload) => node('n1').receive({ payload }));
+    await learned; // the 60th sample starts the training, which is still running now
+    await helper.unload();
+    const saved = JSON.parse(await fs.readFile(stateFile(), 'utf8')) as {
+      phase: string;
+      learningRows: unknown[];
+    };
+    assert.equal(saved.phase, 'learning');
+    assert.equal(saved.learningRows.length, 60);
+
+    await helper.load(anomalyNode, flow(config));
+    const out = collect(node('out'), 2, 25000);
+    node('n1').receive({ payload: data[60] });
+    node('n1').receive({ payload: data[61] });
+    const msgs = await out;
+    assert.equal((msgs[1].payload as Payload).learning, false);
+    assert.equal((msgs[1].anomaly as { index: number }).index, 61);
   });
 
   it('reports invalid settings and fails each message to Catch', async () => {
