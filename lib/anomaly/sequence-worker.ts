@@ -8,6 +8,7 @@ import { parentPort } from 'node:worker_threads';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { tf, useBackend, type TfBackendName } from '../models/tfjs';
 import { ensureConv2dFilterGradient } from './conv-gradient';
+import { seededRandom } from '../util/random';
 import type {
   SequenceArchitecture,
   SequenceArtifacts,
@@ -19,18 +20,6 @@ import type {
 let model: tfl.LayersModel | null = null;
 let arch: SequenceArchitecture = 'ae-dense';
 let inferenceBackend: TfBackendName = 'cpu';
-
-/** A small deterministic PRNG (mulberry32) so training runs are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function build(req: TrainRequest): tfl.LayersModel {
   const { window: w, channels: d, latent, seed } = req;
@@ -199,7 +188,7 @@ async function train(req: TrainRequest): Promise<SequenceReply> {
   // seeded generator; validation = the latest windows.
   const step = Math.max(1, Math.ceil(nTrain / Math.max(1, req.maxTrainWindows)));
   const order = Array.from({ length: Math.ceil(nTrain / step) }, (_, i) => i * step);
-  const rand = prng(req.seed);
+  const rand = seededRandom(req.seed);
   for (let i = order.length - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1));
     [order[i], order[j]] = [order[j], order[i]];
