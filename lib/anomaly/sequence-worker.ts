@@ -7,7 +7,7 @@
 import { parentPort } from 'node:worker_threads';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { tf, useBackend, type TfBackendName } from '../models/tfjs';
-import { ensureConv2dFilterGradient } from './conv-gradient';
+import { registerWasmGradients } from '../train/wasm-gradients';
 import { seededRandom } from '../util/random';
 import type {
   SequenceArchitecture,
@@ -178,8 +178,8 @@ async function load(
 async function train(req: TrainRequest): Promise<SequenceReply> {
   arch = req.arch;
   const trainingBackend = await useBackend(req.backends ?? ['wasm', 'cpu']);
-  // The WASM backend lacks the Conv2D filter gradient; compute it through its 3-D kernel.
-  if (req.arch === 'ae-conv') ensureConv2dFilterGradient(trainingBackend);
+  // The WASM backend lacks some gradient kernels (the Conv2D filter gradient among them).
+  if (trainingBackend === 'wasm') registerWasmGradients();
   const { window: w, channels: d, count } = req;
   const size = w * d;
   const nVal = Math.min(count - 1, Math.max(1, Math.round(count * req.validationSplit)));
