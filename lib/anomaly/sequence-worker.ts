@@ -7,7 +7,8 @@
 import { parentPort } from 'node:worker_threads';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { tf, useBackend, type TfBackendName } from '../models/tfjs';
-import { ensureConv2dFilterGradient } from './conv-gradient';
+import { registerWasmGradients } from '../train/wasm-gradients';
+import { seededRandom } from '../util/random';
 import type {
   SequenceArchitecture,
   SequenceArtifacts,
@@ -19,18 +20,6 @@ import type {
 let model: tfl.LayersModel | null = null;
 let arch: SequenceArchitecture = 'ae-dense';
 let inferenceBackend: TfBackendName = 'cpu';
-
-/** A small deterministic PRNG (mulberry32) so training runs are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function build(req: TrainRequest): tfl.LayersModel {
   const { window: w, channels: d, latent, seed } = req;
@@ -189,8 +178,8 @@ async function load(
 async function train(req: TrainRequest): Promise<SequenceReply> {
   arch = req.arch;
   const trainingBackend = await useBackend(req.backends ?? ['wasm', 'cpu']);
-  // The WASM backend lacks the Conv2D filter gradient; compute it through its 3-D kernel.
-  if (req.arch === 'ae-conv') ensureConv2dFilterGradient(trainingBackend);
+  // The WASM backend lacks some gradient kernels (the Conv2D filter gradient among them).
+  if (trainingBackend === 'wasm') registerWasmGradients();
   const { window: w, channels: d, count } = req;
   const size = w * d;
   const nVal = Math.min(count - 1, Math.max(1, Math.round(count * req.validationSplit)));
@@ -199,7 +188,7 @@ async function train(req: TrainRequest): Promise<SequenceReply> {
   // seeded generator; validation = the latest windows.
   const step = Math.max(1, Math.ceil(nTrain / Math.max(1, req.maxTrainWindows)));
   const order = Array.from({ length: Math.ceil(nTrain / step) }, (_, i) => i * step);
-  const rand = prng(req.seed);
+  const rand = seededRandom(req.seed);
   for (let i = order.length - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1));
     [order[i], order[j]] = [order[j], order[i]];

@@ -10,6 +10,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { io } from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
 import { exportLayersModelToOnnx } from './onnx-export';
 import { quantizeOnnxInt8 } from './onnx-quantize';
 import {
@@ -36,10 +37,12 @@ import {
   type CompressionReport,
   type Evaluation,
 } from './compress-report';
-import { layersRunnerFromArtifacts, onnxRunnerFromBytes } from './compress-runtime';
+import { readModelFiles } from './model-files';
 import { sizeOf, type ModelRunner } from './runner';
 import { ModelStore, type ModelFormat, type ModelInfo, type StoredModel } from './store';
-import { fileLoadHandler, fileSaveHandler } from './tfjs';
+import { createRunner } from './select';
+import { fileSaveHandler, tf, type TfBackendName } from './tfjs';
+import { TfjsRunner } from './tfjs-runner';
 
 export type CompressQuantization = WeightQuantization | 'int8';
 export const COMPRESS_QUANTIZATIONS: readonly CompressQuantization[] = ['uint8', 'uint16', 'float16', 'int8'];
@@ -136,9 +139,16 @@ export async function runCompressionJob(job: CompressJob): Promise<CompressOutco
   const { options } = job;
   if (job.format === 'onnx') return compressOnnx(job);
   if (job.format !== 'tfjs-layers') throw new Error(`models of format ${job.format} cannot be compressed`);
-  const source = await (fileLoadHandler(job.entryPath).load as () => Promise<io.ModelArtifacts>)();
-  const sourceSpecs = (source.weightSpecs ?? []) as ManifestEntry[];
-  const weights = decodeWeightData(sourceSpecs, source.weightData);
+  // Read as every model is loaded: Keras 3 / Keras 2 topologies normalised for TF.js, weights
+  // dequantized (`quantized` remembers each weight's stored format).
+  const files = await readModelFiles(job.entryPath, {
+    root: path.dirname(job.entryPath),
+    format: 'tfjs-layers',
+  });
+  if (files.format !== 'tfjs-layers')
+    throw new Error(`models of format ${files.format} cannot be compressed`);
+  const source = files.artifacts;
+  const weights = decodeWeightData((source.weightSpecs ?? []) as ManifestEntry[], source.weightData);
   const before = measureSparsity(weights);
 
   let pruned = weights;
@@ -150,12 +160,15 @@ export async function runCompressionJob(job: CompressJob): Promise<CompressOutco
   }
 
   // Without a new weight format, each weight keeps the format it was stored in.
-  const sourceFormat = new Map(sourceSpecs.map((s) => [s.name, s.quantization?.dtype]));
+  const storedFormat = (name: string): WeightQuantization | undefined => {
+    const stored = files.quantized[name];
+    return isWeightQuantization(stored) ? stored : undefined;
+  };
   const plan: QuantizationPlan = isWeightQuantization(options.quantize)
     ? options.quantize
     : options.quantize === 'int8'
       ? undefined
-      : (w) => sourceFormat.get(w.name);
+      : (w) => storedFormat(w.name);
   const encoded = encodeWeights(pruned, plan);
   const compressed: io.ModelArtifacts = {
     ...source,
@@ -167,17 +180,17 @@ export async function runCompressionJob(job: CompressJob): Promise<CompressOutco
 
   const runners: ModelRunner[] = [];
   try {
-    const original = await layersRunnerFromArtifacts(source);
+    const original = await layersRunner(source);
     runners.push(original);
     let onnx: Uint8Array | undefined;
     let result: ModelRunner;
     if (options.quantize === 'int8') {
-      const prunedModel = await layersRunnerFromArtifacts(compressed);
+      const prunedModel = await layersRunner(compressed);
       runners.push(prunedModel);
-      onnx = quantizeOnnxInt8(exportLayersModelToOnnx(prunedModel.model)).model;
-      result = await onnxRunnerFromBytes(onnx);
+      onnx = quantizeOnnxInt8(exportLayersModelToOnnx(prunedModel.layersModel as tfl.LayersModel)).model;
+      result = await onnxRunner(onnx);
     } else {
-      result = await layersRunnerFromArtifacts(compressed);
+      result = await layersRunner(compressed);
     }
     runners.push(result);
     const evaluation = await evaluateCompression(
@@ -201,6 +214,20 @@ export async function runCompressionJob(job: CompressJob): Promise<CompressOutco
   } finally {
     for (const runner of runners) await runner.dispose();
   }
+}
+
+/**
+ * A layers model on TF.js, on the backend already active (TF.js' own weight decoder reads the
+ * quantized weights, as every TF.js user will load them).
+ */
+function layersRunner(artifacts: io.ModelArtifacts): Promise<TfjsRunner> {
+  return TfjsRunner.fromArtifacts('tfjs-layers', artifacts, { backends: [tf.getBackend() as TfBackendName] });
+}
+
+/** An ONNX model on ONNX Runtime (node where installed, else web). */
+async function onnxRunner(onnx: Uint8Array): Promise<ModelRunner> {
+  const files = { format: 'onnx' as const, onnx, entryPath: 'model.onnx', bytes: onnx.byteLength, notes: [] };
+  return (await createRunner(files, { runtime: 'onnxruntime' })).runner;
 }
 
 function describeFormats(specs: readonly ManifestEntry[]): string {
@@ -227,9 +254,9 @@ async function compressOnnx(job: CompressJob): Promise<CompressOutcome> {
   const quantized = quantizeOnnxInt8(bytes).model;
   const runners: ModelRunner[] = [];
   try {
-    const original = await onnxRunnerFromBytes(bytes);
+    const original = await onnxRunner(bytes);
     runners.push(original);
-    const result = await onnxRunnerFromBytes(quantized);
+    const result = await onnxRunner(quantized);
     runners.push(result);
     const evaluation = await evaluateCompression(
       original,

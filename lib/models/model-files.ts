@@ -222,7 +222,9 @@ export async function readModelFiles(location: string, options: ReadModelOptions
   let topology = json.modelTopology as tf.io.ModelArtifacts['modelTopology'];
   let layout: LayersLayout | undefined;
   let specs = decoded.specs;
+  let quantized = decoded.quantized;
   if (format === 'tfjs-layers') {
+    quantized = {};
     const normalised = normaliseLayersTopology(json.modelTopology, json.generatedBy);
     topology = normalised.modelTopology as tf.io.ModelArtifacts['modelTopology'];
     layout = normalised.layout;
@@ -233,12 +235,14 @@ export async function readModelFiles(location: string, options: ReadModelOptions
       if (seen.has(name)) throw new ModelLoadError(`two weights map to the same name ${name}`);
       seen.add(name);
       if (name !== spec.name) notes.push(`weight ${spec.name} -> ${name}`);
+      // Stored formats are reported under the names the artifacts use.
+      if (spec.name in decoded.quantized) quantized[name] = decoded.quantized[spec.name];
       return { ...spec, name };
     });
   }
-  if (Object.keys(decoded.quantized).length > 0) {
-    const kinds = [...new Set(Object.values(decoded.quantized))].join('/');
-    notes.push(`${Object.keys(decoded.quantized).length} weights stored as ${kinds}`);
+  if (Object.keys(quantized).length > 0) {
+    const kinds = [...new Set(Object.values(quantized))].join('/');
+    notes.push(`${Object.keys(quantized).length} weights stored as ${kinds}`);
   }
   const artifacts: tf.io.ModelArtifacts = {
     modelTopology: topology,
@@ -261,6 +265,6 @@ export async function readModelFiles(location: string, options: ReadModelOptions
     notes,
     artifacts,
     layout,
-    quantized: decoded.quantized,
+    quantized,
   };
 }

@@ -331,3 +331,34 @@ export class ModelHandle extends EventEmitter {
     }
   }
 }
+
+/**
+ * The model a handle serves, as a ModelRunner for code that takes one (e.g. the anomaly
+ * detector's supplied model). Every predict call waits for the first load and leases the model
+ * serving at that moment, so a swap takes effect from the next batch and a batch never loses
+ * its model halfway. The shapes are those of the model serving now. dispose() does nothing: the
+ * model belongs to the handle.
+ */
+export function handleRunner(handle: ModelHandle): ModelRunner {
+  const serving = (): LoadedModelInfo => {
+    const info = handle.info;
+    if (info) return info;
+    throw new ModelLoadError(handle.loading ? 'the model is still loading' : 'no model loaded');
+  };
+  return {
+    get runtime() {
+      return serving().runtime;
+    },
+    get inputShape() {
+      return serving().inputShape;
+    },
+    get outputShape() {
+      return serving().outputShape;
+    },
+    async predict(input: Float32Array, batchSize: number): Promise<Float32Array> {
+      await handle.ready();
+      return (await handle.predict(input, batchSize)).output;
+    },
+    async dispose(): Promise<void> {},
+  };
+}

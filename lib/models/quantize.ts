@@ -11,6 +11,7 @@
 import type { io } from '@tensorflow/tfjs-core';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { tf } from './tfjs';
+import { decodeEntries, storedByteLength } from './weights';
 
 export type WeightQuantization = 'uint8' | 'uint16' | 'float16';
 export const WEIGHT_QUANTIZATIONS: readonly WeightQuantization[] = ['uint8', 'uint16', 'float16'];
@@ -51,9 +52,6 @@ export interface EncodedWeights {
   weightSpecs: ManifestEntry[];
   weightData: ArrayBuffer;
 }
-
-const QUANTIZED_BYTES: Record<WeightQuantization, number> = { uint8: 1, uint16: 2, float16: 2 };
-const PLAIN_BYTES: Record<WeightDtype, number> = { float32: 4, int32: 4, bool: 1 };
 
 export function elementCount(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
@@ -147,15 +145,6 @@ export function toFloat16Bits(value: number): number {
   return sign | half;
 }
 
-export function fromFloat16Bits(bits: number): number {
-  const sign = bits & 0x8000 ? -1 : 1;
-  const exponent = (bits >>> 10) & 0x1f;
-  const mantissa = bits & 0x3ff;
-  if (exponent === 0) return sign * mantissa * 2 ** -24;
-  if (exponent === 31) return mantissa ? NaN : sign * Infinity;
-  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
-}
-
 export function quantizeFloat16(values: Float32Array): Uint16Array {
   const out = new Uint16Array(values.length);
   for (let i = 0; i < values.length; i++) out[i] = toFloat16Bits(values[i]);
@@ -179,20 +168,7 @@ function joinWeightData(data: io.WeightData | undefined): Uint8Array {
 
 /** Bytes the weights described by `specs` occupy in their shards. */
 export function weightsByteLength(specs: readonly ManifestEntry[]): number {
-  return specs.reduce((n, spec) => n + elementCount(spec.shape) * bytesPerValue(spec), 0);
-}
-
-function bytesPerValue(spec: ManifestEntry): number {
-  if (spec.quantization) {
-    const size = QUANTIZED_BYTES[spec.quantization.dtype];
-    if (size === undefined) {
-      throw new Error(`weight ${spec.name}: unknown quantization dtype "${spec.quantization.dtype}"`);
-    }
-    return size;
-  }
-  const size = PLAIN_BYTES[spec.dtype as WeightDtype];
-  if (size === undefined) throw new Error(`weight ${spec.name}: dtype ${spec.dtype} cannot be compressed`);
-  return size;
+  return storedByteLength(specs);
 }
 
 /**
@@ -203,55 +179,11 @@ export function decodeWeightData(
   specs: readonly ManifestEntry[],
   data: io.WeightData | undefined,
 ): DecodedWeight[] {
-  const bytes = joinWeightData(data);
-  const out: DecodedWeight[] = [];
-  let offset = 0;
-  for (const spec of specs) {
-    const count = elementCount(spec.shape);
-    const length = count * bytesPerValue(spec);
-    if (offset + length > bytes.byteLength) {
-      throw new Error(
-        `weight data too short: ${spec.name} needs bytes ${offset}..${offset + length}, have ${bytes.byteLength}`,
-      );
-    }
-    // Copy so that every typed view is aligned and independent of the shard buffer.
-    const slice = bytes.slice(offset, offset + length).buffer;
-    offset += length;
-    const dtype = spec.dtype as WeightDtype;
-    const q = spec.quantization;
-    let values: DecodedWeight['values'];
-    if (!q) {
-      values =
-        dtype === 'float32'
-          ? new Float32Array(slice)
-          : dtype === 'int32'
-            ? new Int32Array(slice)
-            : new Uint8Array(slice);
-    } else if (q.dtype === 'float16') {
-      if (dtype !== 'float32') throw new Error(`weight ${spec.name}: float16 quantization of ${dtype}`);
-      const half = new Uint16Array(slice);
-      values = new Float32Array(count);
-      for (let i = 0; i < count; i++) values[i] = fromFloat16Bits(half[i]);
-    } else {
-      if (typeof q.min !== 'number' || typeof q.scale !== 'number') {
-        throw new Error(`weight ${spec.name}: ${q.dtype} quantization without min and scale`);
-      }
-      const quantized = q.dtype === 'uint8' ? new Uint8Array(slice) : new Uint16Array(slice);
-      if (dtype === 'int32') {
-        values = new Int32Array(count);
-        for (let i = 0; i < count; i++) values[i] = Math.round(quantized[i] * q.scale + q.min);
-      } else if (dtype === 'float32') {
-        values = new Float32Array(count);
-        for (let i = 0; i < count; i++) values[i] = quantized[i] * q.scale + q.min;
-      } else {
-        throw new Error(`weight ${spec.name}: ${q.dtype} quantization of ${dtype}`);
-      }
-    }
-    const weight: DecodedWeight = { name: spec.name, shape: [...spec.shape], dtype, values };
-    if (spec.group) weight.group = spec.group;
-    out.push(weight);
-  }
-  return out;
+  return decodeEntries(specs, joinWeightData(data)).map(({ entry, dtype, values }) => {
+    const weight: DecodedWeight = { name: entry.name, shape: [...entry.shape], dtype, values };
+    if (entry.group) weight.group = entry.group as io.WeightGroup;
+    return weight;
+  });
 }
 
 /** How to quantize each weight: one dtype for all float32 weights, or a choice per weight. */

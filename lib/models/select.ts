@@ -6,6 +6,7 @@ import { ortAvailable, OrtRunner, type OrtRuntimeName } from './ort-runner';
 import type { ModelRunner, RuntimeName } from './runner';
 import type { TfBackendName } from './tfjs';
 import { TfjsRunner } from './tfjs-runner';
+import { seededRandom } from '../util/random';
 
 /**
  * Picks the runtime for a model. ONNX models run on ONNX Runtime (node where installed, else
@@ -67,18 +68,10 @@ function tfjsBackends(preference: RuntimePreference): TfBackendName[] {
   return ['tensorflow', 'wasm', 'cpu'];
 }
 
-/** Deterministic pseudo-random values in [-1, 1) (mulberry32), the same on every run. */
+/** Deterministic pseudo-random values in [-1, 1), the same on every run. */
 export function probeInput(size: number, seed = 12345): Float32Array {
-  let state = seed >>> 0;
-  const out = new Float32Array(size);
-  for (let i = 0; i < size; i++) {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((t ^ (t >>> 14)) >>> 0) / 2 ** 31 - 1;
-  }
-  return out;
+  const uniform = seededRandom(seed);
+  return Float32Array.from({ length: size }, () => uniform() * 2 - 1);
 }
 
 export function maxAbsDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {

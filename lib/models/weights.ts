@@ -111,6 +111,40 @@ function decodeEntry(
   return new Uint8Array(aligned); // bool
 }
 
+/** One decoded weight: its entry, the type it decodes to, and its plain values. */
+export interface DecodedEntry {
+  entry: ManifestEntry;
+  dtype: 'float32' | 'int32' | 'bool';
+  values: Float32Array | Int32Array | Uint8Array;
+}
+
+/** Bytes the entries occupy in their shards, in their stored (possibly quantized) form. */
+export function storedByteLength(entries: readonly ManifestEntry[]): number {
+  return entries.reduce((a, e) => a + count(e.shape, e.name) * storedBytes(e), 0);
+}
+
+/**
+ * Decodes entries laid out one after another in `bytes` (the TF.js weight data layout),
+ * dequantizing the quantized ones. Used for weights read from disk and for in-memory artifacts.
+ */
+export function decodeEntries(entries: readonly ManifestEntry[], bytes: Uint8Array): DecodedEntry[] {
+  const out: DecodedEntry[] = [];
+  let offset = 0;
+  for (const entry of entries) {
+    const n = count(entry.shape, entry.name);
+    const length = n * storedBytes(entry);
+    if (offset + length > bytes.byteLength) {
+      throw new ModelLoadError(
+        `weight data too short: ${entry.name} needs bytes ${offset}..${offset + length}, have ${bytes.byteLength}`,
+      );
+    }
+    const values = decodeEntry(entry, bytes.subarray(offset, offset + length), n);
+    offset += length;
+    out.push({ entry, dtype: targetDtype(entry) as DecodedEntry['dtype'], values });
+  }
+  return out;
+}
+
 /**
  * Decodes every group of a weights manifest. `readShard` returns a shard's bytes by the path
  * written in the manifest. Each group's shards are concatenated and must hold exactly the
@@ -138,22 +172,16 @@ export async function decodeWeightsManifest(
       data.set(s, at);
       at += s.length;
     }
-    const needed = group.weights.reduce((a, e) => a + count(e.shape, e.name) * storedBytes(e), 0);
+    const needed = storedByteLength(group.weights);
     if (needed !== held) {
       throw new ModelLoadError(
         `weight group ${g + 1} (${group.paths.join(', ')}) should hold ${needed} bytes but holds ${held}: ` +
           `a shard is ${held < needed ? 'truncated or missing data' : 'corrupt or does not match model.json'}`,
       );
     }
-    let offset = 0;
-    for (const entry of group.weights) {
-      const n = count(entry.shape, entry.name);
-      const length = n * storedBytes(entry);
-      const values = decodeEntry(entry, data.subarray(offset, offset + length), n);
-      offset += length;
-      const dtype = targetDtype(entry);
+    for (const { entry, dtype, values } of decodeEntries(group.weights, data)) {
       if (values instanceof Float32Array) {
-        for (let i = 0; i < n; i++) {
+        for (let i = 0; i < values.length; i++) {
           // Infinities can be legitimate graph constants; NaN in weights means damage.
           if (Number.isNaN(values[i])) {
             throw new ModelLoadError(`weight ${entry.name} holds NaN at index ${i}: the shard is corrupt`);
@@ -161,11 +189,7 @@ export async function decodeWeightsManifest(
         }
       }
       if (entry.quantization) quantized[entry.name] = entry.quantization.dtype;
-      const spec: tf.io.WeightsManifestEntry = {
-        name: entry.name,
-        shape: entry.shape,
-        dtype: dtype as tf.io.WeightsManifestEntry['dtype'],
-      };
+      const spec: tf.io.WeightsManifestEntry = { name: entry.name, shape: entry.shape, dtype };
       if (entry.group) spec.group = entry.group as tf.io.WeightGroup;
       specs.push(spec);
       parts.push(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));

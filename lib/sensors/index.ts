@@ -5,7 +5,7 @@
  */
 export * from './errors';
 export * from './clock';
-export { SeededRandom } from './random';
+export { SeededRandom } from '../util/random';
 export { type I2cBus, type OpenI2cOptions, openI2cBus, MAX_BLOCK_LENGTH } from './i2c-bus';
 export * from './drivers/bme280';
 export * from './drivers/mpu6050';

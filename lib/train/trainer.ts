@@ -18,6 +18,7 @@ import {
   type Task,
 } from './architectures';
 import { registerWasmGradients } from './wasm-gradients';
+import { seededRandom } from '../util/random';
 
 export type OptimizerName = 'adam' | 'sgd' | 'rmsprop';
 export type BackendChoice = 'auto' | 'wasm' | 'cpu';
@@ -113,18 +114,6 @@ export async function prepareBackend(choice: BackendChoice = 'auto'): Promise<Tf
   const backend = await useBackend(preference);
   if (backend === 'wasm') registerWasmGradients();
   return backend;
-}
-
-/** Small deterministic generator (mulberry32), so a seed repeats a run's split and augmentation. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function shuffledIndices(count: number, random: () => number): Int32Array {

@@ -13,6 +13,8 @@
  * passes through the engine (no tape, no tensor bookkeeping) and intermediates are freed at once.
  */
 import * as tf from '@tensorflow/tfjs-core';
+// Registers TF.js's gradient functions, which the MaxPoolGrad probe below (tf.grad) needs.
+import '@tensorflow/tfjs-layers';
 
 type Info = tf.TensorInfo;
 type Attrs = Record<string, unknown>;

@@ -12,7 +12,10 @@ import {
   type NanPolicy,
 } from '../../lib/anomaly/detector';
 import { detectPayload, type PayloadResult } from '../../lib/anomaly/message';
+import { handleRunner } from '../../lib/models/model-handle';
+import type { ModelRunner } from '../../lib/models/runner';
 import { readJsonFile, writeFileAtomic } from '../../lib/util/atomic';
+import { getModelNode } from '../shared/model-config';
 import {
   errorText,
   listSetting,
@@ -37,6 +40,8 @@ interface EdgeAnomalyDef extends NodeDef {
   seqWindow: string | number;
   epochs: string | number;
   persist: boolean;
+  /** edge-model config node supplying the model of method 'model'. */
+  model?: string;
 }
 
 /** Status updates at most this often, so fast sensors do not flood the editor. */
@@ -46,16 +51,9 @@ const PERSIST_INTERVAL_MS = 10000;
 
 const UNIT_MS: Record<string, number> = { seconds: 1000, minutes: 60000, hours: 3600000 };
 
-/**
- * Methods offered in the editor. The detector also runs a model the user supplies (method
- * 'model', DetectorHooks.externalModel: any ModelRunner that reconstructs or forecasts
- * windows); it is offered here once an edge-model config node can hand over its runner.
- */
-const NODE_METHODS: Method[] = METHODS.filter((m) => m !== 'model');
-
 export function parseOptions(config: EdgeAnomalyDef): Partial<DetectorOptions> {
   const method = (config.method || 'auto') as Method;
-  if (!NODE_METHODS.includes(method)) throw new Error(`unknown method "${config.method}"`);
+  if (!METHODS.includes(method)) throw new Error(`unknown method "${config.method}"`);
   const learning = numberSetting(config.learning, DEFAULT_OPTIONS.learningSamples);
   const unitMs = UNIT_MS[config.learningUnit] ?? 0;
   return {
@@ -91,7 +89,16 @@ module.exports = function (RED: NodeAPI) {
 
     let detector: AnomalyDetector;
     try {
-      detector = new AnomalyDetector(parseOptions(config), {
+      const options = parseOptions(config);
+      // Method 'model': the edge-model node's model, leased per batch so its swaps apply at once.
+      let externalModel: ModelRunner | undefined;
+      if (options.method === 'model') {
+        const modelNode = getModelNode(RED, config.model);
+        if (!modelNode) throw new Error(RED._('edge-anomaly.errors.noModel'));
+        externalModel = handleRunner(modelNode.handle);
+      }
+      detector = new AnomalyDetector(options, {
+        externalModel,
         onTrainingProgress: (p) =>
           node.status({
             fill: 'blue',

@@ -4,22 +4,10 @@
  * simulators produce, so the detector tests do not depend on them.
  */
 
-/** mulberry32: a small deterministic PRNG in [0, 1). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { gaussian, seededRandom } from '../../lib/util/random';
 
-/** Standard normal samples (Box-Muller) from a uniform generator. */
-export function gaussian(rand: () => number): () => number {
-  return () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
-}
+/** The package's seeded generator, under the short name the detector tests use. */
+export { seededRandom as prng, gaussian };
 
 export type Fault = 'none' | 'spike' | 'drift' | 'stuck' | 'vibration';
 
@@ -38,7 +26,7 @@ export function sensorSignal(
   seed: number,
   wander = true,
 ): Record<string, number>[] {
-  const g = gaussian(prng(seed));
+  const g = gaussian(seededRandom(seed));
   const out: Record<string, number>[] = [];
   let level = 0;
   let frozen = NaN;

@@ -1,11 +1,7 @@
 import assert from 'node:assert/strict';
-// Registers the gradients the reference computation below needs, as in the training worker.
-import '@tensorflow/tfjs-layers';
 import { AnomalyDetector, type DetectorResult } from '../../lib/anomaly/detector';
-import { conv2dFilterGradientVia3d } from '../../lib/anomaly/conv-gradient';
 import { SequenceModel } from '../../lib/anomaly/sequence-models';
 import type { ModelRunner } from '../../lib/models/runner';
-import { tf, useBackend } from '../../lib/models/tfjs';
 import { gaussian, prng } from '../helpers/signals';
 
 /** Two channels: a slow tone and a noisy level; from `onset` the tone's shape breaks. */
@@ -101,36 +97,5 @@ describe('anomaly detector: neural sequence methods (tiny models)', function () 
     assert.ok(results.slice(110, 150).every((r) => !r.isAnomaly));
     assert.ok(results.slice(150).some((r) => r.isAnomaly));
     assert.throws(() => new AnomalyDetector({ method: 'model' }), /edge-model/);
-  });
-});
-
-describe('Conv2D filter gradient through the 3-D kernel', () => {
-  it('equals the CPU backend conv2d filter gradient', async () => {
-    const rand = prng(9);
-    const xData = Array.from({ length: 2 * 1 * 12 * 3 }, () => rand() - 0.5);
-    const wData = Array.from({ length: 1 * 5 * 3 * 4 }, () => rand() - 0.5);
-    const reference = async (): Promise<Float32Array> => {
-      await useBackend(['cpu']);
-      const x = tf.tensor4d(xData, [2, 1, 12, 3]);
-      const w = tf.tensor4d(wData, [1, 5, 3, 4]);
-      const g = tf.grad((filter: tf.Tensor) => tf.sum(tf.conv2d(x, filter as tf.Tensor4D, [1, 2], 'same')))(
-        w,
-      );
-      const data = (await g.data()) as Float32Array;
-      tf.dispose([x, w, g]);
-      return data;
-    };
-    const expected = await reference();
-    assert.equal(await useBackend(['wasm']), 'wasm');
-    const before = tf.memory().numTensors;
-    const x = tf.tensor4d(xData, [2, 1, 12, 3]);
-    const w = tf.tensor4d(wData, [1, 5, 3, 4]);
-    const y = tf.conv2d(x, w, [1, 2], 'same');
-    const dy = tf.onesLike(y);
-    const g = conv2dFilterGradientVia3d(x, dy, [1, 5, 3, 4], [1, 2], 'same');
-    const got = await g.data();
-    tf.dispose([x, w, y, dy, g]);
-    assert.equal(tf.memory().numTensors, before);
-    expected.forEach((v, i) => assert.ok(Math.abs(v - got[i]) < 1e-4, `element ${i}: ${got[i]} != ${v}`));
   });
 });

@@ -11,11 +11,14 @@ import {
   randomProbe,
   scoreOutputs,
 } from '../../lib/models/compress-report';
-import { layersRunnerFromArtifacts, onnxRunnerFromBytes } from '../../lib/models/compress-runtime';
+import { readModelFiles } from '../../lib/models/model-files';
 import { modelArtifacts } from '../../lib/models/quantize';
+import { createRunner } from '../../lib/models/select';
 import { ModelStore } from '../../lib/models/store';
 import { fileLoadHandler, fileSaveHandler, tf, useBackend } from '../../lib/models/tfjs';
+import { TfjsRunner } from '../../lib/models/tfjs-runner';
 import type { ManifestEntry } from '../../lib/models/quantize';
+import { keras3Sequential } from '../fixtures/tfjs-fixtures';
 
 function values(n: number, seed: number): number[] {
   const out: number[] = [];
@@ -174,6 +177,46 @@ describe('compressing a stored model', () => {
     assert.equal(stored.meta.pruning && (stored.meta.pruning as { scope: string }).scope, 'per-layer');
   });
 
+  it('compresses a Keras 3 export, which TF.js alone cannot load, through the general loader', async () => {
+    const fixture = await keras3Sequential(path.join(root, 'keras3-export'));
+    await store.save(
+      'k3',
+      { format: 'tfjs-layers', entry: 'model.json', inputShape: [null, ...fixture.inputShape] },
+      async (dir) => {
+        for (const file of await fs.readdir(fixture.dir)) {
+          await fs.copyFile(path.join(fixture.dir, file), path.join(dir, file));
+        }
+      },
+    );
+    const before = tf.memory().numTensors;
+    const { stored, report } = await compressStoredModel(
+      store,
+      { name: 'k3', quantize: 'float16' },
+      { worker: false },
+    );
+    assert.equal(tf.memory().numTensors, before);
+    assert.deepEqual(report.result, { name: 'k3', version: 2, format: 'tfjs-layers' });
+    assert.ok(report.maxAbsDiff > 0 && report.maxAbsDiff < 1e-2, `max abs diff ${report.maxAbsDiff}`);
+
+    // The saved version loads and computes what the reference forward pass computes.
+    const files = await readModelFiles(stored.dir, { root });
+    assert.equal(files.format, 'tfjs-layers');
+    assert.ok(
+      Object.values(files.format === 'tfjs-layers' ? files.quantized : {}).every((q) => q === 'float16'),
+    );
+    const { runner } = await createRunner(files, { runtime: 'tfjs' });
+    try {
+      const input = Float32Array.from({ length: fixture.inputShape.reduce((a, b) => a * b, 1) }, (_, i) =>
+        Math.sin(i),
+      );
+      const got = await runner.predict(input, 1);
+      const expected = fixture.reference(input);
+      for (let i = 0; i < expected.length; i++) assert.ok(Math.abs(got[i] - expected[i]) < 1e-2);
+    } finally {
+      await runner.dispose();
+    }
+  });
+
   it('pruning alone keeps the weight format of an already quantized source', async () => {
     await compressStoredModel(store, { name: 'clf', quantize: 'uint16' }, { worker: false });
     const { stored, report } = await compressStoredModel(
@@ -294,8 +337,10 @@ describe('evaluation runners', () => {
     const [kernel, bias] = model.getWeights().map((w) => Float32Array.from(w.dataSync()));
     const artifacts = await modelArtifacts(model);
     model.dispose();
-    const tfjs = await layersRunnerFromArtifacts(artifacts);
-    const ort = await onnxRunnerFromBytes(gemmOnnx(kernel, bias, 6, 4));
+    const tfjs = await TfjsRunner.fromArtifacts('tfjs-layers', artifacts, { backends: ['wasm', 'cpu'] });
+    const onnx = gemmOnnx(kernel, bias, 6, 4);
+    const files = { format: 'onnx' as const, onnx, entryPath: 'model.onnx', bytes: onnx.length, notes: [] };
+    const { runner: ort } = await createRunner(files, { runtime: 'onnxruntime' });
     try {
       assert.deepEqual([ort.inputShape, ort.outputShape], [[6], [4]]);
       assert.match(ort.runtime, /^onnxruntime-(node|web)$/);

@@ -1,20 +1,11 @@
 import assert from 'node:assert/strict';
 import { EwmaStats, WelfordStats } from '../../lib/preprocess/running-stats';
 
-/** Small seeded generator so failures reproduce. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { gaussian as gaussianOf, seededRandom as random } from '../../lib/util/random';
 
+/** One standard normal sample drawn from `rand` (seeded, so failures reproduce). */
 function gaussian(rand: () => number): number {
-  return Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+  return gaussianOf(rand)();
 }
 
 /** Reference: mean first, then the mean squared deviation (population variance). */

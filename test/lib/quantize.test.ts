@@ -6,13 +6,13 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import {
   decodeWeightData,
   encodeWeights,
-  fromFloat16Bits,
   quantizeLayersModel,
   toFloat16Bits,
   type DecodedWeight,
   type ManifestEntry,
 } from '../../lib/models/quantize';
 import { fileLoadHandler, fileSaveHandler, tf, useBackend } from '../../lib/models/tfjs';
+import { float16ToFloat32 } from '../../lib/models/weights';
 
 /** Seeded uniform values in [lo, hi). */
 function values(n: number, lo: number, hi: number, seed: number): Float32Array {
@@ -154,7 +154,7 @@ describe('weight quantization (tensorflowjs_converter format)', () => {
     ];
     const viaTfjs = tfjsDecode(specs, all.buffer).h;
     for (let bits = 0; bits < 0x10000; bits++) {
-      const ours = fromFloat16Bits(bits);
+      const ours = float16ToFloat32(bits);
       if (Number.isNaN(ours)) {
         assert.ok(Number.isNaN(viaTfjs[bits]));
         continue;

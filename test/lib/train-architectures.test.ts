@@ -12,11 +12,11 @@ import {
 import {
   prepareBackend,
   CancelledError,
-  seededRandom,
   shiftImages,
   trainModel,
   type TrainData,
 } from '../../lib/train/trainer';
+import { seededRandom } from '../../lib/util/random';
 import * as tfl from '@tensorflow/tfjs-layers';
 
 /** Learnable synthetic data: class = which half of the features has the larger sum. */

@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Dataset, DatasetError, type DatasetOptions } from '../../lib/train/dataset';
-import { seededRandom } from '../../lib/train/trainer';
+import { seededRandom } from '../../lib/util/random';
 
 describe('training dataset on disk', () => {
   let dir: string;

@@ -2,10 +2,61 @@ import assert from 'node:assert/strict';
 import { existsSync, promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { ModelStore } from '../../lib/models/store';
+import { fileSaveHandler, tf, useBackend } from '../../lib/models/tfjs';
+import type { EdgeModelNode } from '../../nodes/shared/model-config';
 import { collect, helper, nodeModule, type FlowNode } from '../helpers/red';
 import { gaussian, prng } from '../helpers/signals';
 
 const anomalyNode = nodeModule('edge-anomaly');
+const modelNode = nodeModule('edge-model');
+
+const AE_WINDOW = 8;
+
+/**
+ * A dense autoencoder over windows of two channels that are normally equal: the 8-unit
+ * bottleneck keeps the mean of the two channels at each step, the decoder writes it to both.
+ * With `identity` the bottleneck is wide enough to reconstruct any window exactly.
+ */
+async function saveAutoencoder(store: ModelStore, identity: boolean): Promise<void> {
+  const size = AE_WINDOW * 2;
+  const latent = identity ? size : AE_WINDOW;
+  const model = tfl.sequential({
+    layers: [
+      tfl.layers.flatten({ inputShape: [AE_WINDOW, 2] }),
+      tfl.layers.dense({ units: latent, useBias: false }),
+      tfl.layers.dense({ units: size, useBias: false }),
+      tfl.layers.reshape({ targetShape: [AE_WINDOW, 2] }),
+    ],
+  });
+  const encoder = new Float32Array(size * latent);
+  const decoder = new Float32Array(latent * size);
+  for (let i = 0; i < size; i++) {
+    if (identity) {
+      encoder[i * latent + i] = 1;
+      decoder[i * size + i] = 1;
+    } else {
+      encoder[i * latent + Math.floor(i / 2)] = 0.5;
+      decoder[Math.floor(i / 2) * size + i] = 1;
+    }
+  }
+  model.layers[1].setWeights([tf.tensor2d(encoder, [size, latent])]);
+  model.layers[2].setWeights([tf.tensor2d(decoder, [latent, size])]);
+  await store.save('ae', { format: 'tfjs-layers', entry: 'model.json' }, async (dir) => {
+    await model.save(fileSaveHandler(dir));
+  });
+  model.dispose();
+}
+
+/** Two channels that follow each other; from `onset` the second is offset by +1. */
+function pairedReadings(n: number, onset: number, seed: number): number[][] {
+  const g = gaussian(prng(seed));
+  return Array.from({ length: n }, (_, t) => {
+    const a = Math.sin(t / 5) + 0.05 * g();
+    return [a, a + 0.05 * g() + (t >= onset ? 1 : 0)];
+  });
+}
 
 type Msg = Record<string, unknown>;
 type Payload = { score: number; isAnomaly: boolean; threshold: number; learning: boolean };
@@ -247,6 +298,48 @@ describe('edge-anomaly node', function () {
     const msgs = await out;
     assert.equal((msgs[1].payload as Payload).learning, false);
     assert.equal((msgs[1].anomaly as { index: number }).index, 61);
+  });
+
+  it('method "model": scores with an edge-model autoencoder and follows its swaps', async () => {
+    await useBackend(['cpu']);
+    const store = ModelStore.forUserDir(userDir);
+    await saveAutoencoder(store, false);
+    await saveAutoencoder(store, true);
+    await helper.load(
+      [anomalyNode, modelNode],
+      flow({ method: 'model', model: 'm', seqWindow: AE_WINDOW, learning: 60, persist: false }, [
+        { id: 'm', type: 'edge-model', name: 'ae', source: 'store:ae@1', warmup: 1 },
+      ]),
+    );
+    const edgeModel = helper.getNode('m') as unknown as EdgeModelNode;
+    await edgeModel.handle.ready();
+    const rows = pairedReadings(140, 100, 3);
+    const results = collect(node('out'), rows.length);
+    for (const row of rows) node('n1').receive({ payload: row });
+    const msgs = await results;
+    const payloads = msgs.map((m) => m.payload as Payload);
+    assert.ok(msgs.every((m) => (m.anomaly as { method: string }).method === 'model'));
+    assert.ok(payloads.slice(0, 60).every((p) => p.learning && !p.isAnomaly));
+    assert.ok(payloads.slice(60, 100).every((p) => !p.learning && !p.isAnomaly));
+    assert.ok(payloads.slice(110).every((p) => p.isAnomaly && p.score > 0.5));
+
+    // Swapped to a model that reconstructs everything, the same anomaly scores nothing.
+    await edgeModel.load('store:ae@2');
+    const after = collect(node('out'), 20);
+    for (const row of pairedReadings(20, 0, 4)) node('n1').receive({ payload: row });
+    const swapped = (await after).map((m) => m.payload as Payload);
+    assert.ok(
+      swapped.every((p) => p.score < 0.1),
+      JSON.stringify(swapped.map((p) => p.score)),
+    );
+  });
+
+  it('method "model" without an edge-model node fails each message to Catch', async () => {
+    await helper.load(anomalyNode, flow({ method: 'model', model: '' }, catchNodes));
+    const caught = collect(node('caught'), 1);
+    node('n1').receive({ payload: 1 });
+    const [err] = await caught;
+    assert.equal(err.payload, 1);
   });
 
   it('reports invalid settings and fails each message to Catch', async () => {

@@ -5,7 +5,7 @@
  * range, saturating at the 16-bit limits. Continuous mode converts back to back.
  */
 import { type Clock, systemClock } from '../clock';
-import { SeededRandom } from '../random';
+import { SeededRandom } from '../../util/random';
 import {
   ADS1115_CONFIG_DEFAULT,
   ADS1115_DATA_RATES,

@@ -7,7 +7,7 @@
  * "skipped" register value, and power-on state after the device was gone.
  */
 import { type Clock, systemClock } from '../clock';
-import { SeededRandom } from '../random';
+import { SeededRandom } from '../../util/random';
 import {
   BME280_CHIP_ID,
   BME280_EXAMPLE_CALIBRATION,

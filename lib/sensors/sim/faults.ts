@@ -5,7 +5,7 @@
  */
 import type { Clock } from '../clock';
 import { SensorError } from '../errors';
-import type { SeededRandom } from '../random';
+import type { SeededRandom } from '../../util/random';
 
 export type FaultType = 'drift' | 'spike' | 'stuck' | 'bearing-wear' | 'gone' | 'back' | 'clear';
 

@@ -4,7 +4,7 @@
  * T_HYST and T_OS. It is what the raw register reader meets at its address in simulation.
  */
 import { type Clock, systemClock } from '../clock';
-import { SeededRandom } from '../random';
+import { SeededRandom } from '../../util/random';
 import type { SimDevice } from './sim-bus';
 import { FaultModel, type FaultDefaults } from './faults';
 import { Environment, type EnvironmentOptions, clamp } from './signals';

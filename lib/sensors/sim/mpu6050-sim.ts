@@ -4,7 +4,7 @@
  * limits like the chip's), and fills the data registers with the vibration model's samples.
  */
 import { type Clock, systemClock } from '../clock';
-import { SeededRandom } from '../random';
+import { SeededRandom } from '../../util/random';
 import {
   ACCEL_LSB_PER_G,
   ACCEL_RANGE_BY_CODE,

@@ -4,7 +4,7 @@
  * vibration of a running machine an MPU6050 is bolted to (running-speed harmonics, broadband
  * noise, and bearing-defect impacts that grow with wear).
  */
-import type { SeededRandom } from '../random';
+import type { SeededRandom } from '../../util/random';
 
 export interface EnvironmentOptions {
   /** Mean air temperature, °C. */

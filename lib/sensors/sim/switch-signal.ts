@@ -4,7 +4,7 @@
  * bounce, which is what the debounce setting exists for.
  */
 import { type Clock, type TimerHandle, systemClock } from '../clock';
-import { SeededRandom } from '../random';
+import { SeededRandom } from '../../util/random';
 import type { GpioValue, SimulatedGpioLine } from '../gpio';
 
 export interface SwitchSignalOptions {

@@ -1,0 +1,11 @@
+/**
+ * node-red-contrib-edge-ai as a library, usable from a plain script without Node-RED. Each
+ * area is a namespace, e.g. `const { anomaly } = require('node-red-contrib-edge-ai');
+ * new anomaly.AnomalyDetector({ method: 'auto' })`.
+ */
+export * as sensors from './sensors';
+export * as preprocess from './preprocess';
+export * as models from './models';
+export * as train from './train';
+export * as anomaly from './anomaly';
+export { SeededRandom, seededRandom, gaussian } from './util/random';
