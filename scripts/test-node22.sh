@@ -5,8 +5,8 @@
 #   .node22/node-red   node-red@5
 #   .node22/natives    i2c-bus and onoff (epoll) compiled for Node 22 against those headers
 #   .node22/run        the package as Node-RED sees it: dist/ (compiled once, runtime-agnostic),
-#                      package.json, examples, icons; node_modules -> natives, everything else is
-#                      found further up in the repository's node_modules.
+#                      package.json, links to the rest of the checkout; node_modules -> natives,
+#                      every other module is found further up, in the repository's node_modules.
 # Usage: scripts/test-node22.sh [--no-build] [mocha arguments...]
 #   --no-build   reuse dist/ as it is (CI has just built it); otherwise `npm run build` first.
 #   NODE22_VERSION (default 22) and NODE_RED5_VERSION (default 5) pick other versions.
@@ -82,9 +82,13 @@ run="$work/run"
 rm -rf "$run"
 mkdir -p "$run"
 cp -R "$root/dist" "$run/dist"
-cp "$root/package.json" "$root/.mocharc.json" "$run/"
-for entry in examples icons test; do
-  if [ -e "$root/$entry" ]; then ln -s "$root/$entry" "$run/$entry"; fi
+cp "$root/package.json" "$run/"
+# Everything else tests may read (examples, scripts, test sources, .mocharc.json, ...) as links.
+for entry in "$root"/* "$root"/.[!.]*; do
+  case "$(basename "$entry")" in
+    dist | node_modules | package.json | .node22 | .git | test-artifacts) ;; # screenshots stay apart
+    *) ln -s "$entry" "$run/$(basename "$entry")" ;;
+  esac
 done
 ln -s "$natives/node_modules" "$run/node_modules"
 
