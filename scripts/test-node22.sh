@@ -7,6 +7,7 @@
 #   .node22/run        the package as Node-RED sees it: dist/ (compiled once, runtime-agnostic),
 #                      package.json, links to the rest of the checkout; node_modules -> natives,
 #                      every other module is found further up, in the repository's node_modules.
+#                      Its screenshots go to .node22/run/test-artifacts/.
 # Usage: scripts/test-node22.sh [--no-build] [mocha arguments...]
 #   --no-build   reuse dist/ as it is (CI has just built it); otherwise `npm run build` first.
 #   NODE22_VERSION (default 22) and NODE_RED5_VERSION (default 5) pick other versions.
