@@ -78,14 +78,9 @@ describe('examples in Chromium', function () {
       // The action behind the debug tab's button and its ctrl-g d shortcut (the sidebar's markup
       // differs between Node-RED 4 and 5).
       await page.evaluate(() => RED.actions.invoke('core:show-debug-tab'));
+      // The editor was opened just before the demo was deployed: every message is the demo's.
       const messages = page.locator('.red-ui-debug-content .red-ui-debug-msg');
-      await messages.first().waitFor({ state: 'visible', timeout: 20_000 });
-      const count = await messages.count();
-      await page.waitForFunction(
-        (n) => document.querySelectorAll('.red-ui-debug-content .red-ui-debug-msg').length > n,
-        count,
-        { timeout: 20_000 },
-      );
+      await messages.first().waitFor({ state: 'visible', timeout: 30_000 });
       // Show the demo's own tab beside its messages.
       await page.evaluate(() => RED.workspaces.show(RED.nodes.getWorkspaceOrder().slice(-1)[0]));
       await page.mouse.move(600, 500);
