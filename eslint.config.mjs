@@ -2,7 +2,16 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', '.node-red-demo/**', 'test-artifacts/**', 'bench-out/**'] },
+  {
+    ignores: [
+      'dist/**',
+      'node_modules/**',
+      '.node-red-demo/**',
+      'test-artifacts/**',
+      'bench-out/**',
+      '.node22/**',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
