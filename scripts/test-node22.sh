@@ -83,7 +83,7 @@ rm -rf "$run"
 mkdir -p "$run"
 cp -R "$root/dist" "$run/dist"
 cp "$root/package.json" "$root/.mocharc.json" "$run/"
-for entry in examples icons test; do
+for entry in examples icons scripts test; do
   if [ -e "$root/$entry" ]; then ln -s "$root/$entry" "$run/$entry"; fi
 done
 ln -s "$natives/node_modules" "$run/node_modules"
