@@ -376,7 +376,8 @@ export async function trainModel(
           tf.dispose(best?.weights ?? []);
           best = { loss: valLoss, epoch, weights: model.getWeights().map((w) => w.clone()) };
           stale = 0;
-        } else if (++stale >= patience) {
+        } else if (++stale >= patience && epoch < settings.epochs - 1) {
+          // Patience running out on the last epoch is not an early stop.
           stoppedBy = 'early-stopping';
           break;
         }

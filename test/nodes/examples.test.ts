@@ -2,17 +2,18 @@ import assert from 'node:assert/strict';
 import { promises as fs, readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { nodeRedPackageDir } from '../helpers/node-red-path';
 import { helper, nodeModule, type FlowNode } from '../helpers/red';
+import { nodeRedPackageDir } from '../helpers/node-red-path';
 
 /** The package root (this file runs from dist/test/nodes/). */
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const EXAMPLES = path.join(ROOT, 'examples');
-// The core nodes of the Node-RED under test (EDGE_NODE_RED_PATH may name another install).
-const CORE_NODES = path.join(
-  path.dirname(require.resolve('@node-red/nodes/package.json', { paths: [nodeRedPackageDir()] })),
-  'core',
-);
+
+/** The core nodes of the Node-RED under test (Node-RED 4 here, or 5 in the Node 22 run). */
+function coreNodesDir(): string {
+  const nodesPackage = require.resolve('@node-red/nodes/package.json', { paths: [nodeRedPackageDir()] });
+  return path.join(path.dirname(nodesPackage), 'core');
+}
 const exampleFiles = readdirSync(EXAMPLES)
   .filter((f) => f.endsWith('.json'))
   .sort();
@@ -87,7 +88,7 @@ async function loadExample(
   const modules = new Set<unknown>();
   for (const n of converted) {
     if (PACKAGE_TYPES.includes(n.type)) modules.add(nodeModule(n.type));
-    else if (CORE_MODULES[n.type]) modules.add(require(path.join(CORE_NODES, CORE_MODULES[n.type])));
+    else if (CORE_MODULES[n.type]) modules.add(require(path.join(coreNodesDir(), CORE_MODULES[n.type])));
   }
   await helper.load([...modules], converted);
 }
