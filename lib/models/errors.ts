@@ -5,3 +5,11 @@ export class ModelLoadError extends Error {
     this.name = 'ModelLoadError';
   }
 }
+
+/** The named model has no version in the store yet (e.g. before its first training): wait for it. */
+export class ModelNotInStoreYet extends ModelLoadError {
+  constructor(readonly modelName: string) {
+    super(`no model named ${modelName} in the store yet`);
+    this.name = 'ModelNotInStoreYet';
+  }
+}

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { sha256 } from '../util/atomic';
-import { ModelLoadError } from './errors';
+import { ModelLoadError, ModelNotInStoreYet } from './errors';
 import { detectFormat } from './model-files';
 import { ModelStore, type ModelInfo, type ModelMeta, type StoredModel } from './store';
 
@@ -233,11 +233,8 @@ export async function resolveSource(
     ModelStore.checkName(spec.store);
     const stored = await options.store.get(spec.store, spec.version);
     if (!stored) {
-      throw new ModelLoadError(
-        spec.version
-          ? `model ${spec.store} has no version ${spec.version} in the store`
-          : `no model named ${spec.store} in the store yet`,
-      );
+      if (!spec.version) throw new ModelNotInStoreYet(spec.store);
+      throw new ModelLoadError(`model ${spec.store} has no version ${spec.version} in the store`);
     }
     return {
       origin: 'store',

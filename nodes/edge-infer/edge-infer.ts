@@ -1,4 +1,5 @@
 import type { Node, NodeAPI, NodeDef } from 'node-red';
+import { ModelNotInStoreYet } from '../../lib/models/errors';
 import { interpretOutput, prepareInput, type InferenceMode } from '../../lib/models/inference';
 import { MicroBatcher, type OverflowPolicy } from '../../lib/models/micro-batcher';
 import type { LoadedModelInfo } from '../../lib/models/model-handle';
@@ -118,7 +119,7 @@ export = function (RED: NodeAPI): void {
       if (!info) {
         if (handle.loading)
           node.status({ fill: 'yellow', shape: 'ring', text: RED._('edge-infer.status.loading') });
-        else if (handle.lastError)
+        else if (handle.lastError && !(handle.lastError instanceof ModelNotInStoreYet))
           node.status({ fill: 'red', shape: 'ring', text: shortText(handle.lastError.message) });
         else node.status({ fill: 'grey', shape: 'ring', text: RED._('edge-infer.status.waiting') });
         return;
@@ -146,8 +147,8 @@ export = function (RED: NodeAPI): void {
     };
     batcher.onDepth = refreshStatus;
     const onLoaded = (): void => refreshStatus();
-    const onLoadFailed = (err: Error): void => {
-      if (!handle.info) node.status({ fill: 'red', shape: 'ring', text: shortText(errorText(err)) });
+    const onLoadFailed = (): void => {
+      if (!handle.info) showStatus();
     };
     handle.on('loaded', onLoaded);
     handle.on('loading', refreshStatus);

@@ -6,6 +6,7 @@ import {
   RUNTIME_PREFERENCES,
   type RuntimePreference,
 } from '../../lib/models/select';
+import { ModelNotInStoreYet } from '../../lib/models/errors';
 import { ModelHandle } from '../../lib/models/model-handle';
 import { parseSource } from '../../lib/models/source';
 import type { ModelFormat } from '../../lib/models/store';
@@ -95,7 +96,7 @@ export = function (RED: NodeAPI): void {
       if (info.fallbackReason) node.log(RED._('edge-model.log.fallback', { reason: info.fallbackReason }));
     });
     handle.on('load-failed', (err: Error) => {
-      const waiting = follow && /no model named .* in the store yet/.test(err.message);
+      const waiting = follow && err instanceof ModelNotInStoreYet;
       if (waiting) node.log(RED._('edge-model.log.waiting', { name: followName ?? '' }));
       else node.error(RED._('edge-model.errors.load', { error: err.message }));
     });

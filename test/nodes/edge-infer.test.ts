@@ -253,6 +253,33 @@ describe('edge-model swaps and follows the store without dropping messages', fun
     model.dispose();
   }
 
+  it('waits (grey status, no error) for a followed model that is not trained yet, then serves it', async () => {
+    await helper.load(
+      nodes,
+      flow({ name: 'later', source: 'store:later', follow: true }, { mode: 'regress' }),
+    );
+    const statuses: { fill?: string }[] = [];
+    node('i').on('call:status', (call: { args: [{ fill?: string }] }) => statuses.push(call.args[0]));
+    const modelErrors = errorsOf(node('m'));
+    await new Promise((r) => setTimeout(r, 400));
+    assert.ok(statuses.length > 0 && statuses.every((s) => s.fill !== 'red'), JSON.stringify(statuses));
+    assert.equal(modelErrors.length, 0);
+    const loaded = new Promise<void>((resolve) => helper.getNode('m').handle.once('loaded', () => resolve()));
+    const store = ModelStore.forUserDir(userDir);
+    const model = tfl.sequential({
+      layers: [tfl.layers.dense({ units: 1, inputShape: [3], useBias: false })],
+    });
+    tf.tidy(() => model.setWeights([tf.tensor2d([[1], [1], [1]])]));
+    await store.save('later', { format: 'tfjs-layers', entry: 'model.json' }, (dir) =>
+      model.save(fileSaveHandler(dir)).then(() => undefined),
+    );
+    model.dispose();
+    await loaded;
+    const out = collect(node('out'), 1);
+    (node('i') as Emitter & { receive(msg: unknown): void }).receive({ payload: [1, 2, 3] });
+    assert.equal((await out)[0].payload, 6);
+  });
+
   it('follows new store versions mid-stream: every message answered, no tensor or session leak', async () => {
     const store = ModelStore.forUserDir(userDir);
     await saveVersion(store, 1);
