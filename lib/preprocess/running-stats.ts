@@ -54,6 +54,29 @@ function isNumberArray(value: unknown, length: number): value is number[] {
   );
 }
 
+/** Checks the fields both saved states share plus their spread array; throws if any is off. */
+function checkSavedState<
+  T extends { kind: string; count: number; mean: number[]; min: number[]; max: number[] },
+>(state: unknown, kind: T['kind'], spread: keyof T & string, label: string): T {
+  const s = state as (Partial<T> & Record<string, unknown>) | null;
+  const width = Array.isArray(s?.mean) ? s.mean.length : 0;
+  if (
+    !s ||
+    s.kind !== kind ||
+    width < 1 ||
+    typeof s.count !== 'number' ||
+    !Number.isInteger(s.count) ||
+    s.count < 0 ||
+    !isNumberArray(s.mean, width) ||
+    !isNumberArray(s[spread], width) ||
+    !isNumberArray(s.min, width) ||
+    !isNumberArray(s.max, width)
+  ) {
+    throw new TypeError(`not a saved ${label} state`);
+  }
+  return s as T;
+}
+
 /**
  * Welford's online mean and variance (numerically stable for large offsets, unlike the
  * sum-of-squares formula), plus min and max, for each channel.
@@ -137,22 +160,8 @@ export class WelfordStats implements ChannelStatistics {
   }
 
   static fromJSON(state: unknown): WelfordStats {
-    const s = state as Partial<WelfordState> | null;
-    const width = Array.isArray(s?.mean) ? s.mean.length : 0;
-    if (
-      !s ||
-      s.kind !== 'welford' ||
-      width < 1 ||
-      typeof s.count !== 'number' ||
-      !Number.isInteger(s.count) ||
-      s.count < 0 ||
-      !isNumberArray(s.mean, width) ||
-      !isNumberArray(s.m2, width) ||
-      !isNumberArray(s.min, width) ||
-      !isNumberArray(s.max, width)
-    ) {
-      throw new TypeError('not a saved Welford state');
-    }
+    const s = checkSavedState<WelfordState>(state, 'welford', 'm2', 'Welford');
+    const width = s.mean.length;
     const stats = new WelfordStats(width);
     if (s.count > 0) {
       stats.n = s.count;
@@ -260,22 +269,8 @@ export class EwmaStats implements ChannelStatistics {
 
   /** Restores a saved state; `alpha` (the configured one) wins over the saved one. */
   static fromJSON(state: unknown, alpha?: number): EwmaStats {
-    const s = state as Partial<EwmaState> | null;
-    const width = Array.isArray(s?.mean) ? s.mean.length : 0;
-    if (
-      !s ||
-      s.kind !== 'ewma' ||
-      width < 1 ||
-      typeof s.count !== 'number' ||
-      !Number.isInteger(s.count) ||
-      s.count < 0 ||
-      !isNumberArray(s.mean, width) ||
-      !isNumberArray(s.variance, width) ||
-      !isNumberArray(s.min, width) ||
-      !isNumberArray(s.max, width)
-    ) {
-      throw new TypeError('not a saved EWMA state');
-    }
+    const s = checkSavedState<EwmaState>(state, 'ewma', 'variance', 'EWMA');
+    const width = s.mean.length;
     const stats = new EwmaStats(width, alpha ?? s.alpha ?? 0.05);
     stats.n = s.count;
     stats.meanValues.set(s.mean);
