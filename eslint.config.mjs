@@ -10,6 +10,8 @@ export default tseslint.config(
       'test-artifacts/**',
       'bench-out/**',
       '.node22/**',
+      '.tflite-ref/**',
+      'lib/models/convert/tflite/schema/tflite-schema.ts',
     ],
   },
   js.configs.recommended,

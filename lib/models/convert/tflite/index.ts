@@ -1,0 +1,11 @@
+export { TfliteError, type TfliteErrorCode } from './errors';
+export { isTfliteBuffer, readTflite, type TfliteGraph, type TfliteOp, type TfliteTensor } from './read';
+export {
+  convertTfliteGraph,
+  convertTfliteToOnnx,
+  SUPPORTED_TFLITE_OPS,
+  TFLITE_ONNX_OPSET,
+  type TfliteConversion,
+  type TfliteConvertOptions,
+  type TfliteIo,
+} from './to-onnx';
