@@ -6,7 +6,7 @@
  */
 
 import { InputError } from '../preprocess/numeric-input';
-import type { ModelRunner } from '../models/runner';
+import type { ModelRunner } from '../models/runtime/runner';
 import { Calibrator, combineMin, scoreOf, type CalibratorState } from './calibrate';
 import { Decision, type DecisionState, type Episode } from './decision';
 import {
