@@ -6,7 +6,7 @@
 
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { ModelRunner } from '../models/runner';
+import type { ModelRunner } from '../models/runtime/runner';
 import { scaleFloor, type ScoreModel, type ScoreModelState } from './stat-models';
 import type {
   SequenceArchitecture,

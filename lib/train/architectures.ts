@@ -4,7 +4,7 @@
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 // Registers the backends and the chained tensor methods tfjs-layers needs.
-import '../models/tfjs';
+import '../models/runtime/tfjs';
 
 export type Task = 'classification' | 'regression' | 'autoencoder';
 

@@ -4,8 +4,8 @@
  * (on this thread, so the store's 'saved' event reaches every edge-model following the name).
  */
 import path from 'node:path';
-import { fileSaveHandler } from '../models/tfjs';
-import { ModelStore, type StoredModel } from '../models/store';
+import { fileSaveHandler } from '../models/runtime/tfjs';
+import { ModelStore, type StoredModel } from '../models/store/store';
 import { ARCHITECTURES, type ArchitectureName, type Task } from './architectures';
 import { Dataset, type ExportedDataset, type LabelKind, type RetentionPolicy } from './dataset';
 import { TrainingWorker } from './training-worker';

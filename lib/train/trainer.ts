@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { fileLoadHandler, useBackend, type TfBackendName } from '../models/tfjs';
+import { fileLoadHandler, useBackend, type TfBackendName } from '../models/runtime/tfjs';
 import {
   buildModel,
   lossFor,

@@ -1,5 +1,5 @@
 import type * as OrtTypes from 'onnxruntime-web';
-import { ModelLoadError } from './errors';
+import { ModelLoadError } from '../errors';
 import {
   createOrtSession,
   loadOrt,

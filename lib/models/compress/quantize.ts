@@ -10,8 +10,8 @@
  */
 import type { io } from '@tensorflow/tfjs-core';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
-import { tf } from './tfjs';
-import { decodeEntries, storedByteLength } from './weights';
+import { tf } from '../runtime/tfjs';
+import { decodeEntries, storedByteLength } from '../store/weights';
 
 export type WeightQuantization = 'uint8' | 'uint16' | 'float16';
 export const WEIGHT_QUANTIZATIONS: readonly WeightQuantization[] = ['uint8', 'uint16', 'float16'];

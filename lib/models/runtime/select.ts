@@ -1,12 +1,12 @@
 import type * as tfl from '@tensorflow/tfjs-layers';
-import { ModelLoadError } from './errors';
-import type { ModelFiles } from './model-files';
-import { exportLayersModelToOnnx } from './onnx-export';
+import { ModelLoadError } from '../errors';
+import type { ModelFiles } from '../store/model-files';
+import { exportLayersModelToOnnx } from '../convert/onnx-export';
 import { ortAvailable, OrtRunner, type OrtRuntimeName } from './ort-runner';
 import type { ModelRunner, RuntimeName } from './runner';
 import type { TfBackendName } from './tfjs';
 import { TfjsRunner } from './tfjs-runner';
-import { seededRandom } from '../util/random';
+import { seededRandom } from '../../util/random';
 
 /**
  * Picks the runtime for a model. ONNX models run on ONNX Runtime (node where installed, else

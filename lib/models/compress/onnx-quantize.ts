@@ -9,8 +9,8 @@ import {
   tensorFloats,
   tensorValueInfo,
   transposeData,
-} from './onnx-graph';
-import { createOrtSession, type OrtRuntimeName } from './ort-session';
+} from '../convert/onnx-graph';
+import { createOrtSession, type OrtRuntimeName } from '../runtime/ort-session';
 
 /** Operators whose weights can be quantized to int8. */
 export type QuantizableOp = 'MatMul' | 'Gemm' | 'Conv' | 'LSTM';

@@ -1,20 +1,20 @@
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
 import type * as tfl from '@tensorflow/tfjs-layers';
-import { ModelLoadError } from './errors';
+import { ModelLoadError } from '../errors';
 import type { Normalisation } from './inference';
-import { checkNormalisation } from '../preprocess/scaling';
-import { DEFAULT_MAX_MODEL_BYTES, readModelFiles } from './model-files';
-import type { ModelRunner, RuntimeName } from './runner';
-import { createRunner, type RuntimePreference } from './select';
+import { checkNormalisation } from '../../preprocess/scaling';
+import { DEFAULT_MAX_MODEL_BYTES, readModelFiles } from '../store/model-files';
+import type { ModelRunner, RuntimeName } from '../runtime/runner';
+import { createRunner, type RuntimePreference } from '../runtime/select';
 import {
   describeSource,
   parseSource,
   resolveSource,
   type ModelSourceInput,
   type ModelSourceSpec,
-} from './source';
-import { ModelStore, modelStoreEvents, type ModelFormat, type StoredModel } from './store';
+} from '../store/source';
+import { ModelStore, modelStoreEvents, type ModelFormat, type StoredModel } from '../store/store';
 
 /**
  * One loaded model shared by every user of it, swappable while it serves: a load builds the

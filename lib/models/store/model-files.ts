@@ -1,8 +1,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type * as tf from '@tensorflow/tfjs-core';
-import { ModelLoadError } from './errors';
-import { normaliseLayersTopology, normaliseWeightName, type LayersLayout } from './keras-compat';
+import { ModelLoadError } from '../errors';
+import { normaliseLayersTopology, normaliseWeightName, type LayersLayout } from '../convert/keras-compat';
 import { ModelStore, type ModelFormat, type ModelMeta } from './store';
 import { decodeWeightsManifest, type ManifestGroup } from './weights';
 

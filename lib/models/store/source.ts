@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { sha256 } from '../util/atomic';
-import { ModelLoadError, ModelNotInStoreYet } from './errors';
+import { sha256 } from '../../util/atomic';
+import { ModelLoadError, ModelNotInStoreYet } from '../errors';
 import { detectFormat } from './model-files';
 import { ModelStore, type ModelInfo, type ModelMeta, type StoredModel } from './store';
 

@@ -1,5 +1,5 @@
-import { InputError, toSample } from '../preprocess/numeric-input';
-import { checkNormalisation, Scaler, type NormalisationStats } from '../preprocess/scaling';
+import { InputError, toSample } from '../../preprocess/numeric-input';
+import { checkNormalisation, Scaler, type NormalisationStats } from '../../preprocess/scaling';
 
 /**
  * Turning a message payload into one model input sample and one model output into a result:
