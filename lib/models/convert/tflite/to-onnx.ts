@@ -1,5 +1,5 @@
 import { onnx } from 'onnx-proto';
-import { attr, GraphBuilder, OnnxType, tensorValueInfo } from '../../onnx-graph';
+import { attr, GraphBuilder, OnnxType, tensorValueInfo } from '../onnx-graph';
 import { TfliteError } from './errors';
 import {
   constInts,
