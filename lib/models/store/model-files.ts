@@ -3,6 +3,7 @@ import path from 'node:path';
 import type * as tf from '@tensorflow/tfjs-core';
 import { ModelLoadError } from '../errors';
 import { normaliseLayersTopology, normaliseWeightName, type LayersLayout } from '../convert/keras-compat';
+import { convertTfliteToOnnx, isTfliteBuffer, type TfliteConversion } from '../convert/tflite';
 import { ModelStore, type ModelFormat, type ModelMeta } from './store';
 import { decodeWeightsManifest, type ManifestGroup } from './weights';
 
@@ -44,6 +45,8 @@ export interface TfjsModelFiles extends CommonFiles {
 export interface OnnxModelFiles extends CommonFiles {
   format: 'onnx';
   onnx: Uint8Array;
+  /** Set when the file was a TFLite model, converted to this ONNX graph on load. */
+  tflite?: Omit<TfliteConversion, 'onnx'>;
 }
 
 export type ModelFiles = TfjsModelFiles | OnnxModelFiles;
@@ -119,14 +122,19 @@ async function entryOfDirectory(dir: string): Promise<{ entry: string; meta?: Mo
   if (names.includes('model.json')) return { entry: path.join(dir, 'model.json') };
   const onnx = names.filter((n) => n.toLowerCase().endsWith('.onnx'));
   if (onnx.length === 1) return { entry: path.join(dir, onnx[0]) };
+  const tflite = names.filter((n) => n.toLowerCase().endsWith('.tflite'));
+  if (onnx.length === 0 && tflite.length === 1) return { entry: path.join(dir, tflite[0]) };
+  const several = onnx.length > 1 ? onnx : tflite;
   throw new ModelLoadError(
-    onnx.length > 1
-      ? `${dir} holds several .onnx files (${onnx.join(', ')}): name the one to load`
-      : `no model.json or .onnx model in ${dir}`,
+    several.length > 1
+      ? `${dir} holds several model files (${several.join(', ')}): name the one to load`
+      : `no model.json, .onnx or .tflite model in ${dir}`,
   );
 }
 
-export function detectFormat(data: Uint8Array, fileName: string): ModelFormat | 'json' {
+/** 'tflite' for a TFLite flatbuffer (TFL3 identifier or .tflite name); it runs converted to ONNX. */
+export function detectFormat(data: Uint8Array, fileName: string): ModelFormat | 'json' | 'tflite' {
+  if (isTfliteBuffer(data) || fileName.toLowerCase().endsWith('.tflite')) return 'tflite';
   let i = 0;
   while (i < data.length && (data[i] === 0x20 || data[i] === 0x0a || data[i] === 0x0d || data[i] === 0x09))
     i++;
@@ -178,6 +186,36 @@ export async function readModelFiles(location: string, options: ReadModelOptions
   const data = await budget.read(target, label);
   const kind = detectFormat(data, target);
   const wanted = options.format ?? 'auto';
+  if (kind === 'tflite') {
+    if (wanted !== 'auto' && wanted !== 'onnx') {
+      throw new ModelLoadError(`${label} is not ${wanted} (it is a TFLite model, which runs as ONNX)`);
+    }
+    let converted: TfliteConversion;
+    try {
+      converted = convertTfliteToOnnx(new Uint8Array(data));
+    } catch (err) {
+      if (err instanceof ModelLoadError) {
+        err.message = `${label}: ${err.message}`;
+        throw err;
+      }
+      throw new ModelLoadError(
+        `${label}: the TFLite model could not be converted: ${(err as Error).message}`,
+      );
+    }
+    const { onnx, ...tflite } = converted;
+    const ops = Object.entries(tflite.opCounts)
+      .map(([op, n]) => (n > 1 ? `${op} x${n}` : op))
+      .join(', ');
+    return {
+      format: 'onnx',
+      entryPath: target,
+      bytes: budget.used,
+      meta,
+      notes: [`TFLite model (${tflite.quantization}) converted to ONNX: ${ops}`],
+      onnx,
+      tflite,
+    };
+  }
   if (kind === 'onnx') {
     if (wanted !== 'auto' && wanted !== 'onnx') {
       throw new ModelLoadError(`${label} is not ${wanted} JSON (it looks like an ONNX model)`);

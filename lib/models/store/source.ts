@@ -172,9 +172,12 @@ export async function downloadToStore(
   }
   const files = new Map<string, Buffer>();
   let info: ModelInfo;
-  if (detectFormat(main, url) === 'onnx') {
-    files.set('model.onnx', main);
-    info = { format: 'onnx', entry: 'model.onnx' };
+  const kind = detectFormat(main, url);
+  if (kind === 'onnx' || kind === 'tflite') {
+    // A TFLite file keeps its bytes and name; it is converted to ONNX when loaded.
+    const entry = kind === 'tflite' ? 'model.tflite' : 'model.onnx';
+    files.set(entry, main);
+    info = { format: 'onnx', entry };
   } else {
     let json: { format?: string; modelTopology?: { node?: unknown }; weightsManifest?: ShardGroup[] };
     try {

@@ -1,0 +1,482 @@
+import assert from 'node:assert/strict';
+import { promises as fs, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as ort from 'onnxruntime-web';
+import {
+  convertTfliteToOnnx,
+  isTfliteBuffer,
+  readTflite,
+  TfliteError,
+  type TfliteConversion,
+} from '../../lib/models/convert/tflite';
+import * as S from '../../lib/models/convert/tflite/schema/tflite-schema';
+import { createOrtSession, loadOrt } from '../../lib/models/runtime/ort-session';
+import { readModelFiles } from '../../lib/models/store/model-files';
+import { ModelHandle } from '../../lib/models/serve/model-handle';
+import { rng } from '../fixtures/reference';
+import { Net, TfliteBuilder } from '../fixtures/tflite-builder';
+import { loadReference, tfliteReferenceUnavailable } from '../helpers/tflite-reference';
+
+const MODELS = path.resolve(__dirname, '..', '..', '..', '..', 'shared', 'models', 'tflite');
+const REAL_FILES = ['hello_world_float', 'hello_world_int8', 'trained_lstm', 'micro_speech_quantized'];
+
+type Typed = Float32Array | Int8Array | Uint8Array | Int16Array | Int32Array;
+
+/** Random inputs in each input's own type: the full int8 range, or reals in [-1, 1). */
+function randomInputs(conv: TfliteConversion, seed: number): Typed[] {
+  const next = rng(seed);
+  return conv.inputs.map((io) => {
+    const n = io.shape.reduce((a, b) => a * b, 1);
+    if (io.type === 'int8') return Int8Array.from({ length: n }, () => Math.floor(next() * 256) - 128);
+    if (io.type === 'uint8') return Uint8Array.from({ length: n }, () => Math.floor(next() * 256));
+    if (io.type === 'int16') return Int16Array.from({ length: n }, () => Math.floor(next() * 65536) - 32768);
+    return Float32Array.from({ length: n }, () => next() * 2 - 1);
+  });
+}
+
+async function runOnnx(conv: TfliteConversion, inputs: Typed[]): Promise<number[][]> {
+  const session = await createOrtSession(conv.onnx, 'auto', { graphOptimizationLevel: 'all' });
+  try {
+    const ortMod = loadOrt(session.runtime)!;
+    const feeds: Record<string, ort.Tensor> = {};
+    conv.inputs.forEach((io, k) => {
+      const data = inputs[k];
+      const type =
+        data instanceof Float32Array ? 'float32' : (io.type as 'int8' | 'uint8' | 'int16' | 'int32');
+      feeds[io.onnxName] = new ortMod.Tensor(type, data, io.shape);
+    });
+    const out = await session.session.run(feeds);
+    return conv.outputs.map((io) => Array.from(out[io.onnxName].data as ArrayLike<number>, Number));
+  } finally {
+    await session.release();
+  }
+}
+
+/** Runs the model in TFLite's interpreter (a fresh one: LSTM state tensors carry over between runs). */
+async function runReference(bytes: Uint8Array, inputs: Typed[]): Promise<number[][]> {
+  const ref = await loadReference(bytes);
+  if (!ref) throw new Error(tfliteReferenceUnavailable());
+  return ref.run(inputs);
+}
+
+function maxDiff(a: number[], b: number[]): number {
+  assert.equal(a.length, b.length, 'output sizes differ');
+  return a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+}
+
+/**
+ * Compares converted ONNX (raw types) with the reference on `trials` random inputs. Float outputs
+ * must agree within `floatTol`, integer outputs within one quantization step.
+ */
+async function checkAgainstReference(bytes: Uint8Array, trials = 3, floatTol = 1e-5): Promise<number> {
+  const conv = convertTfliteToOnnx(bytes, { io: 'raw' });
+  let worst = 0;
+  for (let trial = 0; trial < trials; trial++) {
+    const inputs = randomInputs(conv, 100 + trial);
+    const [got, want] = [await runOnnx(conv, inputs), await runReference(bytes, inputs)];
+    conv.outputs.forEach((io, k) => {
+      const d = maxDiff(got[k], want[k]);
+      const tol = io.type === 'float32' ? floatTol : 1;
+      assert.ok(d <= tol, `output ${io.name} (${io.type}): max |diff| ${d} > ${tol}`);
+      worst = Math.max(worst, d);
+    });
+  }
+  return worst;
+}
+
+describe('TFLite models converted to ONNX', function () {
+  this.timeout(60000);
+  let reason = '';
+  before(() => {
+    reason = tfliteReferenceUnavailable();
+    if (reason) console.log(`      skipping comparisons with TFLite's interpreter: ${reason}`);
+  });
+  const withReference = (title: string, fn: () => Promise<void>) =>
+    it(title, async function () {
+      if (reason) this.skip();
+      await fn();
+    });
+
+  describe('the real TFLite files', () => {
+    for (const file of REAL_FILES) {
+      withReference(`${file}: matches TFLite's interpreter`, async () => {
+        const bytes = new Uint8Array(readFileSync(path.join(MODELS, `${file}.tflite`)));
+        assert.ok(isTfliteBuffer(bytes));
+        await checkAgainstReference(bytes, 4);
+      });
+    }
+
+    withReference(
+      'int8 inputs and outputs take and give real numbers (scale and zero point applied)',
+      async () => {
+        const bytes = new Uint8Array(readFileSync(path.join(MODELS, 'micro_speech_quantized.tflite')));
+        const real = convertTfliteToOnnx(bytes);
+        assert.equal(real.quantization, 'int8');
+        const [inQ] = real.inputs.map((io) => io.quantization!);
+        const [outQ] = real.outputs.map((io) => io.quantization!);
+        const raw = randomInputs(convertTfliteToOnnx(bytes, { io: 'raw' }), 7)[0] as Int8Array;
+        // Real values that quantize exactly to the raw ones.
+        const x = Float32Array.from(raw, (q) => (q - inQ.zeroPoint) * inQ.scale);
+        const [got] = await runOnnx(real, [x]);
+        const [want] = await runReference(bytes, [raw]);
+        const wantReal = want.map((q) => (q - outQ.zeroPoint) * outQ.scale);
+        assert.ok(maxDiff(got, wantReal) <= outQ.scale * 1.0001, `real outputs differ by more than one step`);
+        assert.ok(
+          Math.abs(got.reduce((a, b) => a + b, 0) - 1) < 0.05,
+          'softmax probabilities sum to about 1',
+        );
+      },
+    );
+
+    it('keeps the int8 computation in int8 kernels (QLinear/QDQ) and reports the ops', () => {
+      const bytes = new Uint8Array(readFileSync(path.join(MODELS, 'micro_speech_quantized.tflite')));
+      const conv = convertTfliteToOnnx(bytes);
+      assert.deepEqual(conv.opCounts, { RESHAPE: 1, DEPTHWISE_CONV_2D: 1, FULLY_CONNECTED: 1, SOFTMAX: 1 });
+      const text = Buffer.from(conv.onnx).toString('latin1');
+      assert.ok(text.includes('DequantizeLinear') && text.includes('QuantizeLinear'));
+      const graph = readTflite(bytes);
+      assert.equal(graph.tensors[graph.inputs[0]].type, S.TensorType.INT8);
+    });
+  });
+
+  describe('operators, on small models written with the generated builder', () => {
+    const P = S.Padding;
+    const A = S.ActivationFunctionType;
+    const O = S.BuiltinOptions;
+    const Op = S.BuiltinOperator;
+    const cases: Record<string, (n: Net) => [number[], number[]]> = {
+      'CONV_2D (SAME, RELU) and CONV_2D (VALID, stride 2, dilation 2, RELU6)': (n) => {
+        const x = n.act([1, 9, 9, 3]);
+        const w1 = n.weight([4, 3, 3, 3], 0);
+        const y1 = n.act([1, 9, 9, 4], 0, 3);
+        n.b.op(
+          Op.CONV_2D,
+          [x, w1, n.bias(4, x, w1)],
+          [y1],
+          O.Conv2DOptions,
+          new S.Conv2DOptionsT(P.SAME, 1, 1, A.RELU),
+        );
+        const w2 = n.weight([5, 3, 3, 4], 0);
+        const y2 = n.act([1, 3, 3, 5], 0, 6);
+        n.b.op(
+          Op.CONV_2D,
+          [y1, w2, n.bias(5, y1, w2)],
+          [y2],
+          O.Conv2DOptions,
+          new S.Conv2DOptionsT(P.VALID, 2, 2, A.RELU6, 2, 2),
+        );
+        return [[x], [y2]];
+      },
+      'DEPTHWISE_CONV_2D (multiplier 2, stride 2, SAME) and MAX_POOL_2D / AVERAGE_POOL_2D': (n) => {
+        const x = n.act([1, 8, 8, 3]);
+        const w = n.weight([1, 3, 3, 6], 3);
+        const y = n.act([1, 4, 4, 6], -2, 2);
+        n.b.op(
+          Op.DEPTHWISE_CONV_2D,
+          [x, w, n.bias(6, x, w)],
+          [y],
+          O.DepthwiseConv2DOptions,
+          new S.DepthwiseConv2DOptionsT(P.SAME, 2, 2, 2, A.NONE),
+        );
+        const m = n.act([1, 2, 2, 6], -2, 2);
+        n.b.op(Op.MAX_POOL_2D, [y], [m], O.Pool2DOptions, new S.Pool2DOptionsT(P.VALID, 2, 2, 2, 2, A.NONE));
+        const a = n.act([1, 4, 4, 6], -2, 2);
+        n.b.op(
+          Op.AVERAGE_POOL_2D,
+          [y],
+          [a],
+          O.Pool2DOptions,
+          new S.Pool2DOptionsT(P.SAME, 1, 1, 3, 3, A.NONE),
+        );
+        return [[x], [m, a]];
+      },
+      'FULLY_CONNECTED (RELU, and keep_num_dims)': (n) => {
+        const x = n.act([1, 3, 6]);
+        const w = n.weightPerTensor([5, 6]);
+        const y = n.act([3, 5], 0, 2);
+        n.b.op(
+          Op.FULLY_CONNECTED,
+          [x, w, n.bias(5, x, w)],
+          [y],
+          O.FullyConnectedOptions,
+          new S.FullyConnectedOptionsT(A.RELU),
+        );
+        const w2 = n.weightPerTensor([4, 5]);
+        const z = n.act([3, 4], -2, 2);
+        n.b.op(
+          Op.FULLY_CONNECTED,
+          [y, w2, -1],
+          [z],
+          O.FullyConnectedOptions,
+          new S.FullyConnectedOptionsT(A.NONE),
+        );
+        return [[x], [z]];
+      },
+      // Each op on the input: chained int8 ops may add up their one-step rounding differences.
+      'ADD / SUB / MUL with broadcasting constants and fused activations': (n) => {
+        const x = n.act([1, 4, 4, 3]);
+        const a = n.act([1, 4, 4, 3], 0, 2);
+        n.b.op(Op.ADD, [x, n.constant([3])], [a], O.AddOptions, new S.AddOptionsT(A.RELU));
+        const s = n.act([1, 4, 4, 3], -2, 2);
+        n.b.op(Op.SUB, [n.constant([1, 1, 1, 3]), x], [s], O.SubOptions, new S.SubOptionsT(A.NONE));
+        const m = n.act([1, 4, 4, 3], -1, 1);
+        n.b.op(Op.MUL, [x, n.constant([3])], [m], O.MulOptions, new S.MulOptionsT(A.RELU_N1_TO_1));
+        const sq = n.act([1, 4, 4, 3], 0, 1);
+        n.b.op(Op.MUL, [x, x], [sq], O.MulOptions, new S.MulOptionsT(A.NONE));
+        return [[x], [a, s, m, sq]];
+      },
+      'RESHAPE / SQUEEZE / EXPAND_DIMS / TRANSPOSE / CONCATENATION / PAD': (n) => {
+        const x = n.act([1, 2, 3, 4]);
+        const r = n.act([1, 6, 4]);
+        n.b.op(
+          Op.RESHAPE,
+          [x, n.b.int32('shape', [1, 6, 4])],
+          [r],
+          O.ReshapeOptions,
+          new S.ReshapeOptionsT([1, 6, 4]),
+        );
+        const q = n.act([6, 4]);
+        n.b.op(Op.SQUEEZE, [r], [q], O.SqueezeOptions, new S.SqueezeOptionsT([0]));
+        const e = n.act([6, 1, 4]);
+        n.b.op(Op.EXPAND_DIMS, [q, n.b.int32('axis', [1], [])], [e]);
+        const t = n.act([4, 6, 1]);
+        n.b.op(Op.TRANSPOSE, [e, n.b.int32('perm', [2, 0, 1])], [t]);
+        const c = n.act([4, 6, 2]);
+        n.b.op(
+          Op.CONCATENATION,
+          [t, t],
+          [c],
+          O.ConcatenationOptions,
+          new S.ConcatenationOptionsT(-1, A.NONE),
+        );
+        const p = n.act([5, 8, 2]);
+        n.b.op(Op.PAD, [c, n.b.int32('pads', [0, 1, 1, 1, 0, 0], [3, 2])], [p]);
+        return [[x], [p]];
+      },
+      'MEAN and STRIDED_SLICE (masks, negative stride, shrink)': (n) => {
+        const x = n.act([1, 6, 5, 4]);
+        const m = n.act([1, 1, 1, 4], -1, 1);
+        n.b.op(Op.MEAN, [x, n.b.int32('axes', [1, 2])], [m], O.ReducerOptions, new S.ReducerOptionsT(true));
+        const s = n.act([3, 4]);
+        // x[0, 5:0:-2, 1, :] with the batch axis shrunk, begin mask on the last axis.
+        n.b.op(
+          Op.STRIDED_SLICE,
+          [
+            x,
+            n.b.int32('begin', [0, 5, 1, 2]),
+            n.b.int32('end', [1, 0, 2, 4]),
+            n.b.int32('strides', [1, -2, 1, 1]),
+          ],
+          [s],
+          O.StridedSliceOptions,
+          new S.StridedSliceOptionsT(0b1000, 0, 0, 0, 0b0101),
+        );
+        const m2 = n.act([4], -1, 1);
+        n.b.op(
+          Op.MEAN,
+          [x, n.b.int32('axes2', [0, 1, 2])],
+          [m2],
+          O.ReducerOptions,
+          new S.ReducerOptionsT(false),
+        );
+        return [[x], [m, s, m2]];
+      },
+      'SOFTMAX (beta 0.5) / LOGISTIC / TANH': (n) => {
+        const x = n.act([1, 10], -4, 4);
+        const s = n.actQ([1, 10], 1 / 256, -128);
+        n.b.op(Op.SOFTMAX, [x], [s], O.SoftmaxOptions, new S.SoftmaxOptionsT(0.5));
+        const l = n.actQ([1, 10], 1 / 256, -128);
+        n.b.op(Op.LOGISTIC, [x], [l]);
+        const t = n.actQ([1, 10], 1 / 128, 0);
+        n.b.op(Op.TANH, [x], [t]);
+        return [[x], [s, l, t]];
+      },
+      'RELU / RELU6 / LEAKY_RELU / HARD_SWISH': (n) => {
+        const x = n.act([1, 4, 4, 2], -8, 8);
+        const r = n.act([1, 4, 4, 2], 0, 8);
+        n.b.op(Op.RELU, [x], [r]);
+        const r6 = n.act([1, 4, 4, 2], 0, 6);
+        n.b.op(Op.RELU6, [x], [r6]);
+        const lr = n.act([1, 4, 4, 2], -3, 8);
+        n.b.op(Op.LEAKY_RELU, [x], [lr], O.LeakyReluOptions, new S.LeakyReluOptionsT(0.3));
+        const hs = n.act([1, 4, 4, 2], -1, 8);
+        n.b.op(Op.HARD_SWISH, [x], [hs]);
+        return [[x], [r, r6, lr, hs]];
+      },
+    };
+
+    for (const [title, build] of Object.entries(cases)) {
+      for (const mode of ['float', 'int8'] as const) {
+        withReference(`${title}: ${mode}`, async () => {
+          const net = new Net(mode, 3);
+          const [ins, outs] = build(net);
+          await checkAgainstReference(net.b.finish(ins, outs), 2);
+        });
+      }
+    }
+
+    withReference(
+      'QUANTIZE and DEQUANTIZE around an int8 network with float inputs and outputs',
+      async () => {
+        const n = new Net('int8', 5);
+        const xf = n.b.float('x', [1, 6, 6, 2]);
+        const xq = n.act([1, 6, 6, 2]);
+        n.b.op(Op.QUANTIZE, [xf], [xq]);
+        const w = n.weight([3, 3, 3, 2], 0);
+        const y = n.act([1, 6, 6, 3], -3, 3);
+        n.b.op(
+          Op.CONV_2D,
+          [xq, w, n.bias(3, xq, w)],
+          [y],
+          O.Conv2DOptions,
+          new S.Conv2DOptionsT(P.SAME, 1, 1, A.NONE),
+        );
+        const yf = n.b.float('y', [1, 6, 6, 3]);
+        n.b.op(Op.DEQUANTIZE, [y], [yf]);
+        const bytes = n.b.finish([xf], [yf]);
+        const conv = convertTfliteToOnnx(bytes);
+        assert.equal(conv.quantization, 'int8');
+        // Float output of an int8 conv: within one step of the conv's output scale.
+        await checkAgainstReference(bytes, 2, 6 / 255 + 1e-6);
+      },
+    );
+
+    const lstmModel = (opts: {
+      clip: number;
+      peephole: boolean;
+      cifg: boolean;
+      projection: boolean;
+      timeMajor?: boolean;
+    }) => {
+      const b = new TfliteBuilder();
+      const next = rng(11);
+      const H = 5;
+      const I = 3;
+      const T = 4;
+      const P2 = opts.projection ? 4 : H;
+      const m = (shape: number[], range = 0.6) =>
+        b.float(
+          `c${next()}`,
+          shape,
+          Array.from({ length: shape.reduce((x, y) => x * y, 1) }, () => (next() * 2 - 1) * range),
+        );
+      const x = b.float('x', opts.timeMajor ? [T, 1, I] : [1, T, I]);
+      const gateW = () => m([H, I]);
+      const gateR = () => m([H, P2]);
+      const inputs = [
+        x,
+        opts.cifg ? -1 : gateW(),
+        gateW(),
+        gateW(),
+        gateW(),
+        opts.cifg ? -1 : gateR(),
+        gateR(),
+        gateR(),
+        gateR(),
+        opts.peephole && !opts.cifg ? m([H]) : -1,
+        opts.peephole ? m([H]) : -1,
+        opts.peephole ? m([H]) : -1,
+        opts.cifg ? -1 : m([H], 0.2),
+        m([H], 0.2),
+        m([H], 0.2),
+        m([H], 0.2),
+        opts.projection ? m([P2, H]) : -1,
+        opts.projection ? m([P2], 0.1) : -1,
+        b.tensor('h', [1, P2], S.TensorType.FLOAT32, { variable: true }),
+        b.tensor('c', [1, H], S.TensorType.FLOAT32, { variable: true }),
+        -1,
+        -1,
+        -1,
+        -1,
+      ];
+      const y = b.float('y', opts.timeMajor ? [T, 1, P2] : [1, T, P2]);
+      b.op(
+        Op.UNIDIRECTIONAL_SEQUENCE_LSTM,
+        inputs,
+        [y],
+        O.UnidirectionalSequenceLSTMOptions,
+        new S.UnidirectionalSequenceLSTMOptionsT(A.TANH, opts.clip, 0, opts.timeMajor ?? false),
+      );
+      return b.finish([x], [y]);
+    };
+    withReference('UNIDIRECTIONAL_SEQUENCE_LSTM as ONNX LSTM (plain, time-major)', async () => {
+      const bytes = lstmModel({ clip: 0, peephole: false, cifg: false, projection: false, timeMajor: true });
+      assert.ok(Buffer.from(convertTfliteToOnnx(bytes).onnx).toString('latin1').includes('LSTM'));
+      await checkAgainstReference(bytes);
+    });
+    withReference(
+      'UNIDIRECTIONAL_SEQUENCE_LSTM unrolled: cell clip, peepholes, CIFG, projection',
+      async () => {
+        await checkAgainstReference(lstmModel({ clip: 0.5, peephole: true, cifg: false, projection: false }));
+        await checkAgainstReference(lstmModel({ clip: 0, peephole: true, cifg: true, projection: true }));
+      },
+    );
+  });
+
+  describe('errors', () => {
+    it('names an unsupported operator (code tflite-unsupported-op)', () => {
+      const b = new TfliteBuilder();
+      const x = b.float('x', [1, 4]);
+      const y = b.float('y', [1, 4]);
+      b.op(S.BuiltinOperator.CUMSUM, [x, b.int32('axis', [1], [])], [y]);
+      assert.throws(
+        () => convertTfliteToOnnx(b.finish([x], [y])),
+        (err: unknown) =>
+          err instanceof TfliteError && err.code === 'tflite-unsupported-op' && /CUMSUM/.test(err.message),
+      );
+    });
+
+    it('refuses bytes that are not TFLite, and damaged files, with tflite-invalid', () => {
+      assert.throws(
+        () => convertTfliteToOnnx(new Uint8Array(64)),
+        (e: unknown) => (e as TfliteError).code === 'tflite-invalid',
+      );
+      const bytes = new Uint8Array(readFileSync(path.join(MODELS, 'hello_world_float.tflite')));
+      for (const cut of [12, 200, bytes.length >> 1]) {
+        assert.throws(
+          () => convertTfliteToOnnx(bytes.slice(0, cut)),
+          (e: unknown) => e instanceof TfliteError,
+          `cut at ${cut}`,
+        );
+      }
+    });
+  });
+
+  describe('loading a .tflite file like an .onnx one', () => {
+    let dir: string;
+    before(async () => {
+      dir = await fs.mkdtemp(path.join(os.tmpdir(), 'edge-tflite-'));
+      await fs.copyFile(path.join(MODELS, 'hello_world_int8.tflite'), path.join(dir, 'sine.tflite'));
+    });
+    after(() => fs.rm(dir, { recursive: true, force: true }));
+
+    it('readModelFiles detects TFLite and returns the converted ONNX with a note', async () => {
+      const files = await readModelFiles('sine.tflite', { root: dir });
+      assert.equal(files.format, 'onnx');
+      assert.ok(files.format === 'onnx' && files.tflite?.quantization === 'int8');
+      assert.match(files.notes.join(' '), /TFLite model \(int8\) converted to ONNX: FULLY_CONNECTED x3/);
+    });
+
+    withReference('a model handle runs it on ONNX Runtime with real-number input and output', async () => {
+      const handle = new ModelHandle({ userDir: dir });
+      try {
+        await handle.load('sine.tflite');
+        const lease = handle.lease();
+        const bytes = new Uint8Array(readFileSync(path.join(MODELS, 'hello_world_int8.tflite')));
+        const conv = convertTfliteToOnnx(bytes);
+        const inQ = conv.inputs[0].quantization!;
+        const outQ = conv.outputs[0].quantization!;
+        for (const q of [-128, -60, 0, 77, 127]) {
+          const x = (q - inQ.zeroPoint) * inQ.scale;
+          const got = (await lease.runner.predict(Float32Array.of(x), 1))[0];
+          const [[want]] = await runReference(bytes, [Int8Array.of(q)]);
+          assert.ok(Math.abs(got - (want - outQ.zeroPoint) * outQ.scale) <= outQ.scale * 1.0001, `x=${x}`);
+        }
+        lease.release();
+      } finally {
+        await handle.close();
+      }
+    });
+  });
+});
