@@ -1,12 +1,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as vm from 'node:vm';
+import { Worker } from 'node:worker_threads';
 
 /**
- * TFLite's own interpreter (@tensorflow/tfjs-tflite, WebAssembly) loaded in Node from
- * .tflite-ref/ (scripts/setup-tflite-ref.sh), the reference the TFLite converter is checked
- * against. It is not a dependency of the package: its peer is an older tfjs-core. It needs a few
- * browser shims and its single-thread build (no SharedArrayBuffer).
+ * TFLite's own interpreter (@tensorflow/tfjs-tflite, WebAssembly), the reference the TFLite
+ * converter is checked against. It is installed into .tflite-ref/ by scripts/setup-tflite-ref.sh
+ * and is not a dependency of the package. It runs in a worker thread: it brings its own (older)
+ * tfjs-core and needs browser shims, neither of which may touch the test process's globals.
  */
 
 export const TFLITE_REF_DIR = path.resolve(__dirname, '..', '..', '..', '.tflite-ref');
@@ -22,140 +22,70 @@ export interface RefModel {
   inputs: RefTensorInfo[];
   outputs: RefTensorInfo[];
   /** Runs once on raw input values (already quantized for integer inputs); returns raw outputs. */
-  run(inputs: ArrayLike<number>[]): number[][];
-  /** Milliseconds per run (median of `runs`) on these inputs. */
-  time(inputs: ArrayLike<number>[], runs: number): number;
+  run(inputs: ArrayLike<number>[]): Promise<number[][]>;
+  /** Milliseconds per run (median of `runs`) on these inputs, timed inside the worker. */
+  time(inputs: ArrayLike<number>[], runs: number): Promise<number>;
+  /** Frees the interpreter. */
+  close(): Promise<void>;
 }
-
-interface RunnerTensor {
-  name: string;
-  dataType: string;
-  shape: string;
-  data(): { length: number; [i: number]: number; set(a: ArrayLike<number>): void };
-}
-
-interface Runner {
-  getInputs(): RunnerTensor[];
-  getOutputs(): RunnerTensor[];
-  infer(): boolean;
-  cleanUp?(): void;
-}
-
-interface TfliteModule {
-  setWasmPath(p: string): void;
-  loadTFLiteModel(model: ArrayBuffer, options?: { numThreads?: number }): Promise<{ modelRunner: Runner }>;
-}
-
-let loaded: TfliteModule | null | undefined;
-let unavailable = '';
 
 /** Why the reference cannot run here ('' when it can). */
 export function tfliteReferenceUnavailable(): string {
-  loadModule();
-  return unavailable;
-}
-
-function loadModule(): TfliteModule | undefined {
-  if (loaded !== undefined) return loaded ?? undefined;
   if (!fs.existsSync(path.join(PKG_DIR, 'package.json'))) {
-    unavailable = `TFLite reference interpreter not installed (run scripts/setup-tflite-ref.sh): ${PKG_DIR}`;
-    loaded = null;
-    return undefined;
+    return `TFLite reference interpreter not installed (run scripts/setup-tflite-ref.sh): ${PKG_DIR}`;
   }
-  const restore = installShims();
-  try {
-    const mod = require(PKG_DIR) as TfliteModule;
-    mod.setWasmPath(path.join(PKG_DIR, 'wasm') + '/');
-    loaded = mod;
-  } catch (err) {
-    unavailable = `TFLite reference interpreter did not load: ${(err as Error).message}`;
-    loaded = null;
-  } finally {
-    restore();
-  }
-  return loaded ?? undefined;
+  return '';
 }
 
-/**
- * Browser shims for the reference's loader, removed again afterwards (other libraries, e.g.
- * onnxruntime-web, look at `self` and SharedArrayBuffer to tell where they run).
- */
-function installShims(): () => void {
-  const g = globalThis as Record<string, unknown>;
-  const keys = ['self', 'location', 'SharedArrayBuffer', 'importScripts', 'fetch'];
-  const saved = new Map(keys.map((k) => [k, Object.getOwnPropertyDescriptor(g, k)]));
-  g.self = globalThis;
-  g.location = { href: 'file:///', origin: 'file://' };
-  // The single-thread wasm build is chosen when SharedArrayBuffer is missing.
-  delete g.SharedArrayBuffer;
-  g.importScripts = (...files: string[]) => {
-    for (const f of files)
-      vm.runInThisContext(fs.readFileSync(f.replace(/^file:\/\//, ''), 'utf8'), { filename: f });
-  };
-  const realFetch = g.fetch as ((...args: unknown[]) => Promise<unknown>) | undefined;
-  g.fetch = async (input: unknown, init?: unknown) => {
-    const url = String(input);
-    if (url.startsWith('/') || url.startsWith('file://')) {
-      const bytes = fs.readFileSync(url.replace(/^file:\/\//, ''));
-      const type = url.endsWith('.wasm') ? 'application/wasm' : 'application/octet-stream';
-      return new Response(bytes, { headers: { 'Content-Type': type } });
-    }
-    if (!realFetch) throw new Error(`no fetch for ${url}`);
-    return realFetch(input, init);
-  };
-  return () => {
-    for (const [k, d] of saved) {
-      if (d) Object.defineProperty(g, k, d);
-      else delete g[k];
-    }
-  };
+let worker: Worker | undefined;
+let nextId = 1;
+const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+
+function call<T>(message: Record<string, unknown>): Promise<T> {
+  if (!worker) {
+    worker = new Worker(path.join(__dirname, 'tflite-reference-worker.js'), {
+      workerData: { pkgDir: PKG_DIR },
+    });
+    worker.unref();
+    worker.on('message', (m: { id: number; ok: boolean; value?: unknown; error?: string }) => {
+      const p = pending.get(m.id);
+      pending.delete(m.id);
+      if (m.ok) p?.resolve(m.value);
+      else p?.reject(new Error(m.error));
+    });
+    worker.on('error', (err) => {
+      for (const p of pending.values()) p.reject(err);
+      pending.clear();
+      worker = undefined;
+    });
+  }
+  const id = nextId++;
+  return new Promise<T>((resolve, reject) => {
+    pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+    worker!.postMessage({ id, ...message });
+  });
 }
 
 /** Loads a TFLite flatbuffer into the reference interpreter (undefined when it is unavailable). */
 export async function loadReference(bytes: Uint8Array): Promise<RefModel | undefined> {
-  const mod = loadModule();
-  if (!mod) return undefined;
-  const buf = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
-  const restore = installShims();
-  let model: { modelRunner: Runner };
-  try {
-    model = await mod.loadTFLiteModel(buf, { numThreads: 1 });
-  } finally {
-    restore();
-  }
-  const runner = model.modelRunner;
-  const info = (t: RunnerTensor): RefTensorInfo => ({
-    name: t.name,
-    dataType: t.dataType,
-    shape: t.shape === '' ? [] : t.shape.split(',').map(Number),
+  if (tfliteReferenceUnavailable()) return undefined;
+  const info = await call<{ handle: number; inputs: RefTensorInfo[]; outputs: RefTensorInfo[] }>({
+    op: 'load',
+    bytes: bytes.slice(),
   });
-  const feed = (inputs: ArrayLike<number>[]) => {
-    const ins = runner.getInputs();
-    if (ins.length !== inputs.length) throw new Error(`reference wants ${ins.length} inputs`);
-    ins.forEach((t, i) => t.data().set(inputs[i]));
-  };
-  const infer = () => {
-    if (!runner.infer()) throw new Error('TFLite reference inference failed');
-  };
+  const plain = (inputs: ArrayLike<number>[]) => inputs.map((a) => Array.from(a));
   return {
-    inputs: runner.getInputs().map(info),
-    outputs: runner.getOutputs().map(info),
-    run(inputs) {
-      feed(inputs);
-      infer();
-      return runner.getOutputs().map((t) => Array.from(t.data() as ArrayLike<number>));
-    },
-    time(inputs, runs) {
-      feed(inputs);
-      infer();
-      const times: number[] = [];
-      for (let i = 0; i < runs; i++) {
-        const t0 = performance.now();
-        infer();
-        times.push(performance.now() - t0);
-      }
-      times.sort((a, b) => a - b);
-      return times[Math.floor(times.length / 2)];
-    },
+    inputs: info.inputs,
+    outputs: info.outputs,
+    run: (inputs) => call<number[][]>({ op: 'run', handle: info.handle, inputs: plain(inputs) }),
+    time: (inputs, runs) => call<number>({ op: 'time', handle: info.handle, inputs: plain(inputs), runs }),
+    close: () => call<void>({ op: 'close', handle: info.handle }),
   };
+}
+
+/** Stops the worker (tests and benchmarks call it when done). */
+export async function closeReference(): Promise<void> {
+  const w = worker;
+  worker = undefined;
+  if (w) await w.terminate();
 }

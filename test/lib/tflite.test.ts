@@ -16,7 +16,7 @@ import { readModelFiles } from '../../lib/models/store/model-files';
 import { ModelHandle } from '../../lib/models/serve/model-handle';
 import { rng } from '../fixtures/reference';
 import { Net, TfliteBuilder } from '../fixtures/tflite-builder';
-import { loadReference, tfliteReferenceUnavailable } from '../helpers/tflite-reference';
+import { closeReference, loadReference, tfliteReferenceUnavailable } from '../helpers/tflite-reference';
 
 const MODELS = path.resolve(__dirname, '..', '..', '..', '..', 'shared', 'models', 'tflite');
 const REAL_FILES = ['hello_world_float', 'hello_world_int8', 'trained_lstm', 'micro_speech_quantized'];
@@ -57,7 +57,11 @@ async function runOnnx(conv: TfliteConversion, inputs: Typed[]): Promise<number[
 async function runReference(bytes: Uint8Array, inputs: Typed[]): Promise<number[][]> {
   const ref = await loadReference(bytes);
   if (!ref) throw new Error(tfliteReferenceUnavailable());
-  return ref.run(inputs);
+  try {
+    return await ref.run(inputs);
+  } finally {
+    await ref.close();
+  }
 }
 
 function maxDiff(a: number[], b: number[]): number {
@@ -92,6 +96,7 @@ describe('TFLite models converted to ONNX', function () {
     reason = tfliteReferenceUnavailable();
     if (reason) console.log(`      skipping comparisons with TFLite's interpreter: ${reason}`);
   });
+  after(() => closeReference());
   const withReference = (title: string, fn: () => Promise<void>) =>
     it(title, async function () {
       if (reason) this.skip();
