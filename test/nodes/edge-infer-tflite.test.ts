@@ -64,7 +64,7 @@ describe('edge-infer with a .tflite model in edge-model', function () {
     const raws = Array.from({ length: messages }, () =>
       Int8Array.from({ length: 1960 }, () => Math.floor(next() * 256) - 128),
     );
-    const got = collect(helper.getNode('out'), messages);
+    const got = collect(helper.getNode('out') as unknown as Parameters<typeof collect>[0], messages);
     for (const raw of raws) {
       helper.getNode('i').receive({ payload: Array.from(raw, (q) => (q - inQ.zeroPoint) * inQ.scale) });
     }
