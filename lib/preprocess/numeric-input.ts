@@ -4,12 +4,9 @@
  * 2-D array (timesteps x features).
  */
 
-export class InputError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'InputError';
-  }
-}
+import { InputError } from '../errors';
+
+export { InputError };
 
 export interface Sample {
   /** One value per channel; non-numeric entries become NaN so the caller's policy decides. */

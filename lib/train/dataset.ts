@@ -9,6 +9,9 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { InputError, flattenNumeric, toSample } from '../preprocess/numeric-input';
 import { readJsonFile, writeFileAtomic } from '../util/atomic';
+import { DatasetError } from '../errors';
+
+export { DatasetError };
 
 export type LabelKind = 'class' | 'vector' | 'none';
 export type RetentionPolicy = 'ring' | 'reservoir';
@@ -65,13 +68,6 @@ export interface ExportedDataset {
   capacity: number;
   policy: RetentionPolicy;
   samples: Array<{ x: unknown; y?: string | number[] }>;
-}
-
-export class DatasetError extends InputError {
-  constructor(message: string) {
-    super(message);
-    this.name = 'DatasetError';
-  }
 }
 
 const size = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);

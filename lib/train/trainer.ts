@@ -19,6 +19,9 @@ import {
 } from './architectures';
 import { registerWasmGradients } from './wasm-gradients';
 import { seededRandom } from '../util/random';
+import { CancelledError } from '../errors';
+
+export { CancelledError };
 
 export type OptimizerName = 'adam' | 'sgd' | 'rmsprop';
 export type BackendChoice = 'auto' | 'wasm' | 'cpu';
@@ -98,13 +101,6 @@ export interface TrainHooks {
   onEpoch?: (progress: EpochProgress) => void;
   /** Polled after every batch; true ends the run with a CancelledError. */
   isCancelled?: () => boolean;
-}
-
-export class CancelledError extends Error {
-  constructor() {
-    super('training cancelled');
-    this.name = 'CancelledError';
-  }
 }
 
 /** Starts the requested backend (wasm with its gradient kernels, cpu as fallback). */

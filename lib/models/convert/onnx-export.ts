@@ -1,14 +1,9 @@
 import { LayersModel, type SymbolicTensor } from '@tensorflow/tfjs-layers';
 import { onnx } from 'onnx-proto';
 import { attr, GraphBuilder, OnnxType, tensorValueInfo, transposeData } from './onnx-graph';
+import { OnnxExportUnsupported } from '../../errors';
 
-/** Thrown when a layers model holds something the ONNX exporter cannot express. */
-export class OnnxExportUnsupported extends Error {
-  constructor(what: string) {
-    super(`cannot export to ONNX: ${what}`);
-    this.name = 'OnnxExportUnsupported';
-  }
-}
+export { OnnxExportUnsupported };
 
 export const ONNX_EXPORT_OPSET = 17;
 export const ONNX_EXPORT_IR_VERSION = 8;

@@ -1,6 +1,6 @@
 import * as tfl from '@tensorflow/tfjs-layers';
 import * as tfconv from '@tensorflow/tfjs-converter';
-import { ModelLoadError } from '../errors';
+import { ModelLoadError } from '../../errors';
 import type { ModelRunner, RuntimeName } from './runner';
 import { tf, useBackend, type TfBackendName } from './tfjs';
 

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
 import type * as tfl from '@tensorflow/tfjs-layers';
-import { ModelLoadError } from '../errors';
+import { EdgeAiError, ModelLoadError, type ErrorCode } from '../../errors';
 import type { Normalisation } from './inference';
 import { checkNormalisation } from '../../preprocess/scaling';
 import { DEFAULT_MAX_MODEL_BYTES, readModelFiles } from '../store/model-files';
@@ -271,7 +271,11 @@ export class ModelHandle extends EventEmitter {
       this.firstLoad,
       new Promise<void>((_, reject) => {
         timer = setTimeout(
-          () => reject(this.lastError ?? new ModelLoadError(`no model loaded after ${timeoutMs} ms`)),
+          () =>
+            reject(
+              this.lastError ??
+                new ModelLoadError(`no model loaded after ${timeoutMs} ms`, 'model-not-loaded'),
+            ),
           timeoutMs,
         );
       }),
@@ -287,8 +291,14 @@ export class ModelHandle extends EventEmitter {
     const loaded = this.current;
     if (!loaded || this.closed) {
       throw this.lastError
-        ? new ModelLoadError(`no model loaded: ${this.lastError.message}`)
-        : new ModelLoadError(this.loading ? 'the model is still loading' : 'no model loaded');
+        ? new ModelLoadError(
+            `no model loaded: ${this.lastError.message}`,
+            codeOf(this.lastError, 'model-not-loaded'),
+          )
+        : new ModelLoadError(
+            this.loading ? 'the model is still loading' : 'no model loaded',
+            'model-not-loaded',
+          );
     }
     loaded.leases++;
     let released = false;
@@ -343,7 +353,10 @@ export function handleRunner(handle: ModelHandle): ModelRunner {
   const serving = (): LoadedModelInfo => {
     const info = handle.info;
     if (info) return info;
-    throw new ModelLoadError(handle.loading ? 'the model is still loading' : 'no model loaded');
+    throw new ModelLoadError(
+      handle.loading ? 'the model is still loading' : 'no model loaded',
+      'model-not-loaded',
+    );
   };
   return {
     get runtime() {
@@ -361,4 +374,9 @@ export function handleRunner(handle: ModelHandle): ModelRunner {
     },
     async dispose(): Promise<void> {},
   };
+}
+
+/** Keeps the cause's code when an error is rethrown with more context. */
+function codeOf(err: Error, fallback: ErrorCode): ErrorCode {
+  return err instanceof EdgeAiError ? err.code : fallback;
 }

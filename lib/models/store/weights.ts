@@ -1,5 +1,5 @@
 import type * as tf from '@tensorflow/tfjs-core';
-import { ModelLoadError } from '../errors';
+import { ModelLoadError } from '../../errors';
 
 /**
  * Reading weights in the TF.js converter's manifest format, including its quantized forms:
