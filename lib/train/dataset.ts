@@ -7,7 +7,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { InputError, flattenNumeric, toSample } from '../preprocess/numeric-input';
+import { flattenNumeric, toSample } from '../preprocess/numeric-input';
 import { readJsonFile, writeFileAtomic } from '../util/atomic';
 import { DatasetError } from '../errors';
 
