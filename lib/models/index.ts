@@ -11,6 +11,7 @@ export {
   BatcherClosedError,
 } from '../errors';
 export * from './runtime/runner';
+export { sizeOf } from '../preprocess/shape';
 export { useBackend, fileLoadHandler, fileSaveHandler, type TfBackendName } from './runtime/tfjs';
 export * from './store/store';
 export * from './store/model-files';

@@ -5,6 +5,7 @@
  */
 
 import { InputError } from '../errors';
+import { isTypedArray } from './shape';
 
 export { InputError };
 
@@ -18,10 +19,6 @@ export interface Matrix {
   /** timesteps x features */
   rows: number[][];
   channels: string[];
-}
-
-function isTypedArray(value: unknown): value is ArrayLike<number> {
-  return ArrayBuffer.isView(value) && !(value instanceof DataView);
 }
 
 function toNumber(value: unknown): number {

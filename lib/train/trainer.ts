@@ -20,6 +20,7 @@ import {
 import { registerWasmGradients } from './wasm-gradients';
 import { seededRandom } from '../util/random';
 import { CancelledError } from '../errors';
+import { sizeOf } from '../preprocess/shape';
 
 export { CancelledError };
 
@@ -224,7 +225,7 @@ async function loadModel(
 }
 
 function checkData(settings: TrainSettings, data: TrainData): { inSize: number; outSize: number } {
-  const inSize = data.inputShape.reduce((a, b) => a * b, 1);
+  const inSize = sizeOf(data.inputShape);
   if (data.x.length !== data.count * inSize) {
     throw new Error(`the dataset holds ${data.x.length} values, expected ${data.count} x ${inSize}`);
   }

@@ -10,6 +10,7 @@ import {
 } from './ort-session';
 import type { ModelRunner } from './runner';
 import { resolveShape } from './tfjs-runner';
+import { sizeOf } from '../../preprocess/shape';
 
 /**
  * ONNX Runtime runner: `onnxruntime-node` (native, where installed) or `onnxruntime-web`
@@ -140,7 +141,7 @@ export class OrtRunner implements ModelRunner {
           `the ONNX model has ${session.outputNames.length} outputs; using ${session.outputNames[0]}`,
         );
       }
-      const size = inputShape.reduce((a, b) => a * b, 1);
+      const size = sizeOf(inputShape);
       const probe = await runner.runOnce(new Float32Array(size), 1);
       runner.outputShape = probe.dims.slice(1);
       return runner;

@@ -7,6 +7,7 @@ import type { ModelRunner, RuntimeName } from './runner';
 import type { TfBackendName } from './tfjs';
 import { TfjsRunner } from './tfjs-runner';
 import { seededRandom } from '../../util/random';
+import { sizeOf } from '../../preprocess/shape';
 
 /**
  * Picks the runtime for a model. ONNX models run on ONNX Runtime (node where installed, else
@@ -182,7 +183,7 @@ export async function createRunner(files: ModelFiles, options: RunnerOptions = {
     return { runner: tfjs, exported: false, fallbackReason, notes: [...notes, fallbackReason] };
   }
   const batch = 3;
-  const probe = probeInput(tfjs.inputShape.reduce((a, b) => a * b, 1) * batch);
+  const probe = probeInput(sizeOf(tfjs.inputShape) * batch);
   let maxAbsDiff = Infinity;
   let scale = 1;
   try {

@@ -15,6 +15,7 @@ import {
   type ModelSourceSpec,
 } from '../store/source';
 import { ModelStore, modelStoreEvents, type ModelFormat, type StoredModel } from '../store/store';
+import { sizeOf } from '../../preprocess/shape';
 
 /**
  * One loaded model shared by every user of it, swappable while it serves: a load builds the
@@ -211,7 +212,7 @@ export class ModelHandle extends EventEmitter {
     const runner = selection.runner;
     try {
       const warmup = Math.max(0, Math.floor(options.warmup ?? 1));
-      const size = runner.inputShape.reduce((a, b) => a * b, 1);
+      const size = sizeOf(runner.inputShape);
       for (let i = 0; i < warmup; i++) await runner.predict(new Float32Array(size), 1);
       let normalisation: Normalisation | undefined;
       if (meta?.normalisation !== undefined) {
