@@ -1,5 +1,5 @@
 import type { Node, NodeAPI, NodeDef } from 'node-red';
-import { ModelNotInStoreYet } from '../../lib/models/errors';
+import { ModelNotInStoreYet } from '../../lib/errors';
 import { interpretOutput, prepareInput, type InferenceMode } from '../../lib/models/serve/inference';
 import { MicroBatcher, type OverflowPolicy } from '../../lib/models/serve/micro-batcher';
 import type { LoadedModelInfo } from '../../lib/models/serve/model-handle';

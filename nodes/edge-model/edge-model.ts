@@ -6,7 +6,7 @@ import {
   RUNTIME_PREFERENCES,
   type RuntimePreference,
 } from '../../lib/models/runtime/select';
-import { ModelNotInStoreYet } from '../../lib/models/errors';
+import { ModelNotInStoreYet } from '../../lib/errors';
 import { ModelHandle } from '../../lib/models/serve/model-handle';
 import { parseSource } from '../../lib/models/store/source';
 import type { ModelFormat } from '../../lib/models/store/store';

@@ -38,7 +38,8 @@ import {
   type Evaluation,
 } from './compress-report';
 import { readModelFiles } from '../store/model-files';
-import { sizeOf, type ModelRunner } from '../runtime/runner';
+import { sizeOf } from '../../preprocess/shape';
+import { type ModelRunner } from '../runtime/runner';
 import { ModelStore, type ModelFormat, type ModelInfo, type StoredModel } from '../store/store';
 import { createRunner } from '../runtime/select';
 import { fileSaveHandler, tf, type TfBackendName } from '../runtime/tfjs';

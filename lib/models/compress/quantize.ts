@@ -53,10 +53,6 @@ export interface EncodedWeights {
   weightData: ArrayBuffer;
 }
 
-export function elementCount(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
-
 /** NumPy's np.round: halves go to the even neighbour. */
 export function roundHalfToEven(x: number): number {
   const floor = Math.floor(x);
