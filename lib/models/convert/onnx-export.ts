@@ -7,7 +7,7 @@ import { sizeOf } from '../../preprocess/shape';
 export { OnnxExportUnsupported };
 
 export const ONNX_EXPORT_OPSET = 17;
-export const ONNX_EXPORT_IR_VERSION = 8;
+const ONNX_EXPORT_IR_VERSION = 8;
 
 type Layer = SymbolicTensor['sourceLayer'];
 type Shape = (number | null)[];
