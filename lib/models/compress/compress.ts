@@ -72,7 +72,7 @@ export interface CheckedCompressOptions {
 }
 
 /** Validates options; throws a clear error for an unknown dtype, a bad sparsity or nothing to do. */
-export function checkCompressOptions(options: CompressOptions): CheckedCompressOptions {
+function checkCompressOptions(options: CompressOptions): CheckedCompressOptions {
   const quantize =
     options.quantize === 'none' || options.quantize === undefined ? undefined : options.quantize;
   if (quantize !== undefined && !(COMPRESS_QUANTIZATIONS as readonly unknown[]).includes(quantize)) {
@@ -296,7 +296,7 @@ export interface CompressionTask {
 }
 
 /** Runs `job` in a worker thread (dist/lib/models/compress/compress-worker.js). */
-export function runCompressionJobInWorker(job: CompressJob): CompressionTask {
+function runCompressionJobInWorker(job: CompressJob): CompressionTask {
   const worker = new Worker(path.join(__dirname, 'compress-worker.js'), { workerData: job });
   let settled = false;
   const result = new Promise<CompressOutcome>((resolve, reject) => {

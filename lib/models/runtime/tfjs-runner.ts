@@ -21,10 +21,6 @@ export const DEFAULT_TFJS_BACKENDS: TfBackendName[] = ['tensorflow', 'wasm', 'cp
 
 let liveRunners = 0;
 
-export function tfjsRuntimeOf(backend: TfBackendName): RuntimeName {
-  return RUNTIME_OF[backend];
-}
-
 /** Starts the first backend of `preference` unless TF.js models already hold another one. */
 async function acquireBackend(preference: readonly TfBackendName[]): Promise<TfBackendName> {
   if (liveRunners > 0) return tf.getBackend() as TfBackendName;

@@ -120,7 +120,7 @@ export interface DecodedEntry {
 }
 
 /** Bytes the entries occupy in their shards, in their stored (possibly quantized) form. */
-export function storedByteLength(entries: readonly ManifestEntry[]): number {
+function storedByteLength(entries: readonly ManifestEntry[]): number {
   return entries.reduce((a, e) => a + count(e.shape, e.name) * storedBytes(e), 0);
 }
 
