@@ -31,10 +31,13 @@ interface RequestMessage {
 }
 
 interface SerialisedError {
+  /** Constructor name: finds the class to revive it as. */
+  type: string;
   name: string;
   message: string;
-  code?: string;
   stack?: string;
+  /** Own data fields, e.g. `code` and `params`. */
+  fields: Record<string, unknown>;
 }
 
 type ReplyMessage =
@@ -44,7 +47,7 @@ type ReplyMessage =
 
 /** A request that settled because the worker was terminated or stopped. */
 export class WorkerStoppedError extends Error {
-  readonly code = 'WORKER_STOPPED';
+  readonly code = 'worker-stopped';
   constructor(message: string) {
     super(message);
     this.name = 'WorkerStoppedError';
@@ -52,16 +55,17 @@ export class WorkerStoppedError extends Error {
 }
 
 function serialise(err: unknown): SerialisedError {
-  if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code;
-    return {
-      name: err.name,
-      message: err.message,
-      code: typeof code === 'string' ? code : undefined,
-      stack: err.stack,
-    };
+  if (!(err instanceof Error)) return { type: 'Error', name: 'Error', message: String(err), fields: {} };
+  const fields: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(err)) {
+    try {
+      structuredClone(value);
+      fields[key] = value;
+    } catch {
+      // A field that cannot cross a thread boundary stays behind.
+    }
   }
-  return { name: 'Error', message: String(err) };
+  return { type: err.constructor.name, name: err.name, message: err.message, stack: err.stack, fields };
 }
 
 /** Serves `handlers` to the thread that started this worker. */
@@ -210,19 +214,13 @@ export class WorkerClient {
     else p.reject(this.revive(msg.error));
   }
 
-  /** An error of the class the worker threw (when registered), with its message and code. */
+  /** An error of the class the worker threw (when registered), with its message and fields. */
   private revive(e: SerialisedError): Error {
-    const cls = this.errorClasses.get(e.name);
+    const cls = this.errorClasses.get(e.type);
     const err = new Error(e.message);
     if (cls) Object.setPrototypeOf(err, cls.prototype);
     Object.defineProperty(err, 'name', { value: e.name, configurable: true, writable: true });
-    if (e.code !== undefined)
-      Object.defineProperty(err, 'code', {
-        value: e.code,
-        configurable: true,
-        writable: true,
-        enumerable: true,
-      });
+    Object.assign(err, e.fields);
     if (e.stack) err.stack = `${e.stack}\n    (in the ${this.label})`;
     return err;
   }
