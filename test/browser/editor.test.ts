@@ -128,7 +128,8 @@ describe('editor in Chromium', function () {
             category: el.closest('.red-ui-palette-category').data('category'),
             iconUrl,
             paletteLabel,
-            shownLabel: el.find('.red-ui-palette-label').text().trim(),
+            // The palette breaks a long label into lines: compare the words.
+            shownLabel: el.find('.red-ui-palette-label').text().replace(/\s+/g, ' ').trim(),
             fromPackage: iconUrl.includes(`icons/${module}/`),
             shown: background.includes(iconUrl.replace(/^.*?icons\//, 'icons/')),
             ...image,
