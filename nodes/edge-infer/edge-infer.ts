@@ -5,7 +5,7 @@ import { MicroBatcher } from '../../lib/models/micro-batcher';
 import type { LoadedModelInfo } from '../../lib/models/model-handle';
 import { Scaler } from '../../lib/preprocess/scaling';
 import { useModel } from '../shared/model-config';
-import { errorText, failStart, onClose, onInput } from '../shared/node-utils';
+import { errorText, failStart, onClose, onInput, parseOrFail } from '../shared/node-utils';
 import { Settings } from '../shared/settings';
 import { Status } from '../shared/status';
 
@@ -50,13 +50,8 @@ export = function (RED: NodeAPI): void {
 
   function setup(node: Node, config: EdgeInferDef): void {
     const status = new Status(node, RED, 'edge-infer');
-    let options: ReturnType<typeof parseOptions>;
-    try {
-      options = parseOptions(config);
-    } catch (err) {
-      failStart(node, status, err);
-      return;
-    }
+    const options = parseOrFail(node, status, () => parseOptions(config));
+    if (!options) return;
     const { mode, topK, labels, channels, property, output, normalise } = options;
     let lastLatency: number | undefined;
 

@@ -10,7 +10,7 @@ import {
 import { PRUNE_SCOPES } from '../../lib/models/prune';
 import { ModelStore } from '../../lib/models/store';
 import { useModel } from '../shared/model-config';
-import { failStart, onClose, onInput } from '../shared/node-utils';
+import { onClose, onInput, parseOrFail } from '../shared/node-utils';
 import { Settings } from '../shared/settings';
 import { Status } from '../shared/status';
 import { userDirOf } from '../shared/user-dir';
@@ -40,13 +40,8 @@ export = function (RED: NodeAPI) {
 
   function setUp(node: Node, config: LoaderConfig): void {
     const status = new Status(node, RED, 'edge-model-loader');
-    let options: ReturnType<typeof parseOptions>;
-    try {
-      options = parseOptions(config);
-    } catch (err) {
-      failStart(node, status, err);
-      return;
-    }
+    const options = parseOrFail(node, status, () => parseOptions(config));
+    if (!options) return;
     const { mode, defaults } = options;
     const store = ModelStore.forUserDir(userDirOf(RED));
     const model = useModel(RED, node, config.model);

@@ -56,3 +56,13 @@ export function failStart(node: Node, status: Status, err: unknown): void {
     throw asError(err);
   });
 }
+
+/** Runs `parse` (settings, and what is built from them); on an error the node fails as failStart. */
+export function parseOrFail<T>(node: Node, status: Status, parse: () => T): T | undefined {
+  try {
+    return parse();
+  } catch (err) {
+    failStart(node, status, err);
+    return undefined;
+  }
+}
