@@ -1,8 +1,8 @@
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import { AnomalyDetector, type DetectorState } from '../../lib/anomaly/detector';
 import { detectPayload, type PayloadResult } from '../../lib/anomaly/message';
-import { handleRunner } from '../../lib/models/model-handle';
-import type { ModelRunner } from '../../lib/models/runner';
+import { handleRunner } from '../../lib/models/serve/model-handle';
+import type { ModelRunner } from '../../lib/models/runtime/runner';
 import { commandOf } from '../shared/command';
 import { useModel } from '../shared/model-config';
 import { errorText, failStart, onClose, onInput } from '../shared/node-utils';

@@ -1,8 +1,8 @@
 import type { Node, NodeAPI, NodeDef } from 'node-red';
-import { ModelNotInStoreYet } from '../../lib/models/errors';
-import { interpretOutput, prepareInput, type InferenceMode } from '../../lib/models/inference';
-import { MicroBatcher } from '../../lib/models/micro-batcher';
-import type { LoadedModelInfo } from '../../lib/models/model-handle';
+import { ModelNotInStoreYet } from '../../lib/errors';
+import { interpretOutput, prepareInput, type InferenceMode } from '../../lib/models/serve/inference';
+import { MicroBatcher } from '../../lib/models/serve/micro-batcher';
+import type { LoadedModelInfo } from '../../lib/models/serve/model-handle';
 import { Scaler } from '../../lib/preprocess/scaling';
 import { useModel } from '../shared/model-config';
 import { errorText, failStart, onClose, onInput, parseOrFail } from '../shared/node-utils';

@@ -1,14 +1,14 @@
 import type { Node, NodeAPI, NodeDef } from 'node-red';
-import { COMPRESS_QUANTIZATIONS, compressStoredModel } from '../../lib/models/compress';
+import { COMPRESS_QUANTIZATIONS, compressStoredModel } from '../../lib/models/compress/compress';
 import {
   LOADER_MODES,
   parseLoaderMessage,
   storeSource,
   type CompressDefaults,
   type LoadRequest,
-} from '../../lib/models/loader-request';
-import { PRUNE_SCOPES } from '../../lib/models/prune';
-import { ModelStore } from '../../lib/models/store';
+} from '../../lib/models/store/loader-request';
+import { PRUNE_SCOPES } from '../../lib/models/compress/prune';
+import { ModelStore } from '../../lib/models/store/store';
 import { useModel } from '../shared/model-config';
 import { onClose, onInput, parseOrFail } from '../shared/node-utils';
 import { Settings } from '../shared/settings';

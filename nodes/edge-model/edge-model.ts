@@ -1,8 +1,8 @@
 import type { Node, NodeAPI, NodeDef } from 'node-red';
-import { DEFAULT_EXPORT_TOLERANCE, RUNTIME_PREFERENCES } from '../../lib/models/select';
-import { ModelNotInStoreYet } from '../../lib/models/errors';
-import { ModelHandle } from '../../lib/models/model-handle';
-import { parseSource } from '../../lib/models/source';
+import { DEFAULT_EXPORT_TOLERANCE, RUNTIME_PREFERENCES } from '../../lib/models/runtime/select';
+import { ModelNotInStoreYet } from '../../lib/errors';
+import { ModelHandle } from '../../lib/models/serve/model-handle';
+import { parseSource } from '../../lib/models/store/source';
 import { serveModel } from '../shared/model-config';
 import { errorText } from '../shared/node-utils';
 import { Settings } from '../shared/settings';

@@ -1,5 +1,5 @@
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
-import { ModelStore } from '../../lib/models/store';
+import { ModelStore } from '../../lib/models/store/store';
 import { ARCHITECTURES, type Task } from '../../lib/train/architectures';
 import { DeviceTrainer, type ClassWeighting, type DeviceTrainerConfig } from '../../lib/train/device-trainer';
 import { CancelledError } from '../../lib/train/trainer';

@@ -4,8 +4,8 @@
  * close, and the config node releases its model when it closes itself.
  */
 import type { Node, NodeAPI } from 'node-red';
-import type { LoadedModelInfo, ModelHandle } from '../../lib/models/model-handle';
-import { parseSource, type ModelSourceInput, type ModelSourceSpec } from '../../lib/models/source';
+import type { LoadedModelInfo, ModelHandle } from '../../lib/models/serve/model-handle';
+import { parseSource, type ModelSourceInput, type ModelSourceSpec } from '../../lib/models/store/source';
 import { onClose } from './node-utils';
 
 /** What edge-model-loader sends: `source` as for load, `name` the store name of a download, `sha256` its pin. */

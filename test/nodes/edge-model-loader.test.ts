@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import type { Node, NodeAPI, NodeDef } from 'node-red';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { ModelStore } from '../../lib/models/store';
-import { fileSaveHandler, useBackend } from '../../lib/models/tfjs';
-import type { CompressionReport } from '../../lib/models/compress-report';
+import { ModelStore } from '../../lib/models/store/store';
+import { fileSaveHandler, useBackend } from '../../lib/models/runtime/tfjs';
+import type { CompressionReport } from '../../lib/models/compress/compress-report';
 import { useTempUserDir } from '../helpers/user-dir';
 import { collect as collectMessages, helper, nodeModule, type FlowNode } from '../helpers/red';
 

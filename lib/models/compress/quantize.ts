@@ -10,8 +10,8 @@
  */
 import type { io } from '@tensorflow/tfjs-core';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
-import { tf } from './tfjs';
-import { decodeEntries, storedByteLength } from './weights';
+import { tf } from '../runtime/tfjs';
+import { decodeEntries, storedByteLength } from '../store/weights';
 
 export type WeightQuantization = 'uint8' | 'uint16' | 'float16';
 export const WEIGHT_QUANTIZATIONS: readonly WeightQuantization[] = ['uint8', 'uint16', 'float16'];
@@ -51,10 +51,6 @@ export interface DecodedWeight {
 export interface EncodedWeights {
   weightSpecs: ManifestEntry[];
   weightData: ArrayBuffer;
-}
-
-export function elementCount(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
 }
 
 /** NumPy's np.round: halves go to the even neighbour. */

@@ -9,8 +9,9 @@ import {
   tensorFloats,
   tensorValueInfo,
   transposeData,
-} from './onnx-graph';
-import { createOrtSession, type OrtRuntimeName } from './ort-session';
+} from '../convert/onnx-graph';
+import { createOrtSession, type OrtRuntimeName } from '../runtime/ort-session';
+import { sizeOf } from '../../preprocess/shape';
 
 /** Operators whose weights can be quantized to int8. */
 export type QuantizableOp = 'MatMul' | 'Gemm' | 'Conv' | 'LSTM';
@@ -76,7 +77,7 @@ export function quantizeSymmetric(
 ): QuantizedWeight {
   const qmax = reduceRange ? 63 : 127;
   const channels = axis == null ? 1 : dims[axis];
-  const inner = axis == null ? data.length : dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const inner = axis == null ? data.length : sizeOf(dims.slice(axis + 1));
   const channelOf = (i: number) => (axis == null ? 0 : Math.floor(i / inner) % channels);
   const maxAbs = new Float32Array(channels);
   for (let i = 0; i < data.length; i++) {
@@ -230,7 +231,7 @@ export function quantizeOnnxInt8(
   const int8Weight = (base: string, values: Int8Array, dims: readonly number[]) =>
     g.initializer(`${base}_quantized`, OnnxType.INT8, dims, values);
   const int8Zero = (base: string, dims: readonly number[] = []) =>
-    g.initializer(`${base}_zero_point`, OnnxType.INT8, dims, new Int8Array(dims.reduce((a, b) => a * b, 1)));
+    g.initializer(`${base}_zero_point`, OnnxType.INT8, dims, new Int8Array(sizeOf(dims)));
 
   /** int32 products -> float, times (activation scale x weight scales), as ORT's quantizer lays it out. */
   const rescale = (
@@ -460,7 +461,7 @@ export function quantizeOnnxInt8(
   for (const t of kept) {
     // The model's own float weights left as they were (not the new scales).
     if (t.dataType === OnnxType.FLOAT && initializers.get(t.name ?? '') === t) {
-      report.weightsFloat += tensorDims(t).reduce((a, b) => a * b, 1);
+      report.weightsFloat += sizeOf(tensorDims(t));
     }
   }
   const keptNames = new Set(kept.map((t) => t.name));

@@ -4,8 +4,9 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { flattenNumeric, InputError } from '../preprocess/numeric-input';
-import { sizeOf, type ModelRunner, type RuntimeName } from './runner';
+import { flattenNumeric, InputError } from '../../preprocess/numeric-input';
+import { sizeOf } from '../../preprocess/shape';
+import { type ModelRunner, type RuntimeName } from '../runtime/runner';
 
 export interface CompressionReport {
   source: { name: string; version: number; format: string };

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { ModelLoadError } from './errors';
+import { ModelLoadError } from '../../errors';
 import './keras-layers';
 
 /**

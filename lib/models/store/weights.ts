@@ -1,5 +1,6 @@
 import type * as tf from '@tensorflow/tfjs-core';
-import { ModelLoadError } from './errors';
+import { ModelLoadError } from '../../errors';
+import { sizeOf } from '../../preprocess/shape';
 
 /**
  * Reading weights in the TF.js converter's manifest format, including its quantized forms:
@@ -36,7 +37,7 @@ function count(shape: number[], name: string): number {
   if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
     throw new ModelLoadError(`weight ${name}: invalid shape ${JSON.stringify(shape)}`);
   }
-  return shape.reduce((a, b) => a * b, 1);
+  return sizeOf(shape);
 }
 
 /** IEEE 754 half precision to single, including subnormals, infinities and NaN. */

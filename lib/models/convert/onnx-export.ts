@@ -1,14 +1,10 @@
 import { LayersModel, type SymbolicTensor } from '@tensorflow/tfjs-layers';
 import { onnx } from 'onnx-proto';
 import { attr, GraphBuilder, OnnxType, tensorValueInfo, transposeData } from './onnx-graph';
+import { OnnxExportUnsupported } from '../../errors';
+import { sizeOf } from '../../preprocess/shape';
 
-/** Thrown when a layers model holds something the ONNX exporter cannot express. */
-export class OnnxExportUnsupported extends Error {
-  constructor(what: string) {
-    super(`cannot export to ONNX: ${what}`);
-    this.name = 'OnnxExportUnsupported';
-  }
-}
+export { OnnxExportUnsupported };
 
 export const ONNX_EXPORT_OPSET = 17;
 export const ONNX_EXPORT_IR_VERSION = 8;
@@ -710,7 +706,7 @@ class Exporter {
       throw new OnnxExportUnsupported(`LayerNormalization over axes ${JSON.stringify(cfg['axis'])}`);
     }
     const normShape = x.shape.slice(first) as number[];
-    const size = normShape.reduce((a, b) => a * b, 1);
+    const size = sizeOf(normShape);
     const weights = weightsOf(layer);
     let i = 0;
     const gamma = cfg['scale'] !== false ? weights[i++].data : new Float32Array(size).fill(1);
