@@ -3,8 +3,15 @@
  * models, runners on TF.js and ONNX Runtime with runtime selection, the shared model handle,
  * inference input/output mapping, ONNX export, quantization, pruning and compression.
  */
-export * from './errors';
+export {
+  ModelLoadError,
+  ModelNotInStoreYet,
+  QueueFullError,
+  DroppedError,
+  BatcherClosedError,
+} from '../errors';
 export * from './runtime/runner';
+export { sizeOf } from '../preprocess/shape';
 export { useBackend, fileLoadHandler, fileSaveHandler, type TfBackendName } from './runtime/tfjs';
 export * from './store/store';
 export * from './store/model-files';

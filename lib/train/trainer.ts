@@ -19,6 +19,10 @@ import {
 } from './architectures';
 import { registerWasmGradients } from './wasm-gradients';
 import { seededRandom } from '../util/random';
+import { CancelledError } from '../errors';
+import { sizeOf } from '../preprocess/shape';
+
+export { CancelledError };
 
 export type OptimizerName = 'adam' | 'sgd' | 'rmsprop';
 export type BackendChoice = 'auto' | 'wasm' | 'cpu';
@@ -49,6 +53,11 @@ export interface TrainSettings {
   backend?: BackendChoice;
   /** Seeds the validation split and augmentation, for repeatable runs. */
   seed?: number;
+  /**
+   * Reshuffle the training samples every epoch (default true). Off, they keep the seeded
+   * order of the split, and a seeded architecture trains the same way every run.
+   */
+  shuffle?: boolean;
 }
 
 export interface TrainData {
@@ -98,13 +107,6 @@ export interface TrainHooks {
   onEpoch?: (progress: EpochProgress) => void;
   /** Polled after every batch; true ends the run with a CancelledError. */
   isCancelled?: () => boolean;
-}
-
-export class CancelledError extends Error {
-  constructor() {
-    super('training cancelled');
-    this.name = 'CancelledError';
-  }
 }
 
 /** Starts the requested backend (wasm with its gradient kernels, cpu as fallback). */
@@ -228,7 +230,7 @@ async function loadModel(
 }
 
 function checkData(settings: TrainSettings, data: TrainData): { inSize: number; outSize: number } {
-  const inSize = data.inputShape.reduce((a, b) => a * b, 1);
+  const inSize = sizeOf(data.inputShape);
   if (data.x.length !== data.count * inSize) {
     throw new Error(`the dataset holds ${data.x.length} values, expected ${data.count} x ${inSize}`);
   }
@@ -336,7 +338,7 @@ export async function trainModel(
         fitted = await model.fit(xs, ys, {
           epochs: 1,
           batchSize: settings.batchSize,
-          shuffle: true,
+          shuffle: settings.shuffle ?? true,
           validationData: validation,
           classWeight,
           verbose: 0,
