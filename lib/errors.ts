@@ -6,6 +6,9 @@
  * Codes:
  *   model-invalid            a model file is malformed or holds something unsupported
  *   model-invalid-onnx       the bytes are not an ONNX model (corrupt, truncated, another format)
+ *   tflite-invalid           a TFLite file is not a TFLite flatbuffer or is damaged
+ *   tflite-unsupported-op    a TFLite model uses an operator (or an option of one) not converted   params: op
+ *   tflite-unsupported       a TFLite model uses a tensor feature not converted (sparse, custom quantization)
  *   model-not-found          no model file at the given path or URL            params: location
  *   model-not-in-store       the named model has no version in the store yet   params: name
  *   model-not-loaded         no model is loaded (yet)
@@ -39,6 +42,9 @@
 export type ErrorCode =
   | 'model-invalid'
   | 'model-invalid-onnx'
+  | 'tflite-invalid'
+  | 'tflite-unsupported-op'
+  | 'tflite-unsupported'
   | 'model-not-found'
   | 'model-not-in-store'
   | 'model-not-loaded'

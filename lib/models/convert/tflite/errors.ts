@@ -1,15 +1,15 @@
-import { ModelLoadError } from '../../errors';
+import { ModelLoadError, type ErrorCode } from '../../../errors';
 
-/** Stable codes for what went wrong with a TFLite model (callers and tests match on them). */
-export type TfliteErrorCode = 'tflite-invalid' | 'tflite-unsupported-op' | 'tflite-unsupported';
+/** The codes of TFLite problems (see lib/errors.ts). */
+export type TfliteErrorCode = Extract<
+  ErrorCode,
+  'tflite-invalid' | 'tflite-unsupported-op' | 'tflite-unsupported'
+>;
 
 /** A TFLite model that cannot be read or converted; `code` says which kind of problem. */
 export class TfliteError extends ModelLoadError {
-  constructor(
-    readonly code: TfliteErrorCode,
-    message: string,
-  ) {
-    super(message);
+  constructor(code: TfliteErrorCode, message: string, params?: Record<string, string | number>) {
+    super(message, code, params);
     this.name = 'TfliteError';
   }
 }

@@ -425,6 +425,7 @@ class Converter {
         custom
           ? `the TFLite model uses the custom operator ${op.name.slice(7)}, which is not supported`
           : `the TFLite operator ${op.name} is not supported (operator ${op.index})`,
+        { op: op.name },
       );
     }
     handler(this, op);
