@@ -1,13 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import {
-  AnomalyDetector,
-  DEFAULT_OPTIONS,
-  type DetectorOptions,
-  type Method,
-  type NanPolicy,
-} from '../../lib/anomaly/detector';
+import { AnomalyDetector } from '../../lib/anomaly/detector';
 import { detectPayload } from '../../lib/anomaly/message';
 import {
   Normaliser,
@@ -23,6 +17,7 @@ import {
   type FaultSpec,
   type SimulatedDevice,
 } from '../../lib/sensors';
+import { parseOptions as anomalyOptions } from '../../nodes/edge-anomaly/settings';
 import { parseEdgeSensorFields, type EdgeSensorFields } from '../../nodes/edge-sensor/settings';
 
 /**
@@ -57,7 +52,7 @@ function wiredFrom(flow: FlowNode[], from: FlowNode, type: string): FlowNode {
   return node;
 }
 
-// Editor fields as the nodes read them (blank = the dialog's default).
+// Editor fields as edge-normalise reads them (blank = the dialog's default).
 function num(value: unknown, fallback: number): number {
   if (value === '' || value === undefined || value === null) return fallback;
   const n = Number(value);
@@ -95,31 +90,6 @@ function normaliserOptions(n: FlowNode): NormaliserOptions {
     channels: list(n.channels),
     windowSize,
     windowStride: windowSize > 0 ? num(n.windowStride, 1) : 1,
-  };
-}
-
-const UNIT_MS: Record<string, number> = { seconds: 1000, minutes: 60000, hours: 3600000 };
-
-/** What nodes/edge-anomaly makes of its fields. */
-function detectorOptions(n: FlowNode): Partial<DetectorOptions> {
-  const learning = num(n.learning, DEFAULT_OPTIONS.learningSamples);
-  const unitMs = UNIT_MS[String(n.learningUnit)] ?? 0;
-  return {
-    method: (n.method || 'auto') as Method,
-    window: num(n.window, DEFAULT_OPTIONS.window),
-    alpha: num(n.alpha, DEFAULT_OPTIONS.alpha),
-    learningSamples: unitMs ? DEFAULT_OPTIONS.learningSamples : learning,
-    learningMs: unitMs ? learning * unitMs : 0,
-    threshold: num(n.threshold, DEFAULT_OPTIONS.threshold),
-    hysteresis: num(n.hysteresis, DEFAULT_OPTIONS.hysteresis),
-    minDuration: num(n.minDuration, DEFAULT_OPTIONS.minDuration),
-    nanPolicy: (n.nanPolicy || 'hold') as NanPolicy,
-    adaptRate: num(n.adaptRate, DEFAULT_OPTIONS.adaptRate),
-    sequence: {
-      ...DEFAULT_OPTIONS.sequence,
-      window: num(n.seqWindow, DEFAULT_OPTIONS.sequence.window),
-      epochs: num(n.epochs, DEFAULT_OPTIONS.sequence.epochs),
-    },
   };
 }
 
@@ -233,8 +203,8 @@ interface Outcome {
  */
 async function detect(demo: Demo, readings: Reading[]): Promise<Outcome[]> {
   const normaliser = new Normaliser(normaliserOptions(demo.normalise));
-  const detector = new AnomalyDetector(detectorOptions(demo.anomaly));
-  const channels = list(demo.anomaly.channels);
+  const { channels, ...options } = anomalyOptions(demo.anomaly);
+  const detector = new AnomalyDetector(options);
   const pending: Promise<Outcome>[] = [];
   try {
     for (const reading of readings) {
