@@ -578,19 +578,18 @@ export class AnomalyDetector {
             : [];
         const featureMask = spec.feature === 'level-change' ? persistent : [];
         const floors = spec.feature === 'spread' ? spreadFloors(rows) : [];
-        const features = Featurizer.run(
-          spec.feature,
-          spec.window,
-          this.options.alpha,
-          rows,
-          featureMask,
-          floors,
-        );
+        const run = Featurizer.run(spec.feature, spec.window, this.options.alpha, rows, featureMask, floors);
+        // An EWMA starts at the first raw sample: its start-up transient is no normal behaviour.
+        const settle =
+          spec.feature === 'ewma' ? Math.min(Math.ceil(3 / this.options.alpha), run.length >> 1) : 0;
+        const features = run.slice(settle);
         const { model, calibration } = await this.fitModel(spec, features, channels, persistent);
         const calibrators = model.statistics.map((_, k) => Calibrator.fit(calibration.map((c) => c[k])));
         const featurizer = new Featurizer(spec.feature, spec.window, this.options.alpha, featureMask, floors);
-        // Prime the window with the end of the learning period so scoring starts at once.
-        for (const row of rows.slice(-featurizer.warmup)) featurizer.push(row);
+        // Prime the window with the end of the learning period so scoring starts at once; an
+        // EWMA needs the whole period, else it restarts from one raw sample (a false alarm).
+        const primer = spec.feature === 'ewma' ? rows : rows.slice(-featurizer.warmup);
+        for (const row of primer) featurizer.push(row);
         pipelines.push(new Pipeline(spec, featurizer, model, calibrators));
       }
     } catch (err) {

@@ -1,8 +1,13 @@
 import assert from 'node:assert/strict';
-import { AnomalyDetector, type DetectorOptions, type DetectorResult } from '../../lib/anomaly/detector';
+import {
+  AnomalyDetector,
+  type DetectorOptions,
+  type DetectorResult,
+  type Method,
+} from '../../lib/anomaly/detector';
 import { detectPayload } from '../../lib/anomaly/message';
 import { InputError } from '../../lib/preprocess/numeric-input';
-import { CHANNELS, sensorSignal, type Fault } from '../helpers/signals';
+import { CHANNELS, gaussian, prng, sensorSignal, type Fault } from '../helpers/signals';
 
 const ONSET = 1500;
 const LENGTH = 2000;
@@ -58,6 +63,186 @@ describe('anomaly detector: injected faults', () => {
         await detector.dispose();
       }
       assert.ok(flagged / scored < 0.01, `${method}: ${flagged}/${scored} flagged`);
+    }
+  });
+});
+
+/** Period of the plant's seasonal cycle, in samples. */
+const CYCLE = 300;
+const PLANT_CHANNELS = ['a', 'b', 'c', 'd'];
+
+type PlantFault = 'none' | 'step' | 'spike' | 'drift' | 'stuck' | 'correlation';
+
+interface PlantOptions {
+  /** Size of the step fault, in noise standard deviations of d (default 2.5). */
+  step?: number;
+  /** Gross errors on d before sample `until`: a share of the samples, `size` standard deviations. */
+  outliers?: { share: number; size: number; until: number };
+}
+
+/**
+ * A plant at 1 sample/s, noise plus slow seasonality: a and b follow one cycle (b = half of a,
+ * so they are correlated), c another phase of it, d is noise around 0 (standard deviation 1).
+ * The fault starts at `onset`: step (d + 2.5 by default), spike (d + 25 for one sample), drift (d rising
+ * 0.05 per sample), stuck (c frozen), correlation (b follows the opposite phase of the cycle:
+ * its own range is unchanged, only its relation to a breaks).
+ */
+function plantSignal(
+  n: number,
+  fault: PlantFault,
+  onset: number,
+  seed: number,
+  { step = 2.5, outliers }: PlantOptions = {},
+): number[][] {
+  const random = prng(seed);
+  const g = gaussian(random);
+  const phase = 2 * Math.PI * random();
+  const rows: number[][] = [];
+  let frozen = NaN;
+  for (let t = 0; t < n; t++) {
+    const season = Math.sin((2 * Math.PI * t) / CYCLE + phase);
+    const a = 10 + season + 0.2 * g();
+    let b = 5 + 0.5 * season + 0.1 * g();
+    let c = 20 + 0.5 * Math.cos((2 * Math.PI * t) / CYCLE + phase) + 0.2 * g();
+    let d = g();
+    if (outliers && t < outliers.until && random() < outliers.share) d += outliers.size;
+    if (t >= onset) {
+      if (fault === 'step') d += step;
+      if (fault === 'spike' && t === onset) d += 25;
+      if (fault === 'drift') d += 0.05 * (t - onset);
+      if (fault === 'stuck') {
+        if (Number.isNaN(frozen)) frozen = c;
+        c = frozen;
+      }
+      if (fault === 'correlation') b = 5 - 0.5 * season + 0.1 * g();
+    }
+    rows.push([a, b, c, d]);
+  }
+  return rows;
+}
+
+async function runRows(detector: AnomalyDetector, rows: number[][]): Promise<DetectorResult[]> {
+  const out: DetectorResult[] = [];
+  for (let t = 0; t < rows.length; t++) out.push(await detector.process(rows[t], PLANT_CHANNELS, t * 1000));
+  return out;
+}
+
+interface Detection {
+  /** Alarms (isAnomaly) between the end of learning and the fault. */
+  falseAlarms: number;
+  /** Scores at or above the threshold in that span. */
+  highScores: number;
+  /** Samples from the fault's start to the first alarm (-1: none). */
+  delay: number;
+}
+
+const PLANT_LEARN = 600;
+const PLANT_ONSET = 900;
+
+async function detection(
+  method: Method,
+  fault: PlantFault,
+  seed: number,
+  options: PlantOptions = {},
+): Promise<Detection> {
+  const detector = new AnomalyDetector({ method, learningSamples: PLANT_LEARN });
+  const results = await runRows(detector, plantSignal(PLANT_ONSET + 300, fault, PLANT_ONSET, seed, options));
+  await detector.dispose();
+  const before = results.slice(PLANT_LEARN, PLANT_ONSET);
+  assert.ok(before.every((r) => !r.learning));
+  const first = results.findIndex((r, t) => t >= PLANT_ONSET && r.isAnomaly);
+  return {
+    falseAlarms: before.filter((r) => r.isAnomaly).length,
+    highScores: before.filter((r) => r.score >= r.threshold).length,
+    delay: first < 0 ? -1 : first - PLANT_ONSET,
+  };
+}
+
+describe('anomaly detector: every statistical method flags the faults it is built for', () => {
+  /** Most samples from the start of each fault to its first alarm. */
+  const WITHIN: Record<Exclude<PlantFault, 'none'>, number> = {
+    step: 40,
+    spike: 10,
+    // After 100 samples d has drifted by 5 standard deviations.
+    drift: 100,
+    stuck: 30,
+    // A quarter cycle: the broken relation shows fully within it, whatever the phase.
+    correlation: CYCLE / 4,
+  };
+  // The median of a rolling window ignores a lone spike by design; only the spread ('auto')
+  // sees a stuck sensor; only the multivariate methods see a broken correlation.
+  const FAULTS: Record<
+    Exclude<Method, 'ae-dense' | 'ae-conv' | 'ae-lstm' | 'forecast' | 'model'>,
+    PlantFault[]
+  > = {
+    zscore: ['step', 'spike', 'drift'],
+    ewma: ['step', 'spike', 'drift'],
+    mad: ['step', 'drift'],
+    mahalanobis: ['step', 'spike', 'drift', 'correlation'],
+    pca: ['step', 'spike', 'drift', 'correlation'],
+    auto: ['step', 'spike', 'drift', 'stuck'],
+  };
+  const seeds = [1, 2, 3, 4];
+  for (const [method, faults] of Object.entries(FAULTS) as [Method, PlantFault[]][]) {
+    for (const fault of faults) {
+      const within = WITHIN[fault as Exclude<PlantFault, 'none'>];
+      it(`${method} flags a ${fault} within ${within} samples, with no alarm before it`, async () => {
+        for (const seed of seeds) {
+          const run = await detection(method, fault, seed);
+          assert.equal(run.falseAlarms, 0, `seed ${seed}: ${run.falseAlarms} alarms before the fault`);
+          // Scores stay below the threshold before the fault (1 % allows a calibrated tail).
+          assert.ok(
+            run.highScores <= 0.01 * (PLANT_ONSET - PLANT_LEARN),
+            `seed ${seed}: ${run.highScores} scores >= threshold before the fault`,
+          );
+          assert.ok(
+            run.delay >= 0 && run.delay <= within,
+            `seed ${seed}: ${run.delay < 0 ? 'never flagged' : `flagged after ${run.delay} samples`}`,
+          );
+        }
+      });
+    }
+  }
+
+  it('keeps every method quiet on a clean run: < 0.2 % alarms, < 1 % scores at the threshold', async () => {
+    for (const method of Object.keys(FAULTS) as Method[]) {
+      for (const seed of [31, 32]) {
+        const detector = new AnomalyDetector({ method, learningSamples: PLANT_LEARN });
+        const results = (
+          await runRows(detector, plantSignal(PLANT_LEARN + 3000, 'none', Infinity, seed))
+        ).slice(PLANT_LEARN);
+        await detector.dispose();
+        const alarms = results.filter((r) => r.isAnomaly).length;
+        const high = results.filter((r) => r.score >= r.threshold).length;
+        assert.ok(
+          alarms < 0.002 * results.length,
+          `${method} seed ${seed}: ${alarms} alarms in ${results.length}`,
+        );
+        assert.ok(high < 0.01 * results.length, `${method} seed ${seed}: ${high} scores >= threshold`);
+      }
+    }
+  });
+
+  it('mad still flags a moderate step after learning on data with outliers; zscore, inflated, does not', async () => {
+    // 3 % of the learning samples carry a gross error of 30 standard deviations on d; after
+    // learning d steps by 3 standard deviations: far out for the median and MAD of d, within
+    // the spread the outliers give its mean and standard deviation.
+    const options: PlantOptions = { step: 3, outliers: { share: 0.03, size: 30, until: PLANT_LEARN } };
+    const within = WITHIN.step;
+    for (const seed of [1, 2, 3, 4, 5, 6]) {
+      const runs: Record<string, Detection> = {};
+      for (const method of ['mad', 'zscore'] as const) {
+        runs[method] = await detection(method, 'step', seed, options);
+        assert.equal(runs[method].falseAlarms, 0, `${method} seed ${seed}: alarms before the fault`);
+      }
+      assert.ok(
+        runs.mad.delay >= 0 && runs.mad.delay <= within,
+        `mad seed ${seed}: ${runs.mad.delay < 0 ? 'never flagged' : `flagged after ${runs.mad.delay}`}`,
+      );
+      assert.ok(
+        runs.zscore.delay < 0 || runs.zscore.delay > within,
+        `zscore seed ${seed}: flagged after ${runs.zscore.delay} samples although its scale is inflated`,
+      );
     }
   });
 });

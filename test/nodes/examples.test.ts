@@ -198,10 +198,12 @@ describe('example flows in a Node-RED runtime', function () {
     await loadExample(
       '01 - Smart home comfort and alerts.json',
       (byId) => {
-        // 50 readings/s, spikes from the start, a short learning period, fewer epochs.
+        // 50 readings/s, spikes from the start, a short learning period, fewer epochs; the
+        // humidity drift 50 times faster too (the detector adapts per reading).
         set(byId, 'sh.sensor', { interval: '20', simFaultAfter: '0', simFaultProbability: '0.3' });
         set(byId, 'sh.anomaly', { learning: 60 });
-        set(byId, 'sh.drift', { onceDelay: '3' });
+        const drift = '{"type":"drift","channel":"humidity","perMinute":150}';
+        set(byId, 'sh.drift', { onceDelay: '3', props: [{ p: 'fault', v: drift, vt: 'json' }] });
         set(byId, 'sh.makeData', { onceDelay: '0.1' });
         set(byId, 'sh.train', { epochs: 10 });
       },
