@@ -16,7 +16,13 @@
 
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { AnomalyDetector, METHODS, type DetectorOptions, type Method } from '../lib/anomaly/detector';
+import {
+  AnomalyDetector,
+  DEFAULT_OPTIONS,
+  METHODS,
+  type DetectorOptions,
+  type Method,
+} from '../lib/anomaly/detector';
 import { detectPayload, type PayloadResult } from '../lib/anomaly/message';
 
 const SKAB_TRAIN_ROWS = 400;
@@ -40,6 +46,8 @@ interface Args {
   out?: string;
   methods: Method[];
   stream: boolean;
+  /** Detector options set on the command line (--set name=value). */
+  options: Partial<DetectorOptions>;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -47,12 +55,18 @@ function parseArgs(argv: string[]): Args {
   let out: string | undefined;
   let method: string | undefined;
   let stream = false;
+  const options: Record<string, unknown> = {};
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--data') data = argv[++i];
     else if (a === '--out') out = argv[++i];
     else if (a === '--method') method = argv[++i];
     else if (a === '--stream') stream = true;
+    else if (a === '--set') {
+      const [key, value] = argv[++i].split('=');
+      if (!(key in DEFAULT_OPTIONS)) throw new Error(`unknown option ${key}`);
+      options[key] = JSON.parse(value) as unknown;
+    }
     else throw new Error(`unknown argument ${a}`);
   }
   if (!data) throw new Error('usage: bench:anomaly -- [--stream] --data <dir> [--method <m>] [--out <dir>]');
@@ -61,7 +75,7 @@ function parseArgs(argv: string[]): Args {
   if (method && !runnable.includes(method as Method))
     throw new Error(`unknown method ${method}; one of ${runnable.join(', ')}`);
   const methods = method ? [method as Method] : stream ? ['auto' as Method] : runnable;
-  return { data: path.resolve(data), out: out ? path.resolve(out) : undefined, methods, stream };
+  return { data: path.resolve(data), out: out ? path.resolve(out) : undefined, methods, stream, options };
 }
 
 async function csvFiles(dir: string): Promise<string[]> {
@@ -157,7 +171,7 @@ async function skab(args: Args): Promise<void> {
     const cpuStart = process.cpuUsage();
     const counts: Counts = { tp: 0, fp: 0, tn: 0, fn: 0 };
     for (const { file, table, labels } of files) {
-      const predictions = await runSkabFile(table, { method });
+      const predictions = await runSkabFile(table, { ...args.options, method });
       predictions.forEach((p, i) => {
         const y = labels[i];
         if (p && y) counts.tp++;
@@ -209,7 +223,7 @@ async function stream(args: Args): Promise<void> {
     const vCol = table.header.indexOf('value');
     if (tCol < 0 || vCol < 0) continue;
     const learningSamples = Math.max(1, Math.min(750, Math.floor(table.rows.length * 0.15)));
-    const detector = new AnomalyDetector({ method, learningSamples, learningMs: 0 });
+    const detector = new AnomalyDetector({ ...args.options, method, learningSamples, learningMs: 0 });
     const lines = ['timestamp,anomaly_score'];
     try {
       // Queued all at once like a replay; a row the detector rejects (not a number) scores 0.
