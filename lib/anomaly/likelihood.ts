@@ -47,7 +47,6 @@ function erfc(x: number): number {
 
 export class Likelihood {
   private recent: number[] = [];
-  private sum = 0;
   private mean = 0;
   private variance = 0;
 
@@ -76,11 +75,13 @@ export class Likelihood {
     return l;
   }
 
+  /** Adds a surprise to the short window; returns the window's mean (summed afresh: exact on restore). */
   private push(s: number): number {
     this.recent.push(s);
-    this.sum += s;
-    if (this.recent.length > this.options.short) this.sum -= this.recent.shift() as number;
-    return this.sum / this.recent.length;
+    if (this.recent.length > this.options.short) this.recent.shift();
+    let sum = 0;
+    for (const v of this.recent) sum += v;
+    return sum / this.recent.length;
   }
 
   /** The likelihood surprise (-log10 of the Gaussian tail) of a new surprise; then learns it. */
