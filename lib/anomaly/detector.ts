@@ -192,6 +192,9 @@ export interface DetectorState {
   decision: DecisionState;
   /** Samples of the episode in progress (re-learning material). */
   episodeRows?: number[][];
+  /** The latest samples judged normal, as many as the learning period had. */
+  normalRows?: number[][];
+  normalLimit?: number;
   likelihood?: LikelihoodState | null;
   /** Samples still masked after the last detection. */
   masked?: number;
@@ -335,6 +338,8 @@ export class AnomalyDetector {
   private channelMeans: number[] | null = null;
   private pipelines: Pipeline[] | null = null;
   private episodeRows: number[][] = [];
+  private normalRows: number[][] = [];
+  private normalLimit = 0;
   private likelihood: Likelihood | null = null;
   private masked = 0;
   private relearnDue = false;
@@ -427,6 +432,8 @@ export class AnomalyDetector {
       this.lastValues = null;
       this.channelMeans = null;
       this.episodeRows = [];
+      this.normalRows = [];
+      this.normalLimit = 0;
       this.relearnDue = false;
       this.likelihood = null;
       this.masked = 0;
@@ -645,6 +652,10 @@ export class AnomalyDetector {
     const o = this.options;
     if (!this.decision.active) {
       this.episodeRows = [];
+      if (p.row) {
+        this.normalRows.push(p.row);
+        if (this.normalRows.length > this.normalLimit) this.normalRows.shift();
+      }
       return;
     }
     if (event === 'start') this.episodeRows = [];
@@ -657,12 +668,13 @@ export class AnomalyDetector {
   }
 
   /**
-   * Makes a lasting change the new normal: re-fits the models on the episode's samples and
-   * ends the episode on this sample's result.
+   * Makes a lasting change the new normal: re-fits the models on the latest normal samples and
+   * the episode's samples (so a return to the old regime is normal too) and ends the episode
+   * on this sample's result.
    */
   private async relearn(result: DetectorResult, timestamp: number): Promise<void> {
     this.relearnDue = false;
-    const rows = this.episodeRows;
+    const rows = this.normalRows.concat(this.episodeRows);
     this.episodeRows = [];
     const old = this.pipelines ?? [];
     this.learningRows = rows;
@@ -762,6 +774,9 @@ export class AnomalyDetector {
     }
     this.pipelines = pipelines;
     this.phase = 'ready';
+    // As many normal samples are kept for re-learning as the first learning period had.
+    if (this.normalLimit === 0) this.normalLimit = rows.length;
+    this.normalRows = rows.slice(-this.normalLimit);
     this.learningRows = [];
     this.likelihood = this.options.likelihood > 0 ? Likelihood.fit(this.likelihoodOptions, combined(learned)) : null;
   }
@@ -830,6 +845,9 @@ export class AnomalyDetector {
         : null,
       decision: this.decision.state(),
       ...(this.episodeRows.length ? { episodeRows: this.episodeRows.map((r) => r.slice()) } : {}),
+      ...(this.normalRows.length
+        ? { normalRows: this.normalRows.map((r) => r.slice()), normalLimit: this.normalLimit }
+        : {}),
       ...(this.likelihood ? { likelihood: this.likelihood.state() } : {}),
       ...(this.masked ? { masked: this.masked } : {}),
     };
@@ -901,6 +919,8 @@ export class AnomalyDetector {
       this.pipelines = state.pipelines ? pipelines : null;
       this.decision.restore(state.decision);
       this.episodeRows = (state.episodeRows ?? []).map((r) => r.slice());
+      this.normalRows = (state.normalRows ?? []).map((r) => r.slice());
+      this.normalLimit = state.normalLimit ?? this.normalRows.length;
       this.likelihood = state.likelihood ? Likelihood.fromState(this.likelihoodOptions, state.likelihood) : null;
       this.relearnDue = false;
       this.masked = state.masked ?? 0;
