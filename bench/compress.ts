@@ -11,9 +11,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { compressStoredModel, type CompressOptions } from '../lib/models/compress';
-import { ModelStore } from '../lib/models/store';
-import { fileSaveHandler, useBackend } from '../lib/models/tfjs';
+import { compressStoredModel, type CompressOptions } from '../lib/models/compress/compress';
+import { ModelStore } from '../lib/models/store/store';
+import { fileSaveHandler, useBackend } from '../lib/models/runtime/tfjs';
 
 function mnistCnn(): tfl.LayersModel {
   return tfl.sequential({

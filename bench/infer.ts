@@ -16,15 +16,15 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { readModelFiles, type TfjsModelFiles } from '../lib/models/model-files';
-import { exportLayersModelToOnnx } from '../lib/models/onnx-export';
-import { quantizeOnnxInt8Calibrated } from '../lib/models/onnx-quantize';
-import { quantizeArtifacts } from '../lib/models/quantize';
-import { ortAvailable, OrtRunner, type OrtRuntimeName } from '../lib/models/ort-runner';
-import type { ModelRunner } from '../lib/models/runner';
-import { maxAbsDifference, probeInput } from '../lib/models/select';
-import { fileSaveHandler, tf, useBackend, type TfBackendName } from '../lib/models/tfjs';
-import { TfjsRunner } from '../lib/models/tfjs-runner';
+import { readModelFiles, type TfjsModelFiles } from '../lib/models/store/model-files';
+import { exportLayersModelToOnnx } from '../lib/models/convert/onnx-export';
+import { quantizeOnnxInt8Calibrated } from '../lib/models/compress/onnx-quantize';
+import { quantizeArtifacts } from '../lib/models/compress/quantize';
+import { ortAvailable, OrtRunner, type OrtRuntimeName } from '../lib/models/runtime/ort-runner';
+import type { ModelRunner } from '../lib/models/runtime/runner';
+import { maxAbsDifference, probeInput } from '../lib/models/runtime/select';
+import { fileSaveHandler, tf, useBackend, type TfBackendName } from '../lib/models/runtime/tfjs';
+import { TfjsRunner } from '../lib/models/runtime/tfjs-runner';
 
 const BUDGET_MS = Number(process.env.BENCH_BUDGET_MS ?? 1500);
 

@@ -12,9 +12,9 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { compressStoredModel } from '../lib/models/compress';
-import { ModelStore } from '../lib/models/store';
-import { fileLoadHandler, tf, useBackend } from '../lib/models/tfjs';
+import { compressStoredModel } from '../lib/models/compress/compress';
+import { ModelStore } from '../lib/models/store/store';
+import { fileLoadHandler, tf, useBackend } from '../lib/models/runtime/tfjs';
 import { DeviceTrainer } from '../lib/train/device-trainer';
 import { trainModel, type TrainSettings } from '../lib/train/trainer';
 

@@ -2,10 +2,14 @@
 // against TF.js, int8 accuracy, size and latency, per ONNX Runtime package.
 // Usage: npm run bench:onnx-int8
 import * as tfl from '@tensorflow/tfjs-layers';
-import { exportLayersModelToOnnx } from '../lib/models/onnx-export';
-import { quantizeOnnxInt8Calibrated } from '../lib/models/onnx-quantize';
-import { availableOrtRuntimes, createOrtSession, type OrtRuntimeName } from '../lib/models/ort-session';
-import { useBackend } from '../lib/models/tfjs';
+import { exportLayersModelToOnnx } from '../lib/models/convert/onnx-export';
+import { quantizeOnnxInt8Calibrated } from '../lib/models/compress/onnx-quantize';
+import {
+  availableOrtRuntimes,
+  createOrtSession,
+  type OrtRuntimeName,
+} from '../lib/models/runtime/ort-session';
+import { useBackend } from '../lib/models/runtime/tfjs';
 import {
   maxAbsDiff,
   predictTfjs,

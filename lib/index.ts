@@ -3,6 +3,7 @@
  * area is a namespace, e.g. `const { anomaly } = require('node-red-contrib-edge-ai');
  * new anomaly.AnomalyDetector({ method: 'auto' })`.
  */
+export * from './errors';
 export * as sensors from './sensors';
 export * as preprocess from './preprocess';
 export * as models from './models';

@@ -6,7 +6,7 @@
  */
 
 import { InputError } from '../preprocess/numeric-input';
-import type { ModelRunner } from '../models/runner';
+import type { ModelRunner } from '../models/runtime/runner';
 import { Calibrator, combineSurprise, scoreOfSurprise, type CalibratorState } from './calibrate';
 import { Decision, type DecisionState, type Episode } from './decision';
 import { Likelihood, type LikelihoodState } from './likelihood';
@@ -35,6 +35,7 @@ import {
 } from './sequence-models';
 export type { SequenceModelOptions } from './sequence-models';
 import type { TrainingProgress } from './sequence-protocol';
+import { SerialQueue, type QueueEntry } from '../util/serial-queue';
 
 export const METHODS = [
   'auto',
@@ -210,23 +211,13 @@ interface Prepared {
   features: (number[] | null)[];
 }
 
-interface SampleJob {
-  kind: 'sample';
+interface Sample {
   values: readonly number[];
   channels: readonly string[];
   timestamp: number;
-  resolve: (result: DetectorResult) => void;
-  reject: (err: unknown) => void;
 }
 
-interface TaskJob {
-  kind: 'task';
-  run: () => Promise<unknown>;
-  resolve: (value: unknown) => void;
-  reject: (err: unknown) => void;
-}
-
-type Job = SampleJob | TaskJob;
+const closedError = (): Error => new Error('detector closed');
 
 /** Most samples scored in one model call. */
 const MAX_BATCH = 256;
@@ -344,9 +335,13 @@ export class AnomalyDetector {
   private masked = 0;
   private relearnDue = false;
   private trainingWorker: SequenceWorker | null = null;
-  private readonly jobs: Job[] = [];
-  private draining = false;
-  private disposed = false;
+  /** Samples and tasks in call order; consecutive samples for a batching model go together. */
+  private readonly queue = new SerialQueue<Sample, DetectorResult>({
+    one: (s) => this.processNow(s.values, s.channels, s.timestamp),
+    batch: (entries) => this.processBatch(entries),
+    canBatch: () => this.phase === 'ready' && this.batching,
+    maxBatch: MAX_BATCH,
+  });
 
   constructor(
     options: Partial<DetectorOptions> = {},
@@ -391,10 +386,7 @@ export class AnomalyDetector {
     channels: readonly string[],
     timestamp = Date.now(),
   ): Promise<DetectorResult> {
-    return new Promise<DetectorResult>((resolve, reject) => {
-      this.jobs.push({ kind: 'sample', values, channels, timestamp, resolve, reject });
-      void this.drain();
-    });
+    return this.queue.push({ values, channels, timestamp });
   }
 
   /** Processes consecutive samples (a window) and summarises them in one result. */
@@ -443,51 +435,16 @@ export class AnomalyDetector {
 
   /** Waits for everything queued so far. */
   idle(): Promise<void> {
-    return this.enqueue(async () => undefined);
+    return this.queue.idle();
   }
 
   /** Samples waiting to be processed (e.g. while a model trains). */
   get queued(): number {
-    return this.jobs.length;
+    return this.queue.length;
   }
 
   private enqueue<T>(task: () => Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      this.jobs.push({ kind: 'task', run: task, resolve: resolve as (v: unknown) => void, reject });
-      void this.drain();
-    });
-  }
-
-  /** Runs queued jobs strictly in order; consecutive samples for a batching model go together. */
-  private async drain(): Promise<void> {
-    if (this.draining) return;
-    this.draining = true;
-    try {
-      while (this.jobs.length) {
-        const job = this.jobs[0];
-        if (this.disposed) {
-          this.jobs.shift();
-          job.reject(new Error('detector closed'));
-          continue;
-        }
-        if (job.kind === 'sample' && this.phase === 'ready' && this.batching) {
-          const batch: SampleJob[] = [];
-          while (batch.length < MAX_BATCH && this.jobs[0]?.kind === 'sample')
-            batch.push(this.jobs.shift() as SampleJob);
-          await this.processBatch(batch);
-          continue;
-        }
-        this.jobs.shift();
-        try {
-          if (job.kind === 'task') job.resolve(await job.run());
-          else job.resolve(await this.processNow(job.values, job.channels, job.timestamp));
-        } catch (err) {
-          job.reject(err);
-        }
-      }
-    } finally {
-      this.draining = false;
-    }
+    return this.queue.run(task);
   }
 
   /** Whether queued samples may be scored together: the networks do not change while scoring. */
@@ -694,11 +651,12 @@ export class AnomalyDetector {
    * Scores queued samples together: one model call per pipeline for the whole batch (a
    * worker round trip and a batched forward pass instead of one per sample), results in order.
    */
-  private async processBatch(jobs: SampleJob[]): Promise<void> {
-    const prepared: { job: SampleJob; p: Prepared }[] = [];
+  private async processBatch(jobs: QueueEntry<Sample, DetectorResult>[]): Promise<void> {
+    const prepared: { job: QueueEntry<Sample, DetectorResult>; p: Prepared }[] = [];
     for (const job of jobs) {
       try {
-        prepared.push({ job, p: this.prepare(job.values, job.channels, job.timestamp) });
+        const { values, channels, timestamp } = job.item;
+        prepared.push({ job, p: this.prepare(values, channels, timestamp) });
       } catch (err) {
         job.reject(err);
       }
@@ -768,9 +726,9 @@ export class AnomalyDetector {
       for (const p of pipelines) await p.model.dispose();
       throw err;
     }
-    if (this.disposed) {
+    if (this.queue.closed) {
       for (const p of pipelines) await p.model.dispose();
-      throw new Error('detector closed');
+      throw closedError();
     }
     this.pipelines = pipelines;
     this.phase = 'ready';
@@ -882,48 +840,55 @@ export class AnomalyDetector {
   }
 
   private async restoreNow(state: DetectorState): Promise<void> {
-    {
-      if (!this.compatible(state)) throw new Error('saved state belongs to other detector settings');
-      const pipelines: Pipeline[] = [];
-      if (state.pipelines) {
-        for (let i = 0; i < state.pipelines.length; i++) {
-          const ps = state.pipelines[i];
-          const model =
-            ps.model.type === 'external'
-              ? new ExternalSequenceModel(
-                  this.hooks.externalModel as ModelRunner,
-                  this.specs[i].window,
-                  state.channels ?? [],
-                )
-              : ps.model.type === 'sequence'
-                ? await restoreSequenceModel(ps.model)
-                : restoreStatModel(ps.model);
-          pipelines.push(
-            new Pipeline(
-              this.specs[i],
-              Featurizer.fromState(ps.featurizer),
-              model,
-              ps.calibrators.map((c) => Calibrator.fromState(c)),
-            ),
-          );
-        }
-      }
-      await this.disposePipelines();
-      this.channels = state.channels ? state.channels.slice() : null;
-      this.phase = state.phase;
-      this.learningRows = state.learningRows.map((r) => r.slice());
-      this.learningStart = state.learningStart;
-      this.index = state.index;
-      this.lastValues = state.lastValues ? state.lastValues.slice() : null;
-      this.channelMeans = state.channelMeans ? state.channelMeans.slice() : null;
-      this.pipelines = state.pipelines ? pipelines : null;
-      this.decision.restore(state.decision);
-      this.episodeRows = (state.episodeRows ?? []).map((r) => r.slice());
-      this.normalRows = (state.normalRows ?? []).map((r) => r.slice());
-      this.normalLimit = state.normalLimit ?? this.normalRows.length;
-      this.likelihood = state.likelihood ? Likelihood.fromState(this.likelihoodOptions, state.likelihood) : null;
-      this.relearnDue = false;
-      this.masked = state.masked ?? 0;
+    if (!this.compatible(state)) throw new Error('saved state belongs to other detector settings');
+    const pipelines: Pipeline[] = [];
+    try {
+      await this.restorePipelines(state, pipelines);
+    } catch (err) {
+      // A state that fails half-way must not leave the models restored so far running.
+      for (const p of pipelines) await p.model.dispose();
+      throw err;
+    }
+    await this.disposePipelines();
+    this.channels = state.channels ? state.channels.slice() : null;
+    this.phase = state.phase;
+    this.learningRows = state.learningRows.map((r) => r.slice());
+    this.learningStart = state.learningStart;
+    this.index = state.index;
+    this.lastValues = state.lastValues ? state.lastValues.slice() : null;
+    this.channelMeans = state.channelMeans ? state.channelMeans.slice() : null;
+    this.pipelines = state.pipelines ? pipelines : null;
+    this.decision.restore(state.decision);
+    this.episodeRows = (state.episodeRows ?? []).map((r) => r.slice());
+    this.normalRows = (state.normalRows ?? []).map((r) => r.slice());
+    this.normalLimit = state.normalLimit ?? this.normalRows.length;
+    this.likelihood = state.likelihood ? Likelihood.fromState(this.likelihoodOptions, state.likelihood) : null;
+    this.relearnDue = false;
+    this.masked = state.masked ?? 0;
+  }
+
+  private async restorePipelines(state: DetectorState, pipelines: Pipeline[]): Promise<void> {
+    const saved = state.pipelines ?? [];
+    for (let i = 0; i < saved.length; i++) {
+      const ps = saved[i];
+      const model =
+        ps.model.type === 'external'
+          ? new ExternalSequenceModel(
+              this.hooks.externalModel as ModelRunner,
+              this.specs[i].window,
+              state.channels ?? [],
+            )
+          : ps.model.type === 'sequence'
+            ? await restoreSequenceModel(ps.model)
+            : restoreStatModel(ps.model);
+      pipelines.push(
+        new Pipeline(
+          this.specs[i],
+          Featurizer.fromState(ps.featurizer),
+          model,
+          ps.calibrators.map((c) => Calibrator.fromState(c)),
+        ),
+      );
     }
   }
 
@@ -936,13 +901,13 @@ export class AnomalyDetector {
   /** Releases models and workers; later calls fail. */
   async dispose(): Promise<void> {
     await this.idle().catch(() => undefined);
-    this.disposed = true;
+    this.queue.close(closedError);
     await this.disposePipelines();
   }
 
   /** Releases at once: queued samples are rejected, a training in progress is abandoned. */
   async close(): Promise<void> {
-    this.disposed = true;
+    this.queue.close(closedError);
     await this.trainingWorker?.terminate();
     await this.disposePipelines();
   }

@@ -6,7 +6,7 @@
 
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { ModelRunner } from '../models/runner';
+import type { ModelRunner } from '../models/runtime/runner';
 import { scaleFloor, type ScoreModel, type ScoreModelState } from './stat-models';
 import type {
   SequenceArchitecture,
@@ -15,6 +15,7 @@ import type {
   SequenceRequest,
   TrainingProgress,
 } from './sequence-protocol';
+import { sizeOf } from '../preprocess/shape';
 
 export type { SequenceArchitecture } from './sequence-protocol';
 
@@ -322,7 +323,7 @@ export class ExternalSequenceModel implements ScoreModel {
   }
 
   private get forecasting(): boolean {
-    const out = this.runner.outputShape.reduce((a, b) => a * b, 1);
+    const out = sizeOf(this.runner.outputShape);
     return out === this.statistics.length;
   }
 

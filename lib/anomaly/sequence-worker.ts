@@ -6,7 +6,7 @@
 
 import { parentPort } from 'node:worker_threads';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { tf, useBackend, type TfBackendName } from '../models/tfjs';
+import { tf, useBackend, type TfBackendName } from '../models/runtime/tfjs';
 import { registerWasmGradients } from '../train/wasm-gradients';
 import { seededRandom } from '../util/random';
 import type {

@@ -3,18 +3,25 @@
  * models, runners on TF.js and ONNX Runtime with runtime selection, the shared model handle,
  * inference input/output mapping, ONNX export, quantization, pruning and compression.
  */
-export * from './errors';
-export * from './runner';
-export { useBackend, fileLoadHandler, fileSaveHandler, type TfBackendName } from './tfjs';
-export * from './store';
-export * from './model-files';
-export * from './source';
-export * from './tfjs-runner';
-export * from './ort-runner';
-export * from './select';
-export * from './model-handle';
-export * from './inference';
-export { exportLayersModelToOnnx, OnnxExportUnsupported, ONNX_EXPORT_OPSET } from './onnx-export';
+export {
+  ModelLoadError,
+  ModelNotInStoreYet,
+  QueueFullError,
+  DroppedError,
+  BatcherClosedError,
+} from '../errors';
+export * from './runtime/runner';
+export { sizeOf } from '../preprocess/shape';
+export { useBackend, fileLoadHandler, fileSaveHandler, type TfBackendName } from './runtime/tfjs';
+export * from './store/store';
+export * from './store/model-files';
+export * from './store/source';
+export * from './runtime/tfjs-runner';
+export * from './runtime/ort-runner';
+export * from './runtime/select';
+export * from './serve/model-handle';
+export * from './serve/inference';
+export { exportLayersModelToOnnx, OnnxExportUnsupported, ONNX_EXPORT_OPSET } from './convert/onnx-export';
 export {
   quantizeOnnxInt8,
   quantizeOnnxInt8Calibrated,
@@ -22,7 +29,7 @@ export {
   compareOnnxModels,
   type OnnxInt8Options,
   type OnnxInt8Report,
-} from './onnx-quantize';
+} from './compress/onnx-quantize';
 export {
   WEIGHT_QUANTIZATIONS,
   type WeightQuantization,
@@ -32,7 +39,7 @@ export {
   modelArtifacts,
   decodeWeightData,
   encodeWeights,
-} from './quantize';
+} from './compress/quantize';
 export {
   PRUNE_SCOPES,
   type PruneScope,
@@ -41,7 +48,7 @@ export {
   measureSparsity,
   pruneArtifacts,
   pruneLayersModel,
-} from './prune';
+} from './compress/prune';
 export {
   COMPRESS_QUANTIZATIONS,
   type CompressQuantization,
@@ -49,5 +56,5 @@ export {
   type CompressStoredRequest,
   type CompressStoredResult,
   compressStoredModel,
-} from './compress';
-export type { CompressionReport } from './compress-report';
+} from './compress/compress';
+export type { CompressionReport } from './compress/compress-report';

@@ -7,3 +7,4 @@ export * from './scaling';
 export * from './running-stats';
 export * from './window';
 export * from './normaliser';
+export { sizeOf, shapeText, nestedShape, nest } from './shape';

@@ -4,12 +4,10 @@
  * 2-D array (timesteps x features).
  */
 
-export class InputError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'InputError';
-  }
-}
+import { InputError } from '../errors';
+import { isTypedArray } from './shape';
+
+export { InputError };
 
 export interface Sample {
   /** One value per channel; non-numeric entries become NaN so the caller's policy decides. */
@@ -21,10 +19,6 @@ export interface Matrix {
   /** timesteps x features */
   rows: number[][];
   channels: string[];
-}
-
-function isTypedArray(value: unknown): value is ArrayLike<number> {
-  return ArrayBuffer.isView(value) && !(value instanceof DataView);
 }
 
 function toNumber(value: unknown): number {

@@ -1,39 +1,12 @@
 /**
- * Errors of the sensor layer. Each carries a stable `code` so callers (the node, tests, flows
- * with a Catch node) can tell "this machine has no such hardware" from "the device stopped
- * answering" without parsing messages.
+ * Helpers for the sensor layer's errors (the SensorError class lives in lib/errors.ts). Each
+ * error carries a broad `kind` ("no such hardware" vs "the device stopped answering") and a
+ * precise `code`, so callers tell them apart without parsing messages.
  */
 
-export type SensorErrorCode =
-  /** The bus, GPIO sysfs or driver module does not exist here: not a transient fault. */
-  | 'NO_HARDWARE'
-  /** The hardware exists but this process may not open it (permissions). */
-  | 'NO_ACCESS'
-  /** The device did not answer (EIO, ENXIO, EREMOTEIO, ...): it may come back. */
-  | 'DEVICE_UNAVAILABLE'
-  /** Something answered at the address but it is not the expected chip. */
-  | 'WRONG_CHIP'
-  /** The device answered but a conversion or reset never finished. */
-  | 'TIMEOUT'
-  /** A configuration value is out of range. */
-  | 'BAD_CONFIG'
-  /** A replay source has no more rows. */
-  | 'END_OF_DATA'
-  /** A fault injection request that the source cannot apply. */
-  | 'BAD_FAULT';
+import { SensorError, type SensorErrorKind } from '../errors';
 
-export class SensorError extends Error {
-  readonly code: SensorErrorCode;
-  /** The operating system's error code underneath, when there was one (EIO, ENOENT, ...). */
-  readonly osCode?: string;
-
-  constructor(code: SensorErrorCode, message: string, osCode?: string) {
-    super(message);
-    this.name = 'SensorError';
-    this.code = code;
-    this.osCode = osCode;
-  }
-}
+export { SensorError, type SensorErrorKind };
 
 /** Errno codes that mean "the device (or its bus) is not answering right now". */
 const UNAVAILABLE_CODES = new Set([
@@ -52,8 +25,8 @@ export function osErrorCode(err: unknown): string | undefined {
   return typeof code === 'string' ? code : undefined;
 }
 
-export function isSensorError(err: unknown, code?: SensorErrorCode): err is SensorError {
-  return err instanceof SensorError && (code === undefined || err.code === code);
+export function isSensorError(err: unknown, kind?: SensorErrorKind): err is SensorError {
+  return err instanceof SensorError && (kind === undefined || err.kind === kind);
 }
 
 /**

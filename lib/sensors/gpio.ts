@@ -88,6 +88,7 @@ export function listGpioChips(sysfsRoot = '/sys'): GpioChipInfo[] {
       'NO_HARDWARE',
       `no GPIO on this machine (${dir} not found); tick "Simulate (no hardware)"`,
       'ENOENT',
+      'gpio-missing',
     );
   }
   return fs
@@ -120,6 +121,8 @@ export function findMainGpioChip(chips: GpioChipInfo[], chipLabel?: string): Gpi
       throw new SensorError(
         'NO_HARDWARE',
         `no gpiochip labelled "${chipLabel}"; found ${chips.map((c) => `${c.name} (${c.label})`).join(', ') || 'none'}`,
+        undefined,
+        'gpio-missing',
       );
     }
     return chip;
@@ -134,6 +137,8 @@ export function findMainGpioChip(chips: GpioChipInfo[], chipLabel?: string): Gpi
       chips.length === 0
         ? 'no GPIO chip on this machine; tick "Simulate (no hardware)"'
         : `cannot tell which gpiochip holds the BCM pins among ${chips.map((c) => `${c.name} (${c.label})`).join(', ')}; set the chip label`,
+      undefined,
+      'gpio-missing',
     );
   }
   return chip;
@@ -235,6 +240,8 @@ export async function openGpioLine(
     throw new SensorError(
       'NO_HARDWARE',
       `GPIO is not available: the optional module onoff could not be loaded (${err instanceof Error ? err.message : String(err)}); run "npm install onoff" on the board`,
+      undefined,
+      'gpio-module-missing',
     );
   }
   if (!onoff.Gpio.accessible) {

@@ -75,6 +75,8 @@ function noBus(busNumber: number, devicePath: string, detail: string): SensorErr
     `no I2C bus ${busNumber} on this machine (${devicePath} ${detail}); enable I2C (raspi-config) ` +
       `or tick "Simulate (no hardware)"`,
     'ENOENT',
+    'i2c-bus-missing',
+    { bus: busNumber },
   );
 }
 
@@ -93,6 +95,8 @@ export async function openI2cBus(busNumber: number, options: OpenI2cOptions = {}
       'NO_HARDWARE',
       `I2C is not available: the optional module i2c-bus could not be loaded ` +
         `(${err instanceof Error ? err.message : String(err)}); run "npm install i2c-bus" on the board`,
+      undefined,
+      'i2c-module-missing',
     );
   }
   try {

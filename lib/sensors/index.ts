@@ -32,6 +32,5 @@ export {
   type EnvironmentReading,
   Vibration,
   type VibrationOptions,
-  type VibrationReading,
 } from './sim/signals';
 export * from './source';

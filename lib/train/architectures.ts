@@ -4,7 +4,8 @@
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 // Registers the backends and the chained tensor methods tfjs-layers needs.
-import '../models/tfjs';
+import '../models/runtime/tfjs';
+import { sizeOf } from '../preprocess/shape';
 
 export type Task = 'classification' | 'regression' | 'autoencoder';
 
@@ -56,8 +57,6 @@ export function lossFor(task: Task): string {
 export function metricsFor(task: Task): string[] {
   return task === 'classification' ? ['accuracy'] : ['mae'];
 }
-
-const size = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
 
 function positive(list: number[] | undefined, fallback: number[], what: string): number[] {
   const values = list && list.length > 0 ? list : fallback;
@@ -164,7 +163,7 @@ export function buildModel(arch: ArchitectureName, options: ArchitectureOptions)
       break;
     }
     case 'dense-autoencoder': {
-      const features = size(inputShape);
+      const features = sizeOf(inputShape);
       layers.push(tfl.layers.inputLayer({ inputShape }));
       if (inputShape.length > 1) layers.push(tfl.layers.flatten());
       const hidden = positive(options.units, [Math.max(4, Math.ceil(features / 2))], 'units');

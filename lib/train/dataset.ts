@@ -7,8 +7,12 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { InputError, flattenNumeric, toSample } from '../preprocess/numeric-input';
+import { flattenNumeric, toSample } from '../preprocess/numeric-input';
 import { readJsonFile, writeFileAtomic } from '../util/atomic';
+import { DatasetError } from '../errors';
+import { nest, nestedShape, shapeText, sizeOf } from '../preprocess/shape';
+
+export { DatasetError };
 
 export type LabelKind = 'class' | 'vector' | 'none';
 export type RetentionPolicy = 'ring' | 'reservoir';
@@ -65,43 +69,6 @@ export interface ExportedDataset {
   capacity: number;
   policy: RetentionPolicy;
   samples: Array<{ x: unknown; y?: string | number[] }>;
-}
-
-export class DatasetError extends InputError {
-  constructor(message: string) {
-    super(message);
-    this.name = 'DatasetError';
-  }
-}
-
-const size = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
-const shapeText = (shape: readonly number[]): string => `[${shape.join(', ')}]`;
-
-/** Shape of a rectangular nested numeric array, or a clear error. */
-function nestedShape(value: unknown, where = 'payload'): number[] {
-  if (ArrayBuffer.isView(value) && !(value instanceof DataView))
-    return [(value as unknown as ArrayLike<number>).length];
-  if (!Array.isArray(value)) return [];
-  if (value.length === 0) throw new DatasetError(`${where} is an empty array`);
-  const inner = nestedShape(value[0], `${where}[0]`);
-  for (let i = 1; i < value.length; i++) {
-    const other = nestedShape(value[i], `${where}[${i}]`);
-    if (other.length !== inner.length || other.some((v, k) => v !== inner[k])) {
-      throw new DatasetError(
-        `ragged sample: ${where}[0] has shape ${shapeText(inner)}, ${where}[${i}] ${shapeText(other)}`,
-      );
-    }
-  }
-  return [value.length, ...inner];
-}
-
-/** Nested arrays of `shape` from flat values (for export). */
-function unflatten(values: Float32Array, shape: number[]): unknown {
-  if (shape.length <= 1) return Array.from(values);
-  const step = size(shape.slice(1));
-  return Array.from({ length: shape[0] }, (_, i) =>
-    unflatten(values.subarray(i * step, (i + 1) * step), shape.slice(1)),
-  );
 }
 
 export class Dataset {
@@ -189,13 +156,13 @@ export class Dataset {
       const classIndex = new Map(meta.classes.map((c, i) => [c, i]));
       for (let i = start; i < keep.count; i++) {
         const record = new Float32Array(width);
-        record.set(keep.x.subarray(i * size(keep.inputShape), (i + 1) * size(keep.inputShape)));
+        record.set(keep.x.subarray(i * sizeOf(keep.inputShape), (i + 1) * sizeOf(keep.inputShape)));
         if (meta.labelKind === 'class')
           record[width - 1] = classIndex.get(keep.classes[keep.y?.[i] ?? 0]) ?? 0;
         if (meta.labelKind === 'vector') {
           record.set(
             (keep.y as Float32Array).subarray(i * keep.targetSize, (i + 1) * keep.targetSize),
-            size(keep.inputShape),
+            sizeOf(keep.inputShape),
           );
         }
         dataset.place(record);
@@ -246,7 +213,7 @@ export class Dataset {
   }
 
   private recordWidth(): number {
-    const features = size(this.meta.inputShape ?? [0]);
+    const features = sizeOf(this.meta.inputShape ?? [0]);
     if (this.meta.labelKind === 'class') return features + 1;
     if (this.meta.labelKind === 'vector') return features + (this.meta.targetSize ?? 0);
     return features;
@@ -272,7 +239,7 @@ export class Dataset {
         values = Float32Array.of(payload);
         shape = [1];
       } else {
-        shape = nestedShape(payload);
+        shape = nestedShape(payload, 'payload', (message) => new DatasetError(message));
         values = flattenNumeric(payload);
       }
     } catch (err) {
@@ -424,7 +391,7 @@ export class Dataset {
   private async readAll(sortClasses: boolean): Promise<LoadedDataset> {
     const { count, capacity, seen, labelKind } = this.meta;
     const inputShape = this.meta.inputShape ?? [];
-    const features = size(inputShape);
+    const features = sizeOf(inputShape);
     const width = this.recordWidth();
     const bytes = Buffer.alloc(count * width * 4);
     if (count > 0) {
@@ -472,9 +439,9 @@ export class Dataset {
   /** The stored samples as plain JSON (features nested in the sample shape). */
   async export(): Promise<ExportedDataset> {
     const data = await this.load();
-    const features = size(data.inputShape);
+    const features = sizeOf(data.inputShape);
     const samples = Array.from({ length: data.count }, (_, i) => {
-      const x = unflatten(data.x.subarray(i * features, (i + 1) * features), data.inputShape);
+      const x = nest(data.x.subarray(i * features, (i + 1) * features), data.inputShape);
       if (this.meta.labelKind === 'class') return { x, y: data.classes[(data.y as Float32Array)[i]] };
       if (this.meta.labelKind === 'vector') {
         return {

@@ -4,12 +4,15 @@
  * (on this thread, so the store's 'saved' event reaches every edge-model following the name).
  */
 import path from 'node:path';
-import { fileSaveHandler } from '../models/tfjs';
-import { ModelStore, type StoredModel } from '../models/store';
+import { fileSaveHandler } from '../models/runtime/tfjs';
+import { ModelStore, type StoredModel } from '../models/store/store';
 import { ARCHITECTURES, type ArchitectureName, type Task } from './architectures';
 import { Dataset, type ExportedDataset, type LabelKind, type RetentionPolicy } from './dataset';
 import { TrainingWorker } from './training-worker';
 import { balancedClassWeights, type EpochProgress, type TrainResult, type TrainSettings } from './trainer';
+import { TooFewSamplesError } from '../errors';
+
+export { TooFewSamplesError };
 
 export type ClassWeighting = 'none' | 'balanced' | Record<string, number>;
 
@@ -49,13 +52,6 @@ export interface TrainOutcome {
 
 function labelKindOf(task: Task): LabelKind {
   return task === 'classification' ? 'class' : task === 'regression' ? 'vector' : 'none';
-}
-
-export class TooFewSamplesError extends Error {
-  constructor(have: number, need: number) {
-    super(`too few samples to train: the dataset has ${have}, at least ${need} are needed`);
-    this.name = 'TooFewSamplesError';
-  }
 }
 
 export class DeviceTrainer {

@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { fileLoadHandler, useBackend, type TfBackendName } from '../models/tfjs';
+import { fileLoadHandler, useBackend, type TfBackendName } from '../models/runtime/tfjs';
 import {
   buildModel,
   lossFor,
@@ -19,6 +19,10 @@ import {
 } from './architectures';
 import { registerWasmGradients } from './wasm-gradients';
 import { seededRandom } from '../util/random';
+import { CancelledError } from '../errors';
+import { sizeOf } from '../preprocess/shape';
+
+export { CancelledError };
 
 export type OptimizerName = 'adam' | 'sgd' | 'rmsprop';
 export type BackendChoice = 'auto' | 'wasm' | 'cpu';
@@ -98,13 +102,6 @@ export interface TrainHooks {
   onEpoch?: (progress: EpochProgress) => void;
   /** Polled after every batch; true ends the run with a CancelledError. */
   isCancelled?: () => boolean;
-}
-
-export class CancelledError extends Error {
-  constructor() {
-    super('training cancelled');
-    this.name = 'CancelledError';
-  }
 }
 
 /** Starts the requested backend (wasm with its gradient kernels, cpu as fallback). */
@@ -228,7 +225,7 @@ async function loadModel(
 }
 
 function checkData(settings: TrainSettings, data: TrainData): { inSize: number; outSize: number } {
-  const inSize = data.inputShape.reduce((a, b) => a * b, 1);
+  const inSize = sizeOf(data.inputShape);
   if (data.x.length !== data.count * inSize) {
     throw new Error(`the dataset holds ${data.x.length} values, expected ${data.count} x ${inSize}`);
   }

@@ -12,8 +12,8 @@ import {
   type NanPolicy,
 } from '../../lib/anomaly/detector';
 import { detectPayload, type PayloadResult } from '../../lib/anomaly/message';
-import { handleRunner } from '../../lib/models/model-handle';
-import type { ModelRunner } from '../../lib/models/runner';
+import { handleRunner } from '../../lib/models/serve/model-handle';
+import type { ModelRunner } from '../../lib/models/runtime/runner';
 import { readJsonFile, writeFileAtomic } from '../../lib/util/atomic';
 import { getModelNode } from '../shared/model-config';
 import {

@@ -1,8 +1,8 @@
 import type { Node, NodeAPI, NodeDef } from 'node-red';
-import { ModelNotInStoreYet } from '../../lib/models/errors';
-import { interpretOutput, prepareInput, type InferenceMode } from '../../lib/models/inference';
-import { MicroBatcher, type OverflowPolicy } from '../../lib/models/micro-batcher';
-import type { LoadedModelInfo } from '../../lib/models/model-handle';
+import { ModelNotInStoreYet } from '../../lib/errors';
+import { interpretOutput, prepareInput, type InferenceMode } from '../../lib/models/serve/inference';
+import { MicroBatcher, type OverflowPolicy } from '../../lib/models/serve/micro-batcher';
+import type { LoadedModelInfo } from '../../lib/models/serve/model-handle';
 import { Scaler } from '../../lib/preprocess/scaling';
 import { getModelNode } from '../shared/model-config';
 import { errorText, listSetting, numberSetting, onClose, onInput, shortText } from '../shared/node-utils';

@@ -1,5 +1,5 @@
 import type { Node, NodeAPI, NodeDef } from 'node-red';
-import { compressStoredModel } from '../../lib/models/compress';
+import { compressStoredModel } from '../../lib/models/compress/compress';
 import {
   LOADER_MODES,
   parseLoaderMessage,
@@ -7,9 +7,9 @@ import {
   type CompressDefaults,
   type LoaderMode,
   type LoadRequest,
-} from '../../lib/models/loader-request';
-import type { PruneScope } from '../../lib/models/prune';
-import { ModelStore } from '../../lib/models/store';
+} from '../../lib/models/store/loader-request';
+import type { PruneScope } from '../../lib/models/compress/prune';
+import { ModelStore } from '../../lib/models/store/store';
 import { numberSetting, onClose, onInput, shortText } from '../shared/node-utils';
 import { loadIntoEdgeModel } from './edge-model-target';
 

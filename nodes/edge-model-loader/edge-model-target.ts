@@ -3,7 +3,7 @@
  * URL or store version) and swap it in without dropping messages. The edge-model node exposes
  * it as `loadModel(request)`.
  */
-import type { LoadRequest } from '../../lib/models/loader-request';
+import type { LoadRequest } from '../../lib/models/store/loader-request';
 
 export interface EdgeModelLoadResult {
   name?: string;

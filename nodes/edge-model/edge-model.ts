@@ -5,11 +5,11 @@ import {
   DEFAULT_EXPORT_TOLERANCE,
   RUNTIME_PREFERENCES,
   type RuntimePreference,
-} from '../../lib/models/select';
-import { ModelNotInStoreYet } from '../../lib/models/errors';
-import { ModelHandle } from '../../lib/models/model-handle';
-import { parseSource } from '../../lib/models/source';
-import type { ModelFormat } from '../../lib/models/store';
+} from '../../lib/models/runtime/select';
+import { ModelNotInStoreYet } from '../../lib/errors';
+import { ModelHandle } from '../../lib/models/serve/model-handle';
+import { parseSource } from '../../lib/models/store/source';
+import type { ModelFormat } from '../../lib/models/store/store';
 import { requestSource, type EdgeModelNode, type ModelLoadRequest } from '../shared/model-config';
 import { listSetting, numberSetting, onClose } from '../shared/node-utils';
 

@@ -1,7 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
-import { ModelStore } from '../../lib/models/store';
+import { ModelStore } from '../../lib/models/store/store';
 import { isArchitecture, type Task } from '../../lib/train/architectures';
 import { DeviceTrainer, type ClassWeighting, type DeviceTrainerConfig } from '../../lib/train/device-trainer';
 import { CancelledError, type BackendChoice, type OptimizerName } from '../../lib/train/trainer';

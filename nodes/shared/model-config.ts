@@ -1,6 +1,6 @@
 import type { Node, NodeAPI } from 'node-red';
-import type { LoadedModelInfo, ModelHandle } from '../../lib/models/model-handle';
-import { parseSource, type ModelSourceInput, type ModelSourceSpec } from '../../lib/models/source';
+import type { LoadedModelInfo, ModelHandle } from '../../lib/models/serve/model-handle';
+import { parseSource, type ModelSourceInput, type ModelSourceSpec } from '../../lib/models/store/source';
 
 /**
  * What an `edge-model` config node offers the nodes that use it. Every user shares the one

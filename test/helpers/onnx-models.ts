@@ -1,6 +1,6 @@
 import * as tfl from '@tensorflow/tfjs-layers';
-import { tf } from '../../lib/models/tfjs';
-import { createOrtSession, type OrtRuntimeName } from '../../lib/models/ort-session';
+import { tf } from '../../lib/models/runtime/tfjs';
+import { createOrtSession, type OrtRuntimeName } from '../../lib/models/runtime/ort-session';
 
 const L = tfl.layers;
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { AnomalyDetector, type DetectorResult } from '../../lib/anomaly/detector';
 import { SequenceModel } from '../../lib/anomaly/sequence-models';
-import type { ModelRunner } from '../../lib/models/runner';
+import type { ModelRunner } from '../../lib/models/runtime/runner';
 import { gaussian, prng } from '../helpers/signals';
 
 /** Two channels: a slow tone and a noisy level; from `onset` the tone's shape breaks. */

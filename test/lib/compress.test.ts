@@ -3,21 +3,21 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { compressStoredModel } from '../../lib/models/compress';
+import { compressStoredModel } from '../../lib/models/compress/compress';
 import {
   evaluateCompression,
   median,
   parseCalibration,
   randomProbe,
   scoreOutputs,
-} from '../../lib/models/compress-report';
-import { readModelFiles } from '../../lib/models/model-files';
-import { modelArtifacts } from '../../lib/models/quantize';
-import { createRunner } from '../../lib/models/select';
-import { ModelStore } from '../../lib/models/store';
-import { fileLoadHandler, fileSaveHandler, tf, useBackend } from '../../lib/models/tfjs';
-import { TfjsRunner } from '../../lib/models/tfjs-runner';
-import type { ManifestEntry } from '../../lib/models/quantize';
+} from '../../lib/models/compress/compress-report';
+import { readModelFiles } from '../../lib/models/store/model-files';
+import { modelArtifacts } from '../../lib/models/compress/quantize';
+import { createRunner } from '../../lib/models/runtime/select';
+import { ModelStore } from '../../lib/models/store/store';
+import { fileLoadHandler, fileSaveHandler, tf, useBackend } from '../../lib/models/runtime/tfjs';
+import { TfjsRunner } from '../../lib/models/runtime/tfjs-runner';
+import type { ManifestEntry } from '../../lib/models/compress/quantize';
 import { keras3Sequential } from '../fixtures/tfjs-fixtures';
 
 function values(n: number, seed: number): number[] {

@@ -1,5 +1,10 @@
 import assert from 'node:assert/strict';
-import { classify, interpretOutput, prepareInput, type Normalisation } from '../../lib/models/inference';
+import {
+  classify,
+  interpretOutput,
+  prepareInput,
+  type Normalisation,
+} from '../../lib/models/serve/inference';
 import { InputError } from '../../lib/preprocess/numeric-input';
 
 describe('inference input and output', () => {

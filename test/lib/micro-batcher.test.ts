@@ -4,7 +4,7 @@ import {
   DroppedError,
   MicroBatcher,
   QueueFullError,
-} from '../../lib/models/micro-batcher';
+} from '../../lib/models/serve/micro-batcher';
 
 /** A batch runner that records batch sizes and answers after `delayMs`. */
 function recorder(delayMs = 2): {

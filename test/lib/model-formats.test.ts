@@ -3,10 +3,10 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { readModelFiles } from '../../lib/models/model-files';
-import { createRunner } from '../../lib/models/select';
-import { fileLoadHandler, fileSaveHandler, tf, useBackend } from '../../lib/models/tfjs';
-import { decodeWeightsManifest, float16ToFloat32 } from '../../lib/models/weights';
+import { readModelFiles } from '../../lib/models/store/model-files';
+import { createRunner } from '../../lib/models/runtime/select';
+import { fileLoadHandler, fileSaveHandler, tf, useBackend } from '../../lib/models/runtime/tfjs';
+import { decodeWeightsManifest, float16ToFloat32 } from '../../lib/models/store/weights';
 import { act, dense, maxAbsDiff, randomValues, softmax } from '../fixtures/reference';
 import {
   graphMlp,

@@ -4,10 +4,12 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { ModelHandle } from '../../lib/models/model-handle';
-import { liveOrtSessionCount as liveOrtSessions } from '../../lib/models/ort-session';
-import { ModelStore } from '../../lib/models/store';
-import { tf, useBackend } from '../../lib/models/tfjs';
+import { isEdgeAiError, ModelLoadError } from '../../lib/errors';
+import { createRunner } from '../../lib/models/runtime/select';
+import { ModelHandle } from '../../lib/models/serve/model-handle';
+import { liveOrtSessionCount as liveOrtSessions } from '../../lib/models/runtime/ort-session';
+import { ModelStore } from '../../lib/models/store/store';
+import { tf, useBackend } from '../../lib/models/runtime/tfjs';
 import { onnxMlp } from '../fixtures/onnx-fixtures';
 import { maxAbsDiff, randomValues } from '../fixtures/reference';
 import { keras2Dense, keras2Lstm, type Fixture } from '../fixtures/tfjs-fixtures';
@@ -119,7 +121,7 @@ describe('bad models and inputs: clear errors, the previous model keeps serving'
         await fs.writeFile(path.join(userDir, 'broken.onnx'), bytes.subarray(0, bytes.length - 40));
         return 'broken.onnx';
       },
-      /ONNX Runtime could not load the model/,
+      /not a valid ONNX file/,
     ],
     [
       'damaged store version',
@@ -141,6 +143,31 @@ describe('bad models and inputs: clear errors, the previous model keeps serving'
       await stillServing();
     });
   }
+
+  it('says "not a valid ONNX file" (code model-invalid-onnx) for bytes that are no ONNX model', async () => {
+    const bytes = Buffer.from(onnxMlp().bytes);
+    const inputs: [string, Uint8Array][] = [
+      ['text', Buffer.from('this is not an ONNX model, just some text\n'.repeat(4))],
+      ['truncated', bytes.subarray(0, bytes.length - 40)],
+    ];
+    for (const [label, onnx] of inputs) {
+      for (const runtime of ['auto', 'onnxruntime-node', 'onnxruntime-web'] as const) {
+        await assert.rejects(
+          createRunner(
+            { format: 'onnx', onnx, entryPath: label, bytes: onnx.length, notes: [] },
+            { runtime },
+          ),
+          (err) =>
+            isEdgeAiError(err, 'model-invalid-onnx') &&
+            err instanceof ModelLoadError &&
+            /^not a valid ONNX file/.test(err.message),
+          `${label} on ${runtime}`,
+        );
+      }
+    }
+    await assert.rejects(handle.load('broken.onnx'), (err) => isEdgeAiError(err, 'model-invalid-onnx'));
+    await stillServing();
+  });
 
   it('gives up on a URL that hangs', async () => {
     const sockets: http.ServerResponse[] = [];

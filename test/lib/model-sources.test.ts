@@ -5,9 +5,9 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { sha256 } from '../../lib/util/atomic';
-import { readModelFiles } from '../../lib/models/model-files';
-import { resolveSource, type ResolveOptions } from '../../lib/models/source';
-import { ModelStore } from '../../lib/models/store';
+import { readModelFiles } from '../../lib/models/store/model-files';
+import { resolveSource, type ResolveOptions } from '../../lib/models/store/source';
+import { ModelStore } from '../../lib/models/store/store';
 import { onnxMlp } from '../fixtures/onnx-fixtures';
 import { keras2Dense } from '../fixtures/tfjs-fixtures';
 

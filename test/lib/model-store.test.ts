@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ModelStore, modelStoreEvents } from '../../lib/models/store';
+import { ModelStore, modelStoreEvents } from '../../lib/models/store/store';
 
 describe('model store', () => {
   let root: string;

@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { onnx } from 'onnx-proto';
-import { exportLayersModelToOnnx, OnnxExportUnsupported } from '../../lib/models/onnx-export';
+import { exportLayersModelToOnnx, OnnxExportUnsupported } from '../../lib/models/convert/onnx-export';
 import {
   availableOrtRuntimes,
   createOrtSession,
   liveOrtSessionCount,
   ortSessionBackend,
-} from '../../lib/models/ort-session';
-import { tf, useBackend } from '../../lib/models/tfjs';
+} from '../../lib/models/runtime/ort-session';
+import { tf, useBackend } from '../../lib/models/runtime/tfjs';
 import {
   maxAbsDiff,
   predictTfjs,

@@ -4,17 +4,17 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { onnx } from 'onnx-proto';
-import { exportLayersModelToOnnx } from '../../lib/models/onnx-export';
-import { attr, GraphBuilder, OnnxType, tensorValueInfo } from '../../lib/models/onnx-graph';
+import { exportLayersModelToOnnx } from '../../lib/models/convert/onnx-export';
+import { attr, GraphBuilder, OnnxType, tensorValueInfo } from '../../lib/models/convert/onnx-graph';
 import {
   calibrateOnnxActivations,
   quantizeOnnxInt8,
   quantizeOnnxInt8Calibrated,
   quantizeSymmetric,
   type OnnxInt8Report,
-} from '../../lib/models/onnx-quantize';
-import { availableOrtRuntimes, liveOrtSessionCount, loadOrt } from '../../lib/models/ort-session';
-import { useBackend } from '../../lib/models/tfjs';
+} from '../../lib/models/compress/onnx-quantize';
+import { availableOrtRuntimes, liveOrtSessionCount, loadOrt } from '../../lib/models/runtime/ort-session';
+import { useBackend } from '../../lib/models/runtime/tfjs';
 import { maxAbsDiff, randomInput, randomizeWeights, referenceModels, runOnnx } from '../helpers/onnx-models';
 
 const L = tfl.layers;

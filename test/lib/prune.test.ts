@@ -1,8 +1,14 @@
 import assert from 'node:assert/strict';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { checkSparsity, isKernelName, layerOf, pruneLayersModel, pruneWeights } from '../../lib/models/prune';
-import { decodeWeightData, type DecodedWeight, type ManifestEntry } from '../../lib/models/quantize';
-import { tf, useBackend } from '../../lib/models/tfjs';
+import {
+  checkSparsity,
+  isKernelName,
+  layerOf,
+  pruneLayersModel,
+  pruneWeights,
+} from '../../lib/models/compress/prune';
+import { decodeWeightData, type DecodedWeight, type ManifestEntry } from '../../lib/models/compress/quantize';
+import { tf, useBackend } from '../../lib/models/runtime/tfjs';
 
 function values(n: number, seed: number): Float32Array {
   const out = new Float32Array(n);

@@ -10,9 +10,9 @@ import {
   toFloat16Bits,
   type DecodedWeight,
   type ManifestEntry,
-} from '../../lib/models/quantize';
-import { fileLoadHandler, fileSaveHandler, tf, useBackend } from '../../lib/models/tfjs';
-import { float16ToFloat32 } from '../../lib/models/weights';
+} from '../../lib/models/compress/quantize';
+import { fileLoadHandler, fileSaveHandler, tf, useBackend } from '../../lib/models/runtime/tfjs';
+import { float16ToFloat32 } from '../../lib/models/store/weights';
 
 /** Seeded uniform values in [lo, hi). */
 function values(n: number, lo: number, hi: number, seed: number): Float32Array {

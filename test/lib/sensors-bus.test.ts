@@ -14,6 +14,7 @@ import {
   scanI2cBus,
   type OpenI2cOptions,
 } from '../../lib/sensors';
+import { isEdgeAiError, SensorError } from '../../lib/errors';
 
 type FakeModule = NonNullable<OpenI2cOptions['loadModule']>;
 
@@ -57,6 +58,22 @@ describe('I2C bus', () => {
     await assert.rejects(
       openI2cBus(7, { devDir }),
       (err) => isSensorError(err, 'NO_HARDWARE') && /no I2C bus 7 on this machine/.test(err.message),
+    );
+  });
+
+  it('gives a missing bus the code i2c-bus-missing with the bus number', async () => {
+    await assert.rejects(
+      openI2cBus(7, { devDir }),
+      (err) => isEdgeAiError(err, 'i2c-bus-missing') && err instanceof SensorError && err.params?.bus === 7,
+    );
+    await assert.rejects(
+      openI2cBus(3, {
+        devDir,
+        loadModule: () => {
+          throw new Error('Cannot find module');
+        },
+      }),
+      (err) => isEdgeAiError(err, 'i2c-module-missing') && isSensorError(err, 'NO_HARDWARE'),
     );
   });
 

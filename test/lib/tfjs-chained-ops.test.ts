@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { tf, useBackend } from '../../lib/models/tfjs';
+import { tf, useBackend } from '../../lib/models/runtime/tfjs';
 
 describe('TF.js chained tensor ops in Node', () => {
   it('lets LSTM build with its default Orthogonal recurrent initializer', async () => {

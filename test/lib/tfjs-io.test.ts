@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { fileLoadHandler, fileSaveHandler, tf, useBackend } from '../../lib/models/tfjs';
+import { fileLoadHandler, fileSaveHandler, tf, useBackend } from '../../lib/models/runtime/tfjs';
 
 describe('TF.js file IO and backends', () => {
   it('starts the wasm backend in Node', async () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileSaveHandler, tf } from '../../lib/models/tfjs';
+import { fileSaveHandler, tf } from '../../lib/models/runtime/tfjs';
 import {
   ARCHITECTURES,
   buildModel,

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { tf, useBackend } from '../../lib/models/tfjs';
+import { tf, useBackend } from '../../lib/models/runtime/tfjs';
 import { registerWasmGradients } from '../../lib/train/wasm-gradients';
 
 type Grads = Float32Array[];

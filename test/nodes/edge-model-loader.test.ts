@@ -4,9 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Node, NodeAPI, NodeDef } from 'node-red';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { ModelStore } from '../../lib/models/store';
-import { fileSaveHandler, useBackend } from '../../lib/models/tfjs';
-import type { CompressionReport } from '../../lib/models/compress-report';
+import { ModelStore } from '../../lib/models/store/store';
+import { fileSaveHandler, useBackend } from '../../lib/models/runtime/tfjs';
+import type { CompressionReport } from '../../lib/models/compress/compress-report';
 import { collect as collectMessages, helper, nodeModule, type FlowNode } from '../helpers/red';
 
 /**

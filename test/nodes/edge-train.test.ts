@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ModelStore, modelStoreEvents, type StoredModel } from '../../lib/models/store';
+import { ModelStore, modelStoreEvents, type StoredModel } from '../../lib/models/store/store';
 import { TrainingWorker } from '../../lib/train/training-worker';
 import { collect, helper, nodeModule, type FlowNode } from '../helpers/red';
 

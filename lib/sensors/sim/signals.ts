@@ -5,6 +5,7 @@
  * noise, and bearing-defect impacts that grow with wear).
  */
 import type { SeededRandom } from '../../util/random';
+import type { Mpu6050Reading } from '../drivers/mpu6050';
 
 export interface EnvironmentOptions {
   /** Mean air temperature, °C. */
@@ -100,16 +101,6 @@ export interface VibrationOptions {
   housingWarmth?: number;
 }
 
-export interface VibrationReading {
-  accelX: number;
-  accelY: number;
-  accelZ: number;
-  gyroX: number;
-  gyroY: number;
-  gyroZ: number;
-  temperature: number;
-}
-
 /** Vibration of a machine on an MPU6050, gravity along +Z. */
 export class Vibration {
   private readonly o: Required<VibrationOptions>;
@@ -136,7 +127,7 @@ export class Vibration {
    * One sample at `seconds` (time since the simulation started), with bearing-defect vibration
    * of amplitude `wear` g and air temperature `ambient` °C.
    */
-  at(seconds: number, wear: number, ambient: number): VibrationReading {
+  at(seconds: number, wear: number, ambient: number): Mpu6050Reading {
     const o = this.o;
     const shaftHz = o.rpm / 60;
     const axis = (index: number, scale: number): number => {

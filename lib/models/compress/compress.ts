@@ -11,7 +11,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { io } from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
-import { exportLayersModelToOnnx } from './onnx-export';
+import { exportLayersModelToOnnx } from '../convert/onnx-export';
 import { quantizeOnnxInt8 } from './onnx-quantize';
 import {
   checkSparsity,
@@ -37,12 +37,13 @@ import {
   type CompressionReport,
   type Evaluation,
 } from './compress-report';
-import { readModelFiles } from './model-files';
-import { sizeOf, type ModelRunner } from './runner';
-import { ModelStore, type ModelFormat, type ModelInfo, type StoredModel } from './store';
-import { createRunner } from './select';
-import { fileSaveHandler, tf, type TfBackendName } from './tfjs';
-import { TfjsRunner } from './tfjs-runner';
+import { readModelFiles } from '../store/model-files';
+import { sizeOf } from '../../preprocess/shape';
+import { type ModelRunner } from '../runtime/runner';
+import { ModelStore, type ModelFormat, type ModelInfo, type StoredModel } from '../store/store';
+import { createRunner } from '../runtime/select';
+import { fileSaveHandler, tf, type TfBackendName } from '../runtime/tfjs';
+import { TfjsRunner } from '../runtime/tfjs-runner';
 
 export type CompressQuantization = WeightQuantization | 'int8';
 export const COMPRESS_QUANTIZATIONS: readonly CompressQuantization[] = ['uint8', 'uint16', 'float16', 'int8'];
@@ -71,7 +72,7 @@ export interface CheckedCompressOptions {
 }
 
 /** Validates options; throws a clear error for an unknown dtype, a bad sparsity or nothing to do. */
-export function checkCompressOptions(options: CompressOptions): CheckedCompressOptions {
+function checkCompressOptions(options: CompressOptions): CheckedCompressOptions {
   const quantize =
     options.quantize === 'none' || options.quantize === undefined ? undefined : options.quantize;
   if (quantize !== undefined && !(COMPRESS_QUANTIZATIONS as readonly unknown[]).includes(quantize)) {
@@ -294,8 +295,8 @@ export interface CompressionTask {
   cancel(): Promise<void>;
 }
 
-/** Runs `job` in a worker thread (dist/lib/models/compress-worker.js). */
-export function runCompressionJobInWorker(job: CompressJob): CompressionTask {
+/** Runs `job` in a worker thread (dist/lib/models/compress/compress-worker.js). */
+function runCompressionJobInWorker(job: CompressJob): CompressionTask {
   const worker = new Worker(path.join(__dirname, 'compress-worker.js'), { workerData: job });
   let settled = false;
   const result = new Promise<CompressOutcome>((resolve, reject) => {

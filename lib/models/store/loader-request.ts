@@ -2,9 +2,13 @@
  * What a message to the model loader asks for: load/swap a model into a shared model, or
  * compress a stored model into a new version. Pure parsing, shared by the node and scripts.
  */
-import { InputError } from '../preprocess/numeric-input';
-import { COMPRESS_QUANTIZATIONS, type CompressQuantization, type CompressStoredRequest } from './compress';
-import { PRUNE_SCOPES, type PruneScope } from './prune';
+import { InputError } from '../../preprocess/numeric-input';
+import {
+  COMPRESS_QUANTIZATIONS,
+  type CompressQuantization,
+  type CompressStoredRequest,
+} from '../compress/compress';
+import { PRUNE_SCOPES, type PruneScope } from '../compress/prune';
 
 export type LoaderMode = 'auto' | 'load' | 'compress';
 export const LOADER_MODES: readonly LoaderMode[] = ['auto', 'load', 'compress'];

@@ -1,5 +1,5 @@
 import * as tfl from '@tensorflow/tfjs-layers';
-import { tf } from './tfjs';
+import { tf } from '../runtime/tfjs';
 
 /**
  * Keras layers TF.js lacks, registered so that normalised Keras models deserialize.

@@ -1,8 +1,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type * as tf from '@tensorflow/tfjs-core';
-import { ModelLoadError } from './errors';
-import { normaliseLayersTopology, normaliseWeightName, type LayersLayout } from './keras-compat';
+import { ModelLoadError } from '../../errors';
+import { normaliseLayersTopology, normaliseWeightName, type LayersLayout } from '../convert/keras-compat';
 import { ModelStore, type ModelFormat, type ModelMeta } from './store';
 import { decodeWeightsManifest, type ManifestGroup } from './weights';
 
@@ -63,7 +63,9 @@ export async function confinedPath(root: string, target: string, what = 'model f
   try {
     realRoot = await fs.realpath(root);
   } catch {
-    throw new ModelLoadError(`the model directory ${root} does not exist`);
+    throw new ModelLoadError(`the model directory ${root} does not exist`, 'model-not-found', {
+      location: root,
+    });
   }
   const wanted = path.resolve(realRoot, target);
   const inside = (p: string): boolean => {
@@ -75,7 +77,8 @@ export async function confinedPath(root: string, target: string, what = 'model f
   try {
     real = await fs.realpath(wanted);
   } catch (err) {
-    if (isNotFound(err)) throw new ModelLoadError(`${what} not found: ${target}`);
+    if (isNotFound(err))
+      throw new ModelLoadError(`${what} not found: ${target}`, 'model-not-found', { location: target });
     throw err;
   }
   if (!inside(real))
@@ -182,7 +185,11 @@ export async function readModelFiles(location: string, options: ReadModelOptions
     if (wanted !== 'auto' && wanted !== 'onnx') {
       throw new ModelLoadError(`${label} is not ${wanted} JSON (it looks like an ONNX model)`);
     }
-    if (data.length < 16) throw new ModelLoadError(`${label} is too short to be an ONNX model (truncated?)`);
+    if (data.length < 16)
+      throw new ModelLoadError(
+        `not a valid ONNX file: ${label} is too short (truncated?)`,
+        'model-invalid-onnx',
+      );
     return {
       format: 'onnx',
       entryPath: target,

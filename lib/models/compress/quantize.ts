@@ -10,8 +10,8 @@
  */
 import type { io } from '@tensorflow/tfjs-core';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
-import { tf } from './tfjs';
-import { decodeEntries, storedByteLength } from './weights';
+import { tf } from '../runtime/tfjs';
+import { decodeEntries } from '../store/weights';
 
 export type WeightQuantization = 'uint8' | 'uint16' | 'float16';
 export const WEIGHT_QUANTIZATIONS: readonly WeightQuantization[] = ['uint8', 'uint16', 'float16'];
@@ -53,12 +53,8 @@ export interface EncodedWeights {
   weightData: ArrayBuffer;
 }
 
-export function elementCount(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
-
 /** NumPy's np.round: halves go to the even neighbour. */
-export function roundHalfToEven(x: number): number {
+function roundHalfToEven(x: number): number {
   const floor = Math.floor(x);
   const fraction = x - floor;
   if (fraction > 0.5) return floor + 1;
@@ -71,7 +67,7 @@ export function roundHalfToEven(x: number): number {
  * range; when the range covers 0 it is shifted so that 0 falls on an integer (TF-Lite's
  * nudging), otherwise it is left alone.
  */
-export function affineQuantizationRange(
+function affineQuantizationRange(
   min: number,
   max: number,
   dtype: 'uint8' | 'uint16',
@@ -90,7 +86,7 @@ export function affineQuantizationRange(
  * The converter's `quantize_weights` for uint8/uint16, in float64 arithmetic (as NumPy 2
  * evaluates it). A constant tensor becomes all zeros with scale 1 and min = the constant.
  */
-export function quantizeAffine(
+function quantizeAffine(
   values: Float32Array,
   dtype: 'uint8' | 'uint16',
 ): { data: Uint8Array | Uint16Array; min: number; scale: number } {
@@ -145,7 +141,7 @@ export function toFloat16Bits(value: number): number {
   return sign | half;
 }
 
-export function quantizeFloat16(values: Float32Array): Uint16Array {
+function quantizeFloat16(values: Float32Array): Uint16Array {
   const out = new Uint16Array(values.length);
   for (let i = 0; i < values.length; i++) out[i] = toFloat16Bits(values[i]);
   return out;
@@ -164,11 +160,6 @@ function joinWeightData(data: io.WeightData | undefined): Uint8Array {
     return out;
   }
   return new Uint8Array(data);
-}
-
-/** Bytes the weights described by `specs` occupy in their shards. */
-export function weightsByteLength(specs: readonly ManifestEntry[]): number {
-  return storedByteLength(specs);
 }
 
 /**

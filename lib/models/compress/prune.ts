@@ -57,7 +57,7 @@ export function isKernelName(name: string): boolean {
   return /kernel$/i.test(last);
 }
 
-export function isKernelWeight(weight: DecodedWeight): boolean {
+function isKernelWeight(weight: DecodedWeight): boolean {
   return weight.dtype === 'float32' && isKernelName(weight.name);
 }
 

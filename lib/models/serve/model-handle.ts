@@ -1,20 +1,21 @@
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
 import type * as tfl from '@tensorflow/tfjs-layers';
-import { ModelLoadError } from './errors';
+import { EdgeAiError, ModelLoadError, type ErrorCode } from '../../errors';
 import type { Normalisation } from './inference';
-import { checkNormalisation } from '../preprocess/scaling';
-import { DEFAULT_MAX_MODEL_BYTES, readModelFiles } from './model-files';
-import type { ModelRunner, RuntimeName } from './runner';
-import { createRunner, type RuntimePreference } from './select';
+import { checkNormalisation } from '../../preprocess/scaling';
+import { DEFAULT_MAX_MODEL_BYTES, readModelFiles } from '../store/model-files';
+import type { ModelRunner, RuntimeName } from '../runtime/runner';
+import { createRunner, type RuntimePreference } from '../runtime/select';
 import {
   describeSource,
   parseSource,
   resolveSource,
   type ModelSourceInput,
   type ModelSourceSpec,
-} from './source';
-import { ModelStore, modelStoreEvents, type ModelFormat, type StoredModel } from './store';
+} from '../store/source';
+import { ModelStore, modelStoreEvents, type ModelFormat, type StoredModel } from '../store/store';
+import { sizeOf } from '../../preprocess/shape';
 
 /**
  * One loaded model shared by every user of it, swappable while it serves: a load builds the
@@ -211,7 +212,7 @@ export class ModelHandle extends EventEmitter {
     const runner = selection.runner;
     try {
       const warmup = Math.max(0, Math.floor(options.warmup ?? 1));
-      const size = runner.inputShape.reduce((a, b) => a * b, 1);
+      const size = sizeOf(runner.inputShape);
       for (let i = 0; i < warmup; i++) await runner.predict(new Float32Array(size), 1);
       let normalisation: Normalisation | undefined;
       if (meta?.normalisation !== undefined) {
@@ -271,7 +272,11 @@ export class ModelHandle extends EventEmitter {
       this.firstLoad,
       new Promise<void>((_, reject) => {
         timer = setTimeout(
-          () => reject(this.lastError ?? new ModelLoadError(`no model loaded after ${timeoutMs} ms`)),
+          () =>
+            reject(
+              this.lastError ??
+                new ModelLoadError(`no model loaded after ${timeoutMs} ms`, 'model-not-loaded'),
+            ),
           timeoutMs,
         );
       }),
@@ -287,8 +292,14 @@ export class ModelHandle extends EventEmitter {
     const loaded = this.current;
     if (!loaded || this.closed) {
       throw this.lastError
-        ? new ModelLoadError(`no model loaded: ${this.lastError.message}`)
-        : new ModelLoadError(this.loading ? 'the model is still loading' : 'no model loaded');
+        ? new ModelLoadError(
+            `no model loaded: ${this.lastError.message}`,
+            codeOf(this.lastError, 'model-not-loaded'),
+          )
+        : new ModelLoadError(
+            this.loading ? 'the model is still loading' : 'no model loaded',
+            'model-not-loaded',
+          );
     }
     loaded.leases++;
     let released = false;
@@ -343,7 +354,10 @@ export function handleRunner(handle: ModelHandle): ModelRunner {
   const serving = (): LoadedModelInfo => {
     const info = handle.info;
     if (info) return info;
-    throw new ModelLoadError(handle.loading ? 'the model is still loading' : 'no model loaded');
+    throw new ModelLoadError(
+      handle.loading ? 'the model is still loading' : 'no model loaded',
+      'model-not-loaded',
+    );
   };
   return {
     get runtime() {
@@ -361,4 +375,9 @@ export function handleRunner(handle: ModelHandle): ModelRunner {
     },
     async dispose(): Promise<void> {},
   };
+}
+
+/** Keeps the cause's code when an error is rethrown with more context. */
+function codeOf(err: Error, fallback: ErrorCode): ErrorCode {
+  return err instanceof EdgeAiError ? err.code : fallback;
 }

@@ -1,5 +1,6 @@
 import type * as tf from '@tensorflow/tfjs-core';
-import { ModelLoadError } from './errors';
+import { ModelLoadError } from '../../errors';
+import { sizeOf } from '../../preprocess/shape';
 
 /**
  * Reading weights in the TF.js converter's manifest format, including its quantized forms:
@@ -36,7 +37,7 @@ function count(shape: number[], name: string): number {
   if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
     throw new ModelLoadError(`weight ${name}: invalid shape ${JSON.stringify(shape)}`);
   }
-  return shape.reduce((a, b) => a * b, 1);
+  return sizeOf(shape);
 }
 
 /** IEEE 754 half precision to single, including subnormals, infinities and NaN. */
@@ -119,7 +120,7 @@ export interface DecodedEntry {
 }
 
 /** Bytes the entries occupy in their shards, in their stored (possibly quantized) form. */
-export function storedByteLength(entries: readonly ManifestEntry[]): number {
+function storedByteLength(entries: readonly ManifestEntry[]): number {
   return entries.reduce((a, e) => a + count(e.shape, e.name) * storedBytes(e), 0);
 }
 

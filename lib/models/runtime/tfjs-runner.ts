@@ -1,8 +1,9 @@
 import * as tfl from '@tensorflow/tfjs-layers';
 import * as tfconv from '@tensorflow/tfjs-converter';
-import { ModelLoadError } from './errors';
+import { ModelLoadError } from '../../errors';
 import type { ModelRunner, RuntimeName } from './runner';
 import { tf, useBackend, type TfBackendName } from './tfjs';
+import { shapeText, sizeOf } from '../../preprocess/shape';
 
 /**
  * TF.js runner for layers and graph models. TF.js has one active backend per process and a
@@ -19,10 +20,6 @@ const RUNTIME_OF: Record<TfBackendName, RuntimeName> = {
 export const DEFAULT_TFJS_BACKENDS: TfBackendName[] = ['tensorflow', 'wasm', 'cpu'];
 
 let liveRunners = 0;
-
-export function tfjsRuntimeOf(backend: TfBackendName): RuntimeName {
-  return RUNTIME_OF[backend];
-}
 
 /** Starts the first backend of `preference` unless TF.js models already hold another one. */
 async function acquireBackend(preference: readonly TfBackendName[]): Promise<TfBackendName> {
@@ -57,7 +54,7 @@ export function resolveShape(
   if (override && override.length > 0) {
     if (!fits(override)) {
       throw new ModelLoadError(
-        `the configured input shape [${override.join(', ')}] does not fit the model's ${what} ${show}`,
+        `the configured input shape ${shapeText(override)} does not fit the model's ${what} ${show}`,
       );
     }
     return [...override];
@@ -170,7 +167,7 @@ export class TfjsRunner implements ModelRunner {
   }
 
   private async discoverOutputShape(): Promise<void> {
-    const size = this.inputShape.reduce((a, b) => a * b, 1);
+    const size = sizeOf(this.inputShape);
     const { shape } = await this.run(new Float32Array(size), 1);
     this.outputShape = shape.slice(1);
   }

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { sha256 } from '../util/atomic';
-import { ModelLoadError, ModelNotInStoreYet } from './errors';
+import { sha256 } from '../../util/atomic';
+import { ModelLoadError, ModelNotInStoreYet } from '../../errors';
 import { detectFormat } from './model-files';
 import { ModelStore, type ModelInfo, type ModelMeta, type StoredModel } from './store';
 
@@ -102,7 +102,10 @@ class Downloader {
     const timer = setTimeout(() => abort.abort(), this.timeoutMs);
     try {
       const response = await fetch(url, { signal: abort.signal, redirect: 'follow' });
-      if (!response.ok) throw new ModelLoadError(`GET ${url} failed: HTTP ${response.status}`);
+      if (!response.ok)
+        throw new ModelLoadError(`GET ${url} failed: HTTP ${response.status}`, 'model-download-failed', {
+          url,
+        });
       const declared = Number(response.headers.get('content-length'));
       if (Number.isFinite(declared) && this.used + declared > this.maxBytes) {
         abort.abort();
@@ -119,7 +122,13 @@ class Downloader {
           this.used += value.byteLength;
           if (this.used > this.maxBytes) {
             abort.abort();
-            throw new ModelLoadError(`${url} exceeds the model size limit of ${this.maxBytes} bytes`);
+            throw new ModelLoadError(
+              `${url} exceeds the model size limit of ${this.maxBytes} bytes`,
+              'model-too-large',
+              {
+                limit: this.maxBytes,
+              },
+            );
           }
           chunks.push(Buffer.from(value));
         }
@@ -128,9 +137,17 @@ class Downloader {
     } catch (err) {
       if (err instanceof ModelLoadError) throw err;
       if (abort.signal.aborted) {
-        throw new ModelLoadError(`downloading ${url} timed out after ${this.timeoutMs} ms`);
+        throw new ModelLoadError(
+          `downloading ${url} timed out after ${this.timeoutMs} ms`,
+          'model-download-failed',
+          { url },
+        );
       }
-      throw new ModelLoadError(`downloading ${url} failed: ${(err as Error).message}`);
+      throw new ModelLoadError(
+        `downloading ${url} failed: ${(err as Error).message}`,
+        'model-download-failed',
+        { url },
+      );
     } finally {
       clearTimeout(timer);
     }
@@ -234,7 +251,13 @@ export async function resolveSource(
     const stored = await options.store.get(spec.store, spec.version);
     if (!stored) {
       if (!spec.version) throw new ModelNotInStoreYet(spec.store);
-      throw new ModelLoadError(`model ${spec.store} has no version ${spec.version} in the store`);
+      throw new ModelLoadError(
+        `model ${spec.store} has no version ${spec.version} in the store`,
+        'model-not-found',
+        {
+          location: `store:${spec.store}`,
+        },
+      );
     }
     return {
       origin: 'store',

@@ -1,12 +1,13 @@
 import type * as tfl from '@tensorflow/tfjs-layers';
-import { ModelLoadError } from './errors';
-import type { ModelFiles } from './model-files';
-import { exportLayersModelToOnnx } from './onnx-export';
+import { ModelLoadError } from '../../errors';
+import type { ModelFiles } from '../store/model-files';
+import { exportLayersModelToOnnx } from '../convert/onnx-export';
 import { ortAvailable, OrtRunner, type OrtRuntimeName } from './ort-runner';
 import type { ModelRunner, RuntimeName } from './runner';
 import type { TfBackendName } from './tfjs';
 import { TfjsRunner } from './tfjs-runner';
-import { seededRandom } from '../util/random';
+import { seededRandom } from '../../util/random';
+import { sizeOf } from '../../preprocess/shape';
 
 /**
  * Picks the runtime for a model. ONNX models run on ONNX Runtime (node where installed, else
@@ -97,8 +98,9 @@ async function startOrt(
   options: RunnerOptions,
   inputShape?: number[],
   fallbackInputShape?: number[],
-): Promise<{ runner?: OrtRunner; reason?: string }> {
+): Promise<{ runner?: OrtRunner; reason?: string; missing?: boolean }> {
   const reasons: string[] = [];
+  let failed = false;
   for (const runtime of ortOrder(preference)) {
     if (!ortAvailable(runtime)) {
       reasons.push(`${runtime} is not installed or does not load here`);
@@ -112,12 +114,15 @@ async function startOrt(
       });
       return { runner, reason: reasons.length > 0 ? reasons.join('; ') : undefined };
     } catch (err) {
+      // The file's own fault leads, whatever runtimes are missing.
+      if (err instanceof ModelLoadError && err.code === 'model-invalid-onnx') throw err;
       reasons.push((err as Error).message);
+      failed = true;
       // A model one ONNX Runtime rejects, the other rejects too; keep the first message.
       if (err instanceof ModelLoadError && /could not load/.test(err.message)) break;
     }
   }
-  return { reason: reasons.join('; ') || 'ONNX Runtime unavailable' };
+  return { reason: reasons.join('; ') || 'ONNX Runtime unavailable', missing: !failed };
 }
 
 /** Starts `files` on the best runtime allowed by `options.runtime`. */
@@ -133,7 +138,12 @@ export async function createRunner(files: ModelFiles, options: RunnerOptions = {
       options.inputShape,
       options.fallbackInputShape,
     );
-    if (!ort.runner) throw new ModelLoadError(ort.reason ?? 'ONNX Runtime could not start');
+    if (!ort.runner) {
+      throw new ModelLoadError(
+        ort.reason ?? 'ONNX Runtime could not start',
+        ort.missing ? 'runtime-missing' : 'runtime-failed',
+      );
+    }
     notes.push(...ort.runner.notes);
     const fallbackReason = sameRuntime(preference, ort.runner.runtime)
       ? undefined
@@ -173,7 +183,7 @@ export async function createRunner(files: ModelFiles, options: RunnerOptions = {
     return { runner: tfjs, exported: false, fallbackReason, notes: [...notes, fallbackReason] };
   }
   const batch = 3;
-  const probe = probeInput(tfjs.inputShape.reduce((a, b) => a * b, 1) * batch);
+  const probe = probeInput(sizeOf(tfjs.inputShape) * batch);
   let maxAbsDiff = Infinity;
   let scale = 1;
   try {

@@ -15,7 +15,3 @@ export interface ModelRunner {
   /** Releases tensors, sessions and backends' memory held for this model. */
   dispose(): Promise<void>;
 }
-
-export function sizeOf(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}

@@ -31,7 +31,7 @@ function utf8(s: string): Uint8Array {
 }
 
 /** Reads an attribute of a node (undefined when absent). */
-export function getAttr(node: onnx.INodeProto, name: string): onnx.IAttributeProto | undefined {
+function getAttr(node: onnx.INodeProto, name: string): onnx.IAttributeProto | undefined {
   return node.attribute?.find((a) => a.name === name);
 }
 
@@ -45,22 +45,12 @@ export function attrFloat(node: onnx.INodeProto, name: string, fallback: number)
   return a?.f == null ? fallback : a.f;
 }
 
-export function attrString(node: onnx.INodeProto, name: string): string | undefined {
-  const a = getAttr(node, name);
-  return a?.s ? Buffer.from(a.s).toString('utf8') : undefined;
-}
-
-export function attrStrings(node: onnx.INodeProto, name: string): string[] | undefined {
-  const a = getAttr(node, name);
-  return a?.strings?.map((s) => Buffer.from(s).toString('utf8'));
-}
-
 /** Copies the bytes of a typed array (little-endian hosts, like every supported board). */
-export function bytesOf(data: ArrayBufferView): Uint8Array {
+function bytesOf(data: ArrayBufferView): Uint8Array {
   return new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
 }
 
-export function makeTensor(
+function makeTensor(
   name: string,
   dataType: number,
   dims: readonly number[],
@@ -81,19 +71,6 @@ export function tensorFloats(t: onnx.ITensorProto): Float32Array {
     return new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
   }
   return Float32Array.from(t.floatData ?? []);
-}
-
-/** The int64 values of an initializer as numbers. */
-export function tensorInt64s(t: onnx.ITensorProto): number[] {
-  if (t.dataType !== OnnxType.INT64) throw new Error(`tensor ${t.name} is not int64`);
-  if (t.rawData && t.rawData.byteLength > 0) {
-    const raw = t.rawData;
-    return Array.from(
-      new BigInt64Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength)),
-      Number,
-    );
-  }
-  return (t.int64Data ?? []).map(Number);
 }
 
 export function tensorValueInfo(

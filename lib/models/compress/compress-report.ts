@@ -4,8 +4,9 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { flattenNumeric, InputError } from '../preprocess/numeric-input';
-import { sizeOf, type ModelRunner, type RuntimeName } from './runner';
+import { flattenNumeric, InputError } from '../../preprocess/numeric-input';
+import { sizeOf } from '../../preprocess/shape';
+import { type ModelRunner, type RuntimeName } from '../runtime/runner';
 
 export interface CompressionReport {
   source: { name: string; version: number; format: string };
@@ -144,11 +145,7 @@ export function randomProbe(inputShape: readonly number[], count: number, seed =
 }
 
 /** Runs the whole probe set through a runner in batches; returns outputs laid out per sample. */
-export async function predictAll(
-  runner: ModelRunner,
-  probe: ProbeSet,
-  batchSize = 128,
-): Promise<Float32Array> {
+async function predictAll(runner: ModelRunner, probe: ProbeSet, batchSize = 128): Promise<Float32Array> {
   const inSize = sizeOf(runner.inputShape);
   const outSize = sizeOf(runner.outputShape);
   const out = new Float32Array(probe.count * outSize);
@@ -162,10 +159,7 @@ export async function predictAll(
   return out;
 }
 
-export function outputDifference(
-  a: Float32Array,
-  b: Float32Array,
-): { maxAbsDiff: number; meanAbsDiff: number } {
+function outputDifference(a: Float32Array, b: Float32Array): { maxAbsDiff: number; meanAbsDiff: number } {
   if (a.length !== b.length) throw new Error(`outputs differ in size: ${a.length} vs ${b.length}`);
   let max = 0;
   let sum = 0;
@@ -221,11 +215,7 @@ export function scoreOutputs(
 }
 
 /** Median wall time of `runs` batch-1 predictions (after one warm-up run). */
-export async function medianLatencyMs(
-  runner: ModelRunner,
-  sample: Float32Array,
-  runs: number,
-): Promise<number> {
+async function medianLatencyMs(runner: ModelRunner, sample: Float32Array, runs: number): Promise<number> {
   await runner.predict(sample, 1);
   const times: number[] = [];
   for (let i = 0; i < runs; i++) {

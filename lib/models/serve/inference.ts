@@ -1,5 +1,6 @@
-import { InputError, toSample } from '../preprocess/numeric-input';
-import { checkNormalisation, Scaler, type NormalisationStats } from '../preprocess/scaling';
+import { InputError, toSample } from '../../preprocess/numeric-input';
+import { checkNormalisation, Scaler, type NormalisationStats } from '../../preprocess/scaling';
+import { isTypedArray, nest, nestedShape, shapeText } from '../../preprocess/shape';
 
 /**
  * Turning a message payload into one model input sample and one model output into a result:
@@ -12,35 +13,6 @@ export type InferenceMode = 'classify' | 'regress' | 'raw';
 
 /** Normalisation statistics as edge-normalise exports them and meta.json stores them. */
 export type Normalisation = NormalisationStats;
-
-function isTypedArray(value: unknown): value is ArrayLike<number> {
-  return ArrayBuffer.isView(value) && !(value instanceof DataView);
-}
-
-function shapeText(shape: readonly number[]): string {
-  return `[${shape.join(', ')}]`;
-}
-
-/** Dimensions of a rectangular nested array; throws on ragged or non-numeric content. */
-function nestedShape(value: unknown, where = 'input'): number[] {
-  if (typeof value === 'number') return [];
-  if (isTypedArray(value)) return [value.length];
-  if (Array.isArray(value)) {
-    if (value.length === 0) throw new InputError(`${where} is an empty array`);
-    const first = nestedShape(value[0], `${where}[0]`);
-    for (let i = 1; i < value.length; i++) {
-      const other = nestedShape(value[i], `${where}[${i}]`);
-      if (other.length !== first.length || other.some((d, k) => d !== first[k])) {
-        throw new InputError(
-          `ragged array: ${where}[0] has shape ${shapeText(first)}, ${where}[${i}] has ${shapeText(other)}`,
-        );
-      }
-    }
-    return [value.length, ...first];
-  }
-  if (typeof value === 'boolean') return [];
-  throw new InputError(`${where} holds ${value === null ? 'null' : typeof value}, expected numbers`);
-}
 
 function flatten(value: unknown, out: number[]): void {
   if (typeof value === 'number') out.push(value);
@@ -226,16 +198,6 @@ export function classify(output: ArrayLike<number>, options: InterpretOptions = 
   return result;
 }
 
-/** Nested arrays of `shape` from flat row-major values. */
-export function nest(values: ArrayLike<number>, shape: readonly number[]): unknown {
-  if (shape.length <= 1) return Array.from(values);
-  const [first, ...rest] = shape;
-  const step = rest.reduce((a, b) => a * b, 1);
-  return Array.from({ length: first }, (_, i) =>
-    nest(Array.prototype.slice.call(values, i * step, (i + 1) * step) as number[], rest),
-  );
-}
-
 export function interpretOutput(
   output: Float32Array,
   outputShape: readonly number[],
@@ -246,3 +208,5 @@ export function interpretOutput(
   if (mode === 'regress') return output.length === 1 ? output[0] : Array.from(output);
   return nest(output, outputShape);
 }
+
+export { nest };

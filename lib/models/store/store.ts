@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
-import { readJsonFile, sha256, writeDirAtomic } from '../util/atomic';
+import { readJsonFile, sha256, writeDirAtomic } from '../../util/atomic';
 
 export type ModelFormat = 'tfjs-layers' | 'tfjs-graph' | 'onnx';
 

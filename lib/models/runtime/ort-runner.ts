@@ -1,5 +1,6 @@
+import { onnx } from 'onnx-proto';
 import type * as OrtTypes from 'onnxruntime-web';
-import { ModelLoadError } from './errors';
+import { ModelLoadError } from '../../errors';
 import {
   createOrtSession,
   loadOrt,
@@ -9,6 +10,7 @@ import {
 } from './ort-session';
 import type { ModelRunner } from './runner';
 import { resolveShape } from './tfjs-runner';
+import { sizeOf } from '../../preprocess/shape';
 
 /**
  * ONNX Runtime runner: `onnxruntime-node` (native, where installed) or `onnxruntime-web`
@@ -18,6 +20,21 @@ import { resolveShape } from './tfjs-runner';
  */
 
 export type { OrtRuntimeName };
+
+/**
+ * Throws 'model-invalid-onnx' unless `bytes` decode as an ONNX model with a graph, so a corrupt
+ * file says so whichever runtimes are installed (rather than "onnxruntime-node is not installed").
+ */
+export function checkOnnxBytes(bytes: Uint8Array): void {
+  let detail: string;
+  try {
+    if (onnx.ModelProto.decode(bytes).graph) return;
+    detail = 'it holds no graph';
+  } catch (err) {
+    detail = (err as Error).message;
+  }
+  throw new ModelLoadError(`not a valid ONNX file (${detail})`, 'model-invalid-onnx');
+}
 
 export function ortAvailable(runtime: OrtRuntimeName): boolean {
   return loadOrt(runtime) !== undefined;
@@ -65,8 +82,13 @@ export class OrtRunner implements ModelRunner {
     runtime: OrtRuntimeName,
     options: OrtRunnerOptions = {},
   ): Promise<OrtRunner> {
+    checkOnnxBytes(model);
     const ort = loadOrt(runtime);
-    if (!ort) throw new ModelLoadError(`${runtime} is not installed or does not load here`);
+    if (!ort) {
+      throw new ModelLoadError(`${runtime} is not installed or does not load here`, 'runtime-missing', {
+        runtime,
+      });
+    }
     const sessionOptions: OrtTypes.InferenceSession.SessionOptions = {
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
@@ -76,9 +98,12 @@ export class OrtRunner implements ModelRunner {
     try {
       owned = await createOrtSession(model, runtime, sessionOptions);
     } catch (err) {
-      throw new ModelLoadError(
-        `ONNX Runtime could not load the model: ${(err as Error).message.split('\n')[0]}`,
-      );
+      const message = (err as Error).message.split('\n')[0];
+      // A file the decoder accepts can still fail ONNX Runtime's own parse.
+      if (/protobuf parsing failed/i.test(message)) {
+        throw new ModelLoadError(`not a valid ONNX file (${message})`, 'model-invalid-onnx');
+      }
+      throw new ModelLoadError(`ONNX Runtime could not load the model: ${message}`, 'runtime-failed');
     }
     const session = owned.session;
     try {
@@ -116,7 +141,7 @@ export class OrtRunner implements ModelRunner {
           `the ONNX model has ${session.outputNames.length} outputs; using ${session.outputNames[0]}`,
         );
       }
-      const size = inputShape.reduce((a, b) => a * b, 1);
+      const size = sizeOf(inputShape);
       const probe = await runner.runOnce(new Float32Array(size), 1);
       runner.outputShape = probe.dims.slice(1);
       return runner;

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { ModelLoadError } from './errors';
+import { ModelLoadError } from '../../errors';
 import './keras-layers';
 
 /**
@@ -143,7 +143,7 @@ function isKerasTensor(value: Json): value is JsonObject {
   return isObject(value) && value.class_name === '__keras_tensor__' && isObject(value.config);
 }
 
-class Normaliser {
+class KerasConfigNormaliser {
   readonly notes = new Set<string>();
   readonly layerNames = new Set<string>();
   /** Layers whose class is replaced after their config is normalised. */
@@ -370,7 +370,7 @@ export function normaliseLayersTopology(modelTopology: unknown, generatedBy?: st
     throw new ModelLoadError('modelTopology has no model class_name (is this a layers model?)');
   }
   const layout = detectLayout(topology, modelConfig, generatedBy);
-  const normaliser = new Normaliser(layout);
+  const normaliser = new KerasConfigNormaliser(layout);
   const stripped = stripWrappers(modelConfig) as JsonObject;
   const className = LAYER_ALIASES[String(stripped.class_name)] ?? String(stripped.class_name);
   if (!MODEL_CLASSES.has(className)) {

@@ -7,28 +7,11 @@
  * `reject` refuses the new one.
  */
 
+import { BatcherClosedError, DroppedError, QueueFullError } from '../../errors';
+
+export { QueueFullError, DroppedError, BatcherClosedError };
+
 export type OverflowPolicy = 'drop-oldest' | 'reject';
-
-export class QueueFullError extends Error {
-  constructor(limit: number) {
-    super(`inference queue full (${limit} waiting): message rejected`);
-    this.name = 'QueueFullError';
-  }
-}
-
-export class DroppedError extends Error {
-  constructor(limit: number) {
-    super(`inference queue full (${limit} waiting): oldest message dropped`);
-    this.name = 'DroppedError';
-  }
-}
-
-export class BatcherClosedError extends Error {
-  constructor() {
-    super('inference stopped before this message ran');
-    this.name = 'BatcherClosedError';
-  }
-}
 
 export interface MicroBatcherOptions {
   /** Most requests in one batch. */

@@ -1,7 +1,7 @@
 /** Worker thread entry: runs one compression job and posts its outcome back. */
 import { parentPort, workerData } from 'node:worker_threads';
 import { runCompressionJob, type CompressJob, type CompressOutcome } from './compress';
-import { useBackend } from './tfjs';
+import { useBackend } from '../runtime/tfjs';
 
 async function main(job: CompressJob): Promise<CompressOutcome> {
   await useBackend(['tensorflow', 'wasm', 'cpu']);
