@@ -97,8 +97,7 @@ function parseArgs(argv: string[]): Args {
       const [key, value] = argv[++i].split('=');
       if (!(key in DEFAULT_OPTIONS)) throw new Error(`unknown option ${key}`);
       options[key] = JSON.parse(value) as unknown;
-    }
-    else throw new Error(`unknown argument ${a}`);
+    } else throw new Error(`unknown argument ${a}`);
   }
   if (!data) throw new Error('usage: bench:anomaly -- [--stream] --data <dir> [--method <m>] [--out <dir>]');
   if (stream && !out) throw new Error('--stream needs --out <dir>');
@@ -251,7 +250,9 @@ function add(a: Counts, b: Counts): Counts {
 const NO_COUNTS: Counts = { tp: 0, fp: 0, tn: 0, fn: 0 };
 
 function printSkabFiles(root: string, files: SkabFile[], outcomes: FileOutcome[]): void {
-  console.log('| file | test rows | anomalous | hit | onset delay (rows) | alarms before | alarm after end | F1 |');
+  console.log(
+    '| file | test rows | anomalous | hit | onset delay (rows) | alarms before | alarm after end | F1 |',
+  );
   console.log('|---|---|---|---|---|---|---|---|');
   files.forEach((f, i) => {
     const o = outcomes[i];
@@ -262,6 +263,22 @@ function printSkabFiles(root: string, files: SkabFile[], outcomes: FileOutcome[]
     );
   });
   console.log('');
+}
+
+/** Samples per second of one detector on 8 channels after learning (sequential awaits, like a flow). */
+async function throughput(options: Partial<DetectorOptions>): Promise<number> {
+  const channels = Array.from({ length: 8 }, (_, j) => `c${j}`);
+  const detector = new AnomalyDetector({ ...options, learningSamples: 400, learningMs: 0 });
+  let seed = 1;
+  const noise = (): number => ((seed = (seed * 16807) % 2147483647) / 2147483647) * 2 - 1;
+  const sample = (t: number): number[] => channels.map((_, j) => Math.sin(t / (20 + j)) + 0.1 * noise());
+  for (let t = 0; t < 400; t++) await detector.process(sample(t), channels, t);
+  const n = 20000;
+  const started = performance.now();
+  for (let t = 400; t < 400 + n; t++) await detector.process(sample(t), channels, t);
+  const seconds = (performance.now() - started) / 1000;
+  await detector.dispose();
+  return n / seconds;
 }
 
 async function skab(args: Args): Promise<void> {
@@ -298,6 +315,10 @@ async function skab(args: Args): Promise<void> {
         `(${seconds.toFixed(1)} s wall, ${cpuSeconds.toFixed(1)} s CPU)`,
     );
     if (args.perFile) printSkabFiles(args.data, files, outcomes);
+    if (!['ae-dense', 'ae-conv', 'ae-lstm', 'forecast'].includes(method))
+      console.log(
+        `  ${pad('', 12)} ${Math.round(await throughput({ ...args.options, method }))} samples/s on 8 channels`,
+      );
   }
   console.log('');
   console.log(`| method (this package, ${files.length} files) | F1 | FAR % | MAR % | wall s | CPU s |`);
@@ -373,7 +394,12 @@ interface NabResult {
 }
 
 /** Runs the NAB scorer (standard profile) on the files of `labels` (all when omitted). */
-async function nabScore(scorer: string, dir: string, keys?: string[], threshold?: number): Promise<NabResult> {
+async function nabScore(
+  scorer: string,
+  dir: string,
+  keys?: string[],
+  threshold?: number,
+): Promise<NabResult> {
   const extra: string[] = [];
   if (keys) {
     const all = JSON.parse(
@@ -391,7 +417,8 @@ async function nabScore(scorer: string, dir: string, keys?: string[], threshold?
   const head = /^standard\s+(\S+)\s+\S+\s+\S+\s+\S+\s+\d+\s+\d+\s+\d+\s+(\S+)/m.exec(stdout);
   if (!head) throw new Error(`unexpected NAB scorer output:\n${stdout}`);
   const raw = new Map<string, number>();
-  for (const m of stdout.matchAll(/^\s+(\S+\.csv)\s+(\S+)\s+\S+\s+\S+\s+\d+\/\d+\/\d+$/gm)) raw.set(m[1], Number(m[2]));
+  for (const m of stdout.matchAll(/^\s+(\S+\.csv)\s+(\S+)\s+\S+\s+\S+\s+\d+\/\d+\/\d+$/gm))
+    raw.set(m[1], Number(m[2]));
   return { threshold: Number(head[1]), score: Number(head[2]), raw };
 }
 

@@ -107,7 +107,7 @@ export const DEFAULT_OPTIONS: DetectorOptions = {
   learningSamples: 400,
   learningMs: 0,
   threshold: 0.5,
-  hysteresis: 0.2,
+  hysteresis: 0.125,
   minDuration: 5,
   nanPolicy: 'hold',
   adaptRate: 0.01,
@@ -223,15 +223,16 @@ const closedError = (): Error => new Error('detector closed');
 const MAX_BATCH = 256;
 
 class Pipeline {
+  /** Names of the statistics, prefixed by the pipeline's label (computed once: used per sample). */
+  readonly statistics: string[];
+
   constructor(
     readonly spec: PipelineSpec,
     readonly featurizer: Featurizer,
     readonly model: ScoreModel,
     readonly calibrators: Calibrator[],
-  ) {}
-
-  get statistics(): string[] {
-    return this.model.statistics.map((s) => (this.spec.label ? `${this.spec.label}:${s}` : s));
+  ) {
+    this.statistics = model.statistics.map((s) => (spec.label ? `${spec.label}:${s}` : s));
   }
 }
 
@@ -329,7 +330,9 @@ export class AnomalyDetector {
   private channelMeans: number[] | null = null;
   private pipelines: Pipeline[] | null = null;
   private episodeRows: number[][] = [];
+  /** Ring buffer of the latest normal samples; `normalNext` is where the next one goes. */
   private normalRows: number[][] = [];
+  private normalNext = 0;
   private normalLimit = 0;
   private likelihood: Likelihood | null = null;
   private masked = 0;
@@ -425,6 +428,7 @@ export class AnomalyDetector {
       this.channelMeans = null;
       this.episodeRows = [];
       this.normalRows = [];
+      this.normalNext = 0;
       this.normalLimit = 0;
       this.relearnDue = false;
       this.likelihood = null;
@@ -557,7 +561,12 @@ export class AnomalyDetector {
       this.masked--;
       score = unmasked / 2;
     } else if (unmasked >= o.threshold) this.masked = o.suppress;
-    if (o.adaptRate > 0 && !step.isAnomaly && !this.decision.active && unmasked < this.decision.releaseLevel) {
+    if (
+      o.adaptRate > 0 &&
+      !step.isAnomaly &&
+      !this.decision.active &&
+      unmasked < this.decision.releaseLevel
+    ) {
       pipelines.forEach((pipeline, i) => {
         const f = p.features[i];
         if (f) pipeline.model.update(f, o.adaptRate);
@@ -604,14 +613,23 @@ export class AnomalyDetector {
     return result;
   }
 
+  /** The normal samples kept for re-learning, oldest first. */
+  private orderedNormalRows(): number[][] {
+    const r = this.normalRows;
+    return r.length < this.normalLimit
+      ? r.slice()
+      : r.slice(this.normalNext).concat(r.slice(0, this.normalNext));
+  }
+
   /** Collects the samples of the episode in progress and notes when it has lasted long enough. */
   private trackEpisode(p: Prepared, event: 'start' | 'end' | undefined): void {
     const o = this.options;
     if (!this.decision.active) {
       this.episodeRows = [];
-      if (p.row) {
-        this.normalRows.push(p.row);
-        if (this.normalRows.length > this.normalLimit) this.normalRows.shift();
+      if (p.row && this.normalLimit > 0) {
+        if (this.normalRows.length < this.normalLimit) this.normalRows.push(p.row);
+        else this.normalRows[this.normalNext] = p.row;
+        this.normalNext = (this.normalNext + 1) % this.normalLimit;
       }
       return;
     }
@@ -631,7 +649,7 @@ export class AnomalyDetector {
    */
   private async relearn(result: DetectorResult, timestamp: number): Promise<void> {
     this.relearnDue = false;
-    const rows = this.normalRows.concat(this.episodeRows);
+    const rows = this.orderedNormalRows().concat(this.episodeRows);
     this.episodeRows = [];
     const old = this.pipelines ?? [];
     this.learningRows = rows;
@@ -735,8 +753,10 @@ export class AnomalyDetector {
     // As many normal samples are kept for re-learning as the first learning period had.
     if (this.normalLimit === 0) this.normalLimit = rows.length;
     this.normalRows = rows.slice(-this.normalLimit);
+    this.normalNext = this.normalRows.length % this.normalLimit;
     this.learningRows = [];
-    this.likelihood = this.options.likelihood > 0 ? Likelihood.fit(this.likelihoodOptions, combined(learned)) : null;
+    this.likelihood =
+      this.options.likelihood > 0 ? Likelihood.fit(this.likelihoodOptions, combined(learned)) : null;
   }
 
   private get likelihoodOptions(): { short: number; horizon: number } {
@@ -804,7 +824,7 @@ export class AnomalyDetector {
       decision: this.decision.state(),
       ...(this.episodeRows.length ? { episodeRows: this.episodeRows.map((r) => r.slice()) } : {}),
       ...(this.normalRows.length
-        ? { normalRows: this.normalRows.map((r) => r.slice()), normalLimit: this.normalLimit }
+        ? { normalRows: this.orderedNormalRows().map((r) => r.slice()), normalLimit: this.normalLimit }
         : {}),
       ...(this.likelihood ? { likelihood: this.likelihood.state() } : {}),
       ...(this.masked ? { masked: this.masked } : {}),
@@ -862,7 +882,10 @@ export class AnomalyDetector {
     this.episodeRows = (state.episodeRows ?? []).map((r) => r.slice());
     this.normalRows = (state.normalRows ?? []).map((r) => r.slice());
     this.normalLimit = state.normalLimit ?? this.normalRows.length;
-    this.likelihood = state.likelihood ? Likelihood.fromState(this.likelihoodOptions, state.likelihood) : null;
+    this.normalNext = this.normalLimit ? this.normalRows.length % this.normalLimit : 0;
+    this.likelihood = state.likelihood
+      ? Likelihood.fromState(this.likelihoodOptions, state.likelihood)
+      : null;
     this.relearnDue = false;
     this.masked = state.masked ?? 0;
   }

@@ -1,5 +1,11 @@
 import assert from 'node:assert/strict';
-import { Calibrator, combineSurprise, probabilityOf, scoreOf, scoreOfSurprise } from '../../lib/anomaly/calibrate';
+import {
+  Calibrator,
+  combineSurprise,
+  probabilityOf,
+  scoreOf,
+  scoreOfSurprise,
+} from '../../lib/anomaly/calibrate';
 import { AnomalyDetector, type DetectorOptions, type DetectorResult } from '../../lib/anomaly/detector';
 import { Likelihood, normalTailSurprise } from '../../lib/anomaly/likelihood';
 import { gaussian, prng } from '../helpers/signals';
@@ -34,7 +40,8 @@ describe('anomaly scores keep ranking', () => {
     const g = gaussian(prng(3));
     const c = Calibrator.fit(Array.from({ length: 500 }, () => Math.abs(g())));
     const surprises = [5, 50, 500, 1e6].map((x) => c.surprise(x));
-    for (let i = 1; i < surprises.length; i++) assert.ok(surprises[i] > surprises[i - 1] + 1, String(surprises));
+    for (let i = 1; i < surprises.length; i++)
+      assert.ok(surprises[i] > surprises[i - 1] + 1, String(surprises));
     assert.ok(surprises[3] > 15, 'beyond the old 1e-15 floor');
     assert.ok(scoreOfSurprise(surprises[3]) < 1);
   });
@@ -48,7 +55,10 @@ describe('anomaly scores keep ranking', () => {
   it('ranks a larger level shift above a smaller one', async () => {
     const peak = async (size: number): Promise<number> => {
       const d = new AnomalyDetector(BASE);
-      const r = await feed(d, steps(600, 400, () => size));
+      const r = await feed(
+        d,
+        steps(600, 400, () => size),
+      );
       await d.dispose();
       return Math.max(...r.slice(400, 450).map((x) => x.score));
     };
@@ -60,12 +70,18 @@ describe('anomaly scores keep ranking', () => {
 describe('anomaly detector adapts after a lasting change', () => {
   it('re-learns once an episode outlasts relearnAfter and then treats the new level as normal', async () => {
     const d = new AnomalyDetector({ ...BASE, relearnAfter: 200 });
-    const r = await feed(d, steps(1400, 500, () => 8));
+    const r = await feed(
+      d,
+      steps(1400, 500, () => 8),
+    );
     const relearned = r.findIndex((x) => x.details.relearned);
     assert.ok(relearned > 500 + 190 && relearned < 500 + 260, `re-learned at ${relearned}`);
     assert.equal(r[relearned].details.event, 'end');
     assert.equal(r[relearned].isAnomaly, false);
-    assert.ok(r.slice(500, relearned).every((x, i) => i < 20 || x.isAnomaly), 'in alarm until then');
+    assert.ok(
+      r.slice(500, relearned).every((x, i) => i < 20 || x.isAnomaly),
+      'in alarm until then',
+    );
     const after = r.slice(relearned + 1).filter((x) => x.isAnomaly).length;
     assert.ok(after < 10, `${after} alarms on the new normal`);
     await d.dispose();
@@ -73,7 +89,10 @@ describe('anomaly detector adapts after a lasting change', () => {
 
   it('keeps a broken machine in alarm when keepAlarm is set', async () => {
     const d = new AnomalyDetector({ ...BASE, relearnAfter: 200, keepAlarm: true });
-    const r = await feed(d, steps(1400, 500, () => 8));
+    const r = await feed(
+      d,
+      steps(1400, 500, () => 8),
+    );
     assert.ok(!r.some((x) => x.details.relearned));
     assert.ok(r.slice(520).every((x) => x.isAnomaly));
     await d.dispose();
@@ -81,7 +100,10 @@ describe('anomaly detector adapts after a lasting change', () => {
 
   it('re-learns after relearnMs of message time when set', async () => {
     const d = new AnomalyDetector({ ...BASE, relearnAfter: 0, relearnMs: 100_000 });
-    const r = await feed(d, steps(900, 500, () => 8));
+    const r = await feed(
+      d,
+      steps(900, 500, () => 8),
+    );
     const relearned = r.findIndex((x) => x.details.relearned);
     assert.ok(relearned > 500 + 95 && relearned < 500 + 130, `re-learned at ${relearned}`);
     await d.dispose();
@@ -89,7 +111,10 @@ describe('anomaly detector adapts after a lasting change', () => {
 
   it('ends an episode once the data is back to normal', async () => {
     const d = new AnomalyDetector({ ...BASE, relearnAfter: 0 });
-    const r = await feed(d, steps(1200, 500, (t) => (t < 150 ? 8 : 0)));
+    const r = await feed(
+      d,
+      steps(1200, 500, (t) => (t < 150 ? 8 : 0)),
+    );
     const end = r.findIndex((x, t) => t > 500 && x.details.event === 'end');
     assert.ok(end > 650 && end < 650 + 40, `episode ended at ${end}`);
     assert.equal(r.slice(end).filter((x) => x.isAnomaly).length, 0);
@@ -108,7 +133,10 @@ describe('anomaly detector adapts after a lasting change', () => {
     const r = await feed(d, values);
     assert.ok(r[400].details.statistics && 'x:change' in r[400].details.statistics, 'change watched');
     assert.equal(r.slice(300, 600).filter((x) => x.isAnomaly).length, 0, 'no alarm while wandering');
-    assert.ok(r.slice(1300).every((x) => x.isAnomaly), 'a lasting level far outside the learned range alarms');
+    assert.ok(
+      r.slice(1300).every((x) => x.isAnomaly),
+      'a lasting level far outside the learned range alarms',
+    );
     await d.dispose();
   });
 });
@@ -116,7 +144,10 @@ describe('anomaly detector adapts after a lasting change', () => {
 describe('anomaly detector masks repeated detections', () => {
   it('halves the score after a detection while the episode follows the unmasked score', async () => {
     const d = new AnomalyDetector({ ...BASE, suppress: 50, relearnAfter: 0 });
-    const r = await feed(d, steps(800, 500, () => 8));
+    const r = await feed(
+      d,
+      steps(800, 500, () => 8),
+    );
     const first = r.findIndex((x) => x.score >= 0.5);
     assert.ok(first >= 500 && first < 520);
     for (const x of r.slice(first + 1, first + 51)) {
