@@ -19,6 +19,7 @@
  *   too-few-samples          too few samples to train                          params: have, need
  *   setting-invalid          a configuration value is out of range or missing
  *   cancelled                the work was cancelled
+ *   worker-stopped           a worker thread was terminated or stopped before it answered
  *   queue-full               the inference queue is full: message rejected      params: limit
  *   queue-dropped            the inference queue is full: oldest message dropped params: limit
  *   queue-closed             inference stopped before the message ran
@@ -51,6 +52,7 @@ export type ErrorCode =
   | 'too-few-samples'
   | 'setting-invalid'
   | 'cancelled'
+  | 'worker-stopped'
   | 'queue-full'
   | 'queue-dropped'
   | 'queue-closed'
@@ -214,5 +216,13 @@ export class SensorError extends EdgeAiError {
     super(code, message, params);
     this.name = 'SensorError';
     this.osCode = osCode;
+  }
+}
+
+/** A request that settled because the worker was terminated or stopped. */
+export class WorkerStoppedError extends EdgeAiError {
+  constructor(message: string) {
+    super('worker-stopped', message);
+    this.name = 'WorkerStoppedError';
   }
 }

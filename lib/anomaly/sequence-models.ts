@@ -1,23 +1,31 @@
 /**
  * Neural sequence detectors: an autoencoder (dense, Conv1D or LSTM) reconstructing windows,
- * or an LSTM forecasting the next sample. Training and inference run in a worker thread; the
- * raw statistic is the per-channel reconstruction (or forecast) error of the newest window.
+ * or an LSTM forecasting the next sample. The networks come from the training catalogue
+ * (lib/train/architectures) and train through its trainer in the training worker, which then
+ * holds the model to score; the raw statistic is the per-channel reconstruction (or forecast)
+ * error of the newest window.
  */
 
-import path from 'node:path';
-import { Worker } from 'node:worker_threads';
 import type { ModelRunner } from '../models/runtime/runner';
-import { scaleFloor, type ScoreModel, type ScoreModelState } from './stat-models';
+import type { ArchitectureName, ArchitectureOptions } from '../train/architectures';
 import type {
-  SequenceArchitecture,
-  SequenceArtifacts,
-  SequenceReply,
-  SequenceRequest,
-  TrainingProgress,
-} from './sequence-protocol';
+  EpochProgress,
+  TrainData,
+  TrainedArtifacts,
+  TrainResult,
+  TrainSettings,
+} from '../train/trainer';
+import { dataBuffers, trainingWorkerClient } from '../train/training-worker';
+import type { LoadParams, PredictParams, TrainParams } from '../train/worker-protocol';
+import type { WorkerClient } from '../util/worker-rpc';
 import { sizeOf } from '../preprocess/shape';
+import { scaleFloor, type ScoreModel, type ScoreModelState } from './stat-models';
+import type { SequenceArchitecture, TrainingProgress } from './sequence-protocol';
 
 export type { SequenceArchitecture } from './sequence-protocol';
+
+/** The worker thread that trains, then holds and runs, one sequence model. */
+export type SequenceWorker = WorkerClient;
 
 export interface SequenceModelOptions {
   /** Samples per window. The Conv1D autoencoder needs a multiple of 4. */
@@ -37,67 +45,85 @@ export interface SequenceModelOptions {
   onWorker?: (worker: SequenceWorker | null) => void;
 }
 
-interface Pending {
-  resolve: (reply: SequenceReply) => void;
-  reject: (err: Error) => void;
+/** TF.js backends of the sequence models: wasm, cpu as fallback (as the detector always used). */
+const BACKEND = 'wasm';
+
+/** Each detector network as a catalogue architecture with its sizes. */
+function catalogueEntry(
+  arch: SequenceArchitecture,
+  window: number,
+  d: number,
+  latent: number,
+  seed: number,
+): { architecture: ArchitectureName; sizes: Omit<ArchitectureOptions, 'inputShape' | 'outputSize'> } {
+  const recurrentUnits = Math.max(8, Math.min(32, 4 * d));
+  switch (arch) {
+    case 'ae-dense': {
+      const hidden = Math.max(8, Math.min(64, Math.round((window * d) / 4)));
+      return {
+        architecture: 'dense-autoencoder',
+        sizes: { units: [hidden], latent, latentActivation: 'linear', seed },
+      };
+    }
+    case 'ae-conv':
+      // Two stride-2 convolutions down, upsampling back (window divisible by 4).
+      return {
+        architecture: 'conv1d-autoencoder',
+        sizes: { filters: [16], latent: 8, kernelSize: 7, strides: 2, seed },
+      };
+    case 'ae-lstm':
+      return {
+        architecture: 'lstm-autoencoder',
+        sizes: { units: [recurrentUnits], latent, latentActivation: 'linear', seed },
+      };
+    case 'forecast':
+      return { architecture: 'lstm-forecaster', sizes: { units: [recurrentUnits], seed } };
+  }
 }
 
-/** One worker thread owning one TF.js model. */
-export class SequenceWorker {
-  private readonly worker: Worker;
-  private readonly pending = new Map<number, Pending>();
-  private nextId = 1;
-  private exited = false;
-  onProgress?: (progress: TrainingProgress) => void;
+/** Model input of standardised windows: all of each window, or (forecast) all but the newest sample. */
+function inputsOf(
+  arch: SequenceArchitecture,
+  data: Float32Array,
+  count: number,
+  w: number,
+  d: number,
+): Float32Array {
+  if (arch !== 'forecast') return data;
+  const out = new Float32Array(count * (w - 1) * d);
+  for (let i = 0; i < count; i++) out.set(data.subarray(i * w * d, (i * w + w - 1) * d), i * (w - 1) * d);
+  return out;
+}
 
-  constructor() {
-    this.worker = new Worker(path.join(__dirname, 'sequence-worker.js'));
-    this.worker.on(
-      'message',
-      (msg: { id?: number; reply?: SequenceReply; error?: string } & Partial<TrainingProgress>) => {
-        if (msg.type === 'progress') {
-          this.onProgress?.(msg as TrainingProgress);
-          return;
+/** The forecaster's targets: the newest sample of each window. */
+function newestOf(data: Float32Array, count: number, w: number, d: number): Float32Array {
+  const out = new Float32Array(count * d);
+  for (let i = 0; i < count; i++) out.set(data.subarray((i * w + w - 1) * d, (i * w + w) * d), i * d);
+  return out;
+}
+
+/** Per-window, per-channel squared error: mean over the window (autoencoders) or of the newest sample. */
+function errorsOf(
+  arch: SequenceArchitecture,
+  data: Float32Array,
+  output: Float32Array,
+  count: number,
+  w: number,
+  d: number,
+): number[][] {
+  return Array.from({ length: count }, (_, i) => {
+    const errs = new Array<number>(d).fill(0);
+    if (arch === 'forecast') {
+      for (let j = 0; j < d; j++) errs[j] = (output[i * d + j] - data[(i * w + w - 1) * d + j]) ** 2;
+    } else {
+      for (let t = 0; t < w; t++)
+        for (let j = 0; j < d; j++) {
+          const k = (i * w + t) * d + j;
+          errs[j] += (output[k] - data[k]) ** 2 / w;
         }
-        const p = msg.id !== undefined ? this.pending.get(msg.id) : undefined;
-        if (!p) return;
-        this.pending.delete(msg.id as number);
-        if (msg.error !== undefined) p.reject(new Error(msg.error));
-        else p.resolve(msg.reply as SequenceReply);
-      },
-    );
-    const fail = (err: Error) => {
-      this.exited = true;
-      for (const p of this.pending.values()) p.reject(err);
-      this.pending.clear();
-    };
-    this.worker.on('error', fail);
-    this.worker.on('exit', (code) => fail(new Error(`model worker stopped (exit code ${code})`)));
-  }
-
-  request<T extends SequenceReply['type']>(
-    request: SequenceRequest,
-    expect: T,
-  ): Promise<Extract<SequenceReply, { type: T }>> {
-    if (this.exited) return Promise.reject(new Error('model worker is not running'));
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, {
-        resolve: (reply) =>
-          reply.type === expect
-            ? resolve(reply as Extract<SequenceReply, { type: T }>)
-            : reject(new Error(`unexpected reply ${reply.type}`)),
-        reject,
-      });
-      this.worker.postMessage({ id, request });
-    });
-  }
-
-  async terminate(): Promise<void> {
-    if (this.exited) return;
-    this.exited = true;
-    await this.worker.terminate();
-  }
+    }
+    return errs;
+  });
 }
 
 export interface SequenceModelState {
@@ -141,12 +167,6 @@ export function standardise(
   return out;
 }
 
-function rowsOf(flat: Float32Array, d: number): number[][] {
-  const out: number[][] = [];
-  for (let i = 0; i < flat.length; i += d) out.push(Array.from(flat.subarray(i, i + d)));
-  return out;
-}
-
 export class SequenceModel implements ScoreModel {
   readonly statistics: string[];
 
@@ -158,25 +178,23 @@ export class SequenceModel implements ScoreModel {
     private readonly mean: number[],
     private readonly scale: number[],
     private readonly centred: boolean[],
-    private readonly artifacts: SequenceArtifacts,
+    private readonly artifacts: TrainedArtifacts,
     readonly loss: number,
   ) {
     this.statistics = channels.slice();
   }
 
   async evaluate(features: readonly number[][]): Promise<number[][]> {
+    return this.errors(standardise(features, this.mean, this.scale, this.centred), features.length);
+  }
+
+  /** Errors of standardised windows, flat [count x window x channels]. */
+  async errors(data: Float32Array, count: number): Promise<number[][]> {
     const d = this.channels.length;
-    const reply = await this.worker.request(
-      {
-        type: 'score',
-        data: standardise(features, this.mean, this.scale, this.centred),
-        count: features.length,
-        window: this.window,
-        channels: d,
-      },
-      'scored',
-    );
-    return rowsOf(reply.errors, d);
+    const w = this.window;
+    const params: PredictParams = { x: inputsOf(this.arch, data, count, w, d), count };
+    const output = await this.worker.request<Float32Array>('predict', params);
+    return errorsOf(this.arch, data, output, count, w, d);
   }
 
   /** The network stays as trained; adapting it online would need training in the stream. */
@@ -184,7 +202,7 @@ export class SequenceModel implements ScoreModel {
 
   /** Number of tensors the worker holds (for leak checks). */
   async workerTensors(): Promise<number> {
-    return (await this.worker.request({ type: 'memory' }, 'memory')).numTensors;
+    return this.worker.request<number>('memory');
   }
 
   state(): ScoreModelState {
@@ -211,7 +229,7 @@ export class SequenceModel implements ScoreModel {
   }
 }
 
-/** Trains a sequence model on learning windows (flat rows of window x channels) in a worker. */
+/** Trains a sequence model on learning windows (flat rows of window x channels) in the training worker. */
 export async function fitSequenceModel(
   arch: SequenceArchitecture,
   features: number[][],
@@ -235,29 +253,54 @@ export async function fitSequenceModel(
   for (const f of features) for (let k = 0; k < f.length; k++) sq[k % d] += (f[k] - mean[k % d]) ** 2;
   const scale = sq.map((s, j) => scaleFloor(Math.sqrt(s / Math.max(1, n - 1)), mean[j]));
 
-  const worker = new SequenceWorker();
-  worker.onProgress = options.onProgress;
+  // Validation = the latest windows (they calibrate the scores); training = evenly spaced
+  // earlier windows (overlapping neighbours add little), in the trainer's seeded order.
+  const all = standardise(features, mean, scale, centred);
+  const count = features.length;
+  const size = window * d;
+  const nVal = Math.min(count - 1, Math.max(1, Math.round(count * options.validationSplit)));
+  const nTrain = count - nVal;
+  const step = Math.max(1, Math.ceil(nTrain / Math.max(1, options.maxTrainWindows ?? 128)));
+  const picked = Math.ceil(nTrain / step);
+  const windows = new Float32Array(picked * size);
+  for (let i = 0; i < picked; i++)
+    windows.set(all.subarray(i * step * size, (i * step + 1) * size), i * size);
+  const held = all.slice(nTrain * size);
+
+  const { architecture, sizes } = catalogueEntry(arch, window, d, options.latent, options.seed);
+  const forecast = arch === 'forecast';
+  const settings: TrainSettings = {
+    task: forecast ? 'regression' : 'autoencoder',
+    architecture,
+    sizes,
+    optimizer: 'adam',
+    learningRate: options.learningRate ?? 0.005,
+    batchSize: options.batchSize,
+    epochs: options.epochs,
+    validationSplit: 0,
+    backend: BACKEND,
+    seed: options.seed,
+    shuffle: false,
+  };
+  const data: TrainData = forecast
+    ? {
+        x: inputsOf(arch, windows, picked, window, d),
+        y: newestOf(windows, picked, window, d),
+        count: picked,
+        inputShape: [window - 1, d],
+        outputSize: d,
+      }
+    : { x: windows, count: picked, inputShape: [window, d], outputSize: size };
+
+  const worker = trainingWorkerClient();
   options.onWorker?.(worker);
   try {
-    const reply = await worker.request(
-      {
-        type: 'train',
-        arch,
-        data: standardise(features, mean, scale, centred),
-        count: features.length,
-        window,
-        channels: d,
-        latent: options.latent,
-        epochs: options.epochs,
-        batchSize: options.batchSize,
-        learningRate: options.learningRate ?? 0.005,
-        validationSplit: options.validationSplit,
-        seed: options.seed,
-        maxTrainWindows: options.maxTrainWindows ?? 128,
-      },
-      'trained',
-    );
-    worker.onProgress = undefined;
+    const params: TrainParams = { settings, data, keep: true };
+    const result = await worker.request<TrainResult, EpochProgress>('train', params, {
+      transfer: dataBuffers(data),
+      onProgress: (p) =>
+        options.onProgress?.({ type: 'progress', epoch: p.epoch, epochs: p.epochs, loss: p.loss }),
+    });
     const model = new SequenceModel(
       worker,
       arch,
@@ -266,10 +309,10 @@ export async function fitSequenceModel(
       mean,
       scale,
       centred,
-      reply.artifacts,
-      reply.loss,
+      result.artifacts,
+      result.metrics.loss,
     );
-    return { model, calibration: rowsOf(reply.calibration, d) };
+    return { model, calibration: await model.errors(held, nVal) };
   } catch (err) {
     await worker.terminate();
     throw err;
@@ -280,14 +323,16 @@ export async function fitSequenceModel(
 
 export async function restoreSequenceModel(state: ScoreModelState): Promise<ScoreModel> {
   const s = state as unknown as SequenceModelState;
-  const artifacts: SequenceArtifacts = {
+  const weights = Buffer.from(s.artifacts.weightData, 'base64');
+  const artifacts: TrainedArtifacts = {
     modelTopology: s.artifacts.modelTopology,
-    weightSpecs: s.artifacts.weightSpecs,
-    weightData: new Uint8Array(Buffer.from(s.artifacts.weightData, 'base64')),
+    weightSpecs: s.artifacts.weightSpecs as TrainedArtifacts['weightSpecs'],
+    weightData: weights.buffer.slice(weights.byteOffset, weights.byteOffset + weights.byteLength),
   };
-  const worker = new SequenceWorker();
+  const worker = trainingWorkerClient();
   try {
-    await worker.request({ type: 'load', arch: s.arch, artifacts }, 'loaded');
+    const params: LoadParams = { artifacts, backend: BACKEND };
+    await worker.request('load', params);
   } catch (err) {
     await worker.terminate();
     throw err;

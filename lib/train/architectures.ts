@@ -39,6 +39,15 @@ export interface ArchitectureOptions {
   dropout?: number;
   /** Bottleneck size of autoencoders. */
   latent?: number;
+  /** Activation of the autoencoders' bottleneck (default relu). */
+  latentActivation?: 'relu' | 'linear';
+  /**
+   * Conv1D autoencoder: each encoder convolution strides by this (the decoder upsamples back),
+   * so the window must divide by strides^(filters + 1). Default 1.
+   */
+  strides?: number;
+  /** Seeds the initial weights (repeatable runs); default: TF.js' unseeded initialisers. */
+  seed?: number;
 }
 
 export function isArchitecture(name: unknown): name is ArchitectureName {
@@ -92,7 +101,12 @@ function inputLayers(inputShape: number[], target: number[]): tfl.layers.Layer[]
     : [tfl.layers.inputLayer({ inputShape }), tfl.layers.reshape({ targetShape: target })];
 }
 
-function head(task: Task, outputs: number, dropout: number): tfl.layers.Layer[] {
+function head(
+  task: Task,
+  outputs: number,
+  dropout: number,
+  init: Record<string, unknown> = {},
+): tfl.layers.Layer[] {
   const layers: tfl.layers.Layer[] = [];
   if (dropout > 0) layers.push(tfl.layers.dropout({ rate: dropout }));
   layers.push(
@@ -100,9 +114,28 @@ function head(task: Task, outputs: number, dropout: number): tfl.layers.Layer[] 
       units: outputs,
       activation: task === 'classification' ? 'softmax' : 'linear',
       name: 'head',
+      ...init,
     }),
   );
   return layers;
+}
+
+/** Seeded initialisers for the k-th weighted layer; none when unseeded. */
+function initialisers(seed: number | undefined, k: number, recurrent = false): Record<string, unknown> {
+  if (seed === undefined) return {};
+  const glorot = (s: number) => tfl.initializers.glorotUniform({ seed: s });
+  return recurrent
+    ? { kernelInitializer: glorot(seed + k), recurrentInitializer: glorot(seed + 10 + k) }
+    : { kernelInitializer: glorot(seed + k) };
+}
+
+/** Doubles the length of [steps, channels] sequences (TF.js layers has no UpSampling1D). */
+function upsample1d(steps: number, channels: number): tfl.layers.Layer[] {
+  return [
+    tfl.layers.reshape({ targetShape: [steps, 1, channels] }),
+    tfl.layers.upSampling2d({ size: [2, 1] }),
+    tfl.layers.reshape({ targetShape: [steps * 2, channels] }),
+  ];
 }
 
 /** Builds an untrained model of the named architecture. */
@@ -119,6 +152,9 @@ export function buildModel(arch: ArchitectureName, options: ArchitectureOptions)
   const dropout = options.dropout ?? 0;
   const kernelSize = options.kernelSize ?? 3;
   const layers: tfl.layers.Layer[] = [];
+  let k = 0;
+  const init = (recurrent = false) => initialisers(options.seed, ++k, recurrent);
+  const latentActivation = options.latentActivation ?? 'relu';
 
   switch (arch) {
     case 'dense-classifier':
@@ -155,11 +191,11 @@ export function buildModel(arch: ArchitectureName, options: ArchitectureOptions)
         // Keras' default recurrent activation (TF.js defaults LSTM to hardSigmoid).
         layers.push(
           arch.startsWith('lstm')
-            ? tfl.layers.lstm({ units: u, returnSequences, recurrentActivation: 'sigmoid' })
-            : tfl.layers.gru({ units: u, returnSequences, recurrentActivation: 'sigmoid' }),
+            ? tfl.layers.lstm({ units: u, returnSequences, recurrentActivation: 'sigmoid', ...init(true) })
+            : tfl.layers.gru({ units: u, returnSequences, recurrentActivation: 'sigmoid', ...init(true) }),
         );
       });
-      layers.push(...head(task, outputs, dropout));
+      layers.push(...head(task, outputs, dropout, init()));
       break;
     }
     case 'dense-autoencoder': {
@@ -168,10 +204,13 @@ export function buildModel(arch: ArchitectureName, options: ArchitectureOptions)
       if (inputShape.length > 1) layers.push(tfl.layers.flatten());
       const hidden = positive(options.units, [Math.max(4, Math.ceil(features / 2))], 'units');
       const latent = options.latent ?? Math.max(2, Math.ceil(features / 4));
-      for (const u of hidden) layers.push(tfl.layers.dense({ units: u, activation: 'relu' }));
-      layers.push(tfl.layers.dense({ units: latent, activation: 'relu', name: 'latent' }));
-      for (const u of [...hidden].reverse()) layers.push(tfl.layers.dense({ units: u, activation: 'relu' }));
-      layers.push(tfl.layers.dense({ units: features, activation: 'linear' }));
+      for (const u of hidden) layers.push(tfl.layers.dense({ units: u, activation: 'relu', ...init() }));
+      layers.push(
+        tfl.layers.dense({ units: latent, activation: latentActivation, name: 'latent', ...init() }),
+      );
+      for (const u of [...hidden].reverse())
+        layers.push(tfl.layers.dense({ units: u, activation: 'relu', ...init() }));
+      layers.push(tfl.layers.dense({ units: features, activation: 'linear', ...init() }));
       if (inputShape.length > 1) layers.push(tfl.layers.reshape({ targetShape: inputShape }));
       break;
     }
@@ -179,25 +218,48 @@ export function buildModel(arch: ArchitectureName, options: ArchitectureOptions)
       const shape = sequenceShape(inputShape, arch);
       layers.push(...inputLayers(inputShape, shape));
       const filters = positive(options.filters, [16], 'filters');
+      const strides = positive(
+        options.strides === undefined ? undefined : [options.strides],
+        [1],
+        'strides',
+      )[0];
+      const factor = strides ** (filters.length + 1);
+      if (shape[0] % factor !== 0) {
+        throw new Error(
+          `${arch} with strides ${strides} needs a window that divides by ${factor}, got ${shape[0]}`,
+        );
+      }
+      // Upsampling undoes a stride of 2 per encoder convolution (the only stride it can undo).
+      if (strides !== 1 && strides !== 2) throw new Error(`${arch} supports strides 1 or 2, got ${strides}`);
+      const conv = (f: number, activation: 'relu' | 'linear', s = 1, name?: string) =>
+        tfl.layers.conv1d({
+          filters: f,
+          kernelSize,
+          strides: s,
+          activation,
+          padding: 'same',
+          name,
+          ...init(),
+        });
+      let steps = shape[0];
       for (const f of filters) {
-        layers.push(tfl.layers.conv1d({ filters: f, kernelSize, activation: 'relu', padding: 'same' }));
+        layers.push(conv(f, 'relu', strides));
+        steps /= strides;
       }
       const latent = options.latent ?? Math.max(2, Math.ceil(filters[filters.length - 1] / 2));
-      layers.push(
-        tfl.layers.conv1d({
-          filters: latent,
-          kernelSize,
-          activation: 'relu',
-          padding: 'same',
-          name: 'latent',
-        }),
-      );
+      layers.push(conv(latent, latentActivation, strides, 'latent'));
+      steps /= strides;
+      let channels = latent;
       for (const f of [...filters].reverse()) {
-        layers.push(tfl.layers.conv1d({ filters: f, kernelSize, activation: 'relu', padding: 'same' }));
+        if (strides === 2) {
+          layers.push(...upsample1d(steps, channels));
+          steps *= 2;
+        }
+        layers.push(conv(f, 'relu'));
+        channels = f;
       }
-      layers.push(
-        tfl.layers.conv1d({ filters: shape[1], kernelSize, activation: 'linear', padding: 'same' }),
-      );
+      if (strides === 2) layers.push(...upsample1d(steps, channels));
+      layers.push(conv(shape[1], 'linear'));
       if (inputShape.length !== 2) layers.push(tfl.layers.reshape({ targetShape: inputShape }));
       break;
     }
@@ -206,11 +268,17 @@ export function buildModel(arch: ArchitectureName, options: ArchitectureOptions)
       layers.push(...inputLayers(inputShape, shape));
       const units = positive(options.units, [32], 'units')[0];
       const latent = options.latent ?? Math.max(2, Math.ceil(units / 2));
-      layers.push(tfl.layers.lstm({ units, recurrentActivation: 'sigmoid', returnSequences: false }));
-      layers.push(tfl.layers.dense({ units: latent, activation: 'relu', name: 'latent' }));
+      layers.push(
+        tfl.layers.lstm({ units, recurrentActivation: 'sigmoid', returnSequences: false, ...init(true) }),
+      );
+      layers.push(
+        tfl.layers.dense({ units: latent, activation: latentActivation, name: 'latent', ...init() }),
+      );
       layers.push(tfl.layers.repeatVector({ n: shape[0] }));
-      layers.push(tfl.layers.lstm({ units, recurrentActivation: 'sigmoid', returnSequences: true }));
-      layers.push(tfl.layers.timeDistributed({ layer: tfl.layers.dense({ units: shape[1] }) }));
+      layers.push(
+        tfl.layers.lstm({ units, recurrentActivation: 'sigmoid', returnSequences: true, ...init(true) }),
+      );
+      layers.push(tfl.layers.timeDistributed({ layer: tfl.layers.dense({ units: shape[1], ...init() }) }));
       if (inputShape.length !== 2) layers.push(tfl.layers.reshape({ targetShape: inputShape }));
       break;
     }

@@ -53,6 +53,11 @@ export interface TrainSettings {
   backend?: BackendChoice;
   /** Seeds the validation split and augmentation, for repeatable runs. */
   seed?: number;
+  /**
+   * Reshuffle the training samples every epoch (default true). Off, they keep the seeded
+   * order of the split, and a seeded architecture trains the same way every run.
+   */
+  shuffle?: boolean;
 }
 
 export interface TrainData {
@@ -333,7 +338,7 @@ export async function trainModel(
         fitted = await model.fit(xs, ys, {
           epochs: 1,
           batchSize: settings.batchSize,
-          shuffle: true,
+          shuffle: settings.shuffle ?? true,
           validationData: validation,
           classWeight,
           verbose: 0,

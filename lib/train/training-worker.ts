@@ -4,7 +4,7 @@
  * `terminate()` ends the thread at once (close / redeploy).
  */
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { WorkerClient } from '../util/worker-rpc';
 import {
   CancelledError,
   type EpochProgress,
@@ -12,87 +12,69 @@ import {
   type TrainResult,
   type TrainSettings,
 } from './trainer';
-import type { WorkerReply, WorkerRequest } from './worker-protocol';
+import type { TrainParams } from './worker-protocol';
+
+/** Path of the compiled training worker script (beside this file). */
+export const TRAINING_WORKER_SCRIPT = path.join(__dirname, 'worker.js');
+
+/** A new training worker thread; the trainer's CancelledError crosses as itself. */
+export function trainingWorkerClient(): WorkerClient {
+  return new WorkerClient(TRAINING_WORKER_SCRIPT, { errors: [CancelledError], label: 'training worker' });
+}
+
+/** Buffers of the dataset to move into the worker. */
+export function dataBuffers(data: TrainData): ArrayBufferLike[] {
+  return [data.x.buffer, data.y?.buffer].filter((b): b is ArrayBufferLike => b !== undefined);
+}
 
 export class TrainingWorker {
-  private worker: Worker | undefined;
-  private readonly cancelFlag = new Int32Array(new SharedArrayBuffer(4));
-  private settle: ((err?: Error) => void) | undefined;
-  /** Settles when the current thread has exited. */
+  private client: WorkerClient | undefined;
+  /** Settles when the latest thread has exited. */
   private exited: Promise<void> = Promise.resolve();
 
   private static threads = 0;
 
-  /** Worker threads of this process that have started and not yet exited. */
+  /** Training worker threads of this process that have started and not yet exited. */
   static get liveThreads(): number {
     return TrainingWorker.threads;
   }
 
-  /** Path of the compiled worker script (beside this file). */
-  static readonly script = path.join(__dirname, 'worker.js');
+  static readonly script = TRAINING_WORKER_SCRIPT;
 
   get running(): boolean {
-    return this.worker !== undefined;
+    return this.client !== undefined;
   }
 
   /**
    * Trains in a new worker thread. Resolves with the result; rejects with CancelledError after
    * cancel() or terminate(), or with the training error (a crashed worker included).
    */
-  run(
+  async run(
     settings: TrainSettings,
     data: TrainData,
     onProgress?: (progress: EpochProgress) => void,
   ): Promise<TrainResult> {
-    if (this.worker) return Promise.reject(new Error('a training run is already in progress'));
-    Atomics.store(this.cancelFlag, 0, 0);
-    const worker = new Worker(TrainingWorker.script);
+    if (this.client) throw new Error('a training run is already in progress');
+    const client = trainingWorkerClient();
+    this.client = client;
+    this.exited = client.exited;
     TrainingWorker.threads++;
-    this.exited = new Promise((resolve) =>
-      worker.once('exit', () => {
-        TrainingWorker.threads--;
-        resolve();
-      }),
-    );
-    this.worker = worker;
-    return new Promise<TrainResult>((resolve, reject) => {
-      let finished = false;
-      const finish = (err?: Error, result?: TrainResult): void => {
-        if (finished) return;
-        finished = true;
-        this.settle = undefined;
-        if (this.worker === worker) this.worker = undefined;
-        void worker.terminate();
-        if (err) reject(err);
-        else resolve(result as TrainResult);
-      };
-      this.settle = (err) => finish(err ?? new CancelledError());
-      worker.on('message', (reply: WorkerReply) => {
-        if (reply.type === 'progress') onProgress?.(reply.progress);
-        else if (reply.type === 'done') finish(undefined, reply.result);
-        else if (reply.type === 'cancelled') finish(new CancelledError());
-        else finish(new Error(reply.message));
+    void client.exited.then(() => TrainingWorker.threads--);
+    try {
+      const params: TrainParams = { settings, data };
+      return await client.request<TrainResult, EpochProgress>('train', params, {
+        onProgress,
+        transfer: dataBuffers(data),
       });
-      worker.on('error', (err) => finish(err));
-      worker.on('exit', (code) =>
-        finish(new Error(`the training worker stopped unexpectedly (exit code ${code})`)),
-      );
-      const request: WorkerRequest = {
-        type: 'train',
-        settings,
-        data,
-        cancelFlag: this.cancelFlag.buffer as SharedArrayBuffer,
-      };
-      const transfer = [data.x.buffer, data.y?.buffer].filter(
-        (b): b is ArrayBuffer => b instanceof ArrayBuffer && b.byteLength > 0,
-      );
-      worker.postMessage(request, [...new Set(transfer)]);
-    });
+    } finally {
+      if (this.client === client) this.client = undefined;
+      void client.terminate();
+    }
   }
 
   /** Asks the run to stop after the current batch. */
   cancel(): void {
-    Atomics.store(this.cancelFlag, 0, 1);
+    this.client?.cancel();
   }
 
   /**
@@ -100,10 +82,9 @@ export class TrainingWorker {
    * thread has exited; after a finished run it just waits for that exit.
    */
   async terminate(): Promise<void> {
-    const worker = this.worker;
-    this.worker = undefined;
-    this.settle?.();
-    if (worker) await worker.terminate();
+    const client = this.client;
+    this.client = undefined;
+    await client?.terminate(new CancelledError());
     await this.exited;
   }
 }

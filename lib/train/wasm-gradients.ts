@@ -162,6 +162,14 @@ function spreadByStride(s: KernelScope, t: Info, strideHeight: number, strideWid
   );
 }
 
+/** Attributes both Conv2D gradient kernels get. */
+type Conv2DAttrs = {
+  strides: [number, number] | number;
+  pad: 'same' | 'valid' | number;
+  dataFormat?: string;
+  dimRoundingMode?: 'floor' | 'round' | 'ceil';
+};
+
 /**
  * dW[i, j, c, k] = sum over b, y, x of input[b, y*s + i, x*s + j, c] * dy[b, y, x, k]: a
  * convolution of the input (channels as batch, batch as channels) with dy as the filter, dilated
@@ -169,11 +177,7 @@ function spreadByStride(s: KernelScope, t: Info, strideHeight: number, strideWid
  */
 function conv2DBackpropFilter({ inputs, attrs, backend }: KernelArgs): Info {
   const { x, dy } = inputs;
-  const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as {
-    strides: [number, number] | number;
-    pad: 'same' | 'valid' | number;
-    dataFormat?: string;
-    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+  const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as Conv2DAttrs & {
     filterShape: [number, number, number, number];
   };
   checkNhwc('Conv2DBackpropFilter', dataFormat);
@@ -257,11 +261,7 @@ function frameForInputGradient(s: KernelScope, spread: Info, info: ConvInfo, fh:
  */
 function conv2DBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
   const { dy, filter } = inputs;
-  const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs as {
-    strides: [number, number] | number;
-    pad: 'same' | 'valid' | number;
-    dataFormat?: string;
-    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+  const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs as Conv2DAttrs & {
     inputShape: [number, number, number, number];
   };
   checkNhwc('Conv2DBackpropInput', dataFormat);

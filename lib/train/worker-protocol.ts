@@ -1,17 +1,25 @@
-import type { EpochProgress, TrainData, TrainResult, TrainSettings } from './trainer';
+import type { TrainedArtifacts, TrainData, TrainSettings } from './trainer';
+import type { BackendChoice } from './trainer';
 
-/** Main thread -> training worker. */
-export type WorkerRequest = {
-  type: 'train';
+/** Methods of the training worker (lib/train/worker.ts), called through lib/util/worker-rpc. */
+
+/** `train`: trains one model; with `keep`, the worker then holds it for `predict`. */
+export interface TrainParams {
   settings: TrainSettings;
   data: TrainData;
-  /** Int32Array[1] over this buffer; non-zero asks the worker to stop after the current batch. */
-  cancelFlag: SharedArrayBuffer;
-};
+  keep?: boolean;
+}
 
-/** Training worker -> main thread. */
-export type WorkerReply =
-  | { type: 'progress'; progress: EpochProgress }
-  | { type: 'done'; result: TrainResult }
-  | { type: 'cancelled' }
-  | { type: 'error'; message: string };
+/** `load`: holds a trained model for `predict`. */
+export interface LoadParams {
+  artifacts: TrainedArtifacts;
+  backend?: BackendChoice;
+}
+
+/** `predict`: runs the held model on `count` samples, flat row-major; resolves with its flat output. */
+export interface PredictParams {
+  x: Float32Array;
+  count: number;
+}
+
+/** `memory`: the worker's live tensors (leak checks); resolves with a number. */

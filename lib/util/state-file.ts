@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from './atomic';
 
@@ -9,10 +9,13 @@ export interface StateFileOptions {
   onError?: (err: unknown) => void;
 }
 
+/** Gives the state to write; may be async (e.g. a snapshot queued between two samples). */
+export type Serialiser = () => unknown;
+
 /**
  * A JSON state file written atomically and throttled: `changed()` schedules one write after
  * `delayMs`, so a stream of updates costs at most one write per interval; `close()` writes what
- * is pending and stops further writes.
+ * is pending and stops further writes; `remove()` stops writes and deletes the file.
  */
 export class StateFile {
   private readonly delayMs: number;
@@ -24,7 +27,7 @@ export class StateFile {
 
   constructor(
     readonly file: string,
-    private readonly serialise: () => unknown,
+    private readonly serialise: Serialiser,
     private readonly options: StateFileOptions = {},
   ) {
     this.delayMs = options.delayMs ?? 5000;
@@ -59,16 +62,14 @@ export class StateFile {
   }
 
   /** Writes now if there are unsaved changes; resolves when the write is done (errors go to onError). */
-  flush(): Promise<void> {
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
+  flush(serialise: Serialiser = this.serialise): Promise<void> {
+    this.stopTimer();
     this.writing = this.writing.then(async () => {
       if (!this.dirty) return;
       this.dirty = false;
       try {
-        await writeFileAtomic(this.file, `${JSON.stringify(this.serialise())}\n`);
+        const state: unknown = await serialise();
+        await writeFileAtomic(this.file, `${JSON.stringify(state)}\n`);
         this.writes += 1;
       } catch (err) {
         this.dirty = true;
@@ -78,10 +79,27 @@ export class StateFile {
     return this.writing;
   }
 
-  /** Writes pending changes and stops scheduling writes. */
-  async close(): Promise<void> {
+  /**
+   * Writes pending changes and stops scheduling writes. `last` replaces the serialiser for this
+   * final write, e.g. one that takes the state now instead of waiting for queued work.
+   */
+  async close(last?: Serialiser): Promise<void> {
     this.closed = true;
-    await this.flush();
+    await this.flush(last);
+  }
+
+  /** Stops writes, waits for a running one, and deletes the file (absent is fine). */
+  async remove(): Promise<void> {
+    this.closed = true;
+    this.dirty = false;
+    this.stopTimer();
+    await this.writing;
+    await fs.rm(this.file, { force: true });
+  }
+
+  private stopTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
   }
 }
 

@@ -1,26 +1,15 @@
 import type { Node, NodeAPI, NodeDef } from 'node-red';
 import { ModelNotInStoreYet } from '../../lib/errors';
 import { interpretOutput, prepareInput, type InferenceMode } from '../../lib/models/serve/inference';
-import { MicroBatcher, type OverflowPolicy } from '../../lib/models/serve/micro-batcher';
+import { MicroBatcher } from '../../lib/models/serve/micro-batcher';
 import type { LoadedModelInfo } from '../../lib/models/serve/model-handle';
 import { Scaler } from '../../lib/preprocess/scaling';
-import { getModelNode } from '../shared/model-config';
-import { errorText, listSetting, numberSetting, onClose, onInput, shortText } from '../shared/node-utils';
+import { useModel } from '../shared/model-config';
+import { errorText, failStart, onClose, onInput, parseOrFail } from '../shared/node-utils';
+import { Settings } from '../shared/settings';
+import { Status } from '../shared/status';
 
-interface EdgeInferDef extends NodeDef {
-  model?: string;
-  mode?: string;
-  topK?: string | number;
-  labels?: string;
-  property?: string;
-  output?: string;
-  channels?: string;
-  normalise?: boolean | string;
-  maxBatch?: string | number;
-  maxWait?: string | number;
-  maxQueue?: string | number;
-  overflow?: string;
-}
+type EdgeInferDef = NodeDef & Record<string, unknown>;
 
 interface Job {
   payload: unknown;
@@ -34,6 +23,25 @@ interface JobResult {
 
 const MODES: InferenceMode[] = ['classify', 'regress', 'raw'];
 
+function parseOptions(config: EdgeInferDef) {
+  const s = new Settings(config);
+  return {
+    mode: s.choice('mode', MODES, 'classify'),
+    topK: s.number('topK', 1, { integer: true, min: 1 }),
+    labels: s.list('labels'),
+    channels: s.list('channels'),
+    property: s.text('property', 'payload'),
+    output: s.text('output', 'payload'),
+    normalise: s.bool('normalise', true),
+    batching: {
+      maxBatch: s.number('maxBatch', 32, { integer: true, min: 1 }),
+      maxWaitMs: s.number('maxWait', 0, { min: 0 }),
+      maxQueue: s.number('maxQueue', 1000, { integer: true, min: 1 }),
+      overflow: s.choice('overflow', ['drop-oldest', 'reject'] as const, 'drop-oldest'),
+    },
+  };
+}
+
 export = function (RED: NodeAPI): void {
   function EdgeInfer(this: Node, config: EdgeInferDef): void {
     RED.nodes.createNode(this, config);
@@ -41,24 +49,37 @@ export = function (RED: NodeAPI): void {
   }
 
   function setup(node: Node, config: EdgeInferDef): void {
-    const modelNode = getModelNode(RED, config.model);
-    const mode: InferenceMode = MODES.includes(config.mode as InferenceMode)
-      ? (config.mode as InferenceMode)
-      : 'classify';
-    const topK = Math.max(1, Math.floor(numberSetting(config.topK, 1)));
-    const labels = listSetting(config.labels);
-    const channels = listSetting(config.channels);
-    const property = (config.property ?? '').trim() || 'payload';
-    const output = (config.output ?? '').trim() || 'payload';
-    const normalise =
-      config.normalise === undefined || config.normalise === true || config.normalise === 'true';
-    const overflow: OverflowPolicy = config.overflow === 'reject' ? 'reject' : 'drop-oldest';
+    const status = new Status(node, RED, 'edge-infer');
+    const options = parseOrFail(node, status, () => parseOptions(config));
+    if (!options) return;
+    const { mode, topK, labels, channels, property, output, normalise } = options;
+    let lastLatency: number | undefined;
 
+    /** Runtime, last latency and queue depth; while there is no model, why not (the load error). */
+    const showStatus = (): void => {
+      const info = modelNode?.handle.info;
+      if (!modelNode || !info) {
+        const handle = modelNode?.handle;
+        if (handle?.loading) status.set('working', 'status.loading');
+        else if (handle?.lastError && !(handle.lastError instanceof ModelNotInStoreYet))
+          status.error(handle.lastError);
+        else status.set('waiting', 'status.waiting');
+        return;
+      }
+      const parts: string[] = [info.runtime];
+      if (lastLatency !== undefined) parts.push(`${lastLatency.toFixed(lastLatency < 10 ? 2 : 0)} ms`);
+      // Listeners run only after setup, when the batcher below exists.
+      const depth = batcher.depth;
+      if (depth > 0) parts.push(status.t('status.queue', { depth }));
+      status.text('ok', parts.join(' · '));
+    };
+    const modelNode = useModel(RED, node, config.model, {
+      loaded: showStatus,
+      loading: showStatus,
+      'load-failed': showStatus,
+    });
     if (!modelNode) {
-      node.status({ fill: 'red', shape: 'ring', text: RED._('edge-infer.status.no-model') });
-      onInput(node, () => {
-        throw new Error(RED._('edge-infer.errors.no-model'));
-      });
+      failStart(node, status, new Error(RED._('edge-infer.errors.no-model')));
       return;
     }
     const handle = modelNode.handle;
@@ -103,64 +124,18 @@ export = function (RED: NodeAPI): void {
       }
     };
 
-    const batcher = new MicroBatcher<Job, JobResult>(runBatch, {
-      maxBatch: Math.max(1, Math.floor(numberSetting(config.maxBatch, 32))),
-      maxWaitMs: Math.max(0, numberSetting(config.maxWait, 0)),
-      maxQueue: Math.max(1, Math.floor(numberSetting(config.maxQueue, 1000))),
-      overflow,
-    });
-
-    // Status: runtime, last latency, queue depth; refreshed at most four times a second.
-    let lastLatency: number | undefined;
-    let statusTimer: NodeJS.Timeout | undefined;
-    const showStatus = (): void => {
-      statusTimer = undefined;
-      const info = handle.info;
-      if (!info) {
-        if (handle.loading)
-          node.status({ fill: 'yellow', shape: 'ring', text: RED._('edge-infer.status.loading') });
-        else if (handle.lastError && !(handle.lastError instanceof ModelNotInStoreYet))
-          node.status({ fill: 'red', shape: 'ring', text: shortText(handle.lastError.message) });
-        else node.status({ fill: 'grey', shape: 'ring', text: RED._('edge-infer.status.waiting') });
-        return;
-      }
-      const parts: string[] = [info.runtime];
-      if (lastLatency !== undefined) parts.push(`${lastLatency.toFixed(lastLatency < 10 ? 2 : 0)} ms`);
-      const depth = batcher.depth;
-      if (depth > 0) parts.push(RED._('edge-infer.status.queue', { depth }));
-      node.status({ fill: 'green', shape: depth > 0 ? 'ring' : 'dot', text: parts.join(' · ') });
-    };
-    // Leading edge at once, then at most every 250 ms, so a burst shows its queue depth.
-    let shownAt = 0;
-    const refreshStatus = (): void => {
-      if (statusTimer) return;
-      const wait = shownAt + 250 - Date.now();
-      if (wait <= 0) {
-        shownAt = Date.now();
-        showStatus();
-      } else {
-        statusTimer = setTimeout(() => {
-          shownAt = Date.now();
-          showStatus();
-        }, wait);
-      }
-    };
-    batcher.onDepth = refreshStatus;
-    const onLoaded = (): void => refreshStatus();
-    const onLoadFailed = (): void => {
-      if (!handle.info) showStatus();
-    };
-    handle.on('loaded', onLoaded);
-    handle.on('loading', refreshStatus);
-    handle.on('load-failed', onLoadFailed);
+    const batcher = new MicroBatcher<Job, JobResult>(runBatch, options.batching);
+    batcher.onDepth = showStatus;
     showStatus();
 
-    onInput(node, async (msg, send) => {
+    onInput(node, status, async (msg, send) => {
       const arrived = performance.now();
       let result: JobResult;
       try {
         result = await batcher.submit({ payload: RED.util.getMessageProperty(msg, property) });
       } catch (err) {
+        // Without a model the load error is the cause: say that, not "inference failed".
+        if (!handle.info && handle.lastError) throw handle.lastError;
         // Translated framing for the user, the library's own message inside; `cause` keeps it whole.
         throw Object.assign(new Error(RED._('edge-infer.errors.failed', { error: errorText(err) })), {
           cause: err,
@@ -182,15 +157,12 @@ export = function (RED: NodeAPI): void {
       };
       lastLatency = latencyMs;
       send(msg);
-      refreshStatus();
+      showStatus();
     });
 
     onClose(node, () => {
       batcher.close();
-      if (statusTimer) clearTimeout(statusTimer);
-      handle.off('loaded', onLoaded);
-      handle.off('loading', refreshStatus);
-      handle.off('load-failed', onLoadFailed);
+      status.cancel();
     });
   }
 

@@ -1,26 +1,32 @@
 import type { Node, NodeAPI, NodeDef } from 'node-red';
-import { compressStoredModel } from '../../lib/models/compress/compress';
+import { COMPRESS_QUANTIZATIONS, compressStoredModel } from '../../lib/models/compress/compress';
 import {
   LOADER_MODES,
   parseLoaderMessage,
   storeSource,
   type CompressDefaults,
-  type LoaderMode,
   type LoadRequest,
 } from '../../lib/models/store/loader-request';
-import type { PruneScope } from '../../lib/models/compress/prune';
+import { PRUNE_SCOPES } from '../../lib/models/compress/prune';
 import { ModelStore } from '../../lib/models/store/store';
-import { numberSetting, onClose, onInput, shortText } from '../shared/node-utils';
-import { loadIntoEdgeModel } from './edge-model-target';
+import { useModel } from '../shared/model-config';
+import { onClose, onInput, parseOrFail } from '../shared/node-utils';
+import { Settings } from '../shared/settings';
+import { Status } from '../shared/status';
+import { userDirOf } from '../shared/user-dir';
 
-interface LoaderConfig extends NodeDef {
-  mode?: string;
-  model?: string;
-  quantize?: string;
-  prune?: string | number;
-  pruneScope?: string;
-  saveAs?: string;
-  swap?: boolean;
+type LoaderConfig = NodeDef & Record<string, unknown>;
+
+function parseOptions(config: LoaderConfig) {
+  const s = new Settings(config);
+  const defaults: CompressDefaults = {
+    quantize: s.choice('quantize', [...COMPRESS_QUANTIZATIONS, 'none'] as const, 'uint8'),
+    prune: s.number('prune', 0, { min: 0, max: 0.99 }),
+    pruneScope: s.choice('pruneScope', PRUNE_SCOPES, 'global'),
+    saveAs: s.text('saveAs') || undefined,
+    swap: s.bool('swap', false),
+  };
+  return { mode: s.choice('mode', LOADER_MODES, 'auto'), defaults };
 }
 
 /** Requests beyond the running one that may wait; more are rejected rather than piling up. */
@@ -33,40 +39,31 @@ export = function (RED: NodeAPI) {
   }
 
   function setUp(node: Node, config: LoaderConfig): void {
-    const mode: LoaderMode = (LOADER_MODES as readonly string[]).includes(config.mode ?? '')
-      ? (config.mode as LoaderMode)
-      : 'auto';
-    const defaults: CompressDefaults = {
-      quantize: (config.quantize || 'uint8') as CompressDefaults['quantize'],
-      prune: numberSetting(config.prune, 0),
-      pruneScope: (config.pruneScope || 'global') as PruneScope,
-      saveAs: config.saveAs?.trim() || undefined,
-      swap: config.swap === true,
-    };
-    const userDir = (RED.settings as { userDir?: string }).userDir ?? process.cwd();
-    const store = ModelStore.forUserDir(userDir);
+    const status = new Status(node, RED, 'edge-model-loader');
+    const options = parseOrFail(node, status, () => parseOptions(config));
+    if (!options) return;
+    const { mode, defaults } = options;
+    const store = ModelStore.forUserDir(userDirOf(RED));
+    const model = useModel(RED, node, config.model);
     const stopping = new AbortController();
     let queue: Promise<void> = Promise.resolve();
     let waiting = 0;
 
-    const target = (): unknown => (config.model ? RED.nodes.getNode(config.model) : undefined);
+    function target() {
+      if (!model) throw new Error(RED._('edge-model-loader.errors.noTarget'));
+      return model;
+    }
 
     async function load(request: LoadRequest): Promise<Record<string, unknown>> {
-      const model = target();
-      if (!model) throw new Error(RED._('edge-model-loader.errors.noTarget'));
-      node.status({
-        fill: 'blue',
-        shape: 'dot',
-        text: shortText(RED._('edge-model-loader.status.loading', { source: request.source })),
-      });
-      const result = await loadIntoEdgeModel(model, request);
-      node.status({
-        fill: 'green',
-        shape: 'dot',
-        text: RED._('edge-model-loader.status.loaded', {
-          name: result.name ?? request.source,
-          version: result.version ?? '?',
-        }),
+      const into = target();
+      status.set('working', 'status.loading', { source: request.source });
+      const result = ((await into.load(request)) ?? {}) as unknown as Record<string, unknown> & {
+        name?: string;
+        version?: number;
+      };
+      status.set('ok', 'status.loaded', {
+        name: result.name ?? request.source,
+        version: result.version ?? '?',
       });
       return result;
     }
@@ -85,30 +82,19 @@ export = function (RED: NodeAPI) {
         return;
       }
       const { swap, ...request } = parsed.request;
-      if (swap && !target()) throw new Error(RED._('edge-model-loader.errors.noTarget'));
-      node.status({
-        fill: 'blue',
-        shape: 'dot',
-        text: RED._('edge-model-loader.status.compressing', { name: request.name }),
-      });
+      if (swap) target();
+      status.set('working', 'status.compressing', { name: request.name });
       const { stored, report } = await compressStoredModel(store, request, { signal: stopping.signal });
       const version = { name: stored.meta.name, version: stored.meta.version };
-      if (swap) await loadIntoEdgeModel(target(), storeSource(version.name, version.version));
-      node.status({
-        fill: 'green',
-        shape: 'dot',
-        text: RED._('edge-model-loader.status.compressed', {
-          ...version,
-          ratio: report.sizeBytes.ratio.toFixed(1),
-        }),
-      });
+      if (swap) await target().load(storeSource(version.name, version.version));
+      status.set('ok', 'status.compressed', { ...version, ratio: report.sizeBytes.ratio.toFixed(1) });
       msg.payload = report;
       msg.model = version;
       send(msg);
     }
 
     // One request at a time: compressions are heavy and a swap must not race another.
-    onInput(node, (msg, send) => {
+    onInput(node, status, (msg, send) => {
       if (waiting >= MAX_WAITING) throw new Error(RED._('edge-model-loader.errors.busy'));
       waiting++;
       const run = queue.then(() => {
@@ -122,7 +108,7 @@ export = function (RED: NodeAPI) {
     onClose(node, async () => {
       stopping.abort();
       await queue;
-      node.status({});
+      status.clear();
     });
   }
 

@@ -1,47 +1,33 @@
-import os from 'node:os';
-import path from 'node:path';
-import type { NodeAPI, NodeDef } from 'node-red';
-import {
-  DEFAULT_EXPORT_TOLERANCE,
-  RUNTIME_PREFERENCES,
-  type RuntimePreference,
-} from '../../lib/models/runtime/select';
+import type { Node, NodeAPI, NodeDef } from 'node-red';
+import { DEFAULT_EXPORT_TOLERANCE, RUNTIME_PREFERENCES } from '../../lib/models/runtime/select';
 import { ModelNotInStoreYet } from '../../lib/errors';
 import { ModelHandle } from '../../lib/models/serve/model-handle';
 import { parseSource } from '../../lib/models/store/source';
-import type { ModelFormat } from '../../lib/models/store/store';
-import { requestSource, type EdgeModelNode, type ModelLoadRequest } from '../shared/model-config';
-import { listSetting, numberSetting, onClose } from '../shared/node-utils';
+import { serveModel } from '../shared/model-config';
+import { errorText } from '../shared/node-utils';
+import { Settings } from '../shared/settings';
+import { userDirOf } from '../shared/user-dir';
 
-interface EdgeModelDef extends NodeDef {
-  source?: string;
-  format?: string;
-  runtime?: string;
-  warmup?: string | number;
-  labels?: string;
-  inputShape?: string;
-  follow?: boolean | string;
-  root?: string;
-  maxSizeMB?: string | number;
-  timeoutSec?: string | number;
-  sha256?: string;
-  tolerance?: string | number;
-}
+type EdgeModelDef = NodeDef & Record<string, unknown>;
 
-const FORMATS = ['auto', 'tfjs-layers', 'tfjs-graph', 'onnx'];
+const FORMATS = ['auto', 'tfjs-layers', 'tfjs-graph', 'onnx'] as const;
 
 export = function (RED: NodeAPI): void {
-  function EdgeModel(this: EdgeModelNode, config: EdgeModelDef): void {
+  function EdgeModel(this: Node, config: EdgeModelDef): void {
     RED.nodes.createNode(this, config);
-    setup(this, config);
+    try {
+      setup(this, config);
+    } catch (err) {
+      // A config node has no status: the log says why its users find no model.
+      this.error(RED._('edge-model.errors.load', { error: errorText(err) }));
+    }
   }
 
-  function setup(node: EdgeModelNode, config: EdgeModelDef): void {
-    const settings = RED.settings as unknown as { userDir?: string };
-    const userDir = settings.userDir || path.join(os.homedir(), '.node-red');
-    const name = (config.name ?? '').trim() || undefined;
-    const source = (config.source ?? '').trim();
-    const follow = config.follow === true || config.follow === 'true';
+  function setup(node: Node, config: EdgeModelDef): void {
+    const s = new Settings(config);
+    const name = s.text('name') || undefined;
+    const source = s.text('source');
+    const follow = s.bool('follow', false);
     let followName = name;
     try {
       const spec = source ? parseSource(source) : undefined;
@@ -49,35 +35,24 @@ export = function (RED: NodeAPI): void {
     } catch {
       // reported by the load below
     }
-    const runtime = RUNTIME_PREFERENCES.includes(config.runtime as RuntimePreference)
-      ? (config.runtime as RuntimePreference)
-      : 'auto';
-    const inputShape = listSetting(config.inputShape)
-      .map(Number)
-      .filter((d) => Number.isInteger(d) && d > 0);
+    const inputShape = s.numbers('inputShape', { integer: true, min: 1 });
     const handle = new ModelHandle({
       name,
-      userDir,
-      root: (config.root ?? '').trim() || undefined,
-      format: FORMATS.includes(config.format ?? '') ? (config.format as ModelFormat | 'auto') : 'auto',
-      runtime,
+      userDir: userDirOf(RED),
+      root: s.text('root') || undefined,
+      format: s.choice('format', FORMATS, 'auto'),
+      runtime: s.choice('runtime', RUNTIME_PREFERENCES, 'auto'),
       inputShape: inputShape.length > 0 ? inputShape : undefined,
-      labels: listSetting(config.labels),
-      warmup: numberSetting(config.warmup, 3),
-      maxBytes: numberSetting(config.maxSizeMB, 100) * 1024 * 1024,
-      timeoutMs: numberSetting(config.timeoutSec, 30) * 1000,
-      sha256: (config.sha256 ?? '').trim() || undefined,
-      tolerance: numberSetting(config.tolerance, DEFAULT_EXPORT_TOLERANCE),
+      labels: s.list('labels'),
+      warmup: s.number('warmup', 3, { integer: true, min: 0 }),
+      maxBytes: s.number('maxSizeMB', 100, { above: 0 }) * 1024 * 1024,
+      timeoutMs: s.number('timeoutSec', 30, { above: 0 }) * 1000,
+      sha256: s.text('sha256') || undefined,
+      tolerance: s.number('tolerance', DEFAULT_EXPORT_TOLERANCE, { min: 0 }),
       followStore: follow,
       followName,
     });
-    Object.assign(node, {
-      handle,
-      load: (s: Parameters<ModelHandle['load']>[0]) => handle.load(s),
-      swap: (s: Parameters<ModelHandle['load']>[0]) => handle.load(s),
-      modelInfo: () => handle.info,
-      loadModel: (request: ModelLoadRequest) => handle.load(requestSource(request)),
-    });
+    serveModel(node, handle);
 
     handle.on('loaded', (info) => {
       node.log(
@@ -103,8 +78,6 @@ export = function (RED: NodeAPI): void {
 
     const first = source || (follow && followName ? `store:${followName}` : '');
     if (first) handle.load(first).catch(() => undefined); // reported by 'load-failed'
-
-    onClose(node, () => handle.close());
   }
 
   RED.nodes.registerType('edge-model', EdgeModel);

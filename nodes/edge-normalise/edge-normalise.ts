@@ -1,43 +1,13 @@
-import os from 'node:os';
-import type { Node, NodeAPI, NodeDef, NodeMessage, NodeStatus } from 'node-red';
-import {
-  Normaliser,
-  type BadValuePolicy,
-  type GivenStats,
-  type NormaliserOptions,
-  type NormaliserStatus,
-  type StatsSource,
-} from '../../lib/preprocess/normaliser';
-import type { NormalisationStats, ScalingMethod } from '../../lib/preprocess/scaling';
-import { StateFile, nodeStateFile } from '../../lib/util/state-file';
-import {
-  errorText,
-  listSetting,
-  numberSetting,
-  onClose,
-  onInput,
-  setErrorStatus,
-} from '../shared/node-utils';
+import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
+import { Normaliser, type NormaliserOptions, type NormaliserStatus } from '../../lib/preprocess/normaliser';
+import type { NormalisationStats } from '../../lib/preprocess/scaling';
+import { commandOf } from '../shared/command';
+import { errorText, failStart, onClose, onInput } from '../shared/node-utils';
+import { Settings } from '../shared/settings';
+import { closeState, nodeState } from '../shared/state';
+import { Status } from '../shared/status';
 
-interface EdgeNormaliseDef extends NodeDef {
-  method: string;
-  range: string;
-  source: string;
-  learnCount: string | number;
-  alpha: string | number;
-  mean: string;
-  std: string;
-  min: string;
-  max: string;
-  clip: boolean;
-  zLimit: string | number;
-  badValues: string;
-  emitWhileLearning: boolean;
-  channels: string;
-  windowSize: string | number;
-  windowStride: string | number;
-  property: string;
-}
+type EdgeNormaliseDef = NodeDef & Record<string, unknown>;
 
 interface EdgeNormaliseNode extends Node {
   /** The statistics as the read-out would send them (used by the editor button's endpoint). */
@@ -48,36 +18,26 @@ interface EdgeNormaliseNode extends Node {
 const STATUS_INTERVAL_MS = 250;
 /** Learned statistics are written at most this often (and on close). */
 const PERSIST_DELAY_MS = 5000;
+const COMMANDS = ['reset', 'stats', 'load-stats'] as const;
 
-function numberList(value: unknown, label: string): number[] {
-  const list = listSetting(value).map(Number);
-  if (list.some((n) => !Number.isFinite(n)))
-    throw new RangeError(`${label}: expected comma-separated numbers`);
-  return list;
-}
-
-function parseOptions(config: EdgeNormaliseDef): NormaliserOptions {
-  const given: GivenStats = {
-    mean: numberList(config.mean, 'mean'),
-    std: numberList(config.std, 'std'),
-    min: numberList(config.min, 'min'),
-    max: numberList(config.max, 'max'),
-  };
-  const windowSize = numberSetting(config.windowSize, 0);
+function parseOptions(config: EdgeNormaliseDef): NormaliserOptions & { property: string } {
+  const s = new Settings(config);
+  const windowSize = s.number('windowSize', 0, { integer: true, min: 0 });
   return {
-    method: (config.method || 'zscore') as ScalingMethod,
-    range: config.range === '-1,1' ? [-1, 1] : [0, 1],
-    source: (config.source || 'first-n') as StatsSource,
-    learnCount: numberSetting(config.learnCount, 100),
-    alpha: numberSetting(config.alpha, 0.05),
-    given,
-    clip: config.clip === true,
-    zLimit: numberSetting(config.zLimit, 3),
-    badValues: (config.badValues || 'reject') as BadValuePolicy,
-    emitWhileLearning: config.emitWhileLearning !== false,
-    channels: listSetting(config.channels),
+    method: s.choice('method', ['zscore', 'minmax'] as const, 'zscore'),
+    range: s.choice('range', ['0,1', '-1,1'] as const, '0,1') === '-1,1' ? [-1, 1] : [0, 1],
+    source: s.choice('source', ['fixed', 'first-n', 'welford', 'ewma'] as const, 'first-n'),
+    learnCount: s.number('learnCount', 100, { integer: true, min: 1 }),
+    alpha: s.number('alpha', 0.05, { above: 0, max: 1 }),
+    given: { mean: s.numbers('mean'), std: s.numbers('std'), min: s.numbers('min'), max: s.numbers('max') },
+    clip: s.bool('clip', false),
+    zLimit: s.number('zLimit', 3, { above: 0 }),
+    badValues: s.choice('badValues', ['reject', 'skip', 'hold'] as const, 'reject'),
+    emitWhileLearning: s.bool('emitWhileLearning', true),
+    channels: s.list('channels'),
     windowSize,
-    windowStride: windowSize > 0 ? numberSetting(config.windowStride, 1) : 1,
+    windowStride: windowSize > 0 ? s.number('windowStride', 1, { integer: true, min: 1 }) : 1,
+    property: s.text('property', 'payload'),
   };
 }
 
@@ -88,108 +48,64 @@ export = function register(RED: NodeAPI): void {
   }
 
   function start(node: EdgeNormaliseNode, config: EdgeNormaliseDef): void {
-    const property = config.property || 'payload';
-
-    let normaliser: Normaliser | null = null;
-    let configError: Error | null = null;
+    const status = new Status(node, RED, 'edge-normalise', { intervalMs: STATUS_INTERVAL_MS });
+    let normaliser: Normaliser;
+    let property: string;
     try {
-      normaliser = new Normaliser(parseOptions(config));
+      const options = parseOptions(config);
+      property = options.property;
+      normaliser = new Normaliser(options);
     } catch (err) {
-      configError = new Error(RED._('edge-normalise.errors.config', { error: errorText(err) }));
-      node.error(configError.message);
-      setErrorStatus(node, configError);
+      node.exportStats = () => {
+        throw err;
+      };
+      failStart(node, status, err);
+      return;
     }
 
-    // RED.settings.userDir is always set by a Node-RED runtime; only bare test runtimes lack it.
-    const userDir = RED.settings.userDir || os.tmpdir();
-    const stateFile = new StateFile(
-      nodeStateFile(userDir, 'normalise', node.id),
-      () => normaliser?.toJSON(),
-      {
-        delayMs: PERSIST_DELAY_MS,
-        onError: (err) => node.warn(RED._('edge-normalise.errors.save', { error: errorText(err) })),
-      },
-    );
-    if (normaliser) {
-      try {
-        const saved = stateFile.readSync();
-        if (saved !== undefined) {
-          const result = normaliser.restore(saved);
-          if (!result.restored && result.reason) {
-            node.warn(RED._('edge-normalise.warnings.notRestored', { reason: result.reason }));
-          }
+    const state = nodeState(RED, node, 'normalise', () => normaliser.toJSON(), {
+      delayMs: PERSIST_DELAY_MS,
+      onError: (err) => node.warn(RED._('edge-normalise.errors.save', { error: errorText(err) })),
+    });
+    try {
+      const saved = state.readSync();
+      if (saved !== undefined) {
+        const result = normaliser.restore(saved);
+        if (!result.restored && result.reason) {
+          node.warn(RED._('edge-normalise.warnings.notRestored', { reason: result.reason }));
         }
-      } catch (err) {
-        node.warn(RED._('edge-normalise.errors.load', { file: stateFile.file, error: errorText(err) }));
       }
+    } catch (err) {
+      node.warn(RED._('edge-normalise.errors.load', { file: state.file, error: errorText(err) }));
     }
 
     let skipped = 0;
-    let statusTimer: NodeJS.Timeout | null = null;
-    let lastStatusAt = 0;
-    let lastPhase = '';
-
-    function statusOf(s: NormaliserStatus): NodeStatus {
+    /** Phase changes show at once, count updates at most every STATUS_INTERVAL_MS. */
+    function showStatus(s: NormaliserStatus = normaliser.status()): void {
       const parts: string[] = [];
       if (s.phase === 'learning')
-        parts.push(RED._('edge-normalise.status.learning', { count: s.count, total: s.learnCount }));
-      else if (s.phase === 'frozen') parts.push(RED._('edge-normalise.status.frozen', { count: s.count }));
+        parts.push(status.t('status.learning', { count: s.count, total: s.learnCount }));
+      else if (s.phase === 'frozen') parts.push(status.t('status.frozen', { count: s.count }));
       else if (s.phase === 'continuous')
-        parts.push(RED._('edge-normalise.status.continuous', { source: s.source, count: s.count }));
-      else parts.push(RED._(`edge-normalise.status.${s.phase}`));
+        parts.push(status.t('status.continuous', { source: s.source, count: s.count }));
+      else parts.push(status.t(`status.${s.phase}`));
       if (s.windowSize > 0)
-        parts.push(RED._('edge-normalise.status.window', { filled: s.windowFilled, size: s.windowSize }));
-      if (skipped > 0) parts.push(RED._('edge-normalise.status.skipped', { count: skipped }));
-      return {
-        fill: s.phase === 'learning' ? 'blue' : 'green',
-        shape: s.phase === 'learning' ? 'ring' : 'dot',
-        text: parts.join(' · '),
-      };
+        parts.push(status.t('status.window', { filled: s.windowFilled, size: s.windowSize }));
+      if (skipped > 0) parts.push(status.t('status.skipped', { count: skipped }));
+      status.text(s.phase === 'learning' ? 'working' : 'ok', parts.join(' · '));
     }
 
-    function applyStatus(): void {
-      if (!normaliser) return;
-      const s = normaliser.status();
-      lastStatusAt = Date.now();
-      lastPhase = s.phase;
-      node.status(statusOf(s));
-    }
+    node.exportStats = () => normaliser.exportStats();
+    showStatus();
 
-    /** Shows phase changes at once; count updates at most every STATUS_INTERVAL_MS. */
-    function showStatus(): void {
-      if (!normaliser) return;
-      const elapsed = Date.now() - lastStatusAt;
-      if (normaliser.status().phase !== lastPhase || elapsed >= STATUS_INTERVAL_MS) {
-        if (statusTimer) clearTimeout(statusTimer);
-        statusTimer = null;
-        applyStatus();
-      } else if (!statusTimer) {
-        statusTimer = setTimeout(() => {
-          statusTimer = null;
-          applyStatus();
-        }, STATUS_INTERVAL_MS - elapsed);
-      }
-    }
-
-    node.exportStats = () => {
-      if (!normaliser) throw configError;
-      return normaliser.exportStats();
-    };
-
-    if (normaliser) applyStatus();
-
-    onInput(node, (msg, send) => {
-      if (!normaliser) throw configError;
+    onInput(node, status, (msg, send) => {
       // A pending count update must not paint over the red status of a failing message.
-      if (statusTimer) clearTimeout(statusTimer);
-      statusTimer = null;
-      const command =
-        typeof msg.command === 'string' ? msg.command : msg.topic === 'stats' ? 'stats' : undefined;
-      if (msg.reset === true || command === 'reset') {
+      status.cancel();
+      const command = commandOf(msg, COMMANDS);
+      if (command === 'reset') {
         normaliser.reset();
         skipped = 0;
-        stateFile.changed();
-        lastPhase = '';
+        state.changed();
         showStatus();
         return;
       }
@@ -207,11 +123,10 @@ export = function register(RED: NodeAPI): void {
             ? payload.normalisation
             : payload,
         );
-        stateFile.changed();
+        state.changed();
         showStatus();
         return;
       }
-      if (command !== undefined) throw new Error(RED._('edge-normalise.errors.command', { command }));
 
       let result;
       try {
@@ -219,7 +134,7 @@ export = function register(RED: NodeAPI): void {
       } catch (err) {
         throw new Error(RED._('edge-normalise.errors.input', { error: errorText(err) }));
       }
-      if (result.learned > 0) stateFile.changed();
+      if (result.learned > 0) state.changed();
       skipped += result.skipped;
       showStatus();
       if (result.outputs.length === 0) return;
@@ -236,10 +151,9 @@ export = function register(RED: NodeAPI): void {
       send(messages.length === 1 ? messages[0] : [messages as NodeMessage[]]);
     });
 
-    onClose(node, async () => {
-      if (statusTimer) clearTimeout(statusTimer);
-      statusTimer = null;
-      await stateFile.close();
+    onClose(node, async (removed) => {
+      status.cancel();
+      await closeState(state, removed);
     });
   }
 

@@ -18,7 +18,9 @@ import {
   scanI2cBus,
   DEFAULT_ADDRESSES,
 } from '../../lib/sensors';
-import { errorText, onClose, onInput, shortText } from '../shared/node-utils';
+import { errorText, failStart, onClose, onInput } from '../shared/node-utils';
+import { Status } from '../shared/status';
+import { userDirOf } from '../shared/user-dir';
 import {
   type EdgeSensorFields,
   type EdgeSensorSettings,
@@ -51,16 +53,14 @@ export = function (RED: NodeAPI): void {
   }
 
   function setup(node: Node, def: EdgeSensorDef): void {
+    const status = new Status(node, RED, 'edge-sensor');
     let settings: EdgeSensorSettings | undefined;
     let source: SensorSource | undefined;
     let setupError: Error | undefined;
     try {
       settings = parseEdgeSensorFields(def);
       if (settings.source.csv) {
-        settings.source.csv.path = resolveCsvPath(
-          settings.source.csv.path,
-          (RED.settings as { userDir?: string }).userDir,
-        );
+        settings.source.csv.path = resolveCsvPath(settings.source.csv.path, userDirOf(RED));
       }
       source = createSensorSource({
         ...settings.source,
@@ -86,14 +86,9 @@ export = function (RED: NodeAPI): void {
 
     function showReading(reading: SensorReading): void {
       const faulted = (source?.activeFaults?.() ?? []).length > 0;
-      node.status({
-        fill: faulted ? 'yellow' : 'green',
-        shape: 'dot',
-        // The fault tag goes first so that truncating a long status keeps it.
-        text: shortText(
-          `${simulatedTag}${faultTag().trim()} ${summary(reading)}`.replace(/\s+/g, ' ').trim(),
-        ),
-      });
+      // The fault tag goes first so that truncating a long status keeps it.
+      const text = `${simulatedTag}${faultTag().trim()} ${summary(reading)}`.replace(/\s+/g, ' ').trim();
+      status.text(faulted ? 'warning' : 'ok', text);
     }
 
     function readingMessage(reading: SensorReading, base?: Record<string, unknown>): NodeMessage {
@@ -118,7 +113,7 @@ export = function (RED: NodeAPI): void {
 
     function endOfData(err: Error): void {
       finished = true;
-      node.status({ fill: 'grey', shape: 'ring', text: shortText(RED._('edge-sensor.status.finished')) });
+      status.set('waiting', 'status.finished', {}, true);
       node.log(err.message);
     }
 
@@ -127,15 +122,14 @@ export = function (RED: NodeAPI): void {
       failing = true;
       const text = errorText(err);
       const noHardware = isSensorError(err, 'NO_HARDWARE');
-      node.status({
-        fill: 'red',
-        shape: 'ring',
-        text: shortText(
-          retryMs !== undefined && !noHardware
-            ? RED._('edge-sensor.status.retrying', { error: text, seconds: Math.round(retryMs / 1000) })
-            : text,
-        ),
-      });
+      if (retryMs !== undefined && !noHardware)
+        status.set(
+          'error',
+          'status.retrying',
+          { error: status.describe(err), seconds: Math.round(retryMs / 1000) },
+          true,
+        );
+      else status.error(err);
       if (text !== reportedError) {
         reportedError = text;
         node.error(err instanceof Error ? err : new Error(text), {
@@ -180,21 +174,26 @@ export = function (RED: NodeAPI): void {
       const faults: FaultSpec[] = (Array.isArray(input) ? input : [input]).map((f) => parseFault(f));
       for (const fault of faults) source.injectFault(fault);
       const tag = faultTag();
-      node.status({
-        fill: tag ? 'yellow' : 'green',
-        shape: 'dot',
-        text: shortText(simulatedTag + (tag ? tag.trim() : RED._('edge-sensor.status.noFault'))),
-      });
+      status.text(
+        tag ? 'warning' : 'ok',
+        simulatedTag + (tag ? tag.trim() : status.t('status.noFault')),
+        true,
+      );
     }
 
-    onInput(node, async (msg, send) => {
-      if (setupError || !source) throw setupError ?? new Error('edge-sensor is not configured');
+    if (setupError || !source || !settings) {
+      failStart(node, status, setupError ?? new Error('edge-sensor is not configured'));
+      return;
+    }
+    const active = source;
+
+    onInput(node, status, async (msg, send) => {
       if (msg.fault !== undefined) {
         applyFaults(msg.fault);
         return;
       }
       try {
-        const reading = await source.read();
+        const reading = await active.read();
         succeeded(reading);
         send(readingMessage(reading, msg));
       } catch (err) {
@@ -208,14 +207,9 @@ export = function (RED: NodeAPI): void {
       closed = true;
       clearTimeout(timer);
       timer = undefined;
-      await source?.close();
+      status.cancel();
+      await active.close();
     });
-
-    if (setupError || !source || !settings) {
-      node.status({ fill: 'red', shape: 'ring', text: shortText(errorText(setupError)) });
-      node.error(setupError ?? new Error('edge-sensor is not configured'));
-      return;
-    }
 
     const device = settings.source.device;
     if (source.start) {
@@ -239,9 +233,9 @@ export = function (RED: NodeAPI): void {
     } else if (device !== 'csv') {
       // Input-only: probe once so the status tells at once whether the device is there.
       schedule(START_DELAY_MS, settings.emitInitial);
-      node.status({ fill: 'grey', shape: 'dot', text: RED._('edge-sensor.status.waiting') });
+      status.set('waiting', 'status.waiting');
     } else if (!source.start) {
-      node.status({ fill: 'grey', shape: 'dot', text: RED._('edge-sensor.status.waiting') });
+      status.set('waiting', 'status.waiting');
     }
   }
 

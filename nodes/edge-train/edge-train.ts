@@ -1,139 +1,95 @@
-import os from 'node:os';
-import path from 'node:path';
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import { ModelStore } from '../../lib/models/store/store';
-import { isArchitecture, type Task } from '../../lib/train/architectures';
+import { ARCHITECTURES, type Task } from '../../lib/train/architectures';
 import { DeviceTrainer, type ClassWeighting, type DeviceTrainerConfig } from '../../lib/train/device-trainer';
-import { CancelledError, type BackendChoice, type OptimizerName } from '../../lib/train/trainer';
-import {
-  errorText,
-  listSetting,
-  numberSetting,
-  onClose,
-  onInput,
-  setErrorStatus,
-  type Send,
-} from '../shared/node-utils';
+import { CancelledError } from '../../lib/train/trainer';
+import { commandOf } from '../shared/command';
+import { errorText, onClose, onInput, type Send } from '../shared/node-utils';
+import { SettingError, Settings } from '../shared/settings';
+import { nodeStateDir, removeStateDir } from '../shared/state';
+import { Status } from '../shared/status';
+import { userDirOf } from '../shared/user-dir';
 
-interface EdgeTrainDef extends NodeDef {
-  modelName: string;
-  source: string;
-  architecture: string;
-  baseModel: string;
-  freeze: string | number;
-  task: string;
-  units: string;
-  filters: string;
-  kernelSize: string | number;
-  dropout: string | number;
-  latent: string | number;
-  inputShape: string;
-  classes: string;
-  labelProperty: string;
-  optimizer: string;
-  learningRate: string | number;
-  momentum: string | number;
-  learningRateDecay: string | number;
-  batchSize: string | number;
-  epochs: string | number;
-  validationSplit: string | number;
-  patience: string | number;
-  classWeights: string;
-  augmentShift: string | number;
-  trigger: string;
-  interval: string | number;
-  everySamples: string | number;
-  minSamples: string | number;
-  capacity: string | number;
-  policy: string;
-  backend: string;
-  normaliser: string;
-}
+type EdgeTrainDef = NodeDef & Record<string, unknown>;
 
-type Command = 'train' | 'cancel' | 'export' | 'clear';
-const COMMANDS: readonly Command[] = ['train', 'cancel', 'export', 'clear'];
+const COMMANDS = ['train', 'cancel', 'export', 'clear'] as const;
 
-function wholeList(value: unknown, label: string): number[] | undefined {
-  const list = listSetting(value).map(Number);
-  if (list.some((n) => !Number.isInteger(n) || n < 1))
-    throw new RangeError(`${label}: expected whole numbers above 0`);
-  return list.length > 0 ? list : undefined;
-}
-
-function parseClassWeights(value: string): ClassWeighting {
-  const text = (value || 'none').trim();
+function parseClassWeights(s: Settings): ClassWeighting {
+  const text = s.text('classWeights', 'none');
   if (text === 'none' || text === 'balanced') return text;
-  const parsed = JSON.parse(text) as unknown;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
   if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw new RangeError('class weights: "none", "balanced" or a JSON object such as {"fault": 5}');
+    throw new SettingError('classWeights', text, '"none", "balanced" or a JSON object such as {"fault": 5}');
   }
   return parsed as Record<string, number>;
 }
 
 /** The trainer's configuration from the editor fields; throws on what cannot work. */
-function parseConfig(config: EdgeTrainDef, node: Node, userDir: string): DeviceTrainerConfig {
-  const fineTune = config.source === 'transfer';
-  const architecture = fineTune ? undefined : config.architecture || 'dense-classifier';
-  if (architecture !== undefined && !isArchitecture(architecture))
-    throw new RangeError(`unknown architecture "${architecture}"`);
-  const optimizer = (config.optimizer || 'adam') as OptimizerName;
-  if (!['adam', 'sgd', 'rmsprop'].includes(optimizer))
-    throw new RangeError(`unknown optimizer "${optimizer}"`);
-  const policy = config.policy === 'reservoir' ? 'reservoir' : 'ring';
-  const backend = (['wasm', 'cpu'].includes(config.backend) ? config.backend : 'auto') as BackendChoice;
+function parseConfig(config: EdgeTrainDef, userDir: string, datasetDir: string): DeviceTrainerConfig {
+  const s = new Settings(config);
+  const fineTune = s.choice('source', ['build', 'transfer'] as const, 'build') === 'transfer';
+  const architecture = fineTune
+    ? undefined
+    : s.choice(
+        'architecture',
+        Object.keys(ARCHITECTURES) as (keyof typeof ARCHITECTURES)[],
+        'dense-classifier',
+      );
+  const whole = { integer: true, min: 1 };
+  const optional = <T>(list: T[]): T[] | undefined => (list.length > 0 ? list : undefined);
+  const optionalNumber = (n: number): number | undefined => (Number.isNaN(n) ? undefined : n);
   return {
-    modelName: (config.modelName || '').trim(),
+    modelName: s.text('modelName'),
     store: ModelStore.forUserDir(userDir),
-    datasetDir: path.join(userDir, 'edge-ai', 'datasets', node.id),
-    capacity: numberSetting(config.capacity, 10000),
-    policy,
+    datasetDir,
+    capacity: s.number('capacity', 10000, whole),
+    policy: s.choice('policy', ['ring', 'reservoir'] as const, 'ring'),
     architecture,
-    task: fineTune ? ((config.task || 'classification') as Task) : undefined,
-    baseModel: fineTune
-      ? { name: (config.baseModel || '').trim(), freeze: numberSetting(config.freeze, 0) }
+    task: fineTune
+      ? s.choice<Task>('task', ['classification', 'regression', 'autoencoder'], 'classification')
       : undefined,
-    inputShape: wholeList(config.inputShape, 'input shape'),
-    classes: listSetting(config.classes).length > 0 ? listSetting(config.classes) : undefined,
-    classWeights: parseClassWeights(config.classWeights),
-    minSamples: numberSetting(config.minSamples, 10),
+    baseModel: fineTune
+      ? { name: s.text('baseModel'), freeze: s.number('freeze', 0, { integer: true, min: 0 }) }
+      : undefined,
+    inputShape: optional(s.numbers('inputShape', whole)),
+    classes: optional(s.list('classes')),
+    classWeights: parseClassWeights(s),
+    minSamples: s.number('minSamples', 10, whole),
     training: {
       sizes: {
-        units: wholeList(config.units, 'units'),
-        filters: wholeList(config.filters, 'filters'),
-        kernelSize: numberSetting(config.kernelSize, 3),
-        dropout: numberSetting(config.dropout, 0),
-        latent:
-          config.latent === '' || config.latent === undefined ? undefined : numberSetting(config.latent, 8),
+        units: optional(s.numbers('units', whole)),
+        filters: optional(s.numbers('filters', whole)),
+        kernelSize: s.number('kernelSize', 3, whole),
+        dropout: s.number('dropout', 0, { min: 0, max: 1 }),
+        latent: optionalNumber(s.number('latent', NaN, whole)),
       },
-      optimizer,
-      learningRate: numberSetting(config.learningRate, 0.001),
-      momentum: numberSetting(config.momentum, 0.9),
-      learningRateDecay: numberSetting(config.learningRateDecay, 1),
-      batchSize: numberSetting(config.batchSize, 32),
-      epochs: numberSetting(config.epochs, 10),
-      validationSplit: numberSetting(config.validationSplit, 0.2),
-      earlyStoppingPatience: numberSetting(config.patience, 0),
-      augmentShift: numberSetting(config.augmentShift, 0),
-      backend,
+      optimizer: s.choice('optimizer', ['adam', 'sgd', 'rmsprop'] as const, 'adam'),
+      learningRate: s.number('learningRate', 0.001, { above: 0 }),
+      momentum: s.number('momentum', 0.9, { min: 0 }),
+      learningRateDecay: s.number('learningRateDecay', 1, { above: 0 }),
+      batchSize: s.number('batchSize', 32, whole),
+      epochs: s.number('epochs', 10, whole),
+      validationSplit: s.number('validationSplit', 0.2, { min: 0, max: 1 }),
+      earlyStoppingPatience: s.number('patience', 0, { integer: true, min: 0 }),
+      augmentShift: s.number('augmentShift', 0, { integer: true, min: 0 }),
+      backend: s.choice('backend', ['auto', 'wasm', 'cpu'] as const, 'auto'),
     },
   };
 }
 
-/** Reads a dotted message property such as "label" or "payload.target". */
-function readProperty(msg: Record<string, unknown>, property: string): unknown {
-  return property.split('.').reduce<unknown>((value, key) => {
-    return value !== null && typeof value === 'object' ? (value as Record<string, unknown>)[key] : undefined;
-  }, msg);
-}
-
-function commandOf(msg: Record<string, unknown>): Command | undefined {
-  if (typeof msg.command === 'string' && (COMMANDS as readonly string[]).includes(msg.command)) {
-    return msg.command as Command;
-  }
-  for (const command of COMMANDS) if (msg[command] === true) return command;
-  if (typeof msg.topic === 'string' && (COMMANDS as readonly string[]).includes(msg.topic))
-    return msg.topic as Command;
-  return undefined;
+function parseTrigger(config: EdgeTrainDef) {
+  const s = new Settings(config);
+  return {
+    labelProperty: s.text('labelProperty', 'label').replace(/^msg\./, ''),
+    trigger: s.choice('trigger', ['message', 'interval', 'samples'] as const, 'message'),
+    everySamples: s.number('everySamples', 100, { integer: true, min: 1 }),
+    intervalMinutes: s.number('interval', 60, { min: 0 }),
+  };
 }
 
 const round = (value: number | null | undefined, digits = 4): number | null =>
@@ -146,27 +102,21 @@ export = function register(RED: NodeAPI): void {
   }
 
   function start(node: Node, config: EdgeTrainDef): void {
-    // RED.settings.userDir is always set by a Node-RED runtime; only bare test runtimes lack it.
-    const userDir = RED.settings.userDir || path.join(os.homedir(), '.node-red');
-    const labelProperty = (config.labelProperty || 'label').replace(/^msg\./, '');
-    const trigger = config.trigger || 'message';
-    const everySamples = Math.max(1, numberSetting(config.everySamples, 100));
+    const status = new Status(node, RED, 'edge-train');
+    const datasetDir = nodeStateDir(RED, node, 'datasets');
     let trainer: DeviceTrainer | undefined;
     let closed = false;
     let timer: NodeJS.Timeout | undefined;
 
     const idleStatus = (): void => {
       if (!trainer || trainer.training) return;
-      node.status({
-        fill: 'blue',
-        shape: 'ring',
-        text: RED._('edge-train.status.samples', { count: trainer.dataset.count }),
-      });
+      status.set('waiting', 'status.samples', { count: trainer.dataset.count });
     };
 
+    let trigger: ReturnType<typeof parseTrigger> | undefined;
     const ready: Promise<DeviceTrainer> = (async () => {
-      const parsed = parseConfig(config, node, userDir);
-      const opened = await DeviceTrainer.open(parsed);
+      trigger = parseTrigger(config);
+      const opened = await DeviceTrainer.open(parseConfig(config, userDirOf(RED), datasetDir));
       if (opened.resetReason) node.warn(RED._('edge-train.warnings.reset', { reason: opened.resetReason }));
       return opened;
     })();
@@ -178,16 +128,18 @@ export = function register(RED: NodeAPI): void {
         }
         trainer = opened;
         idleStatus();
+        if (trigger?.trigger === 'interval' && trigger.intervalMinutes > 0)
+          timer = setInterval(trainInBackground, trigger.intervalMinutes * 60_000);
       },
       (err: unknown) => {
-        node.error(RED._('edge-train.errors.config', { error: errorText(err) }));
-        setErrorStatus(node, err);
+        node.error(status.describe(err));
+        status.error(err);
       },
     );
 
     /** Statistics of the edge-normalise node named in the settings, if any. */
     const normaliserStats = (): unknown => {
-      if (!config.normaliser) return undefined;
+      if (typeof config.normaliser !== 'string' || !config.normaliser) return undefined;
       const source = RED.nodes.getNode(config.normaliser) as (Node & { exportStats?: () => unknown }) | null;
       return source && typeof source.exportStats === 'function' ? source.exportStats() : undefined;
     };
@@ -196,17 +148,13 @@ export = function register(RED: NodeAPI): void {
     const train = async (active: DeviceTrainer, send: Send, base: NodeMessage = {}): Promise<void> => {
       const stats = normaliserStats();
       if (stats !== undefined) await active.setNormalisation(stats);
-      node.status({ fill: 'yellow', shape: 'ring', text: RED._('edge-train.status.starting') });
+      status.set('working', 'status.starting', {}, true);
       try {
         const outcome = await active.train((p) => {
-          node.status({
-            fill: 'yellow',
-            shape: 'dot',
-            text: RED._('edge-train.status.epoch', {
-              epoch: p.epoch,
-              epochs: p.epochs,
-              loss: round(p.loss) ?? '-',
-            }),
+          status.set('working', 'status.epoch', {
+            epoch: p.epoch,
+            epochs: p.epochs,
+            loss: round(p.loss) ?? '-',
           });
           send({
             ...base,
@@ -221,20 +169,20 @@ export = function register(RED: NodeAPI): void {
           });
         });
         const accuracy = outcome.metrics.valAccuracy ?? outcome.metrics.accuracy;
-        node.status({
-          fill: 'green',
-          shape: 'dot',
-          text:
-            accuracy !== undefined
-              ? RED._('edge-train.status.trainedAccuracy', {
-                  version: outcome.version,
-                  accuracy: (accuracy * 100).toFixed(1),
-                })
-              : RED._('edge-train.status.trained', {
-                  version: outcome.version,
-                  loss: round(outcome.metrics.loss) ?? '-',
-                }),
-        });
+        if (accuracy !== undefined)
+          status.set(
+            'ok',
+            'status.trainedAccuracy',
+            { version: outcome.version, accuracy: (accuracy * 100).toFixed(1) },
+            true,
+          );
+        else
+          status.set(
+            'ok',
+            'status.trained',
+            { version: outcome.version, loss: round(outcome.metrics.loss) ?? '-' },
+            true,
+          );
         send({
           ...base,
           topic: 'trained',
@@ -251,8 +199,7 @@ export = function register(RED: NodeAPI): void {
         });
       } catch (err) {
         if (err instanceof CancelledError) {
-          if (!closed)
-            node.status({ fill: 'grey', shape: 'ring', text: RED._('edge-train.status.cancelled') });
+          if (!closed) status.set('waiting', 'status.cancelled', {}, true);
           return;
         }
         throw err;
@@ -265,18 +212,13 @@ export = function register(RED: NodeAPI): void {
       const active = trainer;
       train(active, (msg) => node.send(msg as NodeMessage)).catch((err: unknown) => {
         node.error(RED._('edge-train.errors.training', { error: errorText(err) }));
-        setErrorStatus(node, err);
+        status.error(err);
       });
     };
 
-    if (trigger === 'interval') {
-      const minutes = numberSetting(config.interval, 60);
-      if (minutes > 0) timer = setInterval(trainInBackground, minutes * 60_000);
-    }
-
-    onInput(node, async (msg, send) => {
+    onInput(node, status, async (msg, send) => {
       const active = await ready;
-      const command = commandOf(msg);
+      const command = commandOf(msg, COMMANDS);
       if (command === 'train') {
         await train(active, send, { _msgid: msg._msgid } as NodeMessage);
         return;
@@ -299,16 +241,19 @@ export = function register(RED: NodeAPI): void {
         await active.setNormalisation(stats);
         if (msg.topic === 'stats') return;
       }
-      await active.addSample(msg.payload, readProperty(msg, labelProperty));
+      const { labelProperty, everySamples } = trigger!;
+      await active.addSample(msg.payload, RED.util.getMessageProperty(msg, labelProperty));
       idleStatus();
-      if (trigger === 'samples' && active.samplesSinceTraining >= everySamples) trainInBackground();
+      if (trigger!.trigger === 'samples' && active.samplesSinceTraining >= everySamples) trainInBackground();
     });
 
-    onClose(node, async () => {
+    onClose(node, async (removed) => {
       closed = true;
+      status.cancel();
       if (timer) clearInterval(timer);
       const active = trainer ?? (await ready.catch(() => undefined));
       await active?.close();
+      await removeStateDir(datasetDir, removed);
     });
   }
 

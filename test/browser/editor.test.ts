@@ -1,5 +1,7 @@
 // The package in the real Node-RED editor: palette, icons, edit dialogs and their validators.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Page } from 'playwright-core';
 import {
   artifactPath,
@@ -8,6 +10,7 @@ import {
   openEditor,
   packageInfo,
   PALETTE_CATEGORY,
+  REPO_ROOT,
   requireChromium,
 } from './harness';
 
@@ -22,6 +25,23 @@ describe('package manifest', function () {
       [],
       `package.json "node-red".nodes names files that do not exist:\n${missing.join('\n')}`,
     );
+  });
+
+  it('help lives in each node locale folder (locales/en-US/<type>.html), as in Node-RED core', function () {
+    const problems = pkg.sets.flatMap((s) => {
+      const dir = path.dirname(s.html);
+      return s.types.flatMap((type) => {
+        const p: string[] = [];
+        const locale = path.join(REPO_ROOT, dir, 'locales', 'en-US', `${type}.html`);
+        if (!fs.existsSync(locale)) p.push(`${type}: no ${path.relative(REPO_ROOT, locale)}`);
+        else if (!fs.readFileSync(locale, 'utf8').includes(`data-help-name="${type}"`))
+          p.push(`${type}: its locale help has no data-help-name="${type}"`);
+        if (fs.readFileSync(path.join(REPO_ROOT, s.html), 'utf8').includes('data-help-name'))
+          p.push(`${type}: help still in ${s.html}`);
+        return p;
+      });
+    });
+    assert.deepEqual(problems, [], problems.join('\n'));
   });
 
   it('every editor file registers at least one node type', function () {
@@ -91,8 +111,10 @@ describe('editor in Chromium', function () {
             out.push({ type, problem: 'not registered in the editor' });
             continue;
           }
+          const paletteLabel: string =
+            typeof def.paletteLabel === 'function' ? def.paletteLabel.call(def) : (def.paletteLabel ?? type);
           if (def.category === 'config') {
-            out.push({ type, config: true });
+            out.push({ type, config: true, paletteLabel });
             continue;
           }
           const el = $(`.red-ui-palette-node[data-palette-type="${type}"]`);
@@ -105,6 +127,9 @@ describe('editor in Chromium', function () {
             visible: el.is(':visible'),
             category: el.closest('.red-ui-palette-category').data('category'),
             iconUrl,
+            paletteLabel,
+            // The palette breaks a long label into lines: compare the words.
+            shownLabel: el.find('.red-ui-palette-label').text().replace(/\s+/g, ' ').trim(),
             fromPackage: iconUrl.includes(`icons/${module}/`),
             shown: background.includes(iconUrl.replace(/^.*?icons\//, 'icons/')),
             ...image,
@@ -117,8 +142,13 @@ describe('editor in Chromium', function () {
 
     const problems = entries.flatMap((e) => {
       if (e.problem) return [`${e.type}: ${e.problem}`];
+      // One style: lower-case words from the catalog, "edge-model-loader" -> "edge model loader".
+      const label = (e.type as string).replace(/-/g, ' ');
+      if (e.paletteLabel !== label)
+        return [`${e.type}: palette label "${e.paletteLabel}", expected "${label}"`];
       if (e.config) return [];
       const p: string[] = [];
+      if (e.shownLabel !== label) p.push(`palette shows "${e.shownLabel}"`);
       if (!e.inPalette) p.push('not in the palette');
       if (e.category !== PALETTE_CATEGORY) p.push(`category "${e.category}"`);
       if (!e.fromPackage) p.push(`icon ${e.iconUrl} is not one of the package's icons`);
@@ -218,6 +248,9 @@ describe('editor in Chromium', function () {
           problems.push(`${f.prop}: bad value ${JSON.stringify(f.bad)} not flagged`);
           continue;
         }
+        // The editor shows the validator's reason; it must be translated text, not a catalog key.
+        if (f.reason !== undefined && (f.reason === '' || /^edge-[\w-]+\.[\w.]+$/.test(f.reason)))
+          problems.push(`${f.prop}: bad value gives no translated reason (${JSON.stringify(f.reason)})`);
         if (checked.length === 0 && !isConfig)
           await page.screenshot({ path: artifactPath(`edit-dialog-${type}.png`) });
         if (f.good === undefined) {
@@ -265,6 +298,8 @@ interface EditableField {
   visible: boolean;
   current: string;
   bad?: string;
+  /** What the validator answers for the bad value, when it has a validator. */
+  reason?: string;
   good?: string;
 }
 
@@ -317,13 +352,18 @@ async function editableFields(
         const good =
           [...near, ...goodCandidates].find((v: string) => v !== current && typeable(v) && valid(v)) ??
           (valid(current) ? current : undefined);
+        const bad = badCandidates.find((v: string) => typeable(v) && !valid(v));
         fields.push({
           prop,
           selector: `#${prefix}-${prop}`,
           typed,
           visible: typed ? input.next('.red-ui-typedInput-container').is(':visible') : input.is(':visible'),
           current,
-          bad: badCandidates.find((v: string) => typeable(v) && !valid(v)),
+          bad,
+          reason:
+            bad !== undefined && typeof spec.validate === 'function' && !(spec.required && bad === '')
+              ? String((spec.validate as (v: string, o: object) => unknown).call(node, bad, {}))
+              : undefined,
           good,
         });
       }

@@ -67,4 +67,32 @@ describe('normalise state file', () => {
     );
     assert.equal(path.basename(nodeStateFile('/u', 'normalise', '../x/y')), '.._x_y.json');
   });
+
+  it('takes an async serialiser, a last one on close, and remove() deletes the file and stops writes', async () => {
+    let state = 1;
+    const file = new StateFile(
+      path.join(dir, 's.json'),
+      async () => {
+        await wait(5);
+        return { state };
+      },
+      { delayMs: 20 },
+    );
+    file.changed();
+    await file.flush();
+    assert.deepEqual(file.readSync(), { state: 1 }, 'the awaited value is written');
+    state = 2;
+    file.changed();
+    await file.close(() => ({ state: 'last' }));
+    assert.deepEqual(file.readSync(), { state: 'last' }, 'close writes with the last serialiser');
+
+    const removed = new StateFile(path.join(dir, 'r.json'), () => ({ state }), { delayMs: 20 });
+    removed.changed();
+    await removed.flush();
+    removed.changed();
+    await removed.remove();
+    await wait(60);
+    assert.equal(removed.readSync(), undefined, 'deleted, and the pending change is not written');
+    await removed.remove(); // absent is fine
+  });
 });

@@ -8,6 +8,7 @@ import { exportLayersModelToOnnx } from '../../lib/models/convert/onnx-export';
 import { attr, GraphBuilder, OnnxType, tensorValueInfo } from '../../lib/models/convert/onnx-graph';
 import {
   calibrateOnnxActivations,
+  int8WeightsNeedReducedRange,
   quantizeOnnxInt8,
   quantizeOnnxInt8Calibrated,
   quantizeSymmetric,
@@ -59,6 +60,16 @@ describe('int8 quantization of ONNX models', function () {
 
   afterEach(() => {
     assert.equal(liveOrtSessionCount(), 0, 'every ORT session is released');
+  });
+
+  it('uses 7-bit weights exactly where ONNX Runtime int8 kernels would saturate (x86 without VNNI)', () => {
+    assert.equal(int8WeightsNeedReducedRange('x64', ['sse4_2', 'avx', 'avx2']), true);
+    assert.equal(int8WeightsNeedReducedRange('x64', ['avx2', 'avx512f', 'avx512_vnni']), false);
+    assert.equal(int8WeightsNeedReducedRange('x64', ['avx2', 'avx_vnni']), false);
+    assert.equal(int8WeightsNeedReducedRange('x64', null), true);
+    assert.equal(int8WeightsNeedReducedRange('arm64', ['fp', 'asimd']), false);
+    const q = quantizeSymmetric(Float32Array.from([1, -0.25]), [2], null, true);
+    assert.deepEqual(Array.from(q.values), [63, -16]);
   });
 
   it('quantizes symmetrically per channel within half a step', () => {

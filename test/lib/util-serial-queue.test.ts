@@ -55,7 +55,15 @@ describe('serial queue', () => {
       canBatch: () => true,
       maxBatch: 3,
     });
-    const out = await Promise.all([q.push(1), q.push(2), q.push(3), q.push(4), q.push(5), q.idle(), q.push(6)]);
+    const out = await Promise.all([
+      q.push(1),
+      q.push(2),
+      q.push(3),
+      q.push(4),
+      q.push(5),
+      q.idle(),
+      q.push(6),
+    ]);
     assert.deepEqual(out, [10, 20, 30, 40, 50, undefined, 60]);
     // The first item starts at once; what queues up meanwhile goes together.
     assert.deepEqual(batches, [[1], [2, 3, 4], [5], [6]]);

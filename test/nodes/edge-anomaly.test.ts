@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { existsSync, promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { ModelStore } from '../../lib/models/store/store';
 import { fileSaveHandler, tf, useBackend } from '../../lib/models/runtime/tfjs';
 import type { EdgeModelNode } from '../../nodes/shared/model-config';
+import { useTempUserDir } from '../helpers/user-dir';
 import { collect, helper, nodeModule, type FlowNode } from '../helpers/red';
 import { gaussian, prng } from '../helpers/signals';
 
@@ -120,25 +120,9 @@ function statusLog(n: TestNode) {
 
 describe('edge-anomaly node', function () {
   this.timeout(30000);
-  let userDir: string;
-  let settings: Record<string, unknown>;
-  let previousUserDir: unknown;
+  const home = useTempUserDir('edge-anomaly');
 
-  beforeEach(async () => {
-    userDir = await fs.mkdtemp(path.join(os.tmpdir(), 'edge-anomaly-'));
-    settings = helper.settings();
-    previousUserDir = settings.userDir;
-    settings.userDir = userDir;
-  });
-
-  afterEach(async () => {
-    await helper.unload();
-    if (previousUserDir === undefined) delete settings.userDir;
-    else settings.userDir = previousUserDir;
-    await fs.rm(userDir, { recursive: true, force: true });
-  });
-
-  const stateFile = () => path.join(userDir, 'edge-ai', 'anomaly', 'n1.json');
+  const stateFile = () => path.join(home.path, 'edge-ai', 'anomaly', 'n1.json');
 
   it('answers every message in order and sends only anomalies and their end to the second output', async () => {
     await helper.load(anomalyNode, flow({}));
@@ -302,7 +286,7 @@ describe('edge-anomaly node', function () {
 
   it('method "model": scores with an edge-model autoencoder and follows its swaps', async () => {
     await useBackend(['cpu']);
-    const store = ModelStore.forUserDir(userDir);
+    const store = ModelStore.forUserDir(home.path);
     await saveAutoencoder(store, false);
     await saveAutoencoder(store, true);
     await helper.load(

@@ -331,7 +331,7 @@ describe('edge-model swaps and follows the store without dropping messages', fun
     assert.equal(liveOrtSessions(), sessions);
   });
 
-  it('swaps when edge-model-loader asks it to (loadModel), and keeps serving on a bad request', async () => {
+  it('swaps when edge-model-loader asks it to (load), and keeps serving on a bad request', async () => {
     const store = ModelStore.forUserDir(userDir);
     await saveVersion(store, 3);
     const latest = (await store.get('follow'))?.meta.version as number;
@@ -376,8 +376,8 @@ describe('edge-model swaps and follows the store without dropping messages', fun
     await helper.load(nodes, flow({ source: 'store:follow' }, { mode: 'regress' }));
     await modelReady();
     const modelNode = helper.getNode('m');
-    await assert.rejects(modelNode.swap('broken/model.json'), /not valid JSON/);
-    await assert.rejects(modelNode.swap('../outside/model.json'), /outside the allowed directory/);
+    await assert.rejects(modelNode.load('broken/model.json'), /not valid JSON/);
+    await assert.rejects(modelNode.load('../outside/model.json'), /outside the allowed directory/);
     const got = collect(node('out'), 1);
     helper.getNode('i').receive({ payload: [1, 1, 1] });
     const [msg] = (await got) as Msg[];

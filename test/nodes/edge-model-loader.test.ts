@@ -1,23 +1,21 @@
 import assert from 'node:assert/strict';
-import { promises as fs } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import type { Node, NodeAPI, NodeDef } from 'node-red';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { ModelStore } from '../../lib/models/store/store';
 import { fileSaveHandler, useBackend } from '../../lib/models/runtime/tfjs';
 import type { CompressionReport } from '../../lib/models/compress/compress-report';
+import { useTempUserDir } from '../helpers/user-dir';
 import { collect as collectMessages, helper, nodeModule, type FlowNode } from '../helpers/red';
 
 /**
  * Test double for the edge-model config node: records the load requests it receives through
- * the `loadModel` method the loader calls, and answers like a loaded model would.
+ * the `load` method the loader calls, and answers like a loaded model would.
  */
 const loadRequests: unknown[] = [];
 function recordingModelNode(RED: NodeAPI): void {
   function RecordingModel(this: Node & Record<string, unknown>, config: NodeDef) {
     RED.nodes.createNode(this, config);
-    this.loadModel = async (request: { source: string }) => {
+    this.load = async (request: { source: string }) => {
       loadRequests.push(request);
       if (request.source.includes('missing')) throw new Error(`no model at ${request.source}`);
       const store = /^store:(.+)@(\d+)$/.exec(request.source);
@@ -33,7 +31,7 @@ const INPUTS = 10;
 
 describe('edge-model-loader node', function () {
   this.timeout(30000);
-  let userDir: string;
+  const home = useTempUserDir('edge-loader');
   let store: ModelStore;
 
   before(async () => {
@@ -42,9 +40,7 @@ describe('edge-model-loader node', function () {
 
   beforeEach(async () => {
     loadRequests.length = 0;
-    userDir = await fs.mkdtemp(path.join(os.tmpdir(), 'edge-loader-'));
-    helper.settings({ userDir });
-    store = ModelStore.forUserDir(userDir);
+    store = ModelStore.forUserDir(home.path);
     const model = tfl.sequential({
       layers: [
         tfl.layers.dense({ units: 40, inputShape: [INPUTS], activation: 'relu' }),
@@ -55,12 +51,6 @@ describe('edge-model-loader node', function () {
       await model.save(fileSaveHandler(dir));
     });
     model.dispose();
-  });
-
-  afterEach(async () => {
-    await helper.unload();
-    helper.settings({});
-    await fs.rm(userDir, { recursive: true, force: true });
   });
 
   function flow(loader: Record<string, unknown>): FlowNode[] {

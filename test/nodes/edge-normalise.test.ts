@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { existsSync, promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Scaler, checkNormalisation, type NormalisationStats } from '../../lib/preprocess/scaling';
+import { useTempUserDir } from '../helpers/user-dir';
 import { collect, helper, nodeModule, type FlowNode } from '../helpers/red';
 
 const normaliseNode = nodeModule('edge-normalise');
@@ -90,25 +90,9 @@ function statusLog(node: { on: (e: string, f: (c: StatusCall) => void) => void }
 }
 
 describe('edge-normalise node', function () {
-  let userDir: string;
-  let settings: Record<string, unknown>;
-  let previousUserDir: unknown;
+  const home = useTempUserDir('edge-normalise');
 
-  beforeEach(async () => {
-    userDir = await fs.mkdtemp(path.join(os.tmpdir(), 'edge-normalise-'));
-    settings = helper.settings();
-    previousUserDir = settings.userDir;
-    settings.userDir = userDir;
-  });
-
-  afterEach(async () => {
-    await helper.unload();
-    if (previousUserDir === undefined) delete settings.userDir;
-    else settings.userDir = previousUserDir;
-    await fs.rm(userDir, { recursive: true, force: true });
-  });
-
-  const stateFile = () => path.join(userDir, 'edge-ai', 'normalise', 'n1.json');
+  const stateFile = () => path.join(home.path, 'edge-ai', 'normalise', 'n1.json');
 
   it('scales readings with statistics learned from the first N, then freezes', async () => {
     await helper.load(normaliseNode, flow({ learnCount: 3 }));

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { ModelStore, modelStoreEvents, type StoredModel } from '../../lib/models/store/store';
 import { TrainingWorker } from '../../lib/train/training-worker';
+import { useTempUserDir } from '../helpers/user-dir';
 import { collect, helper, nodeModule, type FlowNode } from '../helpers/red';
 
 const trainNode = nodeModule('edge-train');
@@ -41,22 +41,7 @@ function clusters(count: number): Array<{ input: number[]; label: string }> {
 
 describe('edge-train node', function () {
   this.timeout(60000);
-  let userDir: string;
-  let settings: Record<string, unknown>;
-  let previousUserDir: unknown;
-
-  beforeEach(async () => {
-    userDir = await fs.mkdtemp(path.join(os.tmpdir(), 'edge-train-node-'));
-    settings = helper.settings();
-    previousUserDir = settings.userDir;
-    settings.userDir = userDir;
-  });
-  afterEach(async () => {
-    await helper.unload();
-    if (previousUserDir === undefined) delete settings.userDir;
-    else settings.userDir = previousUserDir;
-    await fs.rm(userDir, { recursive: true, force: true });
-  });
+  const home = useTempUserDir('edge-train-node');
 
   function flow(config: Msg): FlowNode[] {
     return [
@@ -116,7 +101,7 @@ describe('edge-train node', function () {
         const image = Array.from({ length: 28 }, (_, r) => s.input.slice(r * 28, r * 28 + 28));
         trainer.receive({ payload: image, label: s.label });
       }
-      await waitFor(async () => (await datasetCount(userDir, 't1')) === samples.length);
+      await waitFor(async () => (await datasetCount(home.path, 't1')) === samples.length);
 
       // The event loop keeps serving while the worker trains: an interval keeps firing.
       let ticks = 0;
@@ -151,9 +136,9 @@ describe('edge-train node', function () {
       assert.ok(((result.metrics as Msg).valAccuracy as number) > 0.3, JSON.stringify(result.metrics));
       assert.ok(ticks >= 2, `the main event loop stalled (${ticks} interval ticks)`);
 
-      const stored = await ModelStore.forUserDir(userDir).get('m1');
+      const stored = await ModelStore.forUserDir(home.path).get('m1');
       assert.ok(stored);
-      await ModelStore.forUserDir(userDir).verify(stored);
+      await ModelStore.forUserDir(home.path).verify(stored);
       assert.equal(stored.meta.format, 'tfjs-layers');
       assert.deepEqual(stored.meta.inputShape, [28, 28]);
       assert.deepEqual(stored.meta.outputShape, [10]);
@@ -174,7 +159,7 @@ describe('edge-train node', function () {
     const trainer = node('t1');
     const caught = collect(port('caught'), 3, 10000);
     trainer.receive({ payload: [1, 2, 3, 4], label: 'a' });
-    await waitFor(async () => (await datasetCount(userDir, 't1')) === 1);
+    await waitFor(async () => (await datasetCount(home.path, 't1')) === 1);
     trainer.receive({ payload: [1, 2, 3], label: 'a' });
     trainer.receive({ payload: [1, 2, 3, 4], label: { bad: true } });
     trainer.receive({ payload: [1, 2, 3, 4] });
@@ -185,14 +170,14 @@ describe('edge-train node', function () {
     assert.match(texts[2], /no label/);
     assert.deepEqual(errors[0].payload, [1, 2, 3]);
     await tick(50);
-    assert.equal(await datasetCount(userDir, 't1'), 1);
+    assert.equal(await datasetCount(home.path, 't1'), 1);
   });
 
   it('says when there are too few samples, exports and clears the dataset by message', async () => {
     await helper.load(trainNode, flow({ minSamples: 50 }));
     const trainer = node('t1');
     for (const s of clusters(6)) trainer.receive({ payload: s.input, label: s.label });
-    await waitFor(async () => (await datasetCount(userDir, 't1')) === 6);
+    await waitFor(async () => (await datasetCount(home.path, 't1')) === 6);
     const caught = collect(port('caught'), 1, 10000);
     trainer.receive({ train: true });
     assert.match(String(((await caught)[0].error as Msg).message), /too few samples.*has 6, at least 50/);
@@ -207,7 +192,7 @@ describe('edge-train node', function () {
     assert.deepEqual(payload.classes, ['down', 'up']);
 
     trainer.receive({ clear: true });
-    await waitFor(async () => (await datasetCount(userDir, 't1')) === 0);
+    await waitFor(async () => (await datasetCount(home.path, 't1')) === 0);
   });
 
   it('trains every N new samples, and a cancelled run saves nothing and leaves the last version current', async () => {
@@ -230,7 +215,7 @@ describe('edge-train node', function () {
     again.receive({ cancel: true });
     await waitFor(async () => TrainingWorker.liveThreads === 0);
     await tick(100);
-    const store = ModelStore.forUserDir(userDir);
+    const store = ModelStore.forUserDir(home.path);
     assert.deepEqual(await store.versions('m1'), [1]);
     const current = await store.get('m1');
     assert.ok(current);
@@ -241,14 +226,14 @@ describe('edge-train node', function () {
     await helper.load(trainNode, flow({ epochs: 500, batchSize: 4 }));
     const trainer = node('t1');
     for (const s of clusters(40)) trainer.receive({ payload: s.input, label: s.label });
-    await waitFor(async () => (await datasetCount(userDir, 't1')) === 40);
+    await waitFor(async () => (await datasetCount(home.path, 't1')) === 40);
     const progress = collect(port('out'), 1, 30000);
     trainer.receive({ train: true });
     await progress;
     assert.equal(TrainingWorker.liveThreads, 1);
     await helper.unload();
     await waitFor(async () => TrainingWorker.liveThreads === 0, 5000);
-    assert.deepEqual(await ModelStore.forUserDir(userDir).versions('m1'), []);
+    assert.deepEqual(await ModelStore.forUserDir(home.path).versions('m1'), []);
   });
 });
 

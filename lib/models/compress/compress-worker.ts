@@ -1,22 +1,15 @@
-/** Worker thread entry: runs one compression job and posts its outcome back. */
-import { parentPort, workerData } from 'node:worker_threads';
+/** Worker thread entry: runs compression jobs (method `compress`) for lib/util/worker-rpc. */
+import { serveRpc } from '../../util/worker-rpc';
 import { runCompressionJob, type CompressJob, type CompressOutcome } from './compress';
 import { useBackend } from '../runtime/tfjs';
 
-async function main(job: CompressJob): Promise<CompressOutcome> {
-  await useBackend(['tensorflow', 'wasm', 'cpu']);
-  return runCompressionJob(job);
-}
-
-main(workerData as CompressJob).then(
-  (outcome) => {
-    const transfer: ArrayBuffer[] = [];
+serveRpc({
+  compress: async (job: CompressJob, call): Promise<CompressOutcome> => {
+    await useBackend(['tensorflow', 'wasm', 'cpu']);
+    const outcome = await runCompressionJob(job);
     const data = outcome.artifacts?.weightData;
-    if (data instanceof ArrayBuffer) transfer.push(data);
-    if (outcome.onnx) transfer.push(outcome.onnx.buffer as ArrayBuffer);
-    parentPort?.postMessage({ ok: true, outcome }, transfer);
+    if (data instanceof ArrayBuffer) call.transfer(data);
+    if (outcome.onnx) call.transfer(outcome.onnx.buffer);
+    return outcome;
   },
-  (err: unknown) => {
-    parentPort?.postMessage({ ok: false, error: err instanceof Error ? err.message : String(err) });
-  },
-);
+});

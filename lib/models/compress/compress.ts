@@ -8,7 +8,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { WorkerClient } from '../../util/worker-rpc';
 import type { io } from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { exportLayersModelToOnnx } from '../convert/onnx-export';
@@ -297,30 +297,15 @@ export interface CompressionTask {
 
 /** Runs `job` in a worker thread (dist/lib/models/compress/compress-worker.js). */
 function runCompressionJobInWorker(job: CompressJob): CompressionTask {
-  const worker = new Worker(path.join(__dirname, 'compress-worker.js'), { workerData: job });
-  let settled = false;
-  const result = new Promise<CompressOutcome>((resolve, reject) => {
-    worker.once('message', (message: { ok: boolean; outcome?: CompressOutcome; error?: string }) => {
-      settled = true;
-      if (message.ok && message.outcome) resolve(message.outcome);
-      else reject(new Error(message.error ?? 'compression failed'));
-      void worker.terminate();
-    });
-    worker.once('error', (err) => {
-      settled = true;
-      reject(err);
-    });
-    worker.once('exit', (code) => {
-      if (!settled) reject(new Error(`compression stopped before it finished (worker exit code ${code})`));
-      settled = true;
-    });
+  const worker = new WorkerClient(path.join(__dirname, 'compress-worker.js'), {
+    label: 'compression worker',
   });
-  return {
-    result,
-    cancel: async () => {
-      await worker.terminate();
-    },
-  };
+  const result = worker.request<CompressOutcome>('compress', job);
+  void result.then(
+    () => worker.terminate(),
+    () => worker.terminate(),
+  );
+  return { result, cancel: () => worker.terminate() };
 }
 
 export interface CompressStoredRequest extends CompressOptions {

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { onnx } from 'onnx-proto';
 import {
   attr,
@@ -22,8 +23,9 @@ export interface OnnxInt8Options {
   /** One scale per output channel (default) or one per weight tensor. */
   perChannel?: boolean;
   /**
-   * 7-bit weights. Only for x86 CPUs without VNNI, where ONNX Runtime's u8 x s8 kernels can
-   * saturate; ARM boards and VNNI CPUs do not need it.
+   * 7-bit weights. Needed on x86 CPUs without VNNI, where ONNX Runtime's u8 x s8 kernels add
+   * products in saturating 16-bit pairs; ARM boards and VNNI CPUs do not need it. Default: what
+   * this machine's CPU needs (int8WeightsNeedReducedRange).
    */
   reduceRange?: boolean;
   /** Weights with fewer elements stay float (their int8 form would save nothing). Default 16. */
@@ -53,6 +55,30 @@ export interface OnnxInt8Report {
   weightsFloat: number;
   quantized: { node: string; op: string; as: string; weights: number }[];
   skipped: { node: string; op: string; reason: string }[];
+  /** Weights were quantized to 7 bits (see OnnxInt8Options.reduceRange). */
+  reduceRange: boolean;
+}
+
+/**
+ * Whether int8 weights must be 7-bit for ONNX Runtime to compute them exactly on this CPU: x86
+ * without VNNI multiplies u8 x s8 with a saturating 16-bit sum of pairs (255 * 127 * 2 > 32767).
+ */
+export function int8WeightsNeedReducedRange(
+  arch: string = process.arch,
+  cpuFlags: readonly string[] | null = linuxCpuFlags(),
+): boolean {
+  if (arch !== 'x64' && arch !== 'ia32') return false;
+  if (!cpuFlags) return true;
+  return !cpuFlags.some((flag) => flag === 'avx512_vnni' || flag === 'avx_vnni' || flag === 'amx_int8');
+}
+
+function linuxCpuFlags(): string[] | null {
+  try {
+    const line = fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m);
+    return line ? line[1].trim().split(/\s+/) : null;
+  } catch {
+    return null;
+  }
 }
 
 const MS_DOMAIN = 'com.microsoft';
@@ -178,7 +204,7 @@ class OnnxInt8Quantizer {
   ) {
     this.ops = new Set<string>(options.ops ?? ['MatMul', 'Gemm', 'Conv', 'LSTM']);
     this.perChannel = options.perChannel ?? true;
-    this.reduceRange = options.reduceRange ?? false;
+    this.reduceRange = options.reduceRange ?? int8WeightsNeedReducedRange();
     this.minElements = options.minWeightElements ?? 16;
     this.ranges = options.activationRanges ?? {};
 
@@ -208,6 +234,7 @@ class OnnxInt8Quantizer {
       weightsFloat: 0,
       quantized: [],
       skipped: [],
+      reduceRange: this.reduceRange,
     };
     this.planStaticConvs();
   }
