@@ -91,7 +91,8 @@ export interface DetectorOptions {
   horizon: number;
   /**
    * After a detection (score at or above the threshold) the score of this many following
-   * samples is halved, so one event ranks once (0 = off). Episodes follow the unmasked score.
+   * samples is halved (while an episode lasts, not below just above the threshold), so one
+   * event ranks once (0 = off). Episodes follow the unmasked score.
    */
   suppress: number;
   /** Variance fraction the PCA model keeps in its principal subspace. */
@@ -126,6 +127,9 @@ export const DEFAULT_OPTIONS: DetectorOptions = {
  * wanders slowly (temperatures); 'auto' watches its changes as well as its level.
  */
 export const PERSISTENCE_LIMIT = 0.4;
+
+/** How far above the threshold a masked score of an ongoing episode is held. */
+export const MASK_MARGIN = 0.001;
 
 /** A learning period never ends before this many usable samples (models need data to fit). */
 export const MIN_LEARNING_SAMPLES = 20;
@@ -559,7 +563,10 @@ export class AnomalyDetector {
     let score = unmasked;
     if (this.masked > 0) {
       this.masked--;
-      score = unmasked / 2;
+      // An episode in progress stays just above the threshold, so score and isAnomaly agree.
+      score = step.isAnomaly
+        ? Math.max(unmasked / 2, Math.min(unmasked, o.threshold + MASK_MARGIN))
+        : unmasked / 2;
     } else if (unmasked >= o.threshold) this.masked = o.suppress;
     if (
       o.adaptRate > 0 &&
