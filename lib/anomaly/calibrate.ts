@@ -17,6 +17,11 @@ export interface CalibratorState {
   /** GPD shape (xi >= 0) and scale. */
   xi: number;
   sigma: number;
+  /**
+   * Values within this of u count as u: rounding noise of a statistic that was constant while
+   * learning (a flat or noise-free signal) is not an anomaly.
+   */
+  tolerance?: number;
 }
 
 /** Smallest tail probability reported, so scores stay finite and comparable. */
@@ -82,6 +87,7 @@ export class Calibrator {
       tailFraction: Math.max(exceed.length, 1) / (n + 1),
       xi,
       sigma,
+      tolerance: floor,
     });
   }
 
@@ -97,7 +103,7 @@ export class Calibrator {
   tailProbability(x: number): number {
     const { body, u, tailFraction, xi, sigma } = this.s;
     if (Number.isNaN(x)) return 1;
-    if (x > u) {
+    if (x > u + (this.s.tolerance ?? 0)) {
       const z = (x - u) / sigma;
       const p = xi > 1e-9 ? tailFraction * Math.pow(1 + xi * z, -1 / xi) : tailFraction * Math.exp(-z);
       return Math.max(MIN_TAIL_PROBABILITY, p);
@@ -110,13 +116,28 @@ export class Calibrator {
       if (body[mid] < x) lo = mid + 1;
       else hi = mid;
     }
-    const below = lo / body.length;
+    const below = x > u ? 1 : lo / body.length;
     return Math.min(1, tailFraction + (1 - tailFraction) * (1 - below));
   }
 
-  /** The calibrated score of a raw value (see scoreOf). */
+  /**
+   * -log10 P(X >= x), computed in the log domain beyond the tail threshold so that values far
+   * beyond anything seen keep distinct, ordered surprises (no floor on the probability).
+   */
+  surprise(x: number): number {
+    const { u, tailFraction, xi, sigma } = this.s;
+    if (Number.isNaN(x)) return 0;
+    if (x > u + (this.s.tolerance ?? 0)) {
+      const z = (x - u) / sigma;
+      const decades = xi > 1e-9 ? Math.log10(1 + xi * z) / xi : z / Math.LN10;
+      return -Math.log10(tailFraction) + decades;
+    }
+    return -Math.log10(this.tailProbability(x));
+  }
+
+  /** The calibrated score of a raw value (see scoreOfSurprise). */
   score(x: number): number {
-    return scoreOf(this.tailProbability(x));
+    return scoreOfSurprise(this.surprise(x));
   }
 
   /** The raw value whose tail probability is `p` (inverse of the tail), for reporting thresholds. */
@@ -131,22 +152,55 @@ export class Calibrator {
   }
 }
 
-/** Tail probabilities at or below 10^-SCORE_DECADES score 1. */
-export const SCORE_DECADES = 6;
+/** Surprise (-log10 p) at which the score is 0.5: one normal sample in 1000 is this unusual. */
+export const HALF_SCORE_SURPRISE = 3;
 
 /**
- * Maps a tail probability p to a score in [0, 1] on a log scale: -log10(p) / 6, capped at 1.
- * 0.33 means one normal sample in 100 is that unusual, 0.5 one in 1000, 0.67 one in 10 000,
- * 1 one in a million or rarer; the same score means the same rarity for every method.
+ * Maps a surprise s = -log10(p) to a score in [0, 1): s / (s + 3). 0.25 means one normal
+ * sample in 10 is that unusual, 0.5 one in 1000, 0.67 one in a million, 0.83 one in 10^15.
+ * It never reaches 1, so the strongest anomalies keep their order (no flat stretches at 1.0),
+ * and the same score means the same rarity for every method.
  */
-export function scoreOf(p: number): number {
-  if (!(p < 1)) return 0;
-  return Math.min(1, -Math.log10(Math.max(p, MIN_TAIL_PROBABILITY)) / SCORE_DECADES);
+export function scoreOfSurprise(s: number): number {
+  if (!(s > 0)) return 0;
+  if (s === Infinity) return 1;
+  return s / (s + HALF_SCORE_SURPRISE);
 }
 
-/** The tail probability a score stands for (inverse of scoreOf below the cap). */
+/** The surprise a score stands for (inverse of scoreOfSurprise). */
+export function surpriseOf(score: number): number {
+  if (!(score > 0)) return 0;
+  return score >= 1 ? Infinity : (HALF_SCORE_SURPRISE * score) / (1 - score);
+}
+
+/** The score of a tail probability p (see scoreOfSurprise). */
+export function scoreOf(p: number): number {
+  if (!(p < 1)) return 0;
+  return scoreOfSurprise(-Math.log10(Math.max(p, Number.MIN_VALUE)));
+}
+
+/** The tail probability a score stands for (inverse of scoreOf). */
 export function probabilityOf(score: number): number {
-  return Math.pow(10, -score * SCORE_DECADES);
+  return Math.pow(10, -surpriseOf(score));
+}
+
+/**
+ * Combines the surprises of k statistics watched together (Šidák on the largest), in the log
+ * domain so that probabilities far below 1e-300 keep their order.
+ */
+export function combineSurprise(surprises: readonly number[]): number {
+  let max = 0;
+  let k = 0;
+  for (const s of surprises) {
+    if (Number.isNaN(s)) continue;
+    k++;
+    if (s > max) max = s;
+  }
+  if (k <= 1) return max;
+  // 1 - (1 - p)^k is k p within 1e-12 relative once p < 1e-12.
+  if (max > 12) return max - Math.log10(k);
+  const p = Math.pow(10, -max);
+  return -Math.log10(-Math.expm1(k * Math.log1p(-Math.min(p, 1 - 1e-16))));
 }
 
 /** Combines the tail probabilities of k statistics watched together (Šidák on the smallest). */

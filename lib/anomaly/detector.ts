@@ -7,8 +7,9 @@
 
 import { InputError } from '../preprocess/numeric-input';
 import type { ModelRunner } from '../models/runtime/runner';
-import { Calibrator, combineMin, scoreOf, type CalibratorState } from './calibrate';
+import { Calibrator, combineSurprise, scoreOfSurprise, type CalibratorState } from './calibrate';
 import { Decision, type DecisionState, type Episode } from './decision';
+import { Likelihood, type LikelihoodState } from './likelihood';
 import {
   Featurizer,
   persistentChannels,
@@ -72,6 +73,28 @@ export interface DetectorOptions {
   nanPolicy: NanPolicy;
   /** Weight with which samples judged normal update the model after learning (0 = fixed). */
   adaptRate: number;
+  /**
+   * Samples an episode may last before its data becomes the new normal: the detector re-learns
+   * from the episode's samples and the episode ends (0 = never). Used when `relearnMs` is 0.
+   */
+  relearnAfter: number;
+  /** The same in milliseconds of message time; 0 to count samples instead. */
+  relearnMs: number;
+  /** Keep a lasting change in alarm: never re-learn during an episode. */
+  keepAlarm: boolean;
+  /**
+   * Surprises averaged by the likelihood stage (0 = off: the score is the sample's own
+   * calibrated surprise); their mean is judged against its long-term distribution.
+   */
+  likelihood: number;
+  /** Samples over which the likelihood stage's long-term statistics forget. */
+  horizon: number;
+  /**
+   * After a detection (score at or above the threshold) the score of this many following
+   * samples is halved (while an episode lasts, not below just above the threshold), so one
+   * event ranks once (0 = off). Episodes follow the unmasked score.
+   */
+  suppress: number;
   /** Variance fraction the PCA model keeps in its principal subspace. */
   explained: number;
   /** Options of the neural sequence models (autoencoders, forecaster). */
@@ -85,19 +108,28 @@ export const DEFAULT_OPTIONS: DetectorOptions = {
   learningSamples: 400,
   learningMs: 0,
   threshold: 0.5,
-  hysteresis: 0.2,
+  hysteresis: 0.125,
   minDuration: 5,
   nanPolicy: 'hold',
   adaptRate: 0.01,
+  relearnAfter: 400,
+  relearnMs: 0,
+  keepAlarm: false,
+  likelihood: 0,
+  horizon: 5000,
+  suppress: 100,
   explained: 0.9,
   sequence: { window: 16, epochs: 20, latent: 4, batchSize: 64, validationSplit: 0.25, seed: 1 },
 };
 
 /**
  * A channel keeping more than this share of its variance after averaging over the window
- * wanders slowly (temperatures); 'auto' watches its changes instead of its level.
+ * wanders slowly (temperatures); 'auto' watches its changes as well as its level.
  */
 export const PERSISTENCE_LIMIT = 0.4;
+
+/** How far above the threshold a masked score of an ongoing episode is held. */
+export const MASK_MARGIN = 0.001;
 
 /** A learning period never ends before this many usable samples (models need data to fit). */
 export const MIN_LEARNING_SAMPLES = 20;
@@ -119,8 +151,10 @@ export interface DetectorDetails {
   index: number;
   /** Learning progress 0..1 while learning. */
   progress?: number;
-  /** Tail probability of the sample under the learning distribution (score = -log10(pValue) / 6). */
+  /** Tail probability of the sample under the learned distribution (surprise = -log10(pValue)). */
   pValue?: number;
+  /** -log10(pValue), kept where pValue underflows; score = surprise / (surprise + 3). */
+  surprise?: number;
   /** Calibrated score of every statistic, e.g. per channel or T² and SPE. */
   statistics?: Record<string, number>;
   /** The statistic with the highest score: what deviates most. */
@@ -129,6 +163,10 @@ export interface DetectorDetails {
   episode?: Episode;
   /** Channels whose value was missing and filled in by the NaN policy. */
   imputed?: string[];
+  /** Set on the sample after which the detector re-learned: a lasting change is the new normal. */
+  relearned?: boolean;
+  /** The score before masking, on samples whose score was halved after a recent detection. */
+  unmasked?: number;
 }
 
 interface PipelineSpec {
@@ -157,6 +195,14 @@ export interface DetectorState {
   channelMeans: number[] | null;
   pipelines: PipelineState[] | null;
   decision: DecisionState;
+  /** Samples of the episode in progress (re-learning material). */
+  episodeRows?: number[][];
+  /** The latest samples judged normal, as many as the learning period had. */
+  normalRows?: number[][];
+  normalLimit?: number;
+  likelihood?: LikelihoodState | null;
+  /** Samples still masked after the last detection. */
+  masked?: number;
 }
 
 interface Prepared {
@@ -181,15 +227,16 @@ const closedError = (): Error => new Error('detector closed');
 const MAX_BATCH = 256;
 
 class Pipeline {
+  /** Names of the statistics, prefixed by the pipeline's label (computed once: used per sample). */
+  readonly statistics: string[];
+
   constructor(
     readonly spec: PipelineSpec,
     readonly featurizer: Featurizer,
     readonly model: ScoreModel,
     readonly calibrators: Calibrator[],
-  ) {}
-
-  get statistics(): string[] {
-    return this.model.statistics.map((s) => (this.spec.label ? `${this.spec.label}:${s}` : s));
+  ) {
+    this.statistics = model.statistics.map((s) => (spec.label ? `${spec.label}:${s}` : s));
   }
 }
 
@@ -227,8 +274,9 @@ function pipelineSpecs(o: DetectorOptions): PipelineSpec[] {
 }
 
 function fingerprintOf(o: DetectorOptions): string {
-  const { method, window, alpha, learningSamples, learningMs, explained, sequence } = o;
-  return JSON.stringify({ method, window, alpha, learningSamples, learningMs, explained, sequence });
+  const { method, window, alpha, learningSamples, learningMs, explained, sequence, likelihood, horizon } = o;
+  const base = { method, window, alpha, learningSamples, learningMs, explained, sequence };
+  return JSON.stringify(likelihood > 0 ? { ...base, likelihood, horizon } : base);
 }
 
 /**
@@ -255,6 +303,17 @@ async function crossFitted(
   return { model: fit(features), calibration };
 }
 
+/**
+ * Combined surprise of each learning sample, from the held-out surprises of every statistic
+ * of every pipeline (aligned at their ends: pipelines with longer windows start later).
+ */
+function combined(learned: number[][][]): number[] {
+  const n = Math.min(...learned.map((l) => l.length));
+  const out: number[] = [];
+  for (let t = 0; t < n; t++) out.push(combineSurprise(learned.flatMap((l) => l[l.length - n + t])));
+  return out;
+}
+
 export interface DetectorHooks {
   /** A model the user supplies (method 'model'): reconstructs or forecasts windows. */
   externalModel?: ModelRunner;
@@ -274,6 +333,14 @@ export class AnomalyDetector {
   private lastValues: number[] | null = null;
   private channelMeans: number[] | null = null;
   private pipelines: Pipeline[] | null = null;
+  private episodeRows: number[][] = [];
+  /** Ring buffer of the latest normal samples; `normalNext` is where the next one goes. */
+  private normalRows: number[][] = [];
+  private normalNext = 0;
+  private normalLimit = 0;
+  private likelihood: Likelihood | null = null;
+  private masked = 0;
+  private relearnDue = false;
   private trainingWorker: SequenceWorker | null = null;
   /** Samples and tasks in call order; consecutive samples for a batching model go together. */
   private readonly queue = new SerialQueue<Sample, DetectorResult>({
@@ -299,6 +366,7 @@ export class AnomalyDetector {
     if (!['hold', 'mean', 'error'].includes(o.nanPolicy))
       throw new Error(`unknown NaN policy "${o.nanPolicy}"`);
     if (!(o.adaptRate >= 0 && o.adaptRate < 1)) throw new Error('adapt rate must be in [0, 1)');
+    if (!(o.relearnAfter >= 0 && o.relearnMs >= 0)) throw new Error('re-learning time must be >= 0');
     if (o.method === 'model' && !hooks.externalModel)
       throw new Error('method "model" needs a model (edge-model) to be supplied');
     this.decision = new Decision(o);
@@ -362,6 +430,13 @@ export class AnomalyDetector {
       this.index = 0;
       this.lastValues = null;
       this.channelMeans = null;
+      this.episodeRows = [];
+      this.normalRows = [];
+      this.normalNext = 0;
+      this.normalLimit = 0;
+      this.relearnDue = false;
+      this.likelihood = null;
+      this.masked = 0;
       this.decision.restore(new Decision(this.options).state());
     });
   }
@@ -468,22 +543,37 @@ export class AnomalyDetector {
   private finish(p: Prepared, raws: (number[] | null)[]): DetectorResult {
     const o = this.options;
     const pipelines = this.pipelines as Pipeline[];
-    const probabilities: number[] = [];
+    const surprises: number[] = [];
     const statistics: Record<string, number> = {};
     pipelines.forEach((pipeline, i) => {
       const raw = raws[i];
       if (!raw) return;
       const names = pipeline.statistics;
       raw.forEach((r, k) => {
-        const prob = pipeline.calibrators[k].tailProbability(r);
-        probabilities.push(prob);
-        statistics[names[k]] = scoreOf(prob);
+        const s = pipeline.calibrators[k].surprise(r);
+        surprises.push(s);
+        statistics[names[k]] = scoreOfSurprise(s);
       });
     });
-    const pValue = probabilities.length ? combineMin(probabilities) : 1;
-    const score = scoreOf(pValue);
-    const step = this.decision.step(score, p.timestamp, p.index);
-    if (o.adaptRate > 0 && !step.isAnomaly && !this.decision.active && score < this.decision.releaseLevel) {
+    const own = combineSurprise(surprises);
+    const surprise = this.likelihood ? this.likelihood.step(own) : own;
+    const unmasked = scoreOfSurprise(surprise);
+    const step = this.decision.step(unmasked, p.timestamp, p.index);
+    this.trackEpisode(p, step.event);
+    let score = unmasked;
+    if (this.masked > 0) {
+      this.masked--;
+      // An episode in progress stays just above the threshold, so score and isAnomaly agree.
+      score = step.isAnomaly
+        ? Math.max(unmasked / 2, Math.min(unmasked, o.threshold + MASK_MARGIN))
+        : unmasked / 2;
+    } else if (unmasked >= o.threshold) this.masked = o.suppress;
+    if (
+      o.adaptRate > 0 &&
+      !step.isAnomaly &&
+      !this.decision.active &&
+      unmasked < this.decision.releaseLevel
+    ) {
       pipelines.forEach((pipeline, i) => {
         const f = p.features[i];
         if (f) pipeline.model.update(f, o.adaptRate);
@@ -501,12 +591,14 @@ export class AnomalyDetector {
         method: o.method,
         phase: 'ready',
         index: p.index,
-        pValue,
+        pValue: Math.pow(10, -surprise),
+        surprise,
         statistics,
         top,
         ...(step.event ? { event: step.event } : {}),
         ...(step.episode ? { episode: step.episode } : {}),
         ...(p.imputed?.length ? { imputed: p.imputed } : {}),
+        ...(score !== unmasked ? { unmasked } : {}),
       },
     };
   }
@@ -523,7 +615,61 @@ export class AnomalyDetector {
       const f = p.features[i];
       raws.push(f ? (await (this.pipelines as Pipeline[])[i].model.evaluate([f]))[0] : null);
     }
-    return this.finish(p, raws);
+    const result = this.finish(p, raws);
+    if (this.relearnDue) await this.relearn(result, timestamp);
+    return result;
+  }
+
+  /** The normal samples kept for re-learning, oldest first. */
+  private orderedNormalRows(): number[][] {
+    const r = this.normalRows;
+    return r.length < this.normalLimit
+      ? r.slice()
+      : r.slice(this.normalNext).concat(r.slice(0, this.normalNext));
+  }
+
+  /** Collects the samples of the episode in progress and notes when it has lasted long enough. */
+  private trackEpisode(p: Prepared, event: 'start' | 'end' | undefined): void {
+    const o = this.options;
+    if (!this.decision.active) {
+      this.episodeRows = [];
+      if (p.row && this.normalLimit > 0) {
+        if (this.normalRows.length < this.normalLimit) this.normalRows.push(p.row);
+        else this.normalRows[this.normalNext] = p.row;
+        this.normalNext = (this.normalNext + 1) % this.normalLimit;
+      }
+      return;
+    }
+    if (event === 'start') this.episodeRows = [];
+    if (p.row && this.episodeRows.length < MAX_LEARNING_SAMPLES) this.episodeRows.push(p.row);
+    if (o.keepAlarm || (o.relearnAfter <= 0 && o.relearnMs <= 0)) return;
+    const start = this.decision.state().episode?.start ?? p.timestamp;
+    const long =
+      o.relearnMs > 0 ? p.timestamp - start >= o.relearnMs : this.episodeRows.length >= o.relearnAfter;
+    if (long && this.episodeRows.length >= this.minLearningSamples) this.relearnDue = true;
+  }
+
+  /**
+   * Makes a lasting change the new normal: re-fits the models on the latest normal samples and
+   * the episode's samples (so a return to the old regime is normal too) and ends the episode
+   * on this sample's result.
+   */
+  private async relearn(result: DetectorResult, timestamp: number): Promise<void> {
+    this.relearnDue = false;
+    const rows = this.orderedNormalRows().concat(this.episodeRows);
+    this.episodeRows = [];
+    const old = this.pipelines ?? [];
+    this.learningRows = rows;
+    await this.fit();
+    for (const p of old) await p.model.dispose();
+    const episode = this.decision.state().episode;
+    this.decision.restore(new Decision(this.options).state());
+    result.isAnomaly = false;
+    result.details.relearned = true;
+    if (episode) {
+      result.details.event = 'end';
+      result.details.episode = { ...episode, end: timestamp, endIndex: result.details.index };
+    }
   }
 
   /**
@@ -554,13 +700,17 @@ export class AnomalyDetector {
       for (const { job } of prepared) job.reject(err);
       return;
     }
-    prepared.forEach(({ job, p }, k) => {
+    for (let k = 0; k < prepared.length; k++) {
+      const { job, p } = prepared[k];
       try {
-        job.resolve(this.finish(p, raws[k]));
+        const result = this.finish(p, raws[k]);
+        // The rest of the batch was scored by the old models; later samples see the new ones.
+        if (this.relearnDue) await this.relearn(result, p.timestamp);
+        job.resolve(result);
       } catch (err) {
         job.reject(err);
       }
-    });
+    }
   }
 
   private async fit(): Promise<void> {
@@ -569,6 +719,7 @@ export class AnomalyDetector {
     const d = channels.length;
     this.channelMeans = Array.from({ length: d }, (_, j) => rows.reduce((a, r) => a + r[j], 0) / rows.length);
     const pipelines: Pipeline[] = [];
+    const learned: number[][][] = [];
     try {
       for (const spec of this.specs) {
         // Slowly wandering channels are judged by their changes ('auto') or their shape (networks).
@@ -583,8 +734,11 @@ export class AnomalyDetector {
         const settle =
           spec.feature === 'ewma' ? Math.min(Math.ceil(3 / this.options.alpha), run.length >> 1) : 0;
         const features = run.slice(settle);
-        const { model, calibration } = await this.fitModel(spec, features, channels, persistent);
+        // The change of a wandering channel is watched as a statistic of its own.
+        const names = channels.concat(channels.filter((_, j) => featureMask[j]).map((c) => `${c}:change`));
+        const { model, calibration } = await this.fitModel(spec, features, names, persistent);
         const calibrators = model.statistics.map((_, k) => Calibrator.fit(calibration.map((c) => c[k])));
+        learned.push(calibration.map((c) => c.map((v, k) => calibrators[k].surprise(v))));
         const featurizer = new Featurizer(spec.feature, spec.window, this.options.alpha, featureMask, floors);
         // Prime the window with the end of the learning period so scoring starts at once; an
         // EWMA needs the whole period, else it restarts from one raw sample (a false alarm).
@@ -602,7 +756,17 @@ export class AnomalyDetector {
     }
     this.pipelines = pipelines;
     this.phase = 'ready';
+    // As many normal samples are kept for re-learning as the first learning period had.
+    if (this.normalLimit === 0) this.normalLimit = rows.length;
+    this.normalRows = rows.slice(-this.normalLimit);
+    this.normalNext = this.normalRows.length % this.normalLimit;
     this.learningRows = [];
+    this.likelihood =
+      this.options.likelihood > 0 ? Likelihood.fit(this.likelihoodOptions, combined(learned)) : null;
+  }
+
+  private get likelihoodOptions(): { short: number; horizon: number } {
+    return { short: this.options.likelihood, horizon: this.options.horizon };
   }
 
   private async fitModel(
@@ -664,6 +828,12 @@ export class AnomalyDetector {
           }))
         : null,
       decision: this.decision.state(),
+      ...(this.episodeRows.length ? { episodeRows: this.episodeRows.map((r) => r.slice()) } : {}),
+      ...(this.normalRows.length
+        ? { normalRows: this.orderedNormalRows().map((r) => r.slice()), normalLimit: this.normalLimit }
+        : {}),
+      ...(this.likelihood ? { likelihood: this.likelihood.state() } : {}),
+      ...(this.masked ? { masked: this.masked } : {}),
     };
   }
 
@@ -715,6 +885,15 @@ export class AnomalyDetector {
     this.channelMeans = state.channelMeans ? state.channelMeans.slice() : null;
     this.pipelines = state.pipelines ? pipelines : null;
     this.decision.restore(state.decision);
+    this.episodeRows = (state.episodeRows ?? []).map((r) => r.slice());
+    this.normalRows = (state.normalRows ?? []).map((r) => r.slice());
+    this.normalLimit = state.normalLimit ?? this.normalRows.length;
+    this.normalNext = this.normalLimit ? this.normalRows.length % this.normalLimit : 0;
+    this.likelihood = state.likelihood
+      ? Likelihood.fromState(this.likelihoodOptions, state.likelihood)
+      : null;
+    this.relearnDue = false;
+    this.masked = state.masked ?? 0;
   }
 
   private async restorePipelines(state: DetectorState, pipelines: Pipeline[]): Promise<void> {

@@ -71,9 +71,9 @@ export class Featurizer {
    * identity: the sample itself; mean / median: rolling mean / median of the last `window`
    * samples per channel; ewma: exponentially weighted mean with weight `alpha` on the newest;
    * window: the last `window` samples flattened row-major (for the sequence models);
-   * level-change: the rolling mean for ordinary channels, and for `persistent` ones the change
-   * of the rolling mean against the `window` samples before (a drifting level is normal, a
-   * sudden change of it is not);
+   * level-change: the rolling mean of every channel, followed by the change of the rolling mean
+   * against the `window` samples before for each `persistent` channel (a wandering level is
+   * judged against its wide learned range, a sudden change of it on its own);
    * spread: log of the rolling standard deviation per channel, each at least `floors[j]`
    * (a stuck sensor has none, a loosening part vibrates more).
    */
@@ -128,15 +128,19 @@ export class Featurizer {
     }
     if (this.kind === 'level-change') {
       const w = this.window;
-      return Array.from({ length: d }, (_, j) => {
+      const levels: number[] = [];
+      const changes: number[] = [];
+      for (let j = 0; j < d; j++) {
         let recent = 0;
         let before = 0;
         for (let t = 0; t < w; t++) {
           before += rows[t][j];
           recent += rows[w + t][j];
         }
-        return this.persistent[j] ? (recent - before) / w : recent / w;
-      });
+        levels.push(recent / w);
+        if (this.persistent[j]) changes.push((recent - before) / w);
+      }
+      return levels.concat(changes);
     }
     const out = new Array<number>(d);
     for (let j = 0; j < d; j++) {

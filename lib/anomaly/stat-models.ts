@@ -82,7 +82,8 @@ export class UnivariateModel implements ScoreModel {
   }
 
   async evaluate(features: readonly number[][]): Promise<number[][]> {
-    return features.map((f) => this.zScores(f).map(Math.abs));
+    // Below 1e-6 a z-score is rounding noise of a feature that was constant while learning.
+    return features.map((f) => this.zScores(f).map((z) => (Math.abs(z) < 1e-6 ? 0 : Math.abs(z))));
   }
 
   /** Follows a slowly moving level; the learned spread stays (it calibrates the scores). */

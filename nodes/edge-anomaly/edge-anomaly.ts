@@ -91,6 +91,8 @@ export = function register(RED: NodeAPI): void {
           { percent: Math.floor((result.details.progress ?? 0) * 100) },
           force,
         );
+      } else if (result.details.relearned) {
+        status.set('ok', 'status.relearned', {}, force);
       } else if (result.isAnomaly) {
         status.set('alert', 'status.anomaly', { score: result.score.toFixed(2) }, force);
       } else {

@@ -20,6 +20,9 @@ interface EdgeAnomalySettings {
   minDuration: number;
   nanPolicy: DetectorOptions['nanPolicy'];
   adaptRate: number;
+  relearn: number;
+  relearnUnit: string;
+  keepAlarm: boolean;
   seqWindow: number;
   epochs: number;
   channels: string[];
@@ -38,6 +41,9 @@ const SETTINGS: SettingsTable<EdgeAnomalySettings> = {
   minDuration: (s) => s.number('minDuration', D.minDuration, { min: 0 }),
   nanPolicy: (s) => s.choice('nanPolicy', ['hold', 'mean', 'error'] as const, 'hold'),
   adaptRate: (s) => s.number('adaptRate', D.adaptRate, { min: 0, max: 1 }),
+  relearn: (s) => s.number('relearn', D.relearnAfter, { min: 0 }),
+  relearnUnit: (s) => s.choice('relearnUnit', UNITS, 'samples'),
+  keepAlarm: (s) => s.bool('keepAlarm', D.keepAlarm),
   seqWindow: (s) => s.number('seqWindow', D.sequence.window, { integer: true, min: 1 }),
   epochs: (s) => s.number('epochs', D.sequence.epochs, { integer: true, min: 1 }),
   channels: (s) => s.list('channels'),
@@ -50,6 +56,7 @@ export function parseOptions(
 ): Partial<DetectorOptions> & { channels: string[]; persist: boolean } {
   const s = parseSettings(config, SETTINGS);
   const unitMs = UNIT_MS[s.learningUnit];
+  const relearnUnitMs = UNIT_MS[s.relearnUnit];
   return {
     method: s.method,
     window: s.window,
@@ -61,6 +68,9 @@ export function parseOptions(
     minDuration: s.minDuration,
     nanPolicy: s.nanPolicy,
     adaptRate: s.adaptRate,
+    relearnAfter: relearnUnitMs ? 0 : s.relearn,
+    relearnMs: relearnUnitMs ? s.relearn * relearnUnitMs : 0,
+    keepAlarm: s.keepAlarm,
     sequence: { ...D.sequence, window: s.seqWindow, epochs: s.epochs },
     channels: s.channels,
     persist: s.persist,

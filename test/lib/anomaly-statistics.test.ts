@@ -146,12 +146,14 @@ describe('anomaly statistics: known answers', () => {
         );
   });
 
-  it('level-change feature: rolling mean, or its change for a wandering channel', () => {
+  it('level-change feature: rolling mean of every channel, plus the change of a wandering one', () => {
     const rows = Array.from({ length: 8 }, (_, t) => [t % 2, 10 + t]);
     const f = Featurizer.run('level-change', 3, 0, rows, [false, true]);
-    // First feature from rows 0..5: channel 0 = mean of rows 3..5, channel 1 = mean(3..5) - mean(0..2).
+    // First feature from rows 0..5: the means of rows 3..5, then channel 1's mean(3..5) - mean(0..2).
+    assert.equal(f[0].length, 3);
     close(f[0][0], (1 + 0 + 1) / 3);
-    close(f[0][1], 14 - 11);
+    close(f[0][1], 14);
+    close(f[0][2], 14 - 11);
     const g = gaussian(prng(4));
     let walk = 0;
     const wandering = Array.from({ length: 400 }, () => [g(), (walk += 0.3 * g())]);
@@ -198,10 +200,11 @@ describe('score calibration', () => {
     close(c.tailProbability(c.rawAt(1e-4)), 1e-4, 1e-6);
   });
 
-  it('maps tail probabilities to a log score and combines channels (Šidák)', () => {
+  it('maps tail probabilities to a log score that never saturates and combines channels (Šidák)', () => {
     assert.equal(scoreOf(1), 0);
     close(scoreOf(1e-3), 0.5);
-    assert.equal(scoreOf(1e-9), 1);
+    close(scoreOf(1e-9), 0.75);
+    assert.ok(scoreOf(1e-30) > scoreOf(1e-20) && scoreOf(1e-30) < 1);
     close(probabilityOf(0.5), 1e-3);
     close(combineMin([0.01, 0.5]), 1 - 0.99 ** 2);
     assert.equal(combineMin([0.2]), 0.2);

@@ -1,0 +1,211 @@
+import assert from 'node:assert/strict';
+import {
+  Calibrator,
+  combineSurprise,
+  probabilityOf,
+  scoreOf,
+  scoreOfSurprise,
+} from '../../lib/anomaly/calibrate';
+import { AnomalyDetector, type DetectorOptions, type DetectorResult } from '../../lib/anomaly/detector';
+import { Likelihood, normalTailSurprise } from '../../lib/anomaly/likelihood';
+import { gaussian, prng } from '../helpers/signals';
+
+/** One noisy channel at level 10 (sd 1) with `shift` added from sample `onset` on. */
+function steps(n: number, onset: number, shift: (t: number) => number, seed = 5): number[] {
+  const g = gaussian(prng(seed));
+  return Array.from({ length: n }, (_, t) => 10 + g() + (t >= onset ? shift(t - onset) : 0));
+}
+
+async function feed(detector: AnomalyDetector, values: number[]): Promise<DetectorResult[]> {
+  const out: DetectorResult[] = [];
+  for (let t = 0; t < values.length; t++) out.push(await detector.process([values[t]], ['x'], t * 1000));
+  return out;
+}
+
+const BASE: Partial<DetectorOptions> = { learningSamples: 300, suppress: 0, likelihood: 0 };
+
+describe('anomaly scores keep ranking', () => {
+  it('maps 1 in 1000 to 0.5 and never reaches 1', () => {
+    assert.ok(Math.abs(scoreOf(1e-3) - 0.5) < 1e-12);
+    assert.ok(Math.abs(probabilityOf(0.5) - 1e-3) < 1e-15);
+    let previous = 0;
+    for (const p of [1e-2, 1e-6, 1e-15, 1e-30, 1e-100, 1e-300]) {
+      const s = scoreOf(p);
+      assert.ok(s > previous && s < 1, `score of ${p}: ${s}`);
+      previous = s;
+    }
+  });
+
+  it('orders raw values far beyond the learned tail (no floor on the probability)', () => {
+    const g = gaussian(prng(3));
+    const c = Calibrator.fit(Array.from({ length: 500 }, () => Math.abs(g())));
+    const surprises = [5, 50, 500, 1e6].map((x) => c.surprise(x));
+    for (let i = 1; i < surprises.length; i++)
+      assert.ok(surprises[i] > surprises[i - 1] + 1, String(surprises));
+    assert.ok(surprises[3] > 15, 'beyond the old 1e-15 floor');
+    assert.ok(scoreOfSurprise(surprises[3]) < 1);
+  });
+
+  it('combines statistics in the log domain (Šidák on the largest)', () => {
+    assert.ok(Math.abs(combineSurprise([2, 0.1]) - -Math.log10(1 - 0.99 ** 2)) < 1e-9);
+    assert.ok(Math.abs(combineSurprise([40, 1]) - (40 - Math.log10(2))) < 1e-9);
+    assert.equal(combineSurprise([]), 0);
+  });
+
+  it('ranks a larger level shift above a smaller one', async () => {
+    const peak = async (size: number): Promise<number> => {
+      const d = new AnomalyDetector(BASE);
+      const r = await feed(
+        d,
+        steps(600, 400, () => size),
+      );
+      await d.dispose();
+      return Math.max(...r.slice(400, 450).map((x) => x.score));
+    };
+    const [small, large, huge] = [await peak(6), await peak(30), await peak(300)];
+    assert.ok(small >= 0.5 && small < large && large < huge && huge < 1, `${small} ${large} ${huge}`);
+  });
+});
+
+describe('anomaly detector adapts after a lasting change', () => {
+  it('re-learns once an episode outlasts relearnAfter and then treats the new level as normal', async () => {
+    const d = new AnomalyDetector({ ...BASE, relearnAfter: 200 });
+    const r = await feed(
+      d,
+      steps(1400, 500, () => 8),
+    );
+    const relearned = r.findIndex((x) => x.details.relearned);
+    assert.ok(relearned > 500 + 190 && relearned < 500 + 260, `re-learned at ${relearned}`);
+    assert.equal(r[relearned].details.event, 'end');
+    assert.equal(r[relearned].isAnomaly, false);
+    assert.ok(
+      r.slice(500, relearned).every((x, i) => i < 20 || x.isAnomaly),
+      'in alarm until then',
+    );
+    const after = r.slice(relearned + 1).filter((x) => x.isAnomaly).length;
+    assert.ok(after < 10, `${after} alarms on the new normal`);
+    await d.dispose();
+  });
+
+  it('keeps a broken machine in alarm when keepAlarm is set', async () => {
+    const d = new AnomalyDetector({ ...BASE, relearnAfter: 200, keepAlarm: true });
+    const r = await feed(
+      d,
+      steps(1400, 500, () => 8),
+    );
+    assert.ok(!r.some((x) => x.details.relearned));
+    assert.ok(r.slice(520).every((x) => x.isAnomaly));
+    await d.dispose();
+  });
+
+  it('re-learns after relearnMs of message time when set', async () => {
+    const d = new AnomalyDetector({ ...BASE, relearnAfter: 0, relearnMs: 100_000 });
+    const r = await feed(
+      d,
+      steps(900, 500, () => 8),
+    );
+    const relearned = r.findIndex((x) => x.details.relearned);
+    assert.ok(relearned > 500 + 95 && relearned < 500 + 130, `re-learned at ${relearned}`);
+    await d.dispose();
+  });
+
+  it('ends an episode once the data is back to normal', async () => {
+    const d = new AnomalyDetector({ ...BASE, relearnAfter: 0 });
+    const r = await feed(
+      d,
+      steps(1200, 500, (t) => (t < 150 ? 8 : 0)),
+    );
+    const end = r.findIndex((x, t) => t > 500 && x.details.event === 'end');
+    assert.ok(end > 650 && end < 650 + 40, `episode ended at ${end}`);
+    assert.equal(r.slice(end).filter((x) => x.isAnomaly).length, 0);
+    await d.dispose();
+  });
+
+  it('judges a slowly wandering channel on its level as well as its changes', async () => {
+    // A random walk during learning (a wandering temperature), then a slow climb far beyond it.
+    const g = gaussian(prng(9));
+    let level = 0;
+    const values = Array.from({ length: 1500 }, (_, t) => {
+      level = 0.995 * level + 0.05 * g();
+      return 20 + level + 0.02 * g() + (t >= 600 ? Math.min(6, 0.01 * (t - 600)) : 0);
+    });
+    const d = new AnomalyDetector({ ...BASE, relearnAfter: 0 });
+    const r = await feed(d, values);
+    assert.ok(r[400].details.statistics && 'x:change' in r[400].details.statistics, 'change watched');
+    assert.equal(r.slice(300, 600).filter((x) => x.isAnomaly).length, 0, 'no alarm while wandering');
+    assert.ok(
+      r.slice(1300).every((x) => x.isAnomaly),
+      'a lasting level far outside the learned range alarms',
+    );
+    await d.dispose();
+  });
+});
+
+describe('anomaly detector masks repeated detections', () => {
+  it('halves the score after a detection, keeps an episode just above the threshold, decides on the unmasked score', async () => {
+    const d = new AnomalyDetector({ ...BASE, suppress: 50, relearnAfter: 0 });
+    const r = await feed(
+      d,
+      steps(800, 500, () => 8),
+    );
+    const first = r.findIndex((x) => x.score >= 0.5);
+    assert.ok(first >= 500 && first < 520);
+    for (const x of r.slice(first + 1, first + 51)) {
+      const full = x.details.unmasked as number;
+      assert.ok(full !== undefined && x.score < full);
+      const expected = x.isAnomaly ? Math.max(full / 2, Math.min(full, 0.501)) : full / 2;
+      assert.ok(Math.abs(x.score - expected) < 1e-12, `${x.score} ${full}`);
+      if (x.isAnomaly) assert.ok(x.score > x.threshold);
+    }
+    assert.equal(r[first + 51].details.unmasked, undefined);
+    assert.ok(r.slice(first + 10, 800).every((x) => x.isAnomaly));
+    await d.dispose();
+  });
+
+  it('survives a restart mid-episode: saved state resumes identically', async () => {
+    const opts = { ...BASE, suppress: 50, relearnAfter: 150, likelihood: 5 };
+    const values = steps(900, 450, () => 8);
+    const a = new AnomalyDetector(opts);
+    const whole = await feed(a, values);
+    const b = new AnomalyDetector(opts);
+    await feed(b, values.slice(0, 520));
+    const state = JSON.parse(JSON.stringify(await b.snapshot())) as Awaited<ReturnType<typeof b.snapshot>>;
+    const c = new AnomalyDetector(opts);
+    await c.restore(state);
+    for (let t = 520; t < values.length; t++) {
+      const x = await c.process([values[t]], ['x'], t * 1000);
+      assert.equal(x.score, whole[t].score, `sample ${t}`);
+      assert.equal(x.details.relearned, whole[t].details.relearned);
+    }
+    await Promise.all([a.dispose(), b.dispose(), c.dispose()]);
+  });
+});
+
+describe('anomaly likelihood', () => {
+  it('is calibrated on normal surprises and rises on a run of unusual ones', () => {
+    const g = gaussian(prng(4));
+    // Surprises of normal samples: -log10 of a uniform p.
+    const normal = (): number => -Math.log10(Math.max(1e-12, 0.5 + 0.5 * Math.tanh(g())));
+    const l = Likelihood.fit({ short: 10, horizon: 5000 }, Array.from({ length: 2000 }, normal));
+    let over = 0;
+    for (let i = 0; i < 5000; i++) if (l.step(normal()) >= 3) over++;
+    assert.ok(over < 25, `${over} of 5000 normal samples at 1 in 1000`);
+    let peak = 0;
+    for (let i = 0; i < 10; i++) peak = Math.max(peak, l.step(4));
+    assert.ok(peak > 6, `run of surprises: ${peak}`);
+  });
+
+  it('learns a series that is always somewhat surprising', () => {
+    const l = Likelihood.fit({ short: 10, horizon: 200 }, new Array(300).fill(0.4));
+    const first = l.step(2.5);
+    for (let i = 0; i < 2000; i++) l.step(2 + (i % 2));
+    assert.ok(first > 3 && l.step(2.5) < 1.5);
+  });
+
+  it('has an accurate normal tail', () => {
+    assert.ok(Math.abs(normalTailSurprise(0) - Math.log10(2)) < 1e-6);
+    assert.ok(Math.abs(normalTailSurprise(3) - -Math.log10(0.0013499)) < 1e-3);
+    assert.ok(Math.abs(normalTailSurprise(6) - -Math.log10(9.8659e-10)) < 1e-2);
+    assert.ok(normalTailSurprise(40) > normalTailSurprise(39));
+  });
+});
