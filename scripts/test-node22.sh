@@ -100,4 +100,6 @@ ln -s "$natives/node_modules" "$run/node_modules"
 # 5. The suite.
 log "setup took $((SECONDS - started)) s; running mocha"
 cd "$run"
-EDGE_NODE_RED_PATH="$red_dir" node "$root/node_modules/mocha/bin/mocha.js" "$@"
+# The development data stays beside the checkout, not beside the copy.
+EDGE_SHARED_DIR="${EDGE_SHARED_DIR:-$(cd "$root/.." && pwd)/shared}" \
+  EDGE_NODE_RED_PATH="$red_dir" node "$root/node_modules/mocha/bin/mocha.js" "$@"

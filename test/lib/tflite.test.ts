@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { promises as fs, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { sharedDir } from '../helpers/shared-data';
 import * as ort from 'onnxruntime-web';
 import {
   convertTfliteToOnnx,
@@ -18,7 +19,7 @@ import { rng } from '../fixtures/reference';
 import { Net, TfliteBuilder } from '../fixtures/tflite-builder';
 import { closeReference, loadReference, tfliteReferenceUnavailable } from '../helpers/tflite-reference';
 
-const MODELS = path.resolve(__dirname, '..', '..', '..', '..', 'shared', 'models', 'tflite');
+const MODELS = sharedDir('models', 'tflite');
 const REAL_FILES = ['hello_world_float', 'hello_world_int8', 'trained_lstm', 'micro_speech_quantized'];
 
 type Typed = Float32Array | Int8Array | Uint8Array | Int16Array | Int32Array;

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { sharedDir } from '../helpers/shared-data';
 import { convertTfliteToOnnx } from '../../lib/models/convert/tflite';
 import { collect, helper, nodeModule, type FlowNode } from '../helpers/red';
 import { rng } from '../fixtures/reference';
@@ -9,7 +10,7 @@ import { closeReference, loadReference, tfliteReferenceUnavailable } from '../he
 
 type Msg = Record<string, unknown> & { payload: { label: string; probabilities: number[] } };
 
-const MODELS = path.resolve(__dirname, '..', '..', '..', '..', 'shared', 'models', 'tflite');
+const MODELS = sharedDir('models', 'tflite');
 const LABELS = ['silence', 'unknown', 'yes', 'no'];
 
 describe('edge-infer with a .tflite model in edge-model', function () {
