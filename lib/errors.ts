@@ -11,6 +11,7 @@
  *   model-not-loaded         no model is loaded (yet)
  *   model-download-failed    downloading a model failed                         params: url
  *   model-too-large          a model exceeds the size limit                     params: limit
+ *   model-shard-origin       a model.json points a shard at another origin      params: url, origin
  *   runtime-missing          no runtime that can run the model loads here       params: runtime
  *   runtime-failed           the runtime rejected or could not start the model
  *   onnx-export-unsupported  a layers model holds something the ONNX exporter cannot express
@@ -44,6 +45,7 @@ export type ErrorCode =
   | 'model-not-loaded'
   | 'model-download-failed'
   | 'model-too-large'
+  | 'model-shard-origin'
   | 'runtime-missing'
   | 'runtime-failed'
   | 'onnx-export-unsupported'
