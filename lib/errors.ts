@@ -19,6 +19,7 @@
  *   dataset-invalid          a training dataset or sample is unusable
  *   too-few-samples          too few samples to train                          params: have, need
  *   setting-invalid          a configuration value is out of range or missing
+ *   path-outside-root        a file path leads outside the allowed directory   params: path, root
  *   cancelled                the work was cancelled
  *   worker-stopped           a worker thread was terminated or stopped before it answered
  *   queue-full               the inference queue is full: message rejected      params: limit
@@ -53,6 +54,7 @@ export type ErrorCode =
   | 'dataset-invalid'
   | 'too-few-samples'
   | 'setting-invalid'
+  | 'path-outside-root'
   | 'cancelled'
   | 'worker-stopped'
   | 'queue-full'
