@@ -14,6 +14,7 @@
  *   model-not-loaded         no model is loaded (yet)
  *   model-download-failed    downloading a model failed                         params: url
  *   model-too-large          a model exceeds the size limit                     params: limit
+ *   model-shard-origin       a model.json points a shard at another origin      params: url, origin
  *   runtime-missing          no runtime that can run the model loads here       params: runtime
  *   runtime-failed           the runtime rejected or could not start the model
  *   onnx-export-unsupported  a layers model holds something the ONNX exporter cannot express
@@ -21,6 +22,7 @@
  *   dataset-invalid          a training dataset or sample is unusable
  *   too-few-samples          too few samples to train                          params: have, need
  *   setting-invalid          a configuration value is out of range or missing
+ *   path-outside-root        a file path leads outside the allowed directory   params: path, root
  *   cancelled                the work was cancelled
  *   worker-stopped           a worker thread was terminated or stopped before it answered
  *   queue-full               the inference queue is full: message rejected      params: limit
@@ -50,6 +52,7 @@ export type ErrorCode =
   | 'model-not-loaded'
   | 'model-download-failed'
   | 'model-too-large'
+  | 'model-shard-origin'
   | 'runtime-missing'
   | 'runtime-failed'
   | 'onnx-export-unsupported'
@@ -57,6 +60,7 @@ export type ErrorCode =
   | 'dataset-invalid'
   | 'too-few-samples'
   | 'setting-invalid'
+  | 'path-outside-root'
   | 'cancelled'
   | 'worker-stopped'
   | 'queue-full'

@@ -2,6 +2,7 @@
  * Per-channel running statistics over a stream of samples, updated one sample at a time in
  * O(channels) without keeping the samples.
  */
+import { InputError } from '../errors';
 
 export interface WelfordState {
   kind: 'welford';
@@ -46,6 +47,29 @@ function checkWidth(width: number): void {
 
 function checkValues(values: ArrayLike<number>, width: number): void {
   if (values.length !== width) throw new RangeError(`expected ${width} values, got ${values.length}`);
+  for (let i = 0; i < width; i++) {
+    if (!Number.isFinite(values[i])) {
+      throw new InputError(`channel ${i + 1} is ${values[i]}: statistics learn from finite numbers only`);
+    }
+  }
+}
+
+/**
+ * Statistics that would no longer be finite numbers are refused before they are stored, so one
+ * huge sample (e.g. 1e308, whose square overflows float64) cannot wedge every later input.
+ */
+function refuseOverflow(values: ArrayLike<number>, next: Float64Array[], width: number): void {
+  for (const stat of next) {
+    for (let i = 0; i < width; i++) {
+      if (!Number.isFinite(stat[i])) {
+        throw new InputError(
+          `channel ${i + 1} value ${values[i]} is too large to learn from: its statistics would overflow. ` +
+            'The sample was not learned and the statistics are unchanged; scale the input, or send ' +
+            'msg.reset to learn afresh if earlier samples were wrong too',
+        );
+      }
+    }
+  }
 }
 
 function isNumberArray(value: unknown, length: number): value is number[] {
@@ -102,12 +126,22 @@ export class WelfordStats implements ChannelStatistics {
 
   update(values: ArrayLike<number>): void {
     checkValues(values, this.width);
-    this.n += 1;
+    const n = this.n + 1;
+    const mean = new Float64Array(this.width);
+    const m2 = new Float64Array(this.width);
     for (let i = 0; i < this.width; i++) {
       const x = values[i];
-      const delta = x - this.meanValues[i];
-      this.meanValues[i] += delta / this.n;
-      this.m2[i] += delta * (x - this.meanValues[i]);
+      const old = this.meanValues[i];
+      // x/n - old/n instead of (x - old)/n: the difference of two huge values can overflow.
+      mean[i] = old + (x / n - old / n);
+      m2[i] = this.m2[i] + (x - old) * (x - mean[i]);
+    }
+    refuseOverflow(values, [mean, m2], this.width);
+    this.n = n;
+    this.meanValues.set(mean);
+    this.m2.set(m2);
+    for (let i = 0; i < this.width; i++) {
+      const x = values[i];
       if (x < this.minValues[i]) this.minValues[i] = x;
       if (x > this.maxValues[i]) this.maxValues[i] = x;
     }
@@ -207,24 +241,35 @@ export class EwmaStats implements ChannelStatistics {
   update(values: ArrayLike<number>): void {
     checkValues(values, this.width);
     const a = this.alpha;
-    this.n += 1;
+    const first = this.n === 0;
+    const next = [this.meanValues, this.varianceValues, this.minValues, this.maxValues].map(
+      (v) => new Float64Array(v),
+    );
+    const [means, variances, mins, maxs] = next;
     for (let i = 0; i < this.width; i++) {
       const x = values[i];
-      if (this.n === 1) {
-        this.meanValues[i] = x;
-        this.varianceValues[i] = 0;
-        this.minValues[i] = x;
-        this.maxValues[i] = x;
+      if (first) {
+        means[i] = x;
+        variances[i] = 0;
+        mins[i] = x;
+        maxs[i] = x;
         continue;
       }
-      const delta = x - this.meanValues[i];
-      const increment = a * delta;
-      const mean = this.meanValues[i] + increment;
-      this.meanValues[i] = mean;
-      this.varianceValues[i] = (1 - a) * (this.varianceValues[i] + delta * increment);
-      this.minValues[i] = Math.min(x, this.minValues[i] + a * (mean - this.minValues[i]));
-      this.maxValues[i] = Math.max(x, this.maxValues[i] + a * (mean - this.maxValues[i]));
+      const old = means[i];
+      // a*x - a*old instead of a*(x - old): the difference of two huge values can overflow.
+      const increment = a * x - a * old;
+      const mean = old + increment;
+      means[i] = mean;
+      variances[i] = (1 - a) * (variances[i] + (x - old) * increment);
+      mins[i] = Math.min(x, mins[i] + a * (mean - mins[i]));
+      maxs[i] = Math.max(x, maxs[i] + a * (mean - maxs[i]));
     }
+    refuseOverflow(values, next, this.width);
+    this.n += 1;
+    this.meanValues.set(means);
+    this.varianceValues.set(variances);
+    this.minValues.set(mins);
+    this.maxValues.set(maxs);
   }
 
   mean(): number[] {

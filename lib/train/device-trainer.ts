@@ -10,7 +10,7 @@ import { ARCHITECTURES, type ArchitectureName, type Task } from './architectures
 import { Dataset, type ExportedDataset, type LabelKind, type RetentionPolicy } from './dataset';
 import { TrainingWorker } from './training-worker';
 import { balancedClassWeights, type EpochProgress, type TrainResult, type TrainSettings } from './trainer';
-import { TooFewSamplesError } from '../errors';
+import { CancelledError, TooFewSamplesError } from '../errors';
 
 export { TooFewSamplesError };
 
@@ -163,7 +163,8 @@ export class DeviceTrainer {
         { x: data.x, y: data.y, count: data.count, inputShape: data.inputShape, outputSize },
         onProgress,
       );
-      if (this.closed) throw new Error('the trainer was closed before the model was saved');
+      // Closed (redeploy) after the worker finished: a cancellation like any other, nothing saved.
+      if (this.closed) throw new CancelledError();
       const stored = await this.config.store.save(
         this.config.modelName,
         {

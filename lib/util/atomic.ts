@@ -9,6 +9,35 @@ function tempName(target: string): string {
   );
 }
 
+const TEMP_ENTRY = /^\..+\.tmp-(\d+)-[0-9a-f]{8}$/;
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes the temp files and directories in `dir` that atomic writes of a process which no longer
+ * runs left behind (a crash between write and rename); a live process's writes are left alone.
+ * Returns the names removed.
+ */
+export async function removeStaleTemps(dir: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+    const match = TEMP_ENTRY.exec(name);
+    if (!match) continue;
+    const pid = Number(match[1]);
+    if (pid === process.pid || alive(pid)) continue;
+    await fs.rm(path.join(dir, name), { recursive: true, force: true });
+    removed.push(name);
+  }
+  return removed;
+}
+
 async function fsyncPath(p: string): Promise<void> {
   const handle = await fs.open(p, 'r');
   try {

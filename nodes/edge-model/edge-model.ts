@@ -48,6 +48,7 @@ export = function (RED: NodeAPI): void {
       maxBytes: s.number('maxSizeMB', 100, { above: 0 }) * 1024 * 1024,
       timeoutMs: s.number('timeoutSec', 30, { above: 0 }) * 1000,
       sha256: s.text('sha256') || undefined,
+      shardOrigins: s.list('shardOrigins'),
       tolerance: s.number('tolerance', DEFAULT_EXPORT_TOLERANCE, { min: 0 }),
       followStore: follow,
       followName,

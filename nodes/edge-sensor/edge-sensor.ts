@@ -60,7 +60,8 @@ export = function (RED: NodeAPI): void {
     try {
       settings = parseEdgeSensorFields(def);
       if (settings.source.csv) {
-        settings.source.csv.path = resolveCsvPath(settings.source.csv.path, userDirOf(RED));
+        const root = def.csvRoot?.trim() || userDirOf(RED);
+        settings.source.csv.path = resolveCsvPath(settings.source.csv.path, root);
       }
       source = createSensorSource({
         ...settings.source,

@@ -61,6 +61,8 @@ export interface EdgeSensorFields {
   gpioInitial?: boolean | string;
   gpioChipLabel?: string;
   csvPath?: string;
+  /** Directory CSV paths are confined to; the Node-RED user directory when blank. */
+  csvRoot?: string;
   csvDelimiter?: string;
   csvTimestamp?: string;
   csvChannels?: string;
@@ -144,14 +146,44 @@ function dialogFault(f: EdgeSensorFields): FaultSpec | undefined {
 const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
 
 /**
- * A relative CSV path is looked up in the Node-RED user directory, the working directory, then
- * the package (for the recordings shipped with the examples); the first file that exists wins.
+ * CSV paths are confined like model paths: to `root` (the Node-RED user directory unless the
+ * node configures another), so a flow cannot replay /etc/passwd or climb out with `..`. A
+ * relative path is looked up there, then in the package (the recordings shipped with the
+ * examples); links are followed before the check.
  */
-export function resolveCsvPath(file: string, userDir?: string): string {
-  if (path.isAbsolute(file)) return file;
-  const candidates = [userDir, process.cwd(), PACKAGE_ROOT].filter((d): d is string => !!d);
-  const found = candidates.map((dir) => path.resolve(dir, file)).find((p) => fs.existsSync(p));
-  return found ?? path.resolve(userDir ?? process.cwd(), file);
+export function resolveCsvPath(file: string, root: string): string {
+  const roots = path.isAbsolute(file) ? [root] : [root, PACKAGE_ROOT];
+  for (const dir of roots) {
+    const wanted = path.resolve(dir, file);
+    if (!within(dir, wanted)) continue;
+    const real = realpathOrUndefined(wanted);
+    if (real === undefined) continue;
+    if (within(realpathOrUndefined(dir) ?? dir, real)) return real;
+  }
+  const wanted = path.resolve(root, file);
+  if (!within(root, wanted) || fs.existsSync(wanted)) {
+    throw new SensorError(
+      'BAD_CONFIG',
+      `CSV file ${file} is outside the allowed directory ${root}: move it there or set the node's allowed root`,
+      undefined,
+      'path-outside-root',
+      { path: file, root },
+    );
+  }
+  return wanted; // missing: the replay reports it when it opens the file
+}
+
+function within(dir: string, target: string): boolean {
+  const rel = path.relative(dir, target);
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
+function realpathOrUndefined(p: string): string | undefined {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return undefined;
+  }
 }
 
 export function parseEdgeSensorFields(f: EdgeSensorFields): EdgeSensorSettings {

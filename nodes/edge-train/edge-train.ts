@@ -149,8 +149,12 @@ export = function register(RED: NodeAPI): void {
       const stats = normaliserStats();
       if (stats !== undefined) await active.setNormalisation(stats);
       status.set('working', 'status.starting', {}, true);
+      let epoch = 0;
+      let epochs = 0;
       try {
         const outcome = await active.train((p) => {
+          epoch = p.epoch;
+          epochs = p.epochs;
           status.set('working', 'status.epoch', {
             epoch: p.epoch,
             epochs: p.epochs,
@@ -198,8 +202,13 @@ export = function register(RED: NodeAPI): void {
           },
         });
       } catch (err) {
+        if (closed) {
+          // A redeploy or stop ends the run: expected, not an error, but say what was lost.
+          node.warn(RED._('edge-train.warnings.closed', { model: active.config.modelName, epoch, epochs }));
+          return;
+        }
         if (err instanceof CancelledError) {
-          if (!closed) status.set('waiting', 'status.cancelled', {}, true);
+          status.set('waiting', 'status.cancelled', {}, true);
           return;
         }
         throw err;

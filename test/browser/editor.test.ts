@@ -289,6 +289,40 @@ describe('editor in Chromium', function () {
       assert.deepEqual(browser.problemsSince(from), [], `${type}: console errors while editing`);
     });
   }
+
+  it('server error texts in notifications are shown as text, never run as HTML', async function () {
+    // A config value from an imported flow can come back in the server's error text.
+    const payload = '<img src=x onerror="window.__edgeXss=1">';
+    await page.route('**/edge-normalise/*/stats', (route) =>
+      route.fulfill({
+        status: 400,
+        contentType: 'application/json',
+        body: JSON.stringify({ error: `unknown statistics source "${payload}"` }),
+      }),
+    );
+    try {
+      await page.evaluate(() => {
+        const def = RED.nodes.getType('edge-normalise');
+        def.button.onclick.call({ id: 'xss-probe', type: 'edge-normalise', changed: false, _: def._ });
+      });
+      const shown = await page.waitForFunction(
+        () =>
+          $('.red-ui-notification').filter(':contains("unknown statistics source")').last().text() || false,
+        undefined,
+        { timeout: 10_000 },
+      );
+      assert.match(String(await shown.jsonValue()), /unknown statistics source "<img src=x onerror=/);
+      await page.waitForTimeout(300);
+      const ran = await page.evaluate(() => ({
+        xss: (window as unknown as { __edgeXss?: number }).__edgeXss,
+        images: $('.red-ui-notification img').length,
+      }));
+      assert.deepEqual(ran, { xss: undefined, images: 0 });
+    } finally {
+      // The notification closes itself; removing it here would break Node-RED's own fade-out.
+      await page.unroute('**/edge-normalise/*/stats');
+    }
+  });
 });
 
 interface EditableField {

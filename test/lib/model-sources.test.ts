@@ -4,6 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import type { EdgeAiError } from '../../lib/errors';
 import { sha256 } from '../../lib/util/atomic';
 import { readModelFiles } from '../../lib/models/store/model-files';
 import { resolveSource, type ResolveOptions } from '../../lib/models/store/source';
@@ -11,7 +12,10 @@ import { ModelStore } from '../../lib/models/store/store';
 import { onnxMlp } from '../fixtures/onnx-fixtures';
 import { keras2Dense } from '../fixtures/tfjs-fixtures';
 
-/** Serves files from `dir` on 127.0.0.1; /hang never answers; ?chunked streams without length. */
+/**
+ * Serves files from `dir` on 127.0.0.1; /hang never answers; ?chunked streams without length;
+ * /old/model.json redirects to /dense/model.json.
+ */
 async function serve(dir: string): Promise<{ url: string; requests: string[]; close(): Promise<void> }> {
   const requests: string[] = [];
   const hanging: http.ServerResponse[] = [];
@@ -20,6 +24,11 @@ async function serve(dir: string): Promise<{ url: string; requests: string[]; cl
     requests.push(url.pathname);
     if (url.pathname.startsWith('/hang')) {
       hanging.push(res);
+      return;
+    }
+    if (url.pathname === '/old/model.json') {
+      res.writeHead(302, { location: '/dense/model.json' });
+      res.end();
       return;
     }
     try {
@@ -98,6 +107,31 @@ describe('model sources: local paths, the store, http(s) downloads', function ()
     assert.equal(server.requests.length, 2, 'no second download');
     const refreshed = await resolveSource({ url, refresh: true }, { ...options, name: 'remote' });
     assert.equal(refreshed.version, 2);
+  });
+
+  it('keeps weight shards on the model origin unless other origins are allowed', async () => {
+    // Same server under another name: another origin, as a loopback admin endpoint would be.
+    const other = server.url.replace('127.0.0.1', 'localhost');
+    const json = JSON.parse(await fs.readFile(path.join(served, 'dense', 'model.json'), 'utf8'));
+    json.weightsManifest[0].paths = [`${other}/dense/weights/g1.bin`];
+    await fs.mkdir(path.join(served, 'foreign'), { recursive: true });
+    await fs.writeFile(path.join(served, 'foreign', 'model.json'), JSON.stringify(json));
+    const url = `${server.url}/foreign/model.json`;
+    await assert.rejects(resolveSource(url, { ...options, name: 'foreign' }), (err: EdgeAiError) => {
+      assert.equal(err.code, 'model-shard-origin');
+      assert.match(err.message, /points a weight shard at http:\/\/localhost:\d+, another origin/);
+      return true;
+    });
+    assert.deepEqual(server.requests, ['/foreign/model.json'], 'the foreign shard is never fetched');
+    assert.deepEqual(await options.store.versions('foreign'), []);
+    const allowed = await resolveSource(url, { ...options, name: 'foreign', shardOrigins: [other] });
+    assert.equal((await readModelFiles(allowed.location, { root: allowed.root })).format, 'tfjs-layers');
+  });
+
+  it('resolves shards against the URL model.json finally came from after a redirect', async () => {
+    const resolved = await resolveSource(`${server.url}/old/model.json`, { ...options, name: 'moved' });
+    assert.deepEqual(server.requests, ['/old/model.json', '/dense/model.json', '/dense/weights/g1.bin']);
+    assert.equal((await readModelFiles(resolved.location, { root: resolved.root })).format, 'tfjs-layers');
   });
 
   it('checks a sha256 pin before saving anything', async () => {

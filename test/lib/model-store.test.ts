@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,6 +30,33 @@ describe('model store', () => {
     } finally {
       modelStoreEvents.off('saved', listener);
     }
+  });
+
+  it('removes the temp version a process killed during a save left behind', async function () {
+    this.timeout(20_000);
+    await new ModelStore(root).save('m', meta, (dir) => fs.writeFile(path.join(dir, 'model.onnx'), 'v1'));
+    // A save killed (kill -9) between writing its files and the rename.
+    const script = `
+      const { promises: fs } = require('node:fs');
+      const path = require('node:path');
+      const { ModelStore } = require(${JSON.stringify(path.join(__dirname, '../../lib/models/store/store'))});
+      new ModelStore(${JSON.stringify(root)}).save('m', { format: 'onnx', entry: 'model.onnx' }, async (dir) => {
+        await fs.writeFile(path.join(dir, 'model.onnx'), Buffer.alloc(1 << 20));
+        process.kill(process.pid, 'SIGKILL');
+      });`;
+    await new Promise<void>((resolve) => execFile(process.execPath, ['-e', script], () => resolve()));
+    const left = (await fs.readdir(path.join(root, 'm'))).filter((n) => n.includes('.tmp-'));
+    assert.equal(left.length, 1, 'the killed save left its temp directory');
+    // A save in flight in another live process is not touched.
+    const live = path.join(root, 'm', `.3.tmp-${process.ppid}-0123abcd`);
+    await fs.mkdir(live);
+
+    const store = new ModelStore(root);
+    assert.deepEqual(await store.versions('m'), [1]);
+    const entries = (await fs.readdir(path.join(root, 'm'))).sort();
+    assert.deepEqual(entries, ['.3.tmp-' + process.ppid + '-0123abcd', '1']);
+    const saved = await store.save('m', meta, (dir) => fs.writeFile(path.join(dir, 'model.onnx'), 'v2'));
+    assert.equal(saved.meta.version, 2);
   });
 
   it('leaves the previous version current when a save fails midway', async () => {

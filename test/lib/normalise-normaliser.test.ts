@@ -328,4 +328,15 @@ describe('normalise Normaliser', () => {
       assert.throws(() => n.useStats({ method: 'minmax', channels: ['a'] }), InputError);
     });
   });
+
+  it('one sample of ±1e308 while learning never makes the normaliser unusable', () => {
+    const n = make({ learnCount: 100 });
+    n.process({ a: 1, b: 2, c: 3, d: 4 });
+    n.process({ a: 2, b: 3, c: 4, d: 5 });
+    assert.throws(() => n.process({ a: 1e308, b: -1e308, c: 1e308, d: -1e308 }), /too large to learn from/);
+    const next = n.process({ a: 3, b: 4, c: 5, d: 6 });
+    assert.equal(next.learned, 1);
+    const stats = n.exportStats();
+    for (const v of [...(stats.mean ?? []), ...(stats.std ?? [])]) assert.ok(Number.isFinite(v), String(v));
+  });
 });

@@ -93,6 +93,42 @@ describe('normalise running statistics', () => {
     });
   });
 
+  describe('huge finite values (±1e308) while learning', () => {
+    for (const [label, make] of [
+      ['Welford', () => new WelfordStats(4)],
+      ['EWMA', () => new EwmaStats(4, 0.1)],
+    ] as const) {
+      it(`${label}: refuses the sample whose statistics would overflow and stays usable`, () => {
+        const stats = make();
+        stats.update([1, 2, 3, 4]);
+        stats.update([2, 3, 4, 5]);
+        const before = JSON.stringify(stats.toJSON());
+        for (const huge of [
+          [1e308, -1e308, 1e308, -1e308],
+          [-1e308, 1, 2, 3],
+        ]) {
+          assert.throws(
+            () => stats.update(huge),
+            (err: Error & { code?: string }) =>
+              err.code === 'input-invalid' &&
+              /channel 1 value -?1e\+308 is too large to learn from: its statistics would overflow/.test(
+                err.message,
+              ) &&
+              /statistics are unchanged/.test(err.message) &&
+              /msg\.reset/.test(err.message),
+          );
+          assert.equal(JSON.stringify(stats.toJSON()), before, 'nothing of the sample was stored');
+        }
+        stats.update([3, 4, 5, 6]);
+        assert.equal(stats.count, 3);
+        for (const v of [...stats.mean(), ...stats.variance(), ...stats.min(), ...stats.max()]) {
+          assert.ok(Number.isFinite(v), `finite statistics, got ${v}`);
+        }
+        assert.throws(() => stats.update([NaN, 1, 2, 3]), /channel 1 is NaN/);
+      });
+    }
+  });
+
   describe('EwmaStats', () => {
     it('equals the exponentially weighted mean and variance computed from their definition', () => {
       const rand = random(4);

@@ -252,6 +252,7 @@ describe('edge-sensor node', function () {
         sensor('s', {
           device: 'csv',
           csvPath: file,
+          csvRoot: dir,
           csvTimestamp: 'ts',
           csvUnits: 'temp=°C',
           csvLoop: false,
@@ -274,6 +275,40 @@ describe('edge-sensor node', function () {
       await until(() => seen.at(-1)?.fill === 'grey', 2000, 'finished status');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses CSV paths outside the allowed root, absolute or with ..', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edge-csv-root-'));
+    const outside = fs.mkdtempSync(path.join(os.tmpdir(), 'edge-csv-outside-'));
+    fs.writeFileSync(path.join(outside, 'secret.csv'), 'a,b\n1,2\n');
+    fs.symlinkSync(path.join(outside, 'secret.csv'), path.join(dir, 'link.csv'));
+    const attempts = [
+      '/etc/passwd',
+      path.join(outside, 'secret.csv'),
+      `../${path.basename(outside)}/secret.csv`,
+      'link.csv',
+    ];
+    try {
+      for (const csvPath of attempts) {
+        await helper.load(sensorNode, [
+          sensor('s', { device: 'csv', csvPath, csvRoot: dir, csvLoop: false, interval: '0' }),
+          { id: 'catcher', type: 'catch', scope: ['s'], wires: [['caught']] },
+          { id: 'caught', type: 'helper' },
+          { id: 'out', type: 'helper' },
+        ]);
+        const sent: unknown[] = [];
+        get('out').on('input', (m: unknown) => sent.push(m));
+        const caught = collect(get('caught'), 1);
+        get('s').receive({ payload: 1 });
+        const [error] = await caught;
+        assert.match(errorMessage(error), /outside the allowed directory/, csvPath);
+        assert.deepEqual(sent, [], `nothing read from ${csvPath}`);
+        await helper.unload();
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+      fs.rmSync(outside, { recursive: true, force: true });
     }
   });
 

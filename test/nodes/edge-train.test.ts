@@ -235,6 +235,35 @@ describe('edge-train node', function () {
     await waitFor(async () => TrainingWorker.liveThreads === 0, 5000);
     assert.deepEqual(await ModelStore.forUserDir(home.path).versions('m1'), []);
   });
+
+  it('a redeploy during training warns what was lost instead of logging an error', async () => {
+    await helper.load(trainNode, flow({ epochs: 500, batchSize: 4 }));
+    const trainer = node('t1') as TestNode & { error(e: unknown): void; warn(w: unknown): void };
+    const errors: unknown[] = [];
+    const warnings: string[] = [];
+    trainer.error = (e: unknown) => errors.push(e);
+    trainer.warn = (w: unknown) => warnings.push(String(w));
+    for (const s of clusters(40)) trainer.receive({ payload: s.input, label: s.label });
+    await waitFor(async () => (await datasetCount(home.path, 't1')) === 40);
+    const progress = collect(port('out'), 1, 30000);
+    trainer.receive({ train: true });
+    await progress;
+    await helper.unload();
+    await waitFor(async () => TrainingWorker.liveThreads === 0, 5000);
+    await tick(200);
+    assert.deepEqual(errors, [], 'no error for a training stopped by a redeploy');
+    assert.equal(warnings.length, 1, warnings.join('; '));
+    // The test runtime loads no catalog: the key is shown; the catalog text says what was lost.
+    const text = /stopped by a redeploy or stop after \d+ of 500 epochs: this run's model was not saved/;
+    if (warnings[0] !== 'edge-train.warnings.closed') assert.match(warnings[0], text);
+    const catalog = JSON.parse(
+      await fs.readFile(path.join(__dirname, '../../nodes/edge-train/locales/en-US/edge-train.json'), 'utf8'),
+    );
+    assert.match(
+      catalog['edge-train'].warnings.closed.replace('__epoch__', '3').replace('__epochs__', '500'),
+      text,
+    );
+  });
 });
 
 async function datasetCount(userDir: string, id: string): Promise<number> {

@@ -2,7 +2,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import * as tfconv from '@tensorflow/tfjs-converter';
 import { ModelLoadError } from '../../errors';
 import type { ModelRunner, RuntimeName } from './runner';
-import { tf, useBackend, type TfBackendName } from './tfjs';
+import { activeBackend, tf, useBackend, type TfBackendName } from './tfjs';
 import { shapeText, sizeOf } from '../../preprocess/shape';
 
 /**
@@ -23,7 +23,7 @@ let liveRunners = 0;
 
 /** Starts the first backend of `preference` unless TF.js models already hold another one. */
 async function acquireBackend(preference: readonly TfBackendName[]): Promise<TfBackendName> {
-  if (liveRunners > 0) return tf.getBackend() as TfBackendName;
+  if (liveRunners > 0) return activeBackend();
   return useBackend(preference);
 }
 

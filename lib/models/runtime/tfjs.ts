@@ -26,16 +26,33 @@ function tryTfjsNode(): boolean {
   );
 }
 
+/** The one backend switch in flight: every caller awaits it instead of racing tf.setBackend. */
+let switching: Promise<TfBackendName> | undefined;
+
 /**
  * Switches TF.js to the first backend of `preference` that initialises in this process:
- * tfjs-node where installed, else wasm, else cpu. Returns the backend now active.
+ * tfjs-node where installed, else wasm, else cpu. Returns the backend now active, only once it
+ * is ready. Concurrent callers share one start; a start that failed is tried again by the next
+ * call (a failure can be transient, e.g. the .wasm file could not be read).
  */
 export async function useBackend(
   preference: readonly TfBackendName[] = ['tensorflow', 'wasm', 'cpu'],
 ): Promise<TfBackendName> {
+  // tf.getBackend() names a backend as soon as its start began, so wait for any start first.
+  while (switching) await switching.catch(() => undefined);
+  const start = startBackend(preference);
+  switching = start;
+  try {
+    return await start;
+  } finally {
+    if (switching === start) switching = undefined;
+  }
+}
+
+async function startBackend(preference: readonly TfBackendName[]): Promise<TfBackendName> {
   for (const name of preference) {
     if (name === 'tensorflow' && !tryTfjsNode()) continue;
-    if (tf.getBackend() === name) return name;
+    if (tf.getBackend() === name && isReady(name)) return name;
     try {
       if (await tf.setBackend(name)) {
         await tf.ready();
@@ -46,6 +63,17 @@ export async function useBackend(
     }
   }
   throw new Error(`none of the TF.js backends ${preference.join(', ')} could start`);
+}
+
+/** True once `name` is initialised (not merely selected while its start is pending). */
+function isReady(name: TfBackendName): boolean {
+  return tf.engine().registry[name] !== undefined;
+}
+
+/** The active backend once any start in flight has finished (for callers bound to it). */
+export async function activeBackend(): Promise<TfBackendName> {
+  while (switching) await switching.catch(() => undefined);
+  return tf.getBackend() as TfBackendName;
 }
 
 /** Reads a TF.js model.json and its weight shards from disk (shard paths relative to model.json). */

@@ -45,6 +45,8 @@ export interface ModelHandleOptions {
   timeoutMs?: number;
   /** sha256 pin of a downloaded model file. */
   sha256?: string;
+  /** Other origins a downloaded model.json may fetch its shards from ('*' for any). */
+  shardOrigins?: string[];
   tolerance?: number;
   threads?: number;
   /** Load new versions of the store model `followName ?? name` when they are saved. */
@@ -186,6 +188,7 @@ export class ModelHandle extends EventEmitter {
       maxBytes: options.maxBytes ?? DEFAULT_MAX_MODEL_BYTES,
       timeoutMs: options.timeoutMs ?? 30000,
       sha256: spec.sha256 ?? options.sha256,
+      shardOrigins: options.shardOrigins,
     });
     if (resolved.name === this.followName && resolved.version !== undefined) {
       this.followedVersion = Math.max(this.followedVersion, resolved.version);

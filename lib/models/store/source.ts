@@ -39,6 +39,11 @@ export interface ResolveOptions {
   timeoutMs: number;
   /** Expected sha256 (hex) of the downloaded model file (model.json or .onnx). */
   sha256?: string;
+  /**
+   * Origins (e.g. 'https://cdn.example.com', or '*' for any) a model.json may point its weight
+   * shards at besides its own. By default shards stay on the model's origin.
+   */
+  shardOrigins?: string[];
 }
 
 export interface ResolvedSource {
@@ -93,7 +98,8 @@ class Downloader {
     readonly timeoutMs: number,
   ) {}
 
-  async get(url: string): Promise<Buffer> {
+  /** The body of `url` and the URL it finally came from (after redirects). */
+  async get(url: string): Promise<{ data: Buffer; url: string }> {
     const parsed = new URL(url);
     if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
       throw new ModelLoadError(`refusing to download ${url}: only http and https are allowed`);
@@ -133,7 +139,7 @@ class Downloader {
           chunks.push(Buffer.from(value));
         }
       }
-      return Buffer.concat(chunks);
+      return { data: Buffer.concat(chunks), url: response.url || url };
     } catch (err) {
       if (err instanceof ModelLoadError) throw err;
       if (abort.signal.aborted) {
@@ -164,6 +170,31 @@ function safeRelative(p: string): boolean {
 }
 
 /**
+ * A model.json from elsewhere must not make this process fetch arbitrary URLs (another host,
+ * loopback admin endpoints): its shards stay on its origin unless the user allowed more.
+ */
+function checkShardOrigin(shardUrl: string, modelUrl: string, allowed: readonly string[] = []): void {
+  const origin = new URL(shardUrl).origin;
+  const own = new URL(modelUrl).origin;
+  if (origin === own || allowed.includes('*')) return;
+  if (allowed.some((a) => safeOrigin(a) === origin)) return;
+  throw new ModelLoadError(
+    `the model at ${modelUrl} points a weight shard at ${origin}, another origin: not downloading it ` +
+      `(allow that origin in the model's shard origins if it is trusted)`,
+    'model-shard-origin',
+    { url: shardUrl, origin },
+  );
+}
+
+function safeOrigin(text: string): string | undefined {
+  try {
+    return new URL(text.trim()).origin;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Downloads the model at `url` (model.json with its shards, resolved against the URL, or an
  * ONNX file) into the store, unless a version from the same URL (and pin) is there already.
  */
@@ -182,7 +213,7 @@ export async function downloadToStore(
     }
   }
   const downloader = new Downloader(options.maxBytes, options.timeoutMs);
-  const main = await downloader.get(url);
+  const { data: main, url: finalUrl } = await downloader.get(url);
   const digest = sha256(main);
   if (pin && digest !== pin) {
     throw new ModelLoadError(`sha256 of ${url} is ${digest}, but ${pin} was pinned: not loading it`);
@@ -208,12 +239,14 @@ export async function downloadToStore(
       if (!Array.isArray(group?.paths)) continue;
       group.paths = await Promise.all(
         group.paths.map(async (p, i) => {
-          const shardUrl = new URL(String(p), url).toString();
+          // Relative to where model.json came from after redirects, as a browser would.
+          const shardUrl = new URL(String(p), finalUrl).toString();
+          checkShardOrigin(shardUrl, finalUrl, options.shardOrigins);
           const local = safeRelative(String(p))
             ? String(p)
             : `group${g + 1}-shard${i + 1}of${group.paths.length}.bin`;
           if (local !== p) rewritten = true;
-          files.set(local, await downloader.get(shardUrl));
+          files.set(local, (await downloader.get(shardUrl)).data);
           return local;
         }),
       );

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
-import { readJsonFile, sha256, writeDirAtomic } from '../../util/atomic';
+import { readJsonFile, removeStaleTemps, sha256, writeDirAtomic } from '../../util/atomic';
 
 export type ModelFormat = 'tfjs-layers' | 'tfjs-graph' | 'onnx';
 
@@ -52,6 +52,9 @@ modelStoreEvents.setMaxListeners(0);
  * the highest numbered directory is always a whole model.
  */
 export class ModelStore {
+  /** Model directories already swept for stale temp entries by this store. */
+  private readonly swept = new Set<string>();
+
   constructor(readonly root: string) {}
 
   static forUserDir(userDir: string): ModelStore {
@@ -74,11 +77,23 @@ export class ModelStore {
 
   async versions(name: string): Promise<number[]> {
     ModelStore.checkName(name);
+    await this.sweep(name);
     const entries = await fs.readdir(path.join(this.root, name), { withFileTypes: true }).catch(() => []);
     return entries
       .filter((e) => e.isDirectory() && /^\d+$/.test(e.name))
       .map((e) => Number(e.name))
       .sort((a, b) => a - b);
+  }
+
+  /**
+   * The first time this store looks at a model, removes the temp version directories a crash
+   * during a save left there (they are never read, but each holds a whole model).
+   */
+  private async sweep(name: string): Promise<void> {
+    const dir = path.join(this.root, name);
+    if (this.swept.has(dir)) return;
+    this.swept.add(dir);
+    await removeStaleTemps(dir);
   }
 
   async get(name: string, version?: number): Promise<StoredModel | undefined> {
