@@ -117,6 +117,10 @@ async function importAndDeploy(
   const label = (text: string) =>
     tree.locator('.red-ui-treeList-label').filter({ hasText: new RegExp(`^${escape(text)}$`) });
   await label(pkg.name).click();
+  // A click that lands while the tree is still being laid out may leave the package folded.
+  await label(name)
+    .waitFor({ state: 'visible', timeout: 5000 })
+    .catch(() => label(pkg.name).click());
   await label(name).click();
   await page.locator('#red-ui-clipboard-dialog-import-opt-new').click();
   await page.locator('#red-ui-clipboard-dialog-ok').click();
