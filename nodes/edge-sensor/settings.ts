@@ -152,13 +152,16 @@ const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
  * examples); links are followed before the check.
  */
 export function resolveCsvPath(file: string, root: string): string {
-  const roots = path.isAbsolute(file) ? [root] : [root, PACKAGE_ROOT];
-  for (const dir of roots) {
-    const wanted = path.resolve(dir, file);
-    if (!within(dir, wanted)) continue;
+  // The package's recordings are allowed only under its examples/ folder.
+  const places = [{ base: root, allowed: root }];
+  if (!path.isAbsolute(file))
+    places.push({ base: PACKAGE_ROOT, allowed: path.join(PACKAGE_ROOT, 'examples') });
+  for (const { base, allowed } of places) {
+    const wanted = path.resolve(base, file);
+    if (!within(allowed, wanted)) continue;
     const real = realpathOrUndefined(wanted);
     if (real === undefined) continue;
-    if (within(realpathOrUndefined(dir) ?? dir, real)) return real;
+    if (within(realpathOrUndefined(allowed) ?? allowed, real)) return real;
   }
   const wanted = path.resolve(root, file);
   if (!within(root, wanted) || fs.existsSync(wanted)) {
