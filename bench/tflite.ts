@@ -6,23 +6,17 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { convertTfliteToOnnx, type TfliteConversion } from '../lib/models/convert/tflite';
 import { availableOrtRuntimes, createOrtSession, loadOrt } from '../lib/models/runtime/ort-session';
-import { rng } from '../test/fixtures/reference';
-import { closeReference, loadReference, tfliteReferenceUnavailable } from '../test/helpers/tflite-reference';
+import {
+  closeReference,
+  loadReference,
+  randomInputs,
+  tfliteReferenceUnavailable,
+  type TfliteTyped,
+} from '../test/helpers/tflite-reference';
 
 const RUNS = 200;
 
-type Typed = Float32Array | Int8Array | Uint8Array | Int16Array;
-
-function inputsFor(conv: TfliteConversion, seed: number): Typed[] {
-  const next = rng(seed);
-  return conv.inputs.map((io) => {
-    const n = io.shape.reduce((a, b) => a * b, 1);
-    if (io.type === 'int8') return Int8Array.from({ length: n }, () => Math.floor(next() * 256) - 128);
-    if (io.type === 'uint8') return Uint8Array.from({ length: n }, () => Math.floor(next() * 256));
-    if (io.type === 'int16') return Int16Array.from({ length: n }, () => Math.floor(next() * 65536) - 32768);
-    return Float32Array.from({ length: n }, () => next() * 2 - 1);
-  });
-}
+type Typed = TfliteTyped;
 
 /** Real-valued inputs equal to the raw ones after the model's input quantization. */
 function realInputs(conv: TfliteConversion, raw: Typed[]): Float32Array[] {
@@ -93,7 +87,7 @@ async function main(): Promise<void> {
       continue;
     }
     const rawConv = convertTfliteToOnnx(bytes, { io: 'raw' });
-    const raw = inputsFor(rawConv, 1);
+    const raw = randomInputs(rawConv, 1);
     const real = realInputs(conv, raw);
     const converted = await ortRun(conv, real, RUNS);
     const exact = await ortRun(rawConv, raw, 1);

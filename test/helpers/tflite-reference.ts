@@ -1,6 +1,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import type { TfliteConversion } from '../../lib/models/convert/tflite';
+import { sizeOf } from '../../lib/preprocess/shape';
+import { rng } from '../fixtures/reference';
 
 /**
  * TFLite's own interpreter (@tensorflow/tfjs-tflite, WebAssembly), the reference the TFLite
@@ -88,4 +91,18 @@ export async function closeReference(): Promise<void> {
   const w = worker;
   worker = undefined;
   if (w) await w.terminate();
+}
+
+export type TfliteTyped = Float32Array | Int8Array | Uint8Array | Int16Array | Int32Array;
+
+/** Random inputs in each input's own type: the full int8 range, or reals in [-1, 1). */
+export function randomInputs(conv: TfliteConversion, seed: number): TfliteTyped[] {
+  const next = rng(seed);
+  return conv.inputs.map((io) => {
+    const n = sizeOf(io.shape);
+    if (io.type === 'int8') return Int8Array.from({ length: n }, () => Math.floor(next() * 256) - 128);
+    if (io.type === 'uint8') return Uint8Array.from({ length: n }, () => Math.floor(next() * 256));
+    if (io.type === 'int16') return Int16Array.from({ length: n }, () => Math.floor(next() * 65536) - 32768);
+    return Float32Array.from({ length: n }, () => next() * 2 - 1);
+  });
 }

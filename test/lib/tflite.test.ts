@@ -17,24 +17,17 @@ import { readModelFiles } from '../../lib/models/store/model-files';
 import { ModelHandle } from '../../lib/models/serve/model-handle';
 import { rng } from '../fixtures/reference';
 import { Net, TfliteBuilder } from '../fixtures/tflite-builder';
-import { closeReference, loadReference, tfliteReferenceUnavailable } from '../helpers/tflite-reference';
+import {
+  closeReference,
+  loadReference,
+  randomInputs,
+  tfliteReferenceUnavailable,
+} from '../helpers/tflite-reference';
 
 const MODELS = sharedDir('models', 'tflite');
 const REAL_FILES = ['hello_world_float', 'hello_world_int8', 'trained_lstm', 'micro_speech_quantized'];
 
 type Typed = Float32Array | Int8Array | Uint8Array | Int16Array | Int32Array;
-
-/** Random inputs in each input's own type: the full int8 range, or reals in [-1, 1). */
-function randomInputs(conv: TfliteConversion, seed: number): Typed[] {
-  const next = rng(seed);
-  return conv.inputs.map((io) => {
-    const n = io.shape.reduce((a, b) => a * b, 1);
-    if (io.type === 'int8') return Int8Array.from({ length: n }, () => Math.floor(next() * 256) - 128);
-    if (io.type === 'uint8') return Uint8Array.from({ length: n }, () => Math.floor(next() * 256));
-    if (io.type === 'int16') return Int16Array.from({ length: n }, () => Math.floor(next() * 65536) - 32768);
-    return Float32Array.from({ length: n }, () => next() * 2 - 1);
-  });
-}
 
 async function runOnnx(conv: TfliteConversion, inputs: Typed[]): Promise<number[][]> {
   const session = await createOrtSession(conv.onnx, 'auto', { graphOptimizationLevel: 'all' });
