@@ -22,6 +22,8 @@ export interface CalibratorState {
    * learning (a flat or noise-free signal) is not an anomaly.
    */
   tolerance?: number;
+  /** The values are surprises already (an online model calibrates itself): passed through. */
+  passthrough?: boolean;
 }
 
 /** Smallest tail probability reported, so scores stay finite and comparable. */
@@ -91,6 +93,11 @@ export class Calibrator {
     });
   }
 
+  /** A calibrator for statistics that are surprises already. */
+  static passthrough(): Calibrator {
+    return new Calibrator({ body: [0], count: 0, u: 0, tailFraction: 1, xi: 0, sigma: 1, passthrough: true });
+  }
+
   static fromState(state: CalibratorState): Calibrator {
     return new Calibrator({ ...state, body: state.body.slice() });
   }
@@ -103,6 +110,7 @@ export class Calibrator {
   tailProbability(x: number): number {
     const { body, u, tailFraction, xi, sigma } = this.s;
     if (Number.isNaN(x)) return 1;
+    if (this.s.passthrough) return Math.max(MIN_TAIL_PROBABILITY, Math.pow(10, -Math.max(0, x)));
     if (x > u + (this.s.tolerance ?? 0)) {
       const z = (x - u) / sigma;
       const p = xi > 1e-9 ? tailFraction * Math.pow(1 + xi * z, -1 / xi) : tailFraction * Math.exp(-z);
@@ -127,6 +135,7 @@ export class Calibrator {
   surprise(x: number): number {
     const { u, tailFraction, xi, sigma } = this.s;
     if (Number.isNaN(x)) return 0;
+    if (this.s.passthrough) return Math.max(0, x);
     if (x > u + (this.s.tolerance ?? 0)) {
       const z = (x - u) / sigma;
       const decades = xi > 1e-9 ? Math.log10(1 + xi * z) / xi : z / Math.LN10;

@@ -10,6 +10,7 @@ import type { ModelRunner } from '../models/runtime/runner';
 import { Calibrator, combineSurprise, scoreOfSurprise, type CalibratorState } from './calibrate';
 import { Decision, type DecisionState, type Episode } from './decision';
 import { Likelihood, type LikelihoodState } from './likelihood';
+import { DEFAULT_NEIGHBOUR_OPTIONS, NeighbourModel } from './neighbours';
 import {
   Featurizer,
   persistentChannels,
@@ -44,6 +45,7 @@ export const METHODS = [
   'mad',
   'mahalanobis',
   'pca',
+  'knn',
   'ae-dense',
   'ae-conv',
   'ae-lstm',
@@ -90,9 +92,9 @@ export interface DetectorOptions {
   /** Samples over which the likelihood stage's long-term statistics forget. */
   horizon: number;
   /**
-   * After a detection (score at or above the threshold) the score of this many following
-   * samples is halved (while an episode lasts, not below just above the threshold), so one
-   * event ranks once (0 = off). Episodes follow the unmasked score.
+   * After a detection (a score at or above the threshold) the score of this many following
+   * samples is halved, so one event ranks once (0 = off).
+   * Episodes and isAnomaly follow the unmasked score (details.unmasked).
    */
   suppress: number;
   /** Variance fraction the PCA model keeps in its principal subspace. */
@@ -128,8 +130,11 @@ export const DEFAULT_OPTIONS: DetectorOptions = {
  */
 export const PERSISTENCE_LIMIT = 0.4;
 
-/** How far above the threshold a masked score of an ongoing episode is held. */
-export const MASK_MARGIN = 0.001;
+/**
+ * Largest magnitude accepted: far beyond any reading, small enough that sums of squares over a
+ * learning period stay finite (one ±1e308 would otherwise wedge the learned statistics).
+ */
+export const MAX_ABS_VALUE = 1e100;
 
 /** A learning period never ends before this many usable samples (models need data to fit). */
 export const MIN_LEARNING_SAMPLES = 20;
@@ -172,7 +177,7 @@ export interface DetectorDetails {
 interface PipelineSpec {
   feature: FeatureKind;
   window: number;
-  model: 'univariate' | 'robust' | 'pca' | 'mahalanobis' | SequenceArchitecture | 'external';
+  model: 'univariate' | 'robust' | 'pca' | 'mahalanobis' | 'knn' | SequenceArchitecture | 'external';
   /** Prefix of the statistic names when several pipelines are combined. */
   label: string;
 }
@@ -240,8 +245,21 @@ class Pipeline {
   }
 }
 
-/** Which feature and model each method runs; 'auto' is the default ensemble. */
-function pipelineSpecs(o: DetectorOptions): PipelineSpec[] {
+/** Models fitted in-process from the learning rows alone (their fit fails the same way again). */
+const STATISTICAL_MODELS = new Set<PipelineSpec['model']>([
+  'univariate',
+  'robust',
+  'pca',
+  'mahalanobis',
+  'knn',
+]);
+
+/**
+ * Which feature and model each method runs. 'auto' watches one channel by the shape of its
+ * recent history (nothing else describes its context) and several channels by the level and
+ * spread of each; `channels` is unknown (undefined) until the first sample.
+ */
+function pipelineSpecs(o: DetectorOptions, channels?: number): PipelineSpec[] {
   const w = o.window;
   const sw = o.sequence.window;
   switch (o.method) {
@@ -263,7 +281,10 @@ function pipelineSpecs(o: DetectorOptions): PipelineSpec[] {
       return [{ feature: 'window', window: sw + 1, model: 'forecast', label: '' }];
     case 'model':
       return [{ feature: 'window', window: sw, model: 'external', label: '' }];
+    case 'knn':
+      return [{ feature: 'window', window: sw, model: 'knn', label: '' }];
     case 'auto':
+      if (channels === 1) return [{ feature: 'window', window: sw, model: 'knn', label: '' }];
       // Level (or change, for wandering channels) and spread of every channel: shifts and
       // drifts move the level, a stuck sensor loses its spread, spikes and vibration add to it.
       return [
@@ -324,7 +345,7 @@ export interface DetectorHooks {
 export class AnomalyDetector {
   readonly options: DetectorOptions;
   private readonly decision: Decision;
-  private readonly specs: PipelineSpec[];
+  private specs: PipelineSpec[];
   private channels: string[] | null = null;
   private phase: 'learning' | 'ready' = 'learning';
   private learningRows: number[][] = [];
@@ -457,7 +478,7 @@ export class AnomalyDetector {
 
   /** Whether queued samples may be scored together: the networks do not change while scoring. */
   private get batching(): boolean {
-    return this.specs.every((s) => s.feature === 'window');
+    return this.specs.every((s) => s.feature === 'window' && s.model !== 'knn');
   }
 
   private validate(values: readonly number[], channels: readonly string[]): void {
@@ -471,6 +492,10 @@ export class AnomalyDetector {
       const v = values[j];
       if (typeof v !== 'number' || v === Infinity || v === -Infinity)
         throw new InputError(`channel ${channels[j]}: ${String(v)} is not a finite number`);
+      if (Math.abs(v) > MAX_ABS_VALUE)
+        throw new InputError(
+          `channel ${channels[j]}: ${v} is beyond ±${MAX_ABS_VALUE} (its statistics would overflow); the sample was not used`,
+        );
     }
     if (this.options.nanPolicy === 'error') {
       const missing = channels.filter((_, j) => Number.isNaN(values[j]));
@@ -501,7 +526,10 @@ export class AnomalyDetector {
   /** Validates, imputes and extracts features of a sample; the only step that changes stream state. */
   private prepare(values: readonly number[], channels: readonly string[], timestamp: number): Prepared {
     this.validate(values, channels);
-    if (!this.channels) this.channels = channels.slice();
+    if (!this.channels) {
+      this.channels = channels.slice();
+      this.specs = pipelineSpecs(this.options, channels.length);
+    }
     const filled = this.impute(values);
     const index = this.index++;
     const imputed = filled?.imputed.map((j) => (this.channels as string[])[j]);
@@ -523,7 +551,22 @@ export class AnomalyDetector {
     const enoughSamples = o.learningMs > 0 ? n >= MAX_LEARNING_SAMPLES : n >= o.learningSamples;
     const progress =
       o.learningMs > 0 ? Math.min(1, elapsed / o.learningMs) : Math.min(1, n / o.learningSamples);
-    if ((enoughTime || enoughSamples) && n >= this.minLearningSamples) await this.fit();
+    if ((enoughTime || enoughSamples) && n >= this.minLearningSamples) {
+      try {
+        await this.fit();
+      } catch (err) {
+        // Learning data no model can be fitted on would fail every later sample the same way:
+        // start a new learning period instead (a network's training is retried as it was).
+        if (this.specs.every((s) => STATISTICAL_MODELS.has(s.model)) && !this.queue.closed) {
+          this.learningRows = [];
+          this.learningStart = null;
+          throw new InputError(
+            `learning failed (${err instanceof Error ? err.message : String(err)}); a new learning period starts with the next sample`,
+          );
+        }
+        throw err;
+      }
+    }
     return {
       score: 0,
       isAnomaly: false,
@@ -561,12 +604,11 @@ export class AnomalyDetector {
     const step = this.decision.step(unmasked, p.timestamp, p.index);
     this.trackEpisode(p, step.event);
     let score = unmasked;
+    // One event ranks once: the first score at or above the threshold shows, the following
+    // ones are halved; the episode follows the unmasked score.
     if (this.masked > 0) {
       this.masked--;
-      // An episode in progress stays just above the threshold, so score and isAnomaly agree.
-      score = step.isAnomaly
-        ? Math.max(unmasked / 2, Math.min(unmasked, o.threshold + MASK_MARGIN))
-        : unmasked / 2;
+      score = unmasked / 2;
     } else if (unmasked >= o.threshold) this.masked = o.suppress;
     if (
       o.adaptRate > 0 &&
@@ -610,10 +652,14 @@ export class AnomalyDetector {
   ): Promise<DetectorResult> {
     const p = this.prepare(values, channels, timestamp);
     if (this.phase === 'learning') return this.learn(p);
+    const frozen = this.options.keepAlarm && this.decision.active;
     const raws: (number[] | null)[] = [];
     for (let i = 0; i < p.features.length; i++) {
       const f = p.features[i];
-      raws.push(f ? (await (this.pipelines as Pipeline[])[i].model.evaluate([f]))[0] : null);
+      const model = (this.pipelines as Pipeline[])[i].model;
+      // A broken machine kept in alarm must not become the new normal of an online model.
+      if (model instanceof NeighbourModel) model.learning = !frozen;
+      raws.push(f ? (await model.evaluate([f]))[0] : null);
     }
     const result = this.finish(p, raws);
     if (this.relearnDue) await this.relearn(result, timestamp);
@@ -736,8 +782,13 @@ export class AnomalyDetector {
         const features = run.slice(settle);
         // The change of a wandering channel is watched as a statistic of its own.
         const names = channels.concat(channels.filter((_, j) => featureMask[j]).map((c) => `${c}:change`));
-        const { model, calibration } = await this.fitModel(spec, features, names, persistent);
-        const calibrators = model.statistics.map((_, k) => Calibrator.fit(calibration.map((c) => c[k])));
+        const { model, calibration } = await this.fitModel(spec, features, names, persistent, rows);
+        // An online model's statistics are surprises already.
+        const calibrators = model.statistics.map((_, k) =>
+          model instanceof NeighbourModel
+            ? Calibrator.passthrough()
+            : Calibrator.fit(calibration.map((c) => c[k])),
+        );
         learned.push(calibration.map((c) => c.map((v, k) => calibrators[k].surprise(v))));
         const featurizer = new Featurizer(spec.feature, spec.window, this.options.alpha, featureMask, floors);
         // Prime the window with the end of the learning period so scoring starts at once; an
@@ -774,8 +825,11 @@ export class AnomalyDetector {
     features: number[][],
     channels: string[],
     persistent: boolean[],
+    rows: number[][],
   ): Promise<{ model: ScoreModel; calibration: number[][] }> {
     switch (spec.model) {
+      case 'knn':
+        return NeighbourModel.fit(rows, { ...DEFAULT_NEIGHBOUR_OPTIONS, window: spec.window }, channels);
       case 'univariate':
       case 'robust': {
         const robust = spec.model === 'robust';
@@ -868,6 +922,7 @@ export class AnomalyDetector {
   private async restoreNow(state: DetectorState): Promise<void> {
     if (!this.compatible(state)) throw new Error('saved state belongs to other detector settings');
     const pipelines: Pipeline[] = [];
+    this.specs = pipelineSpecs(this.options, state.channels?.length);
     try {
       await this.restorePipelines(state, pipelines);
     } catch (err) {

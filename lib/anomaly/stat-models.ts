@@ -16,6 +16,7 @@ import {
   type SquareMatrix,
   type Vector,
 } from './linalg';
+import { NeighbourModel, type NeighbourState } from './neighbours';
 
 export interface ScoreModel {
   /** Names of the raw statistics `evaluate` returns, in order. */
@@ -38,6 +39,7 @@ export type ScoreModelState =
       eigenvalues: number[];
     }
   | { type: 'mahalanobis'; mean: number[]; precision: number[][] }
+  | NeighbourState
   | { type: 'sequence' | 'external'; [key: string]: unknown };
 
 /** A scale never collapses to zero: a channel constant during learning still gets finite scores. */
@@ -256,6 +258,8 @@ export function restoreStatModel(s: ScoreModelState): ScoreModel {
         s.mean.slice(),
         s.precision.map((r) => r.slice()),
       );
+    case 'neighbours':
+      return NeighbourModel.fromState(s);
     default:
       throw new Error(`cannot restore a ${s.type} model here`);
   }
