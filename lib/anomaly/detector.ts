@@ -180,6 +180,8 @@ interface PipelineSpec {
   model: 'univariate' | 'robust' | 'pca' | 'mahalanobis' | 'knn' | SequenceArchitecture | 'external';
   /** Prefix of the statistic names when several pipelines are combined. */
   label: string;
+  /** Samples averaged into one by the shape model. */
+  pool?: number;
 }
 
 interface PipelineState {
@@ -245,6 +247,16 @@ class Pipeline {
   }
 }
 
+/** Samples averaged into one by the long view of the shape model. */
+export const SHAPE_POOL = 4;
+
+function shapeSpecs(window: number): PipelineSpec[] {
+  return [
+    { feature: 'window', window, model: 'knn', label: '' },
+    { feature: 'window', window: window * SHAPE_POOL, model: 'knn', label: 'long', pool: SHAPE_POOL },
+  ];
+}
+
 /** Models fitted in-process from the learning rows alone (their fit fails the same way again). */
 const STATISTICAL_MODELS = new Set<PipelineSpec['model']>([
   'univariate',
@@ -282,9 +294,10 @@ function pipelineSpecs(o: DetectorOptions, channels?: number): PipelineSpec[] {
     case 'model':
       return [{ feature: 'window', window: sw, model: 'external', label: '' }];
     case 'knn':
-      return [{ feature: 'window', window: sw, model: 'knn', label: '' }];
+      return shapeSpecs(sw);
     case 'auto':
-      if (channels === 1) return [{ feature: 'window', window: sw, model: 'knn', label: '' }];
+      // One channel: its shape at two scales (the window, and four times as long averaged by 4).
+      if (channels === 1) return shapeSpecs(sw);
       // Level (or change, for wandering channels) and spread of every channel: shifts and
       // drifts move the level, a stuck sensor loses its spread, spikes and vibration add to it.
       return [
@@ -829,7 +842,11 @@ export class AnomalyDetector {
   ): Promise<{ model: ScoreModel; calibration: number[][] }> {
     switch (spec.model) {
       case 'knn':
-        return NeighbourModel.fit(rows, { ...DEFAULT_NEIGHBOUR_OPTIONS, window: spec.window }, channels);
+        return NeighbourModel.fit(
+          rows,
+          { ...DEFAULT_NEIGHBOUR_OPTIONS, window: spec.window, ...(spec.pool ? { pool: spec.pool } : {}) },
+          channels,
+        );
       case 'univariate':
       case 'robust': {
         const robust = spec.model === 'robust';
@@ -893,7 +910,14 @@ export class AnomalyDetector {
 
   /** Whether a saved state was made with options that produce the same model. */
   compatible(state: DetectorState): boolean {
-    return state.version === 1 && state.fingerprint === fingerprintOf(this.options);
+    if (state.version !== 1 || state.fingerprint !== fingerprintOf(this.options)) return false;
+    if (!state.pipelines) return true;
+    // The same settings may run other models in another release (e.g. 'auto' on one channel).
+    const specs = pipelineSpecs(this.options, state.channels?.length);
+    return (
+      state.pipelines.length === specs.length &&
+      state.pipelines.every((p, i) => (p.model.type === 'neighbours') === (specs[i].model === 'knn'))
+    );
   }
 
   /** Resumes from a saved state (same options); runs in order with queued samples. */

@@ -16,6 +16,8 @@ import type { ScoreModel } from './stat-models';
 export interface NeighbourOptions {
   /** Samples per window. */
   window: number;
+  /** Consecutive samples averaged into one before comparing (1 = none): a longer view at the same cost. */
+  pool?: number;
   /** Neighbours averaged. */
   k: number;
   /** Most windows remembered (the oldest are forgotten first). */
@@ -79,7 +81,7 @@ export class NeighbourModel implements ScoreModel {
     private readonly scale: number[],
   ) {
     this.statistics = ['shape'];
-    this.dim = options.window * channels.length;
+    this.dim = Math.floor(options.window / this.pool) * channels.length;
     this.capacity = Math.max(
       options.k + 1,
       Math.min(options.memory, Math.floor(MAX_MEMORY_VALUES / this.dim)),
@@ -167,10 +169,21 @@ export class NeighbourModel implements ScoreModel {
     return Promise.resolve();
   }
 
+  private get pool(): number {
+    return Math.max(1, this.options.pool ?? 1);
+  }
+
   /** Surprise of one raw window (row-major: window x channels); then learns it. */
   private step(raw: readonly number[]): number[] {
     const d = this.channels.length;
-    const x = raw.map((v, i) => (v - this.centre[i % d]) / this.scale[i % d]);
+    const pool = this.pool;
+    const x = new Array<number>(this.dim).fill(0);
+    for (let i = 0; i < this.dim; i++) {
+      const t = Math.floor(i / d) * pool;
+      const j = i % d;
+      for (let q = 0; q < pool; q++) x[i] += raw[(t + q) * d + j];
+      x[i] = (x[i] / pool - this.centre[j]) / this.scale[j];
+    }
     if (this.size < this.options.k) {
       this.lastLogDistance = null;
       this.learn(x, null);

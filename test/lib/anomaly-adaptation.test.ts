@@ -231,8 +231,29 @@ describe('anomaly detector on one channel: shape novelty (knn)', () => {
       d,
       cycle(700, 100, (_, v) => v),
     );
-    assert.deepEqual(Object.keys(r[650].details.statistics ?? {}), ['shape']);
+    // The shape at two scales: the window, and a four times longer view averaged by 4.
+    assert.deepEqual(Object.keys(r[650].details.statistics ?? {}), ['shape', 'long:shape']);
     await d.dispose();
+  });
+
+  it('does not resume a state whose models another release chose for the same settings', async () => {
+    const d = new AnomalyDetector(KNN);
+    await feed(
+      d,
+      cycle(700, 100, (_, v) => v),
+    );
+    const state = await d.snapshot();
+    assert.ok(d.compatible(state));
+    // The same options once ran level statistics on one channel: such a state must not load.
+    const z = new AnomalyDetector({ ...KNN, method: 'zscore' });
+    await feed(
+      z,
+      cycle(700, 100, (_, v) => v),
+    );
+    const old = { ...state, pipelines: (await z.snapshot()).pipelines };
+    assert.equal(d.compatible(old), false);
+    await assert.rejects(d.restore(old), /other detector settings/);
+    await Promise.all([d.dispose(), z.dispose()]);
   });
 
   it('flags a cycle that loses its shape (no level outside the learned range) and not before', async () => {
@@ -256,7 +277,8 @@ describe('anomaly detector on one channel: shape novelty (knn)', () => {
     const r = await feed(d, values);
     const first = r.findIndex((x, t) => t >= 900 && x.isAnomaly);
     assert.ok(first >= 900 && first < 915, `flagged at ${first}`);
-    assert.equal(r.slice(1000).filter((x) => x.isAnomaly).length, 0, 'the new level is normal');
+    // Normal once the long view (64 samples) has remembered windows of the new level.
+    assert.equal(r.slice(1100).filter((x) => x.isAnomaly).length, 0, 'the new level is normal');
     const k = new AnomalyDetector({ ...KNN, method: 'knn', keepAlarm: true });
     const rk = await feed(k, values);
     assert.ok(
