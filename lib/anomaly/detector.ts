@@ -182,6 +182,8 @@ interface PipelineSpec {
   label: string;
   /** Samples averaged into one by the shape model. */
   pool?: number;
+  /** False: the learned levels stay (adaptation would chase a cycle and then flag its peaks). */
+  adapt?: boolean;
 }
 
 interface PipelineState {
@@ -296,8 +298,19 @@ function pipelineSpecs(o: DetectorOptions, channels?: number): PipelineSpec[] {
     case 'knn':
       return shapeSpecs(sw);
     case 'auto':
-      // One channel: its shape at two scales (the window, and four times as long averaged by 4).
-      if (channels === 1) return shapeSpecs(sw);
+      // One channel: its shape at two scales (the window, and four times as long averaged by 4)
+      // and its robust level (rolling median against the learned median, in robust spreads).
+      if (channels === 1)
+        return [
+          ...shapeSpecs(sw),
+          {
+            feature: w > 1 ? 'median' : 'identity',
+            window: w,
+            model: 'robust',
+            label: 'level',
+            adapt: false,
+          },
+        ];
       // Level (or change, for wandering channels) and spread of every channel: shifts and
       // drifts move the level, a stuck sensor loses its spread, spikes and vibration add to it.
       return [
@@ -631,7 +644,7 @@ export class AnomalyDetector {
     ) {
       pipelines.forEach((pipeline, i) => {
         const f = p.features[i];
-        if (f) pipeline.model.update(f, o.adaptRate);
+        if (f && pipeline.spec.adapt !== false) pipeline.model.update(f, o.adaptRate);
       });
     }
     let top: string | undefined;

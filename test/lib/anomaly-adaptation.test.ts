@@ -231,8 +231,9 @@ describe('anomaly detector on one channel: shape novelty (knn)', () => {
       d,
       cycle(700, 100, (_, v) => v),
     );
-    // The shape at two scales: the window, and a four times longer view averaged by 4.
-    assert.deepEqual(Object.keys(r[650].details.statistics ?? {}), ['shape', 'long:shape']);
+    // The shape at two scales (the window, and a four times longer view averaged by 4) and the
+    // robust level.
+    assert.deepEqual(Object.keys(r[650].details.statistics ?? {}), ['shape', 'long:shape', 'level:x']);
     await d.dispose();
   });
 
