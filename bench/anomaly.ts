@@ -468,7 +468,7 @@ function normalised(raw: number, windows: number): number {
 
 const DEFAULT_GRID: [string, unknown[]][] = [
   ['likelihood', [0, 10]],
-  ['suppress', [0, 100]],
+  ['suppress', [100, 200]],
   ['relearnAfter', [200, 400, 800]],
 ];
 

@@ -119,7 +119,7 @@ export const DEFAULT_OPTIONS: DetectorOptions = {
   keepAlarm: false,
   likelihood: 0,
   horizon: 5000,
-  suppress: 100,
+  suppress: 200,
   explained: 0.9,
   sequence: { window: 16, epochs: 20, latent: 4, batchSize: 64, validationSplit: 0.25, seed: 1 },
 };
