@@ -12,6 +12,7 @@ export default tseslint.config(
       '.node22/**',
       '.tflite-ref/**',
       'lib/models/convert/tflite/schema/tflite-schema.ts',
+      'lib/models/onnx-proto/**',
     ],
   },
   js.configs.recommended,

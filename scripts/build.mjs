@@ -1,5 +1,6 @@
 // Compiles TypeScript (sources, tests and benchmarks, so all are type-checked) into dist/
-// and lays each node's editor files (.html, locales, icons) beside its compiled .js.
+// and lays each node's editor files (.html, locales) beside its compiled .js. Icons stay in the
+// package's icons/ folder, where Node-RED looks for every node of the package.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -17,6 +18,13 @@ execFileSync(
   },
 );
 
+// Vendored JavaScript modules in lib/ (each beside its .d.ts and LICENSE) are copied as they are.
+const vendored = path.join('lib', 'models', 'onnx-proto');
+fs.cpSync(path.join(root, vendored), path.join(dist, vendored), {
+  recursive: true,
+  filter: (file) => !file.endsWith('.d.ts'),
+});
+
 const nodesDir = path.join(root, 'nodes');
 for (const type of fs.readdirSync(nodesDir)) {
   const src = path.join(nodesDir, type);
@@ -27,5 +35,4 @@ for (const type of fs.readdirSync(nodesDir)) {
     recursive: true,
     filter: (file) => fs.statSync(file).isDirectory() || !file.endsWith('.ts'),
   });
-  fs.cpSync(path.join(root, 'icons'), path.join(out, 'icons'), { recursive: true });
 }
