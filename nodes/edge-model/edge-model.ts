@@ -6,7 +6,7 @@ import { parseSource } from '../../lib/models/store/source';
 import { serveModel } from '../shared/model-config';
 import { errorText } from '../shared/node-utils';
 import { Settings } from '../shared/settings';
-import { userDirOf } from '../shared/user-dir';
+import { modelStoreOf, userDirOf } from '../shared/user-dir';
 
 type EdgeModelDef = NodeDef & Record<string, unknown>;
 
@@ -39,6 +39,7 @@ export = function (RED: NodeAPI): void {
     const handle = new ModelHandle({
       name,
       userDir: userDirOf(RED),
+      store: modelStoreOf(RED),
       root: s.text('root') || undefined,
       format: s.choice('format', FORMATS, 'auto'),
       runtime: s.choice('runtime', RUNTIME_PREFERENCES, 'auto'),

@@ -1,5 +1,5 @@
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
-import { ModelStore } from '../../lib/models/store/store';
+import type { ModelStore } from '../../lib/models/store/store';
 import { ARCHITECTURES, type Task } from '../../lib/train/architectures';
 import { DeviceTrainer, type ClassWeighting, type DeviceTrainerConfig } from '../../lib/train/device-trainer';
 import { CancelledError } from '../../lib/train/trainer';
@@ -8,7 +8,7 @@ import { errorText, onClose, onInput, type Send } from '../shared/node-utils';
 import { SettingError, Settings } from '../shared/settings';
 import { nodeStateDir, removeStateDir } from '../shared/state';
 import { Status } from '../shared/status';
-import { userDirOf } from '../shared/user-dir';
+import { modelStoreOf } from '../shared/user-dir';
 
 type EdgeTrainDef = NodeDef & Record<string, unknown>;
 
@@ -30,7 +30,7 @@ function parseClassWeights(s: Settings): ClassWeighting {
 }
 
 /** The trainer's configuration from the editor fields; throws on what cannot work. */
-function parseConfig(config: EdgeTrainDef, userDir: string, datasetDir: string): DeviceTrainerConfig {
+function parseConfig(config: EdgeTrainDef, store: ModelStore, datasetDir: string): DeviceTrainerConfig {
   const s = new Settings(config);
   const fineTune = s.choice('source', ['build', 'transfer'] as const, 'build') === 'transfer';
   const architecture = fineTune
@@ -45,7 +45,7 @@ function parseConfig(config: EdgeTrainDef, userDir: string, datasetDir: string):
   const optionalNumber = (n: number): number | undefined => (Number.isNaN(n) ? undefined : n);
   return {
     modelName: s.text('modelName'),
-    store: ModelStore.forUserDir(userDir),
+    store,
     datasetDir,
     capacity: s.number('capacity', 10000, whole),
     policy: s.choice('policy', ['ring', 'reservoir'] as const, 'ring'),
@@ -116,7 +116,7 @@ export = function register(RED: NodeAPI): void {
     let trigger: ReturnType<typeof parseTrigger> | undefined;
     const ready: Promise<DeviceTrainer> = (async () => {
       trigger = parseTrigger(config);
-      const opened = await DeviceTrainer.open(parseConfig(config, userDirOf(RED), datasetDir));
+      const opened = await DeviceTrainer.open(parseConfig(config, modelStoreOf(RED), datasetDir));
       if (opened.resetReason) node.warn(RED._('edge-train.warnings.reset', { reason: opened.resetReason }));
       return opened;
     })();

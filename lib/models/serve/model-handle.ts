@@ -13,8 +13,15 @@ import {
   resolveSource,
   type ModelSourceInput,
   type ModelSourceSpec,
+  type ResolvedSource,
 } from '../store/source';
-import { ModelStore, modelStoreEvents, type ModelFormat, type StoredModel } from '../store/store';
+import {
+  holdVersion,
+  ModelStore,
+  modelStoreEvents,
+  type ModelFormat,
+  type StoredModel,
+} from '../store/store';
 import { sizeOf } from '../../preprocess/shape';
 
 /**
@@ -81,6 +88,8 @@ interface Loaded {
   info: LoadedModelInfo;
   leases: number;
   retired: boolean;
+  /** Lets pruning remove the store version again. */
+  release?: () => void;
 }
 
 export interface ModelLease {
@@ -193,6 +202,25 @@ export class ModelHandle extends EventEmitter {
     if (resolved.name === this.followName && resolved.version !== undefined) {
       this.followedVersion = Math.max(this.followedVersion, resolved.version);
     }
+    // A store version being served is never pruned.
+    const release =
+      resolved.meta && resolved.name !== undefined && resolved.version !== undefined
+        ? holdVersion(this.store.root, resolved.name, resolved.version)
+        : undefined;
+    try {
+      return await this.loadFiles(resolved, started, release);
+    } catch (err) {
+      release?.();
+      throw err;
+    }
+  }
+
+  private async loadFiles(
+    resolved: ResolvedSource,
+    started: number,
+    release: (() => void) | undefined,
+  ): Promise<LoadedModelInfo> {
+    const options = this.options;
     const files = await readModelFiles(resolved.location, {
       root: resolved.root,
       maxBytes: options.maxBytes ?? DEFAULT_MAX_MODEL_BYTES,
@@ -247,7 +275,7 @@ export class ModelHandle extends EventEmitter {
       };
       if (this.closed) throw new Error('the model handle closed while loading');
       const previous = this.current;
-      this.current = { runner, info, leases: 0, retired: false };
+      this.current = { runner, info, leases: 0, retired: false, release };
       if (previous) {
         previous.retired = true;
         if (previous.leases === 0) await this.disposeLoaded(previous);
@@ -260,6 +288,7 @@ export class ModelHandle extends EventEmitter {
   }
 
   private async disposeLoaded(loaded: Loaded): Promise<void> {
+    loaded.release?.();
     try {
       await loaded.runner.dispose();
     } catch (err) {
