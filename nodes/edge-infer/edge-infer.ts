@@ -66,7 +66,9 @@ export = function (RED: NodeAPI): void {
         else status.set('waiting', 'status.waiting');
         return;
       }
-      const parts: string[] = [info.runtime];
+      const parts: string[] = [
+        info.noNative ? `${info.runtime} ${status.t('status.noNative')}` : info.runtime,
+      ];
       if (lastLatency !== undefined) parts.push(`${lastLatency.toFixed(lastLatency < 10 ? 2 : 0)} ms`);
       // Listeners run only after setup, when the batcher below exists.
       const depth = batcher.depth;

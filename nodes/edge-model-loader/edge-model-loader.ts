@@ -8,7 +8,6 @@ import {
   type LoadRequest,
 } from '../../lib/models/store/loader-request';
 import { PRUNE_SCOPES } from '../../lib/models/compress/prune';
-import { ModelStore } from '../../lib/models/store/store';
 import { useModel } from '../shared/model-config';
 import { onClose, onInput, parseOrFail } from '../shared/node-utils';
 import { Settings } from '../shared/settings';

@@ -56,6 +56,7 @@ export = function (RED: NodeAPI): void {
     });
     serveModel(node, handle);
 
+    let warnedNoNative = false;
     handle.on('loaded', (info) => {
       node.log(
         RED._('edge-model.log.loaded', {
@@ -71,6 +72,10 @@ export = function (RED: NodeAPI): void {
         node.log(RED._('edge-model.log.exported', { diff: info.maxAbsDiff.toExponential(2) }));
       }
       if (info.fallbackReason) node.log(RED._('edge-model.log.fallback', { reason: info.fallbackReason }));
+      if (info.noNative && !warnedNoNative) {
+        warnedNoNative = true;
+        node.warn(RED._('edge-model.warnings.noNative', { reason: info.noNative }));
+      }
     });
     handle.on('load-failed', (err: Error) => {
       const waiting = follow && err instanceof ModelNotInStoreYet;

@@ -89,6 +89,7 @@ function parseTrigger(config: EdgeTrainDef) {
     trigger: s.choice('trigger', ['message', 'interval', 'samples'] as const, 'message'),
     everySamples: s.number('everySamples', 100, { integer: true, min: 1 }),
     intervalMinutes: s.number('interval', 60, { min: 0 }),
+    reuse: s.bool('reuse', false),
   };
 }
 
@@ -215,14 +216,46 @@ export = function register(RED: NodeAPI): void {
       }
     };
 
+    /**
+     * With "reuse a saved model": a saved version stands in for the training the schedule or the
+     * sample count would start; says so with a 'reused' message. False when there is none.
+     */
+    const reuseSaved = async (active: DeviceTrainer): Promise<boolean> => {
+      if (!trigger?.reuse) return false;
+      const saved = await active.saved();
+      if (!saved) return false;
+      active.samplesSinceTraining = 0;
+      status.set('ok', 'status.reused', { version: saved.meta.version }, true);
+      node.send({
+        topic: 'reused',
+        payload: {
+          model: saved.meta.name,
+          version: saved.meta.version,
+          metrics: saved.meta.metrics ?? {},
+          created: saved.meta.created,
+          reused: true,
+        },
+      } as NodeMessage);
+      return true;
+    };
+
     /** Training started by the schedule or the sample count: errors go to the log and status. */
+    let starting = false;
     const trainInBackground = (): void => {
-      if (!trainer || trainer.training || closed) return;
+      if (!trainer || trainer.training || closed || starting) return;
       const active = trainer;
-      train(active, (msg) => node.send(msg as NodeMessage)).catch((err: unknown) => {
-        node.error(RED._('edge-train.errors.training', { error: errorText(err) }));
-        status.error(err);
-      });
+      starting = true;
+      reuseSaved(active)
+        .then((reused) => {
+          starting = false;
+          if (reused || closed) return;
+          return train(active, (msg) => node.send(msg as NodeMessage));
+        })
+        .catch((err: unknown) => {
+          starting = false;
+          node.error(RED._('edge-train.errors.training', { error: errorText(err) }));
+          status.error(err);
+        });
     };
 
     onInput(node, status, async (msg, send) => {

@@ -6,6 +6,7 @@ import type { Normalisation } from './inference';
 import { checkNormalisation } from '../../preprocess/scaling';
 import { DEFAULT_MAX_MODEL_BYTES, readModelFiles } from '../store/model-files';
 import type { ModelRunner, RuntimeName } from '../runtime/runner';
+import { nativeOrtMissing } from '../runtime/ort-session';
 import { createRunner, type RuntimePreference } from '../runtime/select';
 import {
   describeSource,
@@ -66,6 +67,11 @@ export interface LoadedModelInfo {
   name: string;
   /** Store version, when the model came from (or was downloaded into) the store. */
   version?: number;
+  /**
+   * Set when the model runs on onnxruntime-web because onnxruntime-node is missing or does
+   * not load here: why (the native runtime is several times faster to load and run).
+   */
+  noNative?: string;
   source: string;
   format: ModelFormat;
   runtime: RuntimeName;
@@ -268,6 +274,7 @@ export class ModelHandle extends EventEmitter {
         exported: selection.exported,
         maxAbsDiff: selection.maxAbsDiff,
         fallbackReason: selection.fallbackReason,
+        noNative: runner.runtime === 'onnxruntime-web' ? nativeOrtMissing() : undefined,
         notes: [...files.notes, ...selection.notes],
         bytes: files.bytes,
         loadMs: Math.round(performance.now() - started),
