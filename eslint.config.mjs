@@ -11,6 +11,7 @@ export default tseslint.config(
       'bench-out/**',
       '.node22/**',
       '.tflite-ref/**',
+      '.arm64/**',
       'lib/models/convert/tflite/schema/tflite-schema.ts',
       'lib/models/onnx-proto/**',
     ],

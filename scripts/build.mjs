@@ -18,12 +18,9 @@ execFileSync(
   },
 );
 
-// Vendored JavaScript modules in lib/ (each beside its .d.ts and LICENSE) are copied as they are.
+// Vendored JavaScript modules in lib/ (each with its .d.ts and LICENSE) are copied as they are.
 const vendored = path.join('lib', 'models', 'onnx-proto');
-fs.cpSync(path.join(root, vendored), path.join(dist, vendored), {
-  recursive: true,
-  filter: (file) => !file.endsWith('.d.ts'),
-});
+fs.cpSync(path.join(root, vendored), path.join(dist, vendored), { recursive: true });
 
 const nodesDir = path.join(root, 'nodes');
 for (const type of fs.readdirSync(nodesDir)) {

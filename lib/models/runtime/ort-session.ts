@@ -16,7 +16,8 @@ let nativeMissing: string | undefined;
 /**
  * Loads onnxruntime-node in a child process first: a native addon that crashes while loading
  * (a binary for another CPU, an emulator) would take Node-RED down with it. Returns why it
- * cannot be used, or undefined when it loads. EDGE_AI_ORT_PROBE=0 skips the child process.
+ * cannot be used, or undefined when it loads. EDGE_AI_ORT_PROBE=0 skips the child process and
+ * loads it in this process directly.
  */
 function probeNativeOrt(): string | undefined {
   let entry: string;
@@ -26,16 +27,19 @@ function probeNativeOrt(): string | undefined {
     return 'onnxruntime-node is not installed';
   }
   if (process.env.EDGE_AI_ORT_PROBE === '0') return undefined;
-  const probe = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(entry)})`], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    timeout: 120_000,
-    encoding: 'utf8',
-  });
-  if (probe.error) {
-    const code = (probe.error as NodeJS.ErrnoException).code;
-    if (code === 'ETIMEDOUT') return 'onnxruntime-node did not load within 120 s';
-    // This Node cannot start itself as a child (e.g. an emulator without binfmt): load in-process.
-    return undefined;
+  // The child says it started before it loads the addon, so "cannot start" and "crashed while
+  // loading" are told apart.
+  const probe = spawnSync(
+    process.execPath,
+    ['-e', `process.stdout.write('started\\n'); require(${JSON.stringify(entry)})`],
+    { stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000, encoding: 'utf8' },
+  );
+  const code = (probe.error as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ETIMEDOUT') return 'onnxruntime-node did not load within 120 s';
+  if (probe.error || !(probe.stdout ?? '').startsWith('started')) {
+    // This Node cannot start itself (seen under qemu-user without binfmt): loading the addon
+    // unchecked could crash the process, so it is not used unless the user says so.
+    return `onnxruntime-node not used: Node could not start a child process to check it (${code ?? `exit code ${probe.status}`}); EDGE_AI_ORT_PROBE=0 loads it without the check`;
   }
   if (probe.signal) return `onnxruntime-node crashed while loading (${probe.signal})`;
   if (probe.status !== 0) {
