@@ -96,6 +96,9 @@ export = function (RED: NodeAPI): void {
 
     // One batch: every message is reshaped against the model serving now; bad ones fail alone.
     const runBatch = async (jobs: Job[]): Promise<(JobResult | Error)[]> => {
+      // A first model on its way (e.g. a followed store model just saved): wait for it rather
+      // than fail the messages that arrive meanwhile.
+      if (!handle.info && handle.loading) await handle.ready(30000).catch(() => undefined);
       const lease = handle.lease();
       try {
         const { info, runner } = lease;
