@@ -1,6 +1,7 @@
 // Compiles TypeScript (sources, tests and benchmarks, so all are type-checked) into dist/
-// and lays each node's editor files (.html, locales) beside its compiled .js. Icons stay in the
-// package's icons/ folder, where Node-RED looks for every node of the package.
+// and lays each node's editor files (.html, locales) and its icon (icons/<type>.svg, in an icons/
+// folder beside the .js, where Node-RED looks for a package's icons) beside its compiled .js. Each
+// icon is shipped once: Node-RED finds any icon of the package in any of its nodes' folders.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -32,4 +33,9 @@ for (const type of fs.readdirSync(nodesDir)) {
     recursive: true,
     filter: (file) => fs.statSync(file).isDirectory() || !file.endsWith('.ts'),
   });
+  const icon = path.join(root, 'icons', `${type}.svg`);
+  if (fs.existsSync(icon)) {
+    fs.mkdirSync(path.join(out, 'icons'), { recursive: true });
+    fs.copyFileSync(icon, path.join(out, 'icons', `${type}.svg`));
+  }
 }
