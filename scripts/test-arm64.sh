@@ -13,8 +13,10 @@
 #     4. the smoke flow (scripts/arm64-smoke.cjs): a real Node-RED deploys example 01 with a
 #        simulated sensor -> normalise -> anomaly, one training epoch, edge-infer on
 #        onnxruntime-node and on onnxruntime-web (wasm).
-#   scripts/test-arm64.sh --quick   the CI check (.ci/run, about a minute): steps 1, 3 and 4
-#     against the checkout's own node_modules (no install, no cross build).
+#   scripts/test-arm64.sh --quick   the CI check (.ci/run, about a minute): onnxruntime-node's
+#     arm64 binary loads, and the smoke flow without training and wasm (edge-infer runs a small
+#     ONNX classifier on onnxruntime-node), against the checkout's own node_modules (no install,
+#     no cross build).
 #
 # qemu-user passes the host's /proc/cpuinfo through, and ONNX Runtime's CPU detection crashes
 # (SIGSEGV) on an x86 cpuinfo under an arm64 binary; the emulated processes therefore see a
@@ -131,22 +133,27 @@ session="$pkg/dist/lib/models/runtime/ort-session.js"
   const missing = nativeOrtMissing();
   if (missing) { console.error('arm64: FAIL onnxruntime-node does not load: ' + missing); process.exit(1); }
   console.log('arm64: onnxruntime-node ' + require('onnxruntime-node/package.json').version + ' loads its arm64 binary (Pi-like cpuinfo)');")
-set +e
-plain="$(cd "$app" && "${qnode_plain[@]}" -e "require('onnxruntime-node')" 2>&1)"
-plain_status=$?
-set -e
-if [ "$plain_status" -ne 0 ]; then
-  log "with the host's x86 /proc/cpuinfo (plain qemu-user) loading it crashes: exit $plain_status ($(echo "$plain" | grep -m1 -o 'uncaught target signal [0-9]* ([A-Za-z ]*)' || echo "${plain:0:80}"))"
-else
-  log "with the host's /proc/cpuinfo it loads too (this qemu emulates cpuinfo)"
+if [ "$quick" = 0 ]; then
+  set +e
+  plain="$(cd "$app" && "${qnode_plain[@]}" -e "require('onnxruntime-node')" 2>&1)"
+  plain_status=$?
+  set -e
+  if [ "$plain_status" -ne 0 ]; then
+    log "with the host's x86 /proc/cpuinfo (plain qemu-user) loading it crashes: exit $plain_status ($(echo "$plain" | grep -m1 -o 'uncaught target signal [0-9]* ([A-Za-z ]*)' || echo "${plain:0:80}"))"
+  else
+    log "with the host's /proc/cpuinfo it loads too (this qemu emulates cpuinfo)"
+  fi
+  (cd "$app" && "${qnode_plain[@]}" -e "
+    const { nativeOrtMissing, loadOrt } = require('$session');
+    const missing = nativeOrtMissing();
+    if (!missing || !loadOrt('onnxruntime-web')) { console.error('arm64: FAIL no clean fallback'); process.exit(1); }
+    console.log('arm64: without EDGE_AI_ORT_PROBE=0 the package does not load it unchecked and uses onnxruntime-web: ' + missing);")
 fi
-(cd "$app" && "${qnode_plain[@]}" -e "
-  const { nativeOrtMissing, loadOrt } = require('$session');
-  const missing = nativeOrtMissing();
-  if (!missing || !loadOrt('onnxruntime-web')) { console.error('arm64: FAIL no clean fallback'); process.exit(1); }
-  console.log('arm64: without EDGE_AI_ORT_PROBE=0 the package does not load it unchecked and uses onnxruntime-web: ' + missing);")
 
 # --- the smoke flow ------------------------------------------------------------------------
 step "smoke flow in Node-RED (example 01) under emulation"
-(cd "$app" && EDGE_AI_ORT_PROBE=0 "${qnode[@]}" "$root/scripts/arm64-smoke.cjs" "$pkg" "$root/node_modules/node-red" "$work/smoke")
+smoke_mode=()
+if [ "$quick" = 1 ]; then smoke_mode=(--quick); fi
+(cd "$app" && EDGE_AI_ORT_PROBE=0 "${qnode[@]}" "$root/scripts/arm64-smoke.cjs" "$pkg" "$root/node_modules/node-red" \
+  "$work/smoke" "${smoke_mode[@]}")
 step "passed in $((SECONDS - started)) s (emulated; not a speed figure)"
