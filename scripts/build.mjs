@@ -1,5 +1,7 @@
 // Compiles TypeScript (sources, tests and benchmarks, so all are type-checked) into dist/
-// and lays each node's editor files (.html, locales, icons) beside its compiled .js.
+// and lays each node's editor files (.html, locales) and its icon (icons/<type>.svg, in an icons/
+// folder beside the .js, where Node-RED looks for a package's icons) beside its compiled .js. Each
+// icon is shipped once: Node-RED finds any icon of the package in any of its nodes' folders.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -17,6 +19,10 @@ execFileSync(
   },
 );
 
+// Vendored JavaScript modules in lib/ (each with its .d.ts and LICENSE) are copied as they are.
+const vendored = path.join('lib', 'models', 'onnx-proto');
+fs.cpSync(path.join(root, vendored), path.join(dist, vendored), { recursive: true });
+
 const nodesDir = path.join(root, 'nodes');
 for (const type of fs.readdirSync(nodesDir)) {
   const src = path.join(nodesDir, type);
@@ -27,5 +33,9 @@ for (const type of fs.readdirSync(nodesDir)) {
     recursive: true,
     filter: (file) => fs.statSync(file).isDirectory() || !file.endsWith('.ts'),
   });
-  fs.cpSync(path.join(root, 'icons'), path.join(out, 'icons'), { recursive: true });
+  const icon = path.join(root, 'icons', `${type}.svg`);
+  if (fs.existsSync(icon)) {
+    fs.mkdirSync(path.join(out, 'icons'), { recursive: true });
+    fs.copyFileSync(icon, path.join(out, 'icons', `${type}.svg`));
+  }
 }

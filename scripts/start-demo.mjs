@@ -1,5 +1,6 @@
 // Starts a real Node-RED with this package loaded and the demo flow deployed.
-// Usage: npm start [-- --port 1880] [-- --reset]   (PORT and EDGE_DEMO_DIR also work)
+// Usage: npm start [-- --port 1880 | -p 1880] [-- --reset] [-- --user-dir DIR | -u DIR]
+// (like Node-RED's own -p and -u; PORT and EDGE_DEMO_DIR also work)
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -9,9 +10,13 @@ import { parseArgs } from 'node:util';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({
   options: {
-    port: { type: 'string', default: process.env.PORT || '1880' },
+    port: { type: 'string', short: 'p', default: process.env.PORT || '1880' },
     reset: { type: 'boolean', default: false },
-    'user-dir': { type: 'string', default: process.env.EDGE_DEMO_DIR || path.join(root, '.node-red-demo') },
+    'user-dir': {
+      type: 'string',
+      short: 'u',
+      default: process.env.EDGE_DEMO_DIR || path.join(root, '.node-red-demo'),
+    },
   },
 });
 const port = Number(values.port);

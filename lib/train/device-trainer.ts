@@ -215,6 +215,11 @@ export class DeviceTrainer {
     }
   }
 
+  /** The newest saved version of the model this trainer saves, if any. */
+  async saved(): Promise<StoredModel | undefined> {
+    return this.config.store.get(this.config.modelName);
+  }
+
   /** Stops a running training after its current batch (nothing is saved). */
   cancel(): boolean {
     if (!this.worker) return false;

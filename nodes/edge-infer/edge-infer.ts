@@ -66,7 +66,9 @@ export = function (RED: NodeAPI): void {
         else status.set('waiting', 'status.waiting');
         return;
       }
-      const parts: string[] = [info.runtime];
+      const parts: string[] = [
+        info.noNative ? `${info.runtime} ${status.t('status.noNative')}` : info.runtime,
+      ];
       if (lastLatency !== undefined) parts.push(`${lastLatency.toFixed(lastLatency < 10 ? 2 : 0)} ms`);
       // Listeners run only after setup, when the batcher below exists.
       const depth = batcher.depth;
@@ -94,6 +96,9 @@ export = function (RED: NodeAPI): void {
 
     // One batch: every message is reshaped against the model serving now; bad ones fail alone.
     const runBatch = async (jobs: Job[]): Promise<(JobResult | Error)[]> => {
+      // A first model on its way (e.g. a followed store model just saved): wait for it rather
+      // than fail the messages that arrive meanwhile.
+      if (!handle.info && handle.loading) await handle.ready(30000).catch(() => undefined);
       const lease = handle.lease();
       try {
         const { info, runner } = lease;

@@ -8,12 +8,11 @@ import {
   type LoadRequest,
 } from '../../lib/models/store/loader-request';
 import { PRUNE_SCOPES } from '../../lib/models/compress/prune';
-import { ModelStore } from '../../lib/models/store/store';
 import { useModel } from '../shared/model-config';
 import { onClose, onInput, parseOrFail } from '../shared/node-utils';
 import { Settings } from '../shared/settings';
 import { Status } from '../shared/status';
-import { userDirOf } from '../shared/user-dir';
+import { modelStoreOf } from '../shared/user-dir';
 
 type LoaderConfig = NodeDef & Record<string, unknown>;
 
@@ -43,7 +42,7 @@ export = function (RED: NodeAPI) {
     const options = parseOrFail(node, status, () => parseOptions(config));
     if (!options) return;
     const { mode, defaults } = options;
-    const store = ModelStore.forUserDir(userDirOf(RED));
+    const store = modelStoreOf(RED);
     const model = useModel(RED, node, config.model);
     const stopping = new AbortController();
     let queue: Promise<void> = Promise.resolve();

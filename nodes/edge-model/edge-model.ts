@@ -6,7 +6,7 @@ import { parseSource } from '../../lib/models/store/source';
 import { serveModel } from '../shared/model-config';
 import { errorText } from '../shared/node-utils';
 import { Settings } from '../shared/settings';
-import { userDirOf } from '../shared/user-dir';
+import { modelStoreOf, userDirOf } from '../shared/user-dir';
 
 type EdgeModelDef = NodeDef & Record<string, unknown>;
 
@@ -39,6 +39,7 @@ export = function (RED: NodeAPI): void {
     const handle = new ModelHandle({
       name,
       userDir: userDirOf(RED),
+      store: modelStoreOf(RED),
       root: s.text('root') || undefined,
       format: s.choice('format', FORMATS, 'auto'),
       runtime: s.choice('runtime', RUNTIME_PREFERENCES, 'auto'),
@@ -55,6 +56,7 @@ export = function (RED: NodeAPI): void {
     });
     serveModel(node, handle);
 
+    let warnedNoNative = false;
     handle.on('loaded', (info) => {
       node.log(
         RED._('edge-model.log.loaded', {
@@ -70,6 +72,10 @@ export = function (RED: NodeAPI): void {
         node.log(RED._('edge-model.log.exported', { diff: info.maxAbsDiff.toExponential(2) }));
       }
       if (info.fallbackReason) node.log(RED._('edge-model.log.fallback', { reason: info.fallbackReason }));
+      if (info.noNative && !warnedNoNative) {
+        warnedNoNative = true;
+        node.warn(RED._('edge-model.warnings.noNative', { reason: info.noNative }));
+      }
     });
     handle.on('load-failed', (err: Error) => {
       const waiting = follow && err instanceof ModelNotInStoreYet;

@@ -148,14 +148,14 @@ const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
 /**
  * CSV paths are confined like model paths: to `root` (the Node-RED user directory unless the
  * node configures another), so a flow cannot replay /etc/passwd or climb out with `..`. A
- * relative path is looked up there, then in the package (the recordings shipped with the
- * examples); links are followed before the check.
+ * relative path is looked up there, then in the package's recordings/ folder (the recordings
+ * the examples replay); links are followed before the check.
  */
 export function resolveCsvPath(file: string, root: string): string {
-  // The package's recordings are allowed only under its examples/ folder.
+  // The package's recordings are allowed only under its recordings/ folder.
   const places = [{ base: root, allowed: root }];
   if (!path.isAbsolute(file))
-    places.push({ base: PACKAGE_ROOT, allowed: path.join(PACKAGE_ROOT, 'examples') });
+    places.push({ base: PACKAGE_ROOT, allowed: path.join(PACKAGE_ROOT, 'recordings') });
   for (const { base, allowed } of places) {
     const wanted = path.resolve(base, file);
     if (!within(allowed, wanted)) continue;

@@ -1,5 +1,5 @@
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
-import { ModelStore } from '../../lib/models/store/store';
+import type { ModelStore } from '../../lib/models/store/store';
 import { ARCHITECTURES, type Task } from '../../lib/train/architectures';
 import { DeviceTrainer, type ClassWeighting, type DeviceTrainerConfig } from '../../lib/train/device-trainer';
 import { CancelledError } from '../../lib/train/trainer';
@@ -8,7 +8,7 @@ import { errorText, onClose, onInput, type Send } from '../shared/node-utils';
 import { SettingError, Settings } from '../shared/settings';
 import { nodeStateDir, removeStateDir } from '../shared/state';
 import { Status } from '../shared/status';
-import { userDirOf } from '../shared/user-dir';
+import { modelStoreOf } from '../shared/user-dir';
 
 type EdgeTrainDef = NodeDef & Record<string, unknown>;
 
@@ -30,7 +30,7 @@ function parseClassWeights(s: Settings): ClassWeighting {
 }
 
 /** The trainer's configuration from the editor fields; throws on what cannot work. */
-function parseConfig(config: EdgeTrainDef, userDir: string, datasetDir: string): DeviceTrainerConfig {
+function parseConfig(config: EdgeTrainDef, store: ModelStore, datasetDir: string): DeviceTrainerConfig {
   const s = new Settings(config);
   const fineTune = s.choice('source', ['build', 'transfer'] as const, 'build') === 'transfer';
   const architecture = fineTune
@@ -45,7 +45,7 @@ function parseConfig(config: EdgeTrainDef, userDir: string, datasetDir: string):
   const optionalNumber = (n: number): number | undefined => (Number.isNaN(n) ? undefined : n);
   return {
     modelName: s.text('modelName'),
-    store: ModelStore.forUserDir(userDir),
+    store,
     datasetDir,
     capacity: s.number('capacity', 10000, whole),
     policy: s.choice('policy', ['ring', 'reservoir'] as const, 'ring'),
@@ -89,6 +89,7 @@ function parseTrigger(config: EdgeTrainDef) {
     trigger: s.choice('trigger', ['message', 'interval', 'samples'] as const, 'message'),
     everySamples: s.number('everySamples', 100, { integer: true, min: 1 }),
     intervalMinutes: s.number('interval', 60, { min: 0 }),
+    reuse: s.bool('reuse', false),
   };
 }
 
@@ -116,7 +117,7 @@ export = function register(RED: NodeAPI): void {
     let trigger: ReturnType<typeof parseTrigger> | undefined;
     const ready: Promise<DeviceTrainer> = (async () => {
       trigger = parseTrigger(config);
-      const opened = await DeviceTrainer.open(parseConfig(config, userDirOf(RED), datasetDir));
+      const opened = await DeviceTrainer.open(parseConfig(config, modelStoreOf(RED), datasetDir));
       if (opened.resetReason) node.warn(RED._('edge-train.warnings.reset', { reason: opened.resetReason }));
       return opened;
     })();
@@ -215,14 +216,46 @@ export = function register(RED: NodeAPI): void {
       }
     };
 
+    /**
+     * With "reuse a saved model": a saved version stands in for the training the schedule or the
+     * sample count would start; says so with a 'reused' message. False when there is none.
+     */
+    const reuseSaved = async (active: DeviceTrainer): Promise<boolean> => {
+      if (!trigger?.reuse) return false;
+      const saved = await active.saved();
+      if (!saved) return false;
+      active.samplesSinceTraining = 0;
+      status.set('ok', 'status.reused', { version: saved.meta.version }, true);
+      node.send({
+        topic: 'reused',
+        payload: {
+          model: saved.meta.name,
+          version: saved.meta.version,
+          metrics: saved.meta.metrics ?? {},
+          created: saved.meta.created,
+          reused: true,
+        },
+      } as NodeMessage);
+      return true;
+    };
+
     /** Training started by the schedule or the sample count: errors go to the log and status. */
+    let starting = false;
     const trainInBackground = (): void => {
-      if (!trainer || trainer.training || closed) return;
+      if (!trainer || trainer.training || closed || starting) return;
       const active = trainer;
-      train(active, (msg) => node.send(msg as NodeMessage)).catch((err: unknown) => {
-        node.error(RED._('edge-train.errors.training', { error: errorText(err) }));
-        status.error(err);
-      });
+      starting = true;
+      reuseSaved(active)
+        .then((reused) => {
+          starting = false;
+          if (reused || closed) return;
+          return train(active, (msg) => node.send(msg as NodeMessage));
+        })
+        .catch((err: unknown) => {
+          starting = false;
+          node.error(RED._('edge-train.errors.training', { error: errorText(err) }));
+          status.error(err);
+        });
     };
 
     onInput(node, status, async (msg, send) => {

@@ -15,8 +15,8 @@ const LOOK: Record<StatusState, Pick<NodeStatus, 'fill' | 'shape'>> = {
   alert: { fill: 'red', shape: 'dot' },
 };
 
-/** The editor shows about this many characters under a node. */
-export const STATUS_MAX_CHARS = 60;
+/** Status texts are cut to this many characters, so one does not run under the next node in a flow. */
+export const STATUS_MAX_CHARS = 48;
 
 /** Cuts a status text so a long message still fits; the cause should lead. */
 export function shortText(text: string, max = STATUS_MAX_CHARS): string {

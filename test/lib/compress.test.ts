@@ -276,7 +276,7 @@ describe('compressing a stored model', () => {
     assert.equal(stored.meta.entry, 'model.onnx');
     await store.verify(stored);
     // This model is too small for the size to show it; its weights must be stored as int8.
-    const { onnx } = require('onnx-proto') as typeof import('onnx-proto');
+    const { onnx } = require('../../lib/models/onnx-proto') as typeof import('../../lib/models/onnx-proto');
     const proto = onnx.ModelProto.decode(await fs.readFile(path.join(stored.dir, 'model.onnx')));
     const int8 = (proto.graph?.initializer ?? []).filter(
       (t) => t.dataType === onnx.TensorProto.DataType.INT8,
@@ -303,7 +303,7 @@ describe('compressing a stored model', () => {
 
 /** A one-Gemm ONNX model y = x W + b, written with the ONNX protobuf classes. */
 function gemmOnnx(kernel: Float32Array, bias: Float32Array, inputs: number, units: number): Uint8Array {
-  const { onnx } = require('onnx-proto') as typeof import('onnx-proto');
+  const { onnx } = require('../../lib/models/onnx-proto') as typeof import('../../lib/models/onnx-proto');
   const float = onnx.TensorProto.DataType.FLOAT;
   const dims = (n: number) => ({ shape: { dim: [{ dimParam: 'N' }, { dimValue: n }] } });
   const model = onnx.ModelProto.create({

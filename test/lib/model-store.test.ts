@@ -3,7 +3,9 @@ import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ModelStore, modelStoreEvents } from '../../lib/models/store/store';
+import { ModelHandle } from '../../lib/models/serve/model-handle';
+import { holdVersion, ModelStore, modelStoreEvents } from '../../lib/models/store/store';
+import { onnxMlp } from '../fixtures/onnx-fixtures';
 
 describe('model store', () => {
   let root: string;
@@ -79,5 +81,92 @@ describe('model store', () => {
     await fs.writeFile(path.join(saved.dir, 'model.onnx'), 'bad!');
     await assert.rejects(store.verify(saved), /damaged/);
     assert.throws(() => ModelStore.checkName('../etc'), /invalid model name/);
+  });
+
+  describe('retention', () => {
+    const write = (text: string) => (dir: string) => fs.writeFile(path.join(dir, 'model.onnx'), text);
+
+    it('keeps the newest 5 versions by default, pruning after each save', async () => {
+      const store = new ModelStore(root);
+      const pruned: number[][] = [];
+      for (let i = 1; i <= 8; i++) {
+        const saved = await store.save('m', meta, write(`v${i}`));
+        assert.equal(saved.meta.version, i);
+        pruned.push(saved.pruned ?? []);
+        assert.deepEqual(
+          await store.versions('m'),
+          Array.from({ length: Math.min(i, 5) }, (_, k) => i - Math.min(i, 5) + k + 1),
+        );
+      }
+      assert.deepEqual(pruned.slice(5), [[1], [2], [3]]);
+      assert.equal(await fs.readFile(path.join(root, 'm', '8', 'model.onnx'), 'utf8'), 'v8');
+    });
+
+    it('never removes a version in use or a pinned one; 0 keeps everything', async () => {
+      const store = new ModelStore(root, { keep: 2 });
+      await store.save('m', meta, write('v1'));
+      await store.save('m', meta, write('v2'));
+      await store.pin('m', 2);
+      const release = holdVersion(root, 'm', 1);
+      for (let i = 3; i <= 5; i++) await store.save('m', meta, write(`v${i}`));
+      assert.deepEqual(await store.versions('m'), [1, 2, 4, 5]);
+      release();
+      await store.pin('m', 2, false);
+      const saved = await store.save('m', meta, write('v6'));
+      assert.deepEqual(saved.pruned, [1, 2, 4]);
+      assert.deepEqual(await store.versions('m'), [5, 6]);
+      await assert.rejects(store.pin('m', 1), /no version 1/);
+
+      const all = new ModelStore(root, { keep: 0 });
+      for (let i = 0; i < 6; i++) await all.save('n', meta, write('x'));
+      assert.deepEqual(await all.versions('n'), [1, 2, 3, 4, 5, 6]);
+      assert.throws(() => new ModelStore(root, { keep: -1 }), /whole number/);
+    });
+
+    it('gives concurrent saves of one model distinct versions with their own files', async () => {
+      const stores = [new ModelStore(root, { keep: 0 }), new ModelStore(root, { keep: 0 })];
+      const saves = Array.from({ length: 8 }, (_, i) =>
+        stores[i % 2].save('m', { ...meta, tag: i }, async (dir) => {
+          await new Promise((resolve) => setTimeout(resolve, 5 * (8 - i)));
+          await fs.writeFile(path.join(dir, 'model.onnx'), `save ${i}`);
+        }),
+      );
+      // One failing save in the middle neither blocks nor takes the number of the others.
+      const failing = stores[0].save('m', meta, async () => {
+        throw new Error('disk full');
+      });
+      const saved = await Promise.all(saves);
+      await assert.rejects(failing, /disk full/);
+      assert.deepEqual(
+        saved.map((s) => s.meta.version).sort((a, b) => a - b),
+        [1, 2, 3, 4, 5, 6, 7, 8],
+      );
+      for (const s of saved) {
+        const text = await fs.readFile(path.join(root, 'm', String(s.meta.version), 'model.onnx'), 'utf8');
+        assert.equal(text, `save ${s.meta.tag as number}`);
+      }
+      assert.deepEqual(await stores[1].versions('m'), [1, 2, 3, 4, 5, 6, 7, 8]);
+    });
+
+    it('keeps the version a model handle serves until the handle lets it go', async () => {
+      const userDir = root;
+      const store = ModelStore.forUserDir(userDir, { keep: 2 });
+      const model = onnxMlp({ seed: 5 });
+      await store.save('served', meta, (dir) => fs.writeFile(path.join(dir, 'model.onnx'), model.bytes));
+      const handle = new ModelHandle({ userDir, store, runtime: 'onnxruntime', warmup: 0 });
+      try {
+        const info = await handle.load('store:served@1');
+        assert.equal(info.version, 1);
+        for (let i = 0; i < 3; i++) {
+          await store.save('served', meta, (dir) => fs.writeFile(path.join(dir, 'model.onnx'), model.bytes));
+        }
+        assert.deepEqual(await store.versions('served'), [1, 3, 4]);
+        await handle.load('store:served@4');
+      } finally {
+        await handle.close();
+      }
+      await store.save('served', meta, (dir) => fs.writeFile(path.join(dir, 'model.onnx'), model.bytes));
+      assert.deepEqual(await store.versions('served'), [4, 5]);
+    });
   });
 });

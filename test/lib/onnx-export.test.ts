@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { onnx } from 'onnx-proto';
+import { onnx } from '../../lib/models/onnx-proto';
 import { exportLayersModelToOnnx, OnnxExportUnsupported } from '../../lib/models/convert/onnx-export';
 import {
   availableOrtRuntimes,

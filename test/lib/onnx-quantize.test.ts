@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { onnx } from 'onnx-proto';
+import { onnx } from '../../lib/models/onnx-proto';
 import { exportLayersModelToOnnx } from '../../lib/models/convert/onnx-export';
 import { attr, GraphBuilder, OnnxType, tensorValueInfo } from '../../lib/models/convert/onnx-graph';
 import {

@@ -253,7 +253,7 @@ describe('edge-model swaps and follows the store without dropping messages', fun
     model.dispose();
   }
 
-  it('waits (grey status, no error) for a followed model that is not trained yet, then serves it', async () => {
+  it('waits (grey status, no error) for a followed model that is not trained yet, then serves it, also messages sent while it loads', async () => {
     await helper.load(
       nodes,
       flow({ name: 'later', source: 'store:later', follow: true }, { mode: 'regress' }),
@@ -265,6 +265,14 @@ describe('edge-model swaps and follows the store without dropping messages', fun
     assert.ok(statuses.length > 0 && statuses.every((s) => s.fill !== 'red'), JSON.stringify(statuses));
     assert.equal(modelErrors.length, 0);
     const loaded = new Promise<void>((resolve) => helper.getNode('m').handle.once('loaded', () => resolve()));
+    // A message that arrives while the saved model is loading waits for it (no error).
+    const inferErrors = errorsOf(node('i'));
+    const early = collect(node('out'), 1);
+    helper
+      .getNode('m')
+      .handle.once('loading', () =>
+        (node('i') as Emitter & { receive(msg: unknown): void }).receive({ payload: [1, 1, 1] }),
+      );
     const store = ModelStore.forUserDir(userDir);
     const model = tfl.sequential({
       layers: [tfl.layers.dense({ units: 1, inputShape: [3], useBias: false })],
@@ -275,6 +283,8 @@ describe('edge-model swaps and follows the store without dropping messages', fun
     );
     model.dispose();
     await loaded;
+    assert.equal((await early)[0].payload, 3);
+    assert.deepEqual(inferErrors, []);
     const out = collect(node('out'), 1);
     (node('i') as Emitter & { receive(msg: unknown): void }).receive({ payload: [1, 2, 3] });
     assert.equal((await out)[0].payload, 6);

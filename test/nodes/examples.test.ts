@@ -194,30 +194,30 @@ describe('example flows in a Node-RED runtime', function () {
     await fs.rm(userDir, { recursive: true, force: true });
   });
 
-  it('01 smart home: anomaly notification and action, comfort model trained and classifying', async () => {
-    await loadExample(
-      '01 - Smart home comfort and alerts.json',
-      (byId) => {
-        // 50 readings/s, spikes from the start, a short learning period, fewer epochs; the
-        // humidity drift 50 times faster too (the detector adapts per reading).
-        set(byId, 'sh.sensor', { interval: '20', simFaultAfter: '0', simFaultProbability: '0.3' });
-        set(byId, 'sh.anomaly', { learning: 60 });
-        const drift = '{"type":"drift","channel":"humidity","perMinute":150}';
-        set(byId, 'sh.drift', { onceDelay: '3', props: [{ p: 'fault', v: drift, vt: 'json' }] });
-        set(byId, 'sh.makeData', { onceDelay: '0.1' });
-        set(byId, 'sh.train', { epochs: 10 });
-      },
-      [
-        ['sh.anomaly', 0],
-        ['sh.notify', 0],
-        ['sh.notify', 1],
-      ],
-    );
+  it('01 smart home: anomaly notification and action, comfort model trained and classifying, reused on redeploy', async () => {
+    const patch01 = (byId: Map<string, FlowNode>) => {
+      // 50 readings/s, spikes from the start, a short learning period, fewer epochs; the
+      // humidity drift 50 times faster too (the detector adapts per reading).
+      set(byId, 'sh.sensor', { interval: '20', simFaultAfter: '0', simFaultProbability: '0.3' });
+      set(byId, 'sh.anomaly', { learning: 60 });
+      const drift = '{"type":"drift","channel":"humidity","perMinute":150}';
+      set(byId, 'sh.drift', { onceDelay: '3', props: [{ p: 'fault', v: drift, vt: 'json' }] });
+      set(byId, 'sh.makeData', { onceDelay: '0.1' });
+      set(byId, 'sh.train', { epochs: 10 });
+    };
+    await loadExample('01 - Smart home comfort and alerts.json', patch01, [
+      ['sh.anomaly', 0],
+      ['sh.notify', 0],
+      ['sh.notify', 1],
+      ['sh.comfortText', 0],
+    ]);
     const results = until('probe:sh.anomaly:0', (got) => got.length >= 100, 30000);
     const notification = until('probe:sh.notify:0', (got) => got.length >= 1, 30000);
     const gpio = until('probe:sh.notify:1', (got) => got.length >= 1, 30000);
     const trained = until('sh.debugTrain', (got) => got.some((m) => m.topic === 'trained'), 30000);
-    const comfort = until('sh.debugComfort', (got) => got.length >= 3, 40000);
+    const comfort = until('probe:sh.comfortText:0', (got) => got.length >= 3, 40000);
+    // The debug node prints when the label changes, not every reading.
+    const printed = until('sh.debugComfort', (got) => got.length >= 1, 40000);
 
     for (const m of await results) {
       const r = m.payload as Msg;
@@ -237,6 +237,30 @@ describe('example flows in a Node-RED runtime', function () {
       assert.match(String(m.payload), /^Room is /);
       assert.equal((m.inference as Msg).model, 'comfort');
     }
+    const labels = (await comfort).map((m) => (m.comfort as { label: string }).label);
+    const shown = (await printed).map((m) => (m.comfort as { label: string }).label);
+    assert.equal(shown[0], labels[0]);
+    assert.ok(
+      shown.every((label, i) => i === 0 || label !== shown[i - 1]),
+      `printed on change: ${shown}`,
+    );
+
+    // Redeploy: the saved model is reused (no training, no new version) and classifies again.
+    await helper.unload();
+    await loadExample('01 - Smart home comfort and alerts.json', patch01, [['sh.comfortText', 0]]);
+    const again = until('sh.debugTrain', (got) => got.length >= 1, 30000);
+    const classified = until('probe:sh.comfortText:0', (got) => got.length >= 1, 30000);
+    const [reused] = await again;
+    assert.equal(reused.topic, 'reused');
+    assert.deepEqual(reused.payload, {
+      ...(reused.payload as Msg),
+      model: 'comfort',
+      version: done.version,
+      reused: true,
+    });
+    await classified;
+    const versions = await fs.readdir(path.join(userDir, 'edge-ai', 'models', 'comfort'));
+    assert.deepEqual(versions, [String(done.version)]);
   });
 
   it('02 predictive maintenance: charts the signal, learns, scores and alerts on bearing wear', async () => {

@@ -9,7 +9,7 @@ import { commandOf } from '../../nodes/shared/command';
 import type { EdgeModelNode } from '../../nodes/shared/model-config';
 import { Settings, SettingError, parseSettings } from '../../nodes/shared/settings';
 import { Status } from '../../nodes/shared/status';
-import { userDirOf } from '../../nodes/shared/user-dir';
+import { modelStoreOf, userDirOf } from '../../nodes/shared/user-dir';
 import { collect, helper, nodeModule, type FlowNode } from '../helpers/red';
 import { useTempUserDir } from '../helpers/user-dir';
 
@@ -48,7 +48,7 @@ describe('node plumbing: Status', () => {
     assert.equal(shown.at(-1)?.text, 'n=4', 'cancel drops the pending update');
   });
 
-  it('shows a coded error as the catalog text errors.<code>, else its message, within 60 characters', () => {
+  it('shows a coded error as the catalog text errors.<code>, else its message, within 48 characters', () => {
     const { shown, node, RED } = fakes({
       'edge-x.errors.i2c-bus-missing': 'no I2C bus __bus__: enable I2C or tick Simulate',
     });
@@ -66,7 +66,8 @@ describe('node plumbing: Status', () => {
     status.error(Object.assign(new Error('plain message'), { code: 'not-in-catalog' }));
     assert.equal(shown.at(-1)?.text, 'plain message');
     status.error(new Error('x'.repeat(100)));
-    assert.equal(shown.at(-1)?.text?.length, 60);
+    assert.equal(shown.at(-1)?.text?.length, 48);
+    assert.ok(shown.at(-1)?.text?.endsWith('…'));
   });
 });
 
@@ -118,6 +119,23 @@ describe('node plumbing: userDirOf', () => {
   it("is Node-RED's settings.userDir, else ~/.node-red (never the temp dir or the cwd)", () => {
     assert.equal(userDirOf({ settings: { userDir: '/srv/red' } } as unknown as NodeAPI), '/srv/red');
     assert.equal(userDirOf({ settings: {} } as unknown as NodeAPI), path.join(os.homedir(), '.node-red'));
+  });
+
+  it('the model store lives there and keeps settings.edgeAi.modelVersions versions (default 5)', () => {
+    const warnings: string[] = [];
+    const red = (edgeAi?: unknown) =>
+      ({
+        settings: { userDir: '/srv/red', edgeAi },
+        log: { warn: (w: string) => warnings.push(w) },
+      }) as unknown as NodeAPI;
+    const store = modelStoreOf(red());
+    assert.equal(store.root, path.join('/srv/red', 'edge-ai', 'models'));
+    assert.equal(store.keep, 5);
+    assert.equal(modelStoreOf(red({ modelVersions: 2 })).keep, 2);
+    assert.equal(modelStoreOf(red({ modelVersions: 0 })).keep, 0);
+    assert.deepEqual(warnings, []);
+    assert.equal(modelStoreOf(red({ modelVersions: 'lots' })).keep, 5);
+    assert.match(warnings[0], /edgeAi.modelVersions must be a whole number/);
   });
 });
 

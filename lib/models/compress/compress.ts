@@ -280,7 +280,7 @@ async function compressOnnx(job: CompressJob): Promise<CompressOutcome> {
 }
 
 function onnxParameterCount(bytes: Uint8Array): { total: number; prunable: number } {
-  const { onnx } = require('onnx-proto') as typeof import('onnx-proto');
+  const { onnx } = require('../onnx-proto') as typeof import('../onnx-proto');
   const model = onnx.ModelProto.decode(bytes);
   let total = 0;
   for (const init of model.graph?.initializer ?? []) {

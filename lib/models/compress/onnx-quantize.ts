@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { onnx } from 'onnx-proto';
+import { onnx } from '../onnx-proto';
 import {
   attr,
   attrInt,

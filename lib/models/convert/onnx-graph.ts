@@ -1,4 +1,4 @@
-import { onnx } from 'onnx-proto';
+import { onnx } from '../onnx-proto';
 
 /** Small helpers to build and read ONNX graphs with the onnx-proto classes. */
 

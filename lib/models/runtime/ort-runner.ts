@@ -1,4 +1,4 @@
-import { onnx } from 'onnx-proto';
+import { onnx } from '../onnx-proto';
 import type * as OrtTypes from 'onnxruntime-web';
 import { ModelLoadError } from '../../errors';
 import {

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import type * as OrtWeb from 'onnxruntime-web';
 
 /** The two ONNX Runtime packages that run in Node: the native addon and the WebAssembly build. */
@@ -9,20 +10,75 @@ export type OrtInferenceSession = OrtWeb.InferenceSession;
 export type OrtSessionOptions = OrtWeb.InferenceSession.SessionOptions;
 
 const loaded = new Map<OrtRuntimeName, OrtModule | null>();
+/** Why onnxruntime-node is not used in this process (set once it was looked for). */
+let nativeMissing: string | undefined;
+
+/**
+ * Loads onnxruntime-node in a child process first: a native addon that crashes while loading
+ * (a binary for another CPU, an emulator) would take Node-RED down with it. Returns why it
+ * cannot be used, or undefined when it loads. EDGE_AI_ORT_PROBE=0 skips the child process and
+ * loads it in this process directly.
+ */
+function probeNativeOrt(): string | undefined {
+  let entry: string;
+  try {
+    entry = require.resolve('onnxruntime-node');
+  } catch {
+    return 'onnxruntime-node is not installed';
+  }
+  if (process.env.EDGE_AI_ORT_PROBE === '0') return undefined;
+  // The child says it started before it loads the addon, so "cannot start" and "crashed while
+  // loading" are told apart.
+  const probe = spawnSync(
+    process.execPath,
+    ['-e', `process.stdout.write('started\\n'); require(${JSON.stringify(entry)})`],
+    { stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000, encoding: 'utf8' },
+  );
+  const code = (probe.error as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ETIMEDOUT') return 'onnxruntime-node did not load within 120 s';
+  if (probe.error || !(probe.stdout ?? '').startsWith('started')) {
+    // This Node cannot start itself (seen under qemu-user without binfmt): loading the addon
+    // unchecked could crash the process, so it is not used unless the user says so.
+    return `onnxruntime-node not used: Node could not start a child process to check it (${code ?? `exit code ${probe.status}`}); EDGE_AI_ORT_PROBE=0 loads it without the check`;
+  }
+  if (probe.signal) return `onnxruntime-node crashed while loading (${probe.signal})`;
+  if (probe.status !== 0) {
+    const lines = (probe.stderr ?? '').split('\n').filter((l) => /Error/.test(l));
+    return `onnxruntime-node does not load here: ${(lines[0] ?? `exit code ${probe.status}`).trim()}`;
+  }
+  return undefined;
+}
 
 /** Returns the ONNX Runtime package of that name, or undefined when it is not installed or fails to load. */
 export function loadOrt(runtime: OrtRuntimeName): OrtModule | undefined {
   // Load order matters: see DEFAULT_PROVIDERS. The native package must register 'cpu' first.
   if (runtime === 'onnxruntime-web' && !loaded.has('onnxruntime-node')) loadOrt('onnxruntime-node');
   if (!loaded.has(runtime)) {
-    try {
-      // onnxruntime-node is an optional dependency (a native addon); onnxruntime-web always is there.
-      loaded.set(runtime, require(runtime) as OrtModule);
-    } catch {
+    if (runtime === 'onnxruntime-node') nativeMissing = probeNativeOrt();
+    if (nativeMissing !== undefined && runtime === 'onnxruntime-node') {
       loaded.set(runtime, null);
+    } else {
+      try {
+        // onnxruntime-node is an optional dependency (a native addon); onnxruntime-web always is there.
+        loaded.set(runtime, require(runtime) as OrtModule);
+      } catch (err) {
+        if (runtime === 'onnxruntime-node') {
+          nativeMissing = `onnxruntime-node does not load here: ${(err as Error).message.split('\n')[0]}`;
+        }
+        loaded.set(runtime, null);
+      }
     }
   }
   return loaded.get(runtime) ?? undefined;
+}
+
+/**
+ * Why the native ONNX Runtime (onnxruntime-node) is not available in this process, so models
+ * run on the slower onnxruntime-web; undefined when it loads.
+ */
+export function nativeOrtMissing(): string | undefined {
+  loadOrt('onnxruntime-node');
+  return nativeMissing;
 }
 
 /** The runtimes that load in this process, fastest first. */

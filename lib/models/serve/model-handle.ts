@@ -6,6 +6,7 @@ import type { Normalisation } from './inference';
 import { checkNormalisation } from '../../preprocess/scaling';
 import { DEFAULT_MAX_MODEL_BYTES, readModelFiles } from '../store/model-files';
 import type { ModelRunner, RuntimeName } from '../runtime/runner';
+import { nativeOrtMissing } from '../runtime/ort-session';
 import { createRunner, type RuntimePreference } from '../runtime/select';
 import {
   describeSource,
@@ -13,8 +14,15 @@ import {
   resolveSource,
   type ModelSourceInput,
   type ModelSourceSpec,
+  type ResolvedSource,
 } from '../store/source';
-import { ModelStore, modelStoreEvents, type ModelFormat, type StoredModel } from '../store/store';
+import {
+  holdVersion,
+  ModelStore,
+  modelStoreEvents,
+  type ModelFormat,
+  type StoredModel,
+} from '../store/store';
 import { sizeOf } from '../../preprocess/shape';
 
 /**
@@ -59,6 +67,11 @@ export interface LoadedModelInfo {
   name: string;
   /** Store version, when the model came from (or was downloaded into) the store. */
   version?: number;
+  /**
+   * Set when the model runs on onnxruntime-web because onnxruntime-node is missing or does
+   * not load here: why (the native runtime is several times faster to load and run).
+   */
+  noNative?: string;
   source: string;
   format: ModelFormat;
   runtime: RuntimeName;
@@ -81,6 +94,8 @@ interface Loaded {
   info: LoadedModelInfo;
   leases: number;
   retired: boolean;
+  /** Lets pruning remove the store version again. */
+  release?: () => void;
 }
 
 export interface ModelLease {
@@ -193,6 +208,25 @@ export class ModelHandle extends EventEmitter {
     if (resolved.name === this.followName && resolved.version !== undefined) {
       this.followedVersion = Math.max(this.followedVersion, resolved.version);
     }
+    // A store version being served is never pruned.
+    const release =
+      resolved.meta && resolved.name !== undefined && resolved.version !== undefined
+        ? holdVersion(this.store.root, resolved.name, resolved.version)
+        : undefined;
+    try {
+      return await this.loadFiles(resolved, started, release);
+    } catch (err) {
+      release?.();
+      throw err;
+    }
+  }
+
+  private async loadFiles(
+    resolved: ResolvedSource,
+    started: number,
+    release: (() => void) | undefined,
+  ): Promise<LoadedModelInfo> {
+    const options = this.options;
     const files = await readModelFiles(resolved.location, {
       root: resolved.root,
       maxBytes: options.maxBytes ?? DEFAULT_MAX_MODEL_BYTES,
@@ -240,6 +274,7 @@ export class ModelHandle extends EventEmitter {
         exported: selection.exported,
         maxAbsDiff: selection.maxAbsDiff,
         fallbackReason: selection.fallbackReason,
+        noNative: runner.runtime === 'onnxruntime-web' ? nativeOrtMissing() : undefined,
         notes: [...files.notes, ...selection.notes],
         bytes: files.bytes,
         loadMs: Math.round(performance.now() - started),
@@ -247,7 +282,7 @@ export class ModelHandle extends EventEmitter {
       };
       if (this.closed) throw new Error('the model handle closed while loading');
       const previous = this.current;
-      this.current = { runner, info, leases: 0, retired: false };
+      this.current = { runner, info, leases: 0, retired: false, release };
       if (previous) {
         previous.retired = true;
         if (previous.leases === 0) await this.disposeLoaded(previous);
@@ -260,6 +295,7 @@ export class ModelHandle extends EventEmitter {
   }
 
   private async disposeLoaded(loaded: Loaded): Promise<void> {
+    loaded.release?.();
     try {
       await loaded.runner.dispose();
     } catch (err) {

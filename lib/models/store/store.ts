@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
-import { readJsonFile, removeStaleTemps, sha256, writeDirAtomic } from '../../util/atomic';
+import { readJsonFile, removeStaleTemps, sha256, writeDirAtomic, writeFileAtomic } from '../../util/atomic';
 
 export type ModelFormat = 'tfjs-layers' | 'tfjs-graph' | 'onnx';
 
@@ -38,9 +38,51 @@ export interface ModelMeta extends ModelInfo {
 export interface StoredModel {
   dir: string;
   meta: ModelMeta;
+  /** Older versions a save removed (keep setting). */
+  pruned?: number[];
+  /** Why pruning after a save failed; the saved version is whole. */
+  pruneError?: string;
 }
 
+const PINNED_FILE = 'pinned.json';
+
 const VALID_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+
+/** Versions a save keeps of one model by default: the newest 5, plus those in use or pinned. */
+export const DEFAULT_KEEP_VERSIONS = 5;
+
+export interface ModelStoreOptions {
+  /**
+   * After each save, keep this many newest versions of the model and remove older ones, except
+   * versions in use (see holdVersion) and pinned ones. 0 keeps every version.
+   */
+  keep?: number;
+}
+
+/** Versions loaded somewhere in this process, by `<root>\0<name>\0<version>`, with a count. */
+const held = new Map<string, number>();
+const heldKey = (root: string, name: string, version: number): string =>
+  `${path.resolve(root)}\0${name}\0${version}`;
+
+/**
+ * Marks a store version as in use (a model handle serving it); pruning never removes it until
+ * the returned release function is called.
+ */
+export function holdVersion(root: string, name: string, version: number): () => void {
+  const key = heldKey(root, name, version);
+  held.set(key, (held.get(key) ?? 0) + 1);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    const left = (held.get(key) ?? 1) - 1;
+    if (left > 0) held.set(key, left);
+    else held.delete(key);
+  };
+}
+
+/** Saves of one model (`<root>\0<name>`) in this process run one after another. */
+const saveLocks = new Map<string, Promise<unknown>>();
 
 /** Fires 'saved' (StoredModel) whenever any store in this process completes a new version. */
 export const modelStoreEvents = new EventEmitter();
@@ -55,10 +97,22 @@ export class ModelStore {
   /** Model directories already swept for stale temp entries by this store. */
   private readonly swept = new Set<string>();
 
-  constructor(readonly root: string) {}
+  /** Versions kept per model after a save (0: all). */
+  readonly keep: number;
 
-  static forUserDir(userDir: string): ModelStore {
-    return new ModelStore(path.join(userDir, 'edge-ai', 'models'));
+  constructor(
+    readonly root: string,
+    options: ModelStoreOptions = {},
+  ) {
+    const keep = options.keep ?? DEFAULT_KEEP_VERSIONS;
+    if (!Number.isInteger(keep) || keep < 0) {
+      throw new Error(`versions to keep must be a whole number 0 or more, not ${String(keep)}`);
+    }
+    this.keep = keep;
+  }
+
+  static forUserDir(userDir: string, options: ModelStoreOptions = {}): ModelStore {
+    return new ModelStore(path.join(userDir, 'edge-ai', 'models'), options);
   }
 
   static checkName(name: string): void {
@@ -110,6 +164,26 @@ export class ModelStore {
    */
   async save(name: string, meta: ModelInfo, fill: (dir: string) => Promise<void>): Promise<StoredModel> {
     ModelStore.checkName(name);
+    // One save of a model at a time in this process, so concurrent saves get distinct versions.
+    const key = `${path.resolve(this.root)}\0${name}`;
+    const before = saveLocks.get(key) ?? Promise.resolve();
+    const run = before.then(
+      () => this.saveNow(name, meta, fill),
+      () => this.saveNow(name, meta, fill),
+    );
+    const tail = run.catch(() => undefined);
+    saveLocks.set(key, tail);
+    void tail.then(() => {
+      if (saveLocks.get(key) === tail) saveLocks.delete(key);
+    });
+    return run;
+  }
+
+  private async saveNow(
+    name: string,
+    meta: ModelInfo,
+    fill: (dir: string) => Promise<void>,
+  ): Promise<StoredModel> {
     const versions = await this.versions(name);
     const version = (versions[versions.length - 1] ?? 0) + 1;
     const dir = path.join(this.root, name, String(version));
@@ -131,7 +205,16 @@ export class ModelStore {
       full = { ...meta, name, version, files, created: new Date().toISOString() };
       await fs.writeFile(path.join(tmp, 'meta.json'), JSON.stringify(full, null, 2));
     });
-    const stored = { dir, meta: full as ModelMeta };
+    const stored: StoredModel = { dir, meta: full as ModelMeta };
+    if (this.keep > 0) {
+      try {
+        const removed = await this.prune(name, this.keep);
+        if (removed.length > 0) stored.pruned = removed;
+      } catch (err) {
+        // The new version is whole and saved; a version that could not be removed stays.
+        stored.pruneError = (err as Error).message;
+      }
+    }
     modelStoreEvents.emit('saved', { root: this.root, ...stored });
     return stored;
   }
@@ -146,11 +229,46 @@ export class ModelStore {
     }
   }
 
-  /** Removes all but the newest `keep` versions. */
-  async prune(name: string, keep: number): Promise<void> {
+  /**
+   * Removes the versions older than the newest `keep`, except those in use in this process
+   * (holdVersion) and pinned ones. Returns the versions removed.
+   */
+  async prune(name: string, keep: number = this.keep): Promise<number[]> {
     const versions = await this.versions(name);
+    if (keep <= 0) return [];
+    const pinned = new Set(await this.pinned(name));
+    const removed: number[] = [];
     for (const v of versions.slice(0, Math.max(0, versions.length - keep))) {
+      if (pinned.has(v) || held.has(heldKey(this.root, name, v))) continue;
       await fs.rm(path.join(this.root, name, String(v)), { recursive: true, force: true });
+      removed.push(v);
     }
+    return removed;
+  }
+
+  /** Versions of `name` that pruning never removes (`<root>/<name>/pinned.json`). */
+  async pinned(name: string): Promise<number[]> {
+    ModelStore.checkName(name);
+    try {
+      const list = await readJsonFile<unknown>(path.join(this.root, name, PINNED_FILE));
+      return Array.isArray(list) ? list.filter((v): v is number => Number.isInteger(v)) : [];
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+  }
+
+  /** Pins (or with `pinned` false unpins) a version so pruning keeps it. */
+  async pin(name: string, version: number, pinned = true): Promise<void> {
+    if (!(await this.versions(name)).includes(version)) {
+      throw new Error(`model ${name} has no version ${version}`);
+    }
+    const list = new Set(await this.pinned(name));
+    if (pinned) list.add(version);
+    else list.delete(version);
+    await writeFileAtomic(
+      path.join(this.root, name, PINNED_FILE),
+      JSON.stringify([...list].sort((a, b) => a - b)),
+    );
   }
 }

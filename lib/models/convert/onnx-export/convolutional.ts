@@ -2,7 +2,7 @@
  * Convolutional layers: Conv1D/2D/3D, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D,
  * ZeroPadding2D, Cropping2D, UpSampling2D (tfjs-layers/src/layers/convolutional*.ts).
  */
-import type { onnx } from 'onnx-proto';
+import type { onnx } from '../../onnx-proto';
 import { OnnxExportUnsupported } from '../../../errors';
 import { attr, transposeData } from '../onnx-graph';
 import { applyActivation } from './activations';

@@ -4,7 +4,7 @@
  * Dropout and noise, Embedding), as in tfjs-layers/src/layers/core.ts.
  */
 import { LayersModel, type SymbolicTensor } from '@tensorflow/tfjs-layers';
-import type { onnx } from 'onnx-proto';
+import type { onnx } from '../../onnx-proto';
 import { OnnxExportUnsupported } from '../../../errors';
 import { attr, GraphBuilder, OnnxType } from '../onnx-graph';
 import { applyActivation } from './activations';

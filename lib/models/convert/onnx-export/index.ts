@@ -3,7 +3,7 @@
  * tfjs-layers/src/layers splits them) emits its layers' nodes with typed configs.
  */
 import type { LayersModel } from '@tensorflow/tfjs-layers';
-import { onnx } from 'onnx-proto';
+import { onnx } from '../../onnx-proto';
 import { OnnxExportUnsupported } from '../../../errors';
 import { OnnxType, tensorValueInfo } from '../onnx-graph';
 import { activationLayers } from './advanced-activations';

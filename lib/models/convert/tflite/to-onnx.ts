@@ -1,4 +1,4 @@
-import { onnx } from 'onnx-proto';
+import { onnx } from '../../onnx-proto';
 import { attr, GraphBuilder, OnnxType, tensorValueInfo } from '../onnx-graph';
 import { TfliteError } from './errors';
 import {
