@@ -114,7 +114,8 @@ export function decodeManifest(payload: Buffer, options: DecodeOptions): FleetMa
   let total = 0;
   const seen = new Set<string>();
   for (const f of m.files) {
-    if (!safeRelative(f?.path) || seen.has(f.path)) throw invalid(`has a bad file path "${String(f?.path)}"`);
+    if (!safeRelative(f?.path) || seen.has(f.path) || f.path === 'meta.json')
+      throw invalid(`has a bad file path "${String(f?.path)}"`);
     if (!isCount(f.bytes) || typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) {
       throw invalid(`has a bad size or sha256 for ${f.path}`);
     }

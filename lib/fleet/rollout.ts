@@ -204,7 +204,7 @@ export class FleetModelFollower extends EventEmitter {
   private async onManifest(payload: Buffer): Promise<void> {
     if (this.closed) return;
     const digest = manifestDigest(payload);
-    if (this.refused.has(digest) || this.fetch?.digest === digest) return;
+    if (this.refused.has(digest) || (this.fetch?.digest === digest && !this.fetch.done)) return;
     let manifest: FleetManifest;
     try {
       manifest = decodeManifest(payload, {

@@ -133,6 +133,8 @@ export = function (RED: NodeAPI): void {
             refused: lastRefusal,
           });
         };
+        const onConnect = (): void => void report(handle.info).catch(() => undefined);
+        let offConnect: (() => void) | undefined;
         const onLoaded = (info: LoadedModelInfo): void => {
           lastRefusal = undefined;
           report(info).catch(() => undefined);
@@ -164,13 +166,15 @@ export = function (RED: NodeAPI): void {
             follower.on('failed', (err: Error) =>
               user.error(t('errors.store-failed', { name, error: errorText(err) })),
             );
-            connection.on('connect', () => report(handle.info).catch(() => undefined));
+            connection.on('connect', onConnect);
+            offConnect = () => connection.off('connect', onConnect);
             await follower.start();
             if (handle.info) await report(handle.info);
           })
           .catch((err: unknown) => user.error(describe(err)));
         onClose(user, async () => {
           handle.off('loaded', onLoaded);
+          offConnect?.();
           await follower?.close();
         });
       },

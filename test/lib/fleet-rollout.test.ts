@@ -304,3 +304,27 @@ for (const kind of ['embedded', 'mosquitto'] as const) {
     });
   });
 }
+
+describe('fleet keys', () => {
+  it('reads base64 DER and PEM Ed25519 keys; refuses others with fleet-key-invalid', async () => {
+    const { generateKeyPairSync } = await import('node:crypto');
+    const pair = generateFleetKeys();
+    const pub = readPublicKey(pair.publicKey);
+    const pem = pub.export({ type: 'spki', format: 'pem' }).toString();
+    assert.equal(readPublicKey(pem).asymmetricKeyType, 'ed25519');
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey.export({
+      type: 'spki',
+      format: 'pem',
+    });
+    for (const bad of [rsa.toString(), 'not a key', pair.privateKey]) {
+      assert.throws(
+        () => readPublicKey(bad),
+        (err: unknown) => isEdgeAiError(err, 'fleet-key-invalid'),
+      );
+    }
+    assert.throws(
+      () => readPrivateKey(pair.publicKey),
+      (err: unknown) => isEdgeAiError(err, 'fleet-key-invalid'),
+    );
+  });
+});
