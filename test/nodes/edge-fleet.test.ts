@@ -151,6 +151,8 @@ describe('edge-fleet: a Node-RED device follows the fleet model (fleet:<name>)',
     await until('report of version 2', () => (report?.version === 2 ? report : undefined));
 
     // A version signed with another key is refused: an error naming the code, v2 keeps serving.
+    const statuses: { fill?: string }[] = [];
+    infer.on('call:status', (c: { args: [{ fill?: string }] }) => statuses.push(c.args[0]));
     const modelErrors: string[] = [];
     (helper.getNode('m') as unknown as Emitter).on('call:error', (c: { args: [string] }) =>
       modelErrors.push(String(c.args[0])),
@@ -160,6 +162,8 @@ describe('edge-fleet: a Node-RED device follows the fleet model (fleet:<name>)',
       privateKey: readPrivateKey(generateFleetKeys().privateKey),
     });
     await until('the refusal', () => (modelErrors.length > 0 ? true : undefined));
+    // edge-infer shows it (yellow: a warning, the model still serves).
+    await until('a yellow status', () => (statuses.some((st) => st.fill === 'yellow') ? true : undefined));
     assert.match(modelErrors[0], /fleet-bad-signature|refused/);
     await until('refusal reported', () =>
       report?.refused?.code === 'fleet-bad-signature' ? true : undefined,
