@@ -1,6 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { EdgeAiError, FleetError } from '../errors';
 import { sha256 } from '../util/atomic';
+import { safeRelative } from '../models/store/source';
 import type { ModelFormat, StoredFile } from '../models/store/store';
 import { keyIdOf, signBytes, verifyBytes } from './keys';
 
@@ -38,10 +39,8 @@ export interface SignedEnvelope {
 const FORMATS: ModelFormat[] = ['tfjs-layers', 'tfjs-graph', 'onnx'];
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 
-function safeRelative(p: unknown): p is string {
-  if (typeof p !== 'string' || !p || p.length > 300) return false;
-  if (p.startsWith('/') || p.includes('\\') || /^[a-z][a-z0-9+.-]*:/i.test(p)) return false;
-  return p.split('/').every((part) => part !== '' && part !== '.' && part !== '..');
+function safePath(p: unknown): p is string {
+  return typeof p === 'string' && p.length <= 300 && safeRelative(p);
 }
 
 const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
@@ -114,7 +113,7 @@ export function decodeManifest(payload: Buffer, options: DecodeOptions): FleetMa
   let total = 0;
   const seen = new Set<string>();
   for (const f of m.files) {
-    if (!safeRelative(f?.path) || seen.has(f.path) || f.path === 'meta.json')
+    if (!safePath(f?.path) || seen.has(f.path) || f.path === 'meta.json')
       throw invalid(`has a bad file path "${String(f?.path)}"`);
     if (!isCount(f.bytes) || typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) {
       throw invalid(`has a bad size or sha256 for ${f.path}`);

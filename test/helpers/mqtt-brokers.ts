@@ -19,7 +19,8 @@ export function mosquittoMissing(): string | undefined {
   return existsSync(MOSQUITTO) ? undefined : `${MOSQUITTO} is not installed (Debian package mosquitto)`;
 }
 
-async function freePort(): Promise<number> {
+/** A TCP port free on the loopback interface now. */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.once('error', reject);

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
@@ -10,7 +9,7 @@ import { FleetModelFollower, publishModel, type DeviceModelReport } from '../../
 import { fileSaveHandler, tf } from '../../lib/models/runtime/tfjs';
 import { ModelStore } from '../../lib/models/store/store';
 import { collect, helper, nodeModule, type FlowNode } from '../helpers/red';
-import { startEmbedded, type TestBroker } from '../helpers/mqtt-brokers';
+import { freePort, startEmbedded, type TestBroker } from '../helpers/mqtt-brokers';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Emitter = { on: (event: string, listener: (arg: any) => void) => void; receive(msg: unknown): void };
@@ -224,12 +223,7 @@ describe('edge-fleet: a Node-RED device follows the fleet model (fleet:<name>)',
   });
 
   it('the embedded broker: the config node runs one, other clients use it', async () => {
-    const port = await new Promise<number>((resolve) => {
-      const s = net.createServer().listen(0, '127.0.0.1', () => {
-        const p = (s.address() as net.AddressInfo).port;
-        s.close(() => resolve(p));
-      });
-    });
+    const port = await freePort();
     await helper.load(nodes, [
       {
         id: 'f',
