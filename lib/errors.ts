@@ -39,6 +39,13 @@
  *   sensor-timeout           a conversion or reset never finished
  *   sensor-end-of-data       a replay source has no more rows
  *   sensor-fault-invalid     a fault injection request the source cannot apply
+ *   fleet-connect-failed     the MQTT broker of a fleet cannot be reached or refused us  params: url
+ *   fleet-key-invalid        a fleet signing or public key cannot be read
+ *   fleet-unsigned           a fleet model manifest carries no signature       params: name
+ *   fleet-bad-signature      a fleet model manifest's signature does not verify params: name, version
+ *   fleet-manifest-invalid   a fleet model manifest is malformed               params: name
+ *   fleet-tampered           a fleet model file does not match its signed hash params: name, version, file
+ *   fleet-truncated          a fleet model's chunks stopped short or never all arrived  params: name, version
  */
 
 export type ErrorCode =
@@ -76,7 +83,14 @@ export type ErrorCode =
   | 'sensor-wrong-chip'
   | 'sensor-timeout'
   | 'sensor-end-of-data'
-  | 'sensor-fault-invalid';
+  | 'sensor-fault-invalid'
+  | 'fleet-connect-failed'
+  | 'fleet-key-invalid'
+  | 'fleet-unsigned'
+  | 'fleet-bad-signature'
+  | 'fleet-manifest-invalid'
+  | 'fleet-tampered'
+  | 'fleet-truncated';
 
 export type ErrorParams = Record<string, string | number>;
 
@@ -234,5 +248,15 @@ export class WorkerStoppedError extends EdgeAiError {
   constructor(message: string) {
     super('worker-stopped', message);
     this.name = 'WorkerStoppedError';
+  }
+}
+
+// ---- fleet ----
+
+/** A fleet operation failed: a broker problem, or a model roll-out refused (the code says why). */
+export class FleetError extends EdgeAiError {
+  constructor(code: ErrorCode, message: string, params?: ErrorParams) {
+    super(code, message, params);
+    this.name = 'FleetError';
   }
 }

@@ -73,12 +73,24 @@ export = function (RED: NodeAPI): void {
       // Listeners run only after setup, when the batcher below exists.
       const depth = batcher.depth;
       if (depth > 0) parts.push(status.t('status.queue', { depth }));
-      status.text('ok', parts.join(' · '));
+      if (refused) parts.push(status.t('status.refused', { code: refused }));
+      status.text(refused ? 'warning' : 'ok', parts.join(' · '));
+    };
+    /** A fleet version this device refused: shown (yellow) until a model loads; the current one serves. */
+    let refused: string | undefined;
+    const onRefused = (err: { code?: string }): void => {
+      refused = err.code ?? 'refused';
+      showStatus();
+    };
+    const onLoaded = (): void => {
+      refused = undefined;
+      showStatus();
     };
     const modelNode = useModel(RED, node, config.model, {
-      loaded: showStatus,
+      loaded: onLoaded,
       loading: showStatus,
       'load-failed': showStatus,
+      'fleet-refused': onRefused,
     });
     if (!modelNode) {
       failStart(node, status, new Error(RED._('edge-infer.errors.no-model')));

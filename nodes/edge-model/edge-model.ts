@@ -4,6 +4,8 @@ import { ModelNotInStoreYet } from '../../lib/errors';
 import { ModelHandle } from '../../lib/models/serve/model-handle';
 import { parseSource } from '../../lib/models/store/source';
 import { serveModel } from '../shared/model-config';
+import { getFleetNode } from '../shared/fleet-config';
+import { fleetSourceName } from '../../lib/fleet/topics';
 import { errorText } from '../shared/node-utils';
 import { Settings } from '../shared/settings';
 import { modelStoreOf, userDirOf } from '../shared/user-dir';
@@ -26,9 +28,11 @@ export = function (RED: NodeAPI): void {
   function setup(node: Node, config: EdgeModelDef): void {
     const s = new Settings(config);
     const name = s.text('name') || undefined;
-    const source = s.text('source');
-    const follow = s.bool('follow', false);
-    let followName = name;
+    // 'fleet:<name>': follow the fleet's model of that name through the store.
+    const fleetName = fleetSourceName(s.text('source'));
+    const source = fleetName ? '' : s.text('source');
+    const follow = fleetName !== undefined || s.bool('follow', false);
+    let followName = fleetName ?? name;
     try {
       const spec = source ? parseSource(source) : undefined;
       if (spec?.store) followName = spec.store;
@@ -55,6 +59,12 @@ export = function (RED: NodeAPI): void {
       followName,
     });
     serveModel(node, handle);
+    if (fleetName !== undefined) {
+      const fleet = getFleetNode(RED, config.fleet);
+      if (fleet)
+        fleet.follow(node, fleetName, handle, s.number('maxSizeMB', 100, { above: 0 }) * 1024 * 1024);
+      else node.error(RED._('edge-model.errors.no-fleet', { name: fleetName }));
+    }
 
     let warnedNoNative = false;
     handle.on('loaded', (info) => {

@@ -67,7 +67,10 @@ export function getModelNode(RED: NodeAPI, id: unknown): EdgeModelNode | undefin
   return node && typeof node.load === 'function' ? (node as EdgeModelNode) : undefined;
 }
 
-type HandleListeners = Partial<Record<'loaded' | 'loading' | 'load-failed', (...args: never[]) => void>>;
+/** 'fleet-refused' (EdgeAiError): a fleet version was refused, the current model keeps serving. */
+type HandleListeners = Partial<
+  Record<'loaded' | 'loading' | 'load-failed' | 'fleet-refused', (...args: never[]) => void>
+>;
 
 /**
  * For a node using the edge-model config node `id`: registers `user` with it and wires

@@ -164,7 +164,8 @@ interface ShardGroup {
   paths: string[];
 }
 
-function safeRelative(p: string): boolean {
+/** A relative path with no empty, '.' or '..' part, no scheme and no backslash. */
+export function safeRelative(p: string): boolean {
   if (!p || p.startsWith('/') || p.includes('\\') || /^[a-z][a-z0-9+.-]*:/i.test(p)) return false;
   return p.split('/').every((part) => part !== '' && part !== '.' && part !== '..');
 }

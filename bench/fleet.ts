@@ -1,0 +1,205 @@
+/**
+ * Fleet model roll-out: a 120 kB model (a real TF.js layers model: model.json + weights) signed
+ * and published to 100 devices, each a light client running the library code the nodes run
+ * (FleetConnection + FleetModelFollower + its own model store on disk). Measured: time from the
+ * start of the publication until every device has verified (signature, every sha256) and stored
+ * it; then a second version with 10 % of the devices disconnected during the roll-out, which
+ * reconnect afterwards and catch up from the retained manifest.
+ *
+ * Usage: npm run bench:fleet [-- --devices 100 --kb 120 --mosquitto | --broker mqtt://127.0.0.1:1883]
+ * The default broker is the embedded one (aedes); --mosquitto starts /usr/sbin/mosquitto on a free
+ * loopback port.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { FleetConnection } from '../lib/fleet/connection';
+import { generateFleetKeys, readPrivateKey, readPublicKey } from '../lib/fleet/keys';
+import { FleetModelFollower, publishModel } from '../lib/fleet/rollout';
+import { ModelStore } from '../lib/models/store/store';
+import { startEmbedded, startMosquitto, type TestBroker } from '../test/helpers/mqtt-brokers';
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0) return undefined;
+  const next = process.argv[i + 1];
+  return next && !next.startsWith('--') ? next : '';
+}
+
+interface Device {
+  id: string;
+  store: ModelStore;
+  connection: FleetConnection;
+  follower: FleetModelFollower;
+}
+
+const DEVICES = Number(arg('devices') ?? 100);
+const KB = Number(arg('kb') ?? 120);
+const keys = generateFleetKeys();
+const privateKey = readPrivateKey(keys.privateKey);
+const publicKey = readPublicKey(keys.publicKey);
+
+/** A TF.js layers model.json with one dense kernel of about `kb` kB of float32 weights. */
+async function saveModel(store: ModelStore): Promise<number> {
+  const floats = Math.floor((KB * 1024) / 4 / 64) * 64;
+  const weights = randomBytes(floats * 4);
+  const modelJson = {
+    format: 'layers-model',
+    modelTopology: {
+      class_name: 'Sequential',
+      config: {
+        name: 'bench',
+        layers: [
+          {
+            class_name: 'Dense',
+            config: { name: 'dense', units: 64, use_bias: false, batch_input_shape: [null, floats / 64] },
+          },
+        ],
+      },
+    },
+    weightsManifest: [
+      {
+        paths: ['weights.bin'],
+        weights: [{ name: 'dense/kernel', shape: [floats / 64, 64], dtype: 'float32' }],
+      },
+    ],
+  };
+  const stored = await store.save('bench', { format: 'tfjs-layers', entry: 'model.json' }, async (dir) => {
+    await fs.writeFile(path.join(dir, 'model.json'), JSON.stringify(modelJson));
+    await fs.writeFile(path.join(dir, 'weights.bin'), weights);
+  });
+  return stored.meta.files.reduce((sum, f) => sum + f.bytes, 0);
+}
+
+async function startDevice(broker: TestBroker, fleet: string, id: string, root: string): Promise<Device> {
+  const connection = new FleetConnection({ url: broker.url, fleet, deviceId: id, reconnectMs: 500 });
+  await connection.waitConnected(30000);
+  const store = new ModelStore(path.join(root, id));
+  const follower = new FleetModelFollower(connection, { name: 'bench', store, publicKey, maxBytes: 50e6 });
+  await follower.start();
+  return { id, store, connection, follower };
+}
+
+/** Resolves when `device` has stored fleet version `version` (now or later), with the time. */
+function storedAt(device: Device, version: number, since: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const check = async (): Promise<boolean> => {
+      const have = await device.follower.newestFromFleet();
+      return (have?.origin.version ?? 0) >= version;
+    };
+    const onStored = (): void => {
+      void check().then((ok) => {
+        if (ok) {
+          device.follower.off('stored', onStored);
+          resolve(performance.now() - since);
+        }
+      });
+    };
+    device.follower.on('stored', onStored);
+    device.follower.once('refused', (err: Error) => reject(err));
+    onStored();
+  });
+}
+
+function stats(ms: number[]): { median: number; p95: number; max: number } {
+  const s = [...ms].sort((a, b) => a - b);
+  const at = (q: number): number => s[Math.min(s.length - 1, Math.floor(q * s.length))];
+  return { median: at(0.5), p95: at(0.95), max: s[s.length - 1] };
+}
+
+async function main(): Promise<void> {
+  const brokerUrl = arg('broker');
+  const broker: TestBroker =
+    brokerUrl !== undefined && brokerUrl !== ''
+      ? { kind: 'mosquitto', url: brokerUrl, stop: async () => undefined }
+      : arg('mosquitto') !== undefined
+        ? await startMosquitto()
+        : await startEmbedded();
+  const root = await fs.mkdtemp(path.join(os.tmpdir(), 'bench-fleet-'));
+  const fleet = `bench${Date.now()}`;
+  const rows: string[][] = [];
+  try {
+    const pubStore = new ModelStore(path.join(root, 'publisher'));
+    const bytes = await saveModel(pubStore);
+    const publisher = new FleetConnection({ url: broker.url, fleet, deviceId: 'publisher' });
+    await publisher.waitConnected();
+    const t0 = performance.now();
+    const devices = await Promise.all(
+      Array.from({ length: DEVICES }, (_, i) => startDevice(broker, fleet, `d${i}`, root)),
+    );
+    const connectMs = performance.now() - t0;
+    console.log(
+      `broker ${broker.kind} ${broker.url}; ${DEVICES} devices connected in ${connectMs.toFixed(0)} ms; model ${bytes} bytes`,
+    );
+
+    // 1: every device online.
+    let start = performance.now();
+    const all = devices.map((d) => storedAt(d, 1, start));
+    const published = await publishModel(publisher, pubStore, 'bench', { privateKey });
+    const times = await Promise.all(all);
+    const s1 = stats(times);
+    rows.push([
+      'all online',
+      `${DEVICES}/${DEVICES}`,
+      `${published.ms.toFixed(0)}`,
+      `${s1.median.toFixed(0)}`,
+      `${s1.p95.toFixed(0)}`,
+      `${s1.max.toFixed(0)}`,
+      '-',
+    ]);
+
+    // 2: version 2 while 10 % are disconnected; they reconnect 1 s after the publication.
+    await saveModel(pubStore);
+    const away = devices.slice(0, Math.round(DEVICES / 10));
+    const online = devices.slice(away.length);
+    await Promise.all(away.map(async (d) => Promise.all([d.follower.close(), d.connection.close()])));
+    start = performance.now();
+    const onlineDone = online.map((d) => storedAt(d, 2, start));
+    const published2 = await publishModel(publisher, pubStore, 'bench', { privateKey });
+    const onlineTimes = await Promise.all(onlineDone);
+    await new Promise((r) => setTimeout(r, Math.max(0, 1000 - (performance.now() - start))));
+    const reconnectAt = performance.now();
+    const back = await Promise.all(away.map((d) => startDevice(broker, fleet, d.id, root)));
+    const backTimes = await Promise.all(back.map((d) => storedAt(d, 2, start)));
+    const catchUp = await Promise.all(back.map((d) => storedAt(d, 2, reconnectAt)));
+    const s2 = stats([...onlineTimes, ...backTimes]);
+    rows.push([
+      '10 % offline, back after 1 s',
+      `${DEVICES}/${DEVICES}`,
+      `${published2.ms.toFixed(0)}`,
+      `${s2.median.toFixed(0)}`,
+      `${s2.p95.toFixed(0)}`,
+      `${s2.max.toFixed(0)}`,
+      `${stats(catchUp).max.toFixed(0)}`,
+    ]);
+    for (const d of [...online, ...back]) {
+      await d.follower.close();
+      await d.connection.close();
+    }
+    await publisher.close();
+  } finally {
+    await broker.stop();
+    await fs.rm(root, { recursive: true, force: true });
+  }
+  const header = [
+    'roll-out',
+    'devices with it',
+    'publish ms',
+    'median ms',
+    'p95 ms',
+    'all ms',
+    'catch-up after reconnect ms',
+  ];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]): string => `| ${r.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
+  console.log(line(header));
+  console.log(`| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`);
+  for (const r of rows) console.log(line(r));
+  console.log('times from the start of the publication until a device has verified and stored the version');
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
