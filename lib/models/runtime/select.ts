@@ -2,6 +2,7 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import { ModelLoadError } from '../../errors';
 import type { ModelFiles } from '../store/model-files';
 import { exportLayersModelToOnnx } from '../convert/onnx-export';
+import { convertGraphModelToOnnx } from '../convert/graph-to-onnx';
 import { ortAvailable, OrtRunner, type OrtRuntimeName } from './ort-runner';
 import type { ModelRunner, RuntimeName } from './runner';
 import type { TfBackendName } from './tfjs';
@@ -179,22 +180,22 @@ export async function createRunner(files: ModelFiles, options: RunnerOptions = {
   notes.push(...tfjs.notes);
   let fallbackReason: string | undefined;
   const wantsTfjs = preference.startsWith('tfjs');
-  if (wantsTfjs || files.format === 'tfjs-graph') {
-    if (files.format === 'tfjs-graph' && !wantsTfjs && preference !== 'auto') {
-      fallbackReason = 'graph models run on TF.js';
-    } else if (!sameRuntime(preference, tfjs.runtime)) {
+  if (wantsTfjs) {
+    if (!sameRuntime(preference, tfjs.runtime)) {
       fallbackReason = `${preference} could not start; TF.js runs on ${tfjs.runtime}`;
     }
     return { runner: tfjs, exported: false, fallbackReason, notes };
   }
 
-  // Layers model: try its ONNX export, verified against TF.js.
-  const layersModel = tfjs.layersModel as tfl.LayersModel;
+  // Layers model: its ONNX export; graph model: its GraphDef converted; either verified against TF.js.
   let onnx: Uint8Array;
   try {
-    onnx = (options.exporter ?? exportLayersModelToOnnx)(layersModel);
+    onnx =
+      files.format === 'tfjs-graph'
+        ? convertGraphModelToOnnx(files.artifacts)
+        : (options.exporter ?? exportLayersModelToOnnx)(tfjs.layersModel as tfl.LayersModel);
   } catch (err) {
-    fallbackReason = `not exported to ONNX: ${(err as Error).message}`;
+    fallbackReason = `not ${files.format === 'tfjs-graph' ? 'converted' : 'exported'} to ONNX: ${(err as Error).message}`;
     return { runner: tfjs, exported: false, fallbackReason, notes: [...notes, fallbackReason] };
   }
   const ort = await startOrt(onnx, preference, options, tfjs.inputShape);
