@@ -67,7 +67,7 @@ describe('weight quantization (tensorflowjs_converter format)', () => {
     );
     assert.deepEqual(Array.from(new Uint8Array(weightData)), [20, 0, 255]);
     const q = weightSpecs[0].quantization;
-    assert.ok(q && q.min !== undefined && q.scale !== undefined);
+    assert.ok(q && typeof q.min === 'number' && typeof q.scale === 'number');
     assert.ok(Math.abs(q.min - -0.10196078817) < 1e-10, `min ${q.min}`);
     assert.ok(Math.abs(q.scale - 0.00509803940852) < 1e-12, `scale ${q.scale}`);
   });
