@@ -30,6 +30,7 @@ import { readModelFiles } from '../../lib/models/store/model-files';
 import { denseOnlyExporter, onnxStatefulRnn } from '../fixtures/onnx-fixtures';
 import { maxAbsDiff, randomValues } from '../fixtures/reference';
 import { keras2Dense, keras3TwoInputs } from '../fixtures/tfjs-fixtures';
+import { sharedDir } from '../helpers/shared-data';
 
 describe('several inputs and outputs, stateful streams, export verification', function () {
   this.timeout(60000);
@@ -187,6 +188,32 @@ describe('several inputs and outputs, stateful streams, export verification', fu
     );
     assert.throws(() => parseStatePairs('hn'), /not output:input/);
     assert.throws(() => parseConstants('sr=fast'), /not name=number/);
+  });
+
+  it('reports what a .tflite file converted to (kind, operators, input quantization) with the loaded model', async function () {
+    const file = sharedDir('models', 'tflite', 'hello_world_int8.tflite');
+    const exists = await fs.stat(file).then(
+      () => true,
+      () => false,
+    );
+    if (!exists || availableOrtRuntimes().length === 0) {
+      console.log(`      ${exists ? 'no ONNX Runtime loads here' : `${file} is not here`}; skipping`);
+      this.skip();
+    }
+    await fs.copyFile(file, path.join(root, 'hello.tflite'));
+    const handle = new ModelHandle({ userDir: root });
+    try {
+      const info = await handle.load('hello.tflite');
+      assert.equal(info.tflite?.quantization, 'int8');
+      assert.ok((info.tflite?.opCounts.FULLY_CONNECTED ?? 0) >= 1);
+      assert.ok((info.tflite?.inputs[0].quantization?.scale ?? 0) > 0);
+      assert.deepEqual(
+        info.inputs.map((s) => s.shape),
+        [[1]],
+      );
+    } finally {
+      await handle.close();
+    }
   });
 
   describe('verifying a layers model export on representative inputs', () => {

@@ -4,7 +4,7 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import { EdgeAiError, ModelLoadError, type ErrorCode } from '../../errors';
 import type { Normalisation } from './inference';
 import { checkNormalisation } from '../../preprocess/scaling';
-import { DEFAULT_MAX_MODEL_BYTES, readModelFiles } from '../store/model-files';
+import { DEFAULT_MAX_MODEL_BYTES, readModelFiles, type OnnxModelFiles } from '../store/model-files';
 import { inputsOf, outputsOf, type ModelRunner, type RuntimeName, type TensorSpec } from '../runtime/runner';
 import { zeroFeeds } from '../runtime/feeds';
 import { streamSettingsFromMeta, type StreamSettings } from './streams';
@@ -76,6 +76,11 @@ export interface LoadedModelInfo {
   normalisation?: Normalisation;
   /** State pairs and constant inputs the model's meta.json names. */
   streams?: Partial<StreamSettings>;
+  /**
+   * For a .tflite file, what its conversion to ONNX found: full-integer int8, float, hybrid...,
+   * the operators it has, and each input's and output's type, shape and quantization.
+   */
+  tflite?: OnnxModelFiles['tflite'];
   /** A layers model running as its verified ONNX export. */
   exported: boolean;
   maxAbsDiff?: number;
@@ -273,6 +278,7 @@ export class ModelHandle extends EventEmitter {
         maxAbsDiff: selection.maxAbsDiff,
         fallbackReason: selection.fallbackReason,
         streams: streamSettingsFromMeta(meta),
+        ...(files.format === 'onnx' && files.tflite ? { tflite: files.tflite } : {}),
         notes: [...files.notes, ...selection.notes],
         bytes: files.bytes,
         loadMs: Math.round(performance.now() - started),
