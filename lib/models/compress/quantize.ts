@@ -136,8 +136,13 @@ interface AffineResult {
   error: number;
 }
 
-/** One plain range per channel of the last axis. */
-function quantizePerChannel(values: Float32Array, channels: number, dtype: 'uint8' | 'uint16'): AffineResult {
+/** One range per channel of the last axis (nudged so 0 is exact, or plain). */
+function quantizePerChannel(
+  values: Float32Array,
+  channels: number,
+  dtype: 'uint8' | 'uint16',
+  nudge: boolean,
+): AffineResult {
   const rows = values.length / channels;
   const data = dtype === 'uint8' ? new Uint8Array(values.length) : new Uint16Array(values.length);
   const min: number[] = [];
@@ -145,7 +150,7 @@ function quantizePerChannel(values: Float32Array, channels: number, dtype: 'uint
   const column = new Float32Array(rows);
   for (let c = 0; c < channels; c++) {
     for (let r = 0; r < rows; r++) column[r] = values[r * channels + c];
-    const q = quantizeAffine(column, dtype, false);
+    const q = quantizeAffine(column, dtype, nudge);
     for (let r = 0; r < rows; r++) data[r * channels + c] = q.data[r];
     min.push(q.min);
     scale.push(q.scale);
@@ -170,7 +175,8 @@ function affineError(values: Float32Array, q: Omit<AffineResult, 'error'>, chann
 /**
  * A tensor quantized by the converter's scheme, or (choice 'best') by whichever of converter,
  * plain and per-channel (tensors of rank >= 2 with several output units) decodes closest to
- * the weights; ties keep the converter's format.
+ * the weights; ties keep the converter's format. A tensor holding exact zeros (pruned weights,
+ * padding) only gets ranges that keep them exactly zero.
  */
 export function quantizeTensor(
   values: Float32Array,
@@ -183,11 +189,15 @@ export function quantizeTensor(
   if (choice === 'converter') return first;
   first.error = affineError(values, first);
   const candidates: AffineResult[] = [first];
-  const plain = quantizeAffine(values, dtype, false);
-  candidates.push({ ...plain, scheme: 'plain', error: affineError(values, { ...plain, scheme: 'plain' }) });
+  const keepZeros = values.includes(0);
+  if (!keepZeros) {
+    const plain = quantizeAffine(values, dtype, false);
+    candidates.push({ ...plain, scheme: 'plain', error: affineError(values, { ...plain, scheme: 'plain' }) });
+  }
   const channels = shape[shape.length - 1];
   if (shape.length >= 2 && channels > 1 && values.length > channels) {
-    candidates.push(quantizePerChannel(values, channels, dtype));
+    candidates.push(quantizePerChannel(values, channels, dtype, true));
+    if (!keepZeros) candidates.push(quantizePerChannel(values, channels, dtype, false));
   }
   return candidates.reduce((best, c) => (c.error < best.error ? c : best));
 }
