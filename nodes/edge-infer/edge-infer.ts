@@ -1,27 +1,62 @@
 import type { Node, NodeAPI, NodeDef } from 'node-red';
 import { ModelNotInStoreYet } from '../../lib/errors';
-import { interpretOutput, prepareInput, type InferenceMode } from '../../lib/models/serve/inference';
+import {
+  interpretOutputs,
+  prepareFeeds,
+  splitOutputs,
+  stackFeeds,
+  type InferenceMode,
+} from '../../lib/models/serve/inference';
 import { MicroBatcher } from '../../lib/models/serve/micro-batcher';
 import type { LoadedModelInfo } from '../../lib/models/serve/model-handle';
+import { runNamed } from '../../lib/models/runtime/runner';
+import {
+  checkStreamSettings,
+  DEFAULT_MAX_STREAMS,
+  messageInputs,
+  parseConstants,
+  parseStatePairs,
+  StreamStates,
+  type StreamSettings,
+} from '../../lib/models/serve/streams';
+import type { TensorSpec } from '../../lib/models/runtime/runner';
+import { commandOf } from '../shared/command';
 import { Scaler } from '../../lib/preprocess/scaling';
 import { useModel } from '../shared/model-config';
 import { errorText, failStart, onClose, onInput, parseOrFail } from '../shared/node-utils';
-import { Settings } from '../shared/settings';
+import { SettingError, Settings } from '../shared/settings';
 import { Status } from '../shared/status';
 
 type EdgeInferDef = NodeDef & Record<string, unknown>;
 
 interface Job {
   payload: unknown;
+  /** Stream of a stateful model (msg.topic). */
+  stream: string;
 }
 
 interface JobResult {
-  output: Float32Array;
+  outputs: Record<string, Float32Array>;
   info: LoadedModelInfo;
   batchSize: number;
 }
 
+/** How one loaded model is fed: its inputs from messages, state and constants, its streams. */
+interface Feeding {
+  fromMessage: TensorSpec[];
+  streams?: StreamStates;
+}
+
 const MODES: InferenceMode[] = ['classify', 'regress', 'raw'];
+
+/** A text setting parsed by a lib parser; its error names the field. */
+function parseSetting<T>(config: EdgeInferDef, field: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    throw new SettingError(field, config[field], (err as Error).message);
+  }
+}
 
 function parseOptions(config: EdgeInferDef) {
   const s = new Settings(config);
@@ -33,6 +68,10 @@ function parseOptions(config: EdgeInferDef) {
     property: s.text('property', 'payload'),
     output: s.text('output', 'payload'),
     normalise: s.bool('normalise', true),
+    outputName: s.text('outputName', ''),
+    state: parseSetting(config, 'state', () => parseStatePairs(s.text('state', ''))),
+    constants: parseSetting(config, 'constants', () => parseConstants(s.text('constants', ''))),
+    maxStreams: s.number('maxStreams', DEFAULT_MAX_STREAMS, { integer: true, min: 1 }),
     batching: {
       maxBatch: s.number('maxBatch', 32, { integer: true, min: 1 }),
       maxWaitMs: s.number('maxWait', 0, { min: 0 }),
@@ -69,6 +108,7 @@ export = function (RED: NodeAPI): void {
       const parts: string[] = [
         info.noNative ? `${info.runtime} ${status.t('status.noNative')}` : info.runtime,
       ];
+      if (info.fallbackReason) parts.push(status.t('status.fallback'));
       if (lastLatency !== undefined) parts.push(`${lastLatency.toFixed(lastLatency < 10 ? 2 : 0)} ms`);
       // Listeners run only after setup, when the batcher below exists.
       const depth = batcher.depth;
@@ -97,7 +137,7 @@ export = function (RED: NodeAPI): void {
       return;
     }
     const handle = modelNode.handle;
-    // One Scaler per loaded model, built on its first batch.
+    // One Scaler and one way of feeding per loaded model, built on its first batch.
     const scalers = new WeakMap<LoadedModelInfo, Scaler>();
     const scalerFor = (info: LoadedModelInfo): Scaler | undefined => {
       if (!normalise || !info.normalisation) return undefined;
@@ -105,8 +145,29 @@ export = function (RED: NodeAPI): void {
       if (!scaler) scalers.set(info, (scaler = new Scaler(info.normalisation)));
       return scaler;
     };
+    const feedings = new WeakMap<LoadedModelInfo, Feeding>();
+    const feedingFor = (info: LoadedModelInfo): Feeding => {
+      let feeding = feedings.get(info);
+      if (feeding) return feeding;
+      const fromMeta = info.streams ?? {};
+      const settings: StreamSettings = {
+        state: options.state.length > 0 ? options.state : (fromMeta.state ?? []),
+        constants: { ...(fromMeta.constants ?? {}), ...options.constants },
+        maxStreams: options.maxStreams,
+      };
+      const used = settings.state.length > 0 || Object.keys(settings.constants).length > 0;
+      if (used) checkStreamSettings(settings, info.inputs, info.outputs);
+      feeding = {
+        fromMessage: messageInputs(used ? settings : undefined, info.inputs),
+        streams: used ? new StreamStates(settings) : undefined,
+      };
+      feedings.set(info, feeding);
+      return feeding;
+    };
+    let streamsInUse: StreamStates | undefined;
 
-    // One batch: every message is reshaped against the model serving now; bad ones fail alone.
+    // One batch: every message is prepared against the model serving now; bad ones fail alone.
+    // A stateful model runs the messages one after another, each on its stream's state.
     const runBatch = async (jobs: Job[]): Promise<(JobResult | Error)[]> => {
       // A first model on its way (e.g. a followed store model just saved): wait for it rather
       // than fail the messages that arrive meanwhile.
@@ -114,28 +175,50 @@ export = function (RED: NodeAPI): void {
       const lease = handle.lease();
       try {
         const { info, runner } = lease;
-        const per = info.inputShape.reduce((a, b) => a * b, 1);
+        const feeding = feedingFor(info);
+        const streams = feeding.streams;
+        streamsInUse = streams;
         const scaler = scalerFor(info);
         const prepared = jobs.map((job) => {
           try {
-            return prepareInput(job.payload, info.inputShape, { channels, normalisation: scaler });
+            const fed = prepareFeeds(job.payload, feeding.fromMessage, { channels, normalisation: scaler });
+            return streams && !streams.stateful
+              ? { ...streams.feedsFor(job.stream, info.inputs), ...fed }
+              : fed;
           } catch (err) {
             return err as Error;
           }
         });
-        const valid = prepared.filter((p): p is Float32Array => p instanceof Float32Array);
+        if (streams?.stateful) {
+          const results: (JobResult | Error)[] = [];
+          for (let i = 0; i < jobs.length; i++) {
+            const feeds = prepared[i];
+            if (feeds instanceof Error) {
+              results.push(feeds);
+              continue;
+            }
+            // The state is read when the message runs: an earlier message of its stream just set it.
+            Object.assign(feeds, streams.feedsFor(jobs[i].stream, info.inputs));
+            try {
+              const outputs = await runNamed(runner, feeds, 1);
+              streams.update(jobs[i].stream, outputs);
+              results.push({ outputs, info, batchSize: 1 });
+            } catch (err) {
+              results.push(err as Error);
+            }
+          }
+          return results;
+        }
+        const valid = prepared.filter((p): p is Record<string, Float32Array> => !(p instanceof Error));
         if (valid.length === 0) return prepared as Error[];
-        const input = new Float32Array(valid.length * per);
-        valid.forEach((v, i) => input.set(v, i * per));
-        const out = await runner.predict(input, valid.length);
-        const outPer = out.length / valid.length;
+        const outputs = splitOutputs(
+          await runNamed(runner, stackFeeds(valid, info.inputs), valid.length),
+          valid.length,
+        );
         let k = 0;
-        return prepared.map((p) => {
-          if (p instanceof Error) return p;
-          const slice = out.slice(k * outPer, (k + 1) * outPer);
-          k++;
-          return { output: slice, info, batchSize: valid.length };
-        });
+        return prepared.map((p) =>
+          p instanceof Error ? p : { outputs: outputs[k++], info, batchSize: valid.length },
+        );
       } finally {
         lease.release();
       }
@@ -147,9 +230,15 @@ export = function (RED: NodeAPI): void {
 
     onInput(node, status, async (msg, send) => {
       const arrived = performance.now();
+      const stream = msg.topic === undefined || msg.topic === null ? '' : String(msg.topic);
+      if ((options.state.length > 0 || streamsInUse?.stateful) && commandOf(msg, ['reset']) === 'reset') {
+        // A reset clears the message's stream (all streams without a topic); a payload then runs fresh.
+        streamsInUse?.reset(stream === '' || stream === 'reset' ? undefined : stream);
+        if (msg.payload === undefined) return;
+      }
       let result: JobResult;
       try {
-        result = await batcher.submit({ payload: RED.util.getMessageProperty(msg, property) });
+        result = await batcher.submit({ payload: RED.util.getMessageProperty(msg, property), stream });
       } catch (err) {
         // Without a model the load error is the cause: say that, not "inference failed".
         if (!handle.info && handle.lastError) throw handle.lastError;
@@ -159,11 +248,13 @@ export = function (RED: NodeAPI): void {
         });
       }
       const { info } = result;
-      const value = interpretOutput(result.output, info.outputShape, mode, {
+      const { value, outputs } = interpretOutputs(result.outputs, info.outputs, mode, {
         labels: labels.length > 0 ? labels : info.labels,
         topK,
+        outputName: options.outputName || undefined,
       });
       RED.util.setMessageProperty(msg, output, value, true);
+      if (outputs) msg.outputs = outputs;
       const latencyMs = performance.now() - arrived;
       msg.inference = {
         model: info.name,
@@ -171,6 +262,7 @@ export = function (RED: NodeAPI): void {
         runtime: info.runtime,
         latencyMs: Math.round(latencyMs * 1000) / 1000,
         batchSize: result.batchSize,
+        ...(info.fallbackReason ? { fallbackReason: info.fallbackReason } : {}),
       };
       lastLatency = latencyMs;
       send(msg);

@@ -1,7 +1,7 @@
 import type { Node, NodeAPI, NodeDef } from 'node-red';
 import { DEFAULT_EXPORT_TOLERANCE, RUNTIME_PREFERENCES } from '../../lib/models/runtime/select';
 import { ModelNotInStoreYet } from '../../lib/errors';
-import { ModelHandle } from '../../lib/models/serve/model-handle';
+import { ModelHandle, type LoadedModelInfo } from '../../lib/models/serve/model-handle';
 import { parseSource } from '../../lib/models/store/source';
 import { serveModel } from '../shared/model-config';
 import { getFleetNode } from '../shared/fleet-config';
@@ -86,6 +86,10 @@ export = function (RED: NodeAPI): void {
         warnedNoNative = true;
         node.warn(RED._('edge-model.warnings.noNative', { reason: info.noNative }));
       }
+    });
+    // An export checked on the first messages: what was decided, and why.
+    handle.on('verified', (info: LoadedModelInfo, decision: { reason: string }) => {
+      node.log(RED._('edge-model.log.verified', { runtime: info.runtime, reason: decision.reason }));
     });
     handle.on('load-failed', (err: Error) => {
       const waiting = follow && err instanceof ModelNotInStoreYet;

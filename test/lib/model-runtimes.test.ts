@@ -109,11 +109,11 @@ describe('runtimes and their automatic selection', function () {
 
     it('falls back to TF.js, reporting the difference, when the export does not match', async () => {
       const sessions = liveOrtSessions();
-      const chosen = await createRunner(files, { exporter: denseOnlyExporter(0.05) });
+      const chosen = await createRunner(files, { exporter: denseOnlyExporter(0.05), verifyMessages: 0 });
       assert.equal(chosen.exported, false);
       assert.match(chosen.runner.runtime, /^tfjs-/);
       assert.ok((chosen.maxAbsDiff ?? 0) > 1e-4);
-      assert.match(chosen.fallbackReason ?? '', /ONNX export differs from TF\.js by/);
+      assert.match(chosen.fallbackReason ?? '', /ONNX export on the random probe: output \S+ differs by/);
       assert.equal(liveOrtSessions(), sessions, 'the rejected ONNX session is released');
       assert.ok((await checkOutputs((x, n) => chosen.runner.predict(x, n), reference, 4)) < 1e-5);
       await chosen.runner.dispose();

@@ -7,6 +7,7 @@ import {
   decodeWeightData,
   encodeWeights,
   quantizeLayersModel,
+  quantizeTensor,
   toFloat16Bits,
   type DecodedWeight,
   type ManifestEntry,
@@ -67,7 +68,7 @@ describe('weight quantization (tensorflowjs_converter format)', () => {
     );
     assert.deepEqual(Array.from(new Uint8Array(weightData)), [20, 0, 255]);
     const q = weightSpecs[0].quantization;
-    assert.ok(q && q.min !== undefined && q.scale !== undefined);
+    assert.ok(q && typeof q.min === 'number' && typeof q.scale === 'number');
     assert.ok(Math.abs(q.min - -0.10196078817) < 1e-10, `min ${q.min}`);
     assert.ok(Math.abs(q.scale - 0.00509803940852) < 1e-12, `scale ${q.scale}`);
   });
@@ -162,6 +163,28 @@ describe('weight quantization (tensorflowjs_converter format)', () => {
       assert.equal(viaTfjs[bits], ours, `bits ${bits.toString(16)}`);
       assert.equal(toFloat16Bits(ours), bits, `round trip ${bits.toString(16)}`);
     }
+  });
+
+  it('"best" ranges: never a larger weight error than the converter\'s, exact zeros stay exact', () => {
+    // Columns (output units) on very different scales: one range per column fits them better.
+    const values = Float32Array.from({ length: 64 }, (_, i) => Math.sin(i * 1.7) * (1 + (i % 4) * 10));
+    const converter = quantizeTensor(values, [16, 4], 'uint8', 'converter');
+    const best = quantizeTensor(values, [16, 4], 'uint8', 'best');
+    const sse = (q: typeof best) =>
+      values.reduce((sum, v, i) => {
+        const c = i % 4;
+        const min = Array.isArray(q.min) ? q.min[c] : q.min;
+        const scale = Array.isArray(q.scale) ? q.scale[c] : q.scale;
+        return sum + (v - (q.data[i] * scale + min)) ** 2;
+      }, 0);
+    assert.equal(best.scheme, 'per-channel');
+    assert.ok(sse(best) < sse(converter) / 2, `${sse(best)} vs ${sse(converter)}`);
+    const pruned = Float32Array.from(values, (v, i) => (i % 3 === 0 ? 0 : v));
+    const { weightSpecs, weightData } = encodeWeights([weight('w', [16, 4], pruned)], 'uint8', 'best');
+    const [decoded] = decodeWeightData(weightSpecs, weightData);
+    pruned.forEach((v, i) => {
+      if (v === 0) assert.equal((decoded.values as Float32Array)[i], 0, `zero at ${i}`);
+    });
   });
 
   it('keeps int32 weights unquantized in the same buffer, in order', () => {

@@ -32,6 +32,8 @@ export interface CompressionReport {
   probe: { samples: number; source: 'calibration' | 'random' };
   /** Classification accuracy (labelled calibration data with class outputs). */
   accuracy?: { before: number; after: number };
+  /** Fraction of probe samples whose top class is the same before and after (class outputs). */
+  topClassAgreement?: number;
   /** Regression error (labelled calibration data with regression outputs). */
   meanAbsError?: { before: number; after: number };
   /** Median batch-1 latency. */
@@ -177,6 +179,15 @@ function argmax(values: ArrayLike<number>, start: number, length: number): numbe
   return best;
 }
 
+/** Fraction of samples whose largest output is the same in `a` and `b`. */
+export function topClassAgreement(a: Float32Array, b: Float32Array, classes: number): number {
+  const count = a.length / classes;
+  let same = 0;
+  for (let i = 0; i < count; i++)
+    if (argmax(a, i * classes, classes) === argmax(b, i * classes, classes)) same++;
+  return count > 0 ? same / count : 1;
+}
+
 /**
  * Scores outputs against labels: accuracy for classification (several outputs with class
  * index or one-hot labels, or one sigmoid output with 0/1 labels), mean absolute error otherwise.
@@ -232,6 +243,7 @@ export interface Evaluation {
   probe: CompressionReport['probe'];
   accuracy?: { before: number; after: number };
   meanAbsError?: { before: number; after: number };
+  topClassAgreement?: number;
   latencyMs: CompressionReport['latencyMs'];
 }
 
@@ -262,6 +274,8 @@ export async function evaluateCompression(
       runtime: { before: before.runtime, after: after.runtime },
     },
   };
+  const classes = sizeOf(before.outputShape);
+  if (classes > 1) evaluation.topClassAgreement = topClassAgreement(a, b, classes);
   if (probe.y) {
     const outSize = sizeOf(before.outputShape);
     const scoreBefore = scoreOutputs(a, outSize, probe.y);

@@ -25,9 +25,12 @@ import {
   decodeWeightData,
   encodeWeights,
   isWeightQuantization,
+  quantizeArtifacts,
   type ManifestEntry,
   type QuantizationPlan,
   type WeightQuantization,
+  type AffineScheme,
+  type SchemeChoice,
 } from './quantize';
 import {
   evaluateCompression,
@@ -60,6 +63,12 @@ export interface CompressOptions {
   probeSamples?: number;
   /** Batch-1 predictions timed per model for the latency median (default 5). */
   latencyRuns?: number;
+  /**
+   * uint8/uint16 ranges: 'best' (default) takes per tensor whichever of the converter's, a plain
+   * and a per-channel range decodes closest to the weights; 'converter' keeps the official
+   * converter's format for every tensor.
+   */
+  scheme?: SchemeChoice;
 }
 
 export interface CheckedCompressOptions {
@@ -69,6 +78,13 @@ export interface CheckedCompressOptions {
   calibration?: unknown;
   probeSamples: number;
   latencyRuns: number;
+  scheme: SchemeChoice;
+}
+
+function checkScheme(scheme: unknown): SchemeChoice {
+  if (scheme === undefined || scheme === null || scheme === '') return 'best';
+  if (scheme === 'best' || scheme === 'converter') return scheme;
+  throw new Error(`scheme must be best or converter, got "${String(scheme)}"`);
 }
 
 /** Validates options; throws a clear error for an unknown dtype, a bad sparsity or nothing to do. */
@@ -99,6 +115,7 @@ function checkCompressOptions(options: CompressOptions): CheckedCompressOptions 
     calibration: options.calibration,
     probeSamples: whole(options.probeSamples, 32, 10000),
     latencyRuns: whole(options.latencyRuns, 5, 1000),
+    scheme: checkScheme(options.scheme),
   };
 }
 
@@ -128,6 +145,8 @@ export interface CompressOutcome {
   pruning?: PruneStats;
   /** Weight format of each float32 weight in the result. */
   weightFormat: string;
+  /** uint8/uint16 weights by the range scheme each was quantized with. */
+  schemes?: Partial<Record<AffineScheme, string[]>>;
   evaluation: Evaluation;
 }
 
@@ -170,7 +189,12 @@ export async function runCompressionJob(job: CompressJob): Promise<CompressOutco
     : options.quantize === 'int8'
       ? undefined
       : (w) => storedFormat(w.name);
-  const encoded = encodeWeights(pruned, plan);
+  // Weights that keep their stored format keep the converter's ranges too.
+  const encoded = encodeWeights(
+    pruned,
+    plan,
+    isWeightQuantization(options.quantize) ? options.scheme : 'converter',
+  );
   const compressed: io.ModelArtifacts = {
     ...source,
     weightSpecs: encoded.weightSpecs as io.WeightsManifestEntry[],
@@ -209,6 +233,7 @@ export async function runCompressionJob(job: CompressJob): Promise<CompressOutco
       weightFormat: options.quantize ?? describeFormats(encoded.weightSpecs),
       evaluation,
     };
+    if (encoded.schemes && Object.keys(encoded.schemes).length > 0) outcome.schemes = encoded.schemes;
     if (onnx) outcome.onnx = onnx;
     else outcome.artifacts = compressed;
     return outcome;
@@ -219,10 +244,15 @@ export async function runCompressionJob(job: CompressJob): Promise<CompressOutco
 
 /**
  * A layers model on TF.js, on the backend already active (TF.js' own weight decoder reads the
- * quantized weights, as every TF.js user will load them).
+ * converter-format quantized weights, as every TF.js user will load them).
  */
 function layersRunner(artifacts: io.ModelArtifacts): Promise<TfjsRunner> {
-  return TfjsRunner.fromArtifacts('tfjs-layers', artifacts, { backends: [tf.getBackend() as TfBackendName] });
+  // Per-channel ranges are this package's extension: decoded here as the model store's reader does.
+  const perChannel = (artifacts.weightSpecs as ManifestEntry[] | undefined)?.some((spec) =>
+    Array.isArray(spec.quantization?.min),
+  );
+  const plain = perChannel ? quantizeArtifacts(artifacts, undefined) : artifacts;
+  return TfjsRunner.fromArtifacts('tfjs-layers', plain, { backends: [tf.getBackend() as TfBackendName] });
 }
 
 /** An ONNX model on ONNX Runtime (node where installed, else web). */
@@ -357,6 +387,10 @@ export async function compressStoredModel(
       ? await weightFilesBytes(entryPath)
       : (await fs.stat(entryPath)).size;
 
+  // Without calibration data, a sample saved with the model is the representative probe.
+  if (options.calibration === undefined && Array.isArray(source.meta.sample)) {
+    options.calibration = { x: source.meta.sample };
+  }
   const job: CompressJob = { format: source.meta.format, entryPath, options };
   const outcome = await runJob(job, run);
 
@@ -385,6 +419,8 @@ export async function compressStoredModel(
     report.sparsity.target = outcome.pruning.target;
   }
   if (outcome.evaluation.accuracy) report.accuracy = outcome.evaluation.accuracy;
+  if (outcome.evaluation.topClassAgreement !== undefined)
+    report.topClassAgreement = outcome.evaluation.topClassAgreement;
   if (outcome.evaluation.meanAbsError) report.meanAbsError = outcome.evaluation.meanAbsError;
 
   const inherited = Object.fromEntries(Object.entries(source.meta).filter(([key]) => !STORE_KEYS.has(key)));
@@ -437,9 +473,15 @@ export async function compressStoredModel(
 function quantizationMeta(outcome: CompressOutcome): Record<string, unknown> | undefined {
   if (outcome.format === 'onnx') return { dtype: 'int8', runtime: 'onnxruntime' };
   if (outcome.weightFormat === 'float32') return undefined;
-  const scheme =
-    outcome.weightFormat === 'float16' ? 'float16' : 'affine per tensor, zero exactly representable';
-  return { dtype: outcome.weightFormat, format: 'tfjs-converter', scheme };
+  if (outcome.weightFormat === 'float16' || !outcome.schemes) {
+    const scheme =
+      outcome.weightFormat === 'float16' ? 'float16' : 'affine per tensor, zero exactly representable';
+    return { dtype: outcome.weightFormat, format: 'tfjs-converter', scheme };
+  }
+  const counts = Object.fromEntries(Object.entries(outcome.schemes).map(([k, names]) => [k, names.length]));
+  // Per-channel ranges are this package's extension of the converter's format.
+  const format = outcome.schemes['per-channel'] ? 'tfjs-converter+per-channel' : 'tfjs-converter';
+  return { dtype: outcome.weightFormat, format, scheme: 'best measured per tensor', schemes: counts };
 }
 
 async function runJob(job: CompressJob, run: CompressRunOptions): Promise<CompressOutcome> {

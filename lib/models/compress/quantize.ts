@@ -23,10 +23,21 @@ export function isWeightQuantization(value: unknown): value is WeightQuantizatio
 /** The `quantization` object of a manifest entry, keys in the converter's order. */
 export interface ManifestQuantization {
   dtype: WeightQuantization;
-  min?: number;
-  scale?: number;
+  /** One per tensor (the converter's format), or one per channel of the last axis. */
+  min?: number | number[];
+  scale?: number | number[];
   original_dtype?: string;
 }
+
+/**
+ * How a uint8/uint16 tensor gets its min and scale: the converter's (one range per tensor, nudged
+ * so 0 is exact), plain (one range per tensor, not nudged), or per channel (one plain range per
+ * output unit, the last axis: this package's loader reads it, the official TF.js loader does not).
+ */
+export type AffineScheme = 'converter' | 'plain' | 'per-channel';
+
+/** 'converter' for every tensor, or per tensor the scheme with the smallest measured error. */
+export type SchemeChoice = 'converter' | 'best';
 
 /** A weights manifest entry as the converter writes it (tfjs-core's type lacks original_dtype). */
 export interface ManifestEntry {
@@ -51,6 +62,8 @@ export interface DecodedWeight {
 export interface EncodedWeights {
   weightSpecs: ManifestEntry[];
   weightData: ArrayBuffer;
+  /** Names of the uint8/uint16 weights by the scheme they were quantized with. */
+  schemes?: Partial<Record<AffineScheme, string[]>>;
 }
 
 /** NumPy's np.round: halves go to the even neighbour. */
@@ -85,10 +98,12 @@ function affineQuantizationRange(
 /**
  * The converter's `quantize_weights` for uint8/uint16, in float64 arithmetic (as NumPy 2
  * evaluates it). A constant tensor becomes all zeros with scale 1 and min = the constant.
+ * `nudge` false keeps the plain [min, max] range (0 then need not be exact).
  */
 function quantizeAffine(
   values: Float32Array,
   dtype: 'uint8' | 'uint16',
+  nudge = true,
 ): { data: Uint8Array | Uint16Array; min: number; scale: number } {
   let lo = Infinity;
   let hi = -Infinity;
@@ -100,14 +115,91 @@ function quantizeAffine(
   }
   const data = dtype === 'uint8' ? new Uint8Array(values.length) : new Uint16Array(values.length);
   if (lo === hi) return { data, min: lo, scale: 1 };
-  const range = affineQuantizationRange(lo, hi, dtype);
   const quantMax = dtype === 'uint8' ? 255 : 65535;
+  const range = nudge
+    ? affineQuantizationRange(lo, hi, dtype)
+    : { scale: (hi - lo) / quantMax, min: lo, max: hi };
   for (let i = 0; i < values.length; i++) {
     const clipped = Math.min(Math.max(values[i], range.min), range.max);
     const q = roundHalfToEven((clipped - range.min) / range.scale);
     data[i] = q < 0 ? 0 : q > quantMax ? quantMax : q;
   }
   return { data, min: range.min, scale: range.scale };
+}
+
+interface AffineResult {
+  data: Uint8Array | Uint16Array;
+  min: number | number[];
+  scale: number | number[];
+  scheme: AffineScheme;
+  /** Sum of squared differences between the weights and their decoded values. */
+  error: number;
+}
+
+/** One range per channel of the last axis (nudged so 0 is exact, or plain). */
+function quantizePerChannel(
+  values: Float32Array,
+  channels: number,
+  dtype: 'uint8' | 'uint16',
+  nudge: boolean,
+): AffineResult {
+  const rows = values.length / channels;
+  const data = dtype === 'uint8' ? new Uint8Array(values.length) : new Uint16Array(values.length);
+  const min: number[] = [];
+  const scale: number[] = [];
+  const column = new Float32Array(rows);
+  for (let c = 0; c < channels; c++) {
+    for (let r = 0; r < rows; r++) column[r] = values[r * channels + c];
+    const q = quantizeAffine(column, dtype, nudge);
+    for (let r = 0; r < rows; r++) data[r * channels + c] = q.data[r];
+    min.push(q.min);
+    scale.push(q.scale);
+  }
+  const result: AffineResult = { data, min, scale, scheme: 'per-channel', error: 0 };
+  result.error = affineError(values, result, channels);
+  return result;
+}
+
+function affineError(values: Float32Array, q: Omit<AffineResult, 'error'>, channels = 1): number {
+  let sum = 0;
+  for (let i = 0; i < values.length; i++) {
+    const c = i % channels;
+    const min = Array.isArray(q.min) ? q.min[c] : q.min;
+    const scale = Array.isArray(q.scale) ? q.scale[c] : q.scale;
+    const d = values[i] - (q.data[i] * scale + min);
+    sum += d * d;
+  }
+  return sum;
+}
+
+/**
+ * A tensor quantized by the converter's scheme, or (choice 'best') by whichever of converter,
+ * plain and per-channel (tensors of rank >= 2 with several output units) decodes closest to
+ * the weights; ties keep the converter's format. A tensor holding exact zeros (pruned weights,
+ * padding) only gets ranges that keep them exactly zero.
+ */
+export function quantizeTensor(
+  values: Float32Array,
+  shape: readonly number[],
+  dtype: 'uint8' | 'uint16',
+  choice: SchemeChoice = 'converter',
+): AffineResult {
+  const converter = quantizeAffine(values, dtype, true);
+  const first: AffineResult = { ...converter, scheme: 'converter', error: 0 };
+  if (choice === 'converter') return first;
+  first.error = affineError(values, first);
+  const candidates: AffineResult[] = [first];
+  const keepZeros = values.includes(0);
+  if (!keepZeros) {
+    const plain = quantizeAffine(values, dtype, false);
+    candidates.push({ ...plain, scheme: 'plain', error: affineError(values, { ...plain, scheme: 'plain' }) });
+  }
+  const channels = shape[shape.length - 1];
+  if (shape.length >= 2 && channels > 1 && values.length > channels) {
+    candidates.push(quantizePerChannel(values, channels, dtype, true));
+    if (!keepZeros) candidates.push(quantizePerChannel(values, channels, dtype, false));
+  }
+  return candidates.reduce((best, c) => (c.error < best.error ? c : best));
 }
 
 const f32 = new Float32Array(1);
@@ -185,9 +277,14 @@ export type QuantizationPlan =
  * Writes weights into one buffer with converter-format specs. float32 weights are quantized
  * as planned; all other dtypes (and empty tensors) are stored unquantized in the same buffer.
  */
-export function encodeWeights(weights: readonly DecodedWeight[], plan: QuantizationPlan): EncodedWeights {
+export function encodeWeights(
+  weights: readonly DecodedWeight[],
+  plan: QuantizationPlan,
+  choice: SchemeChoice = 'converter',
+): EncodedWeights {
   const specs: ManifestEntry[] = [];
   const parts: Uint8Array[] = [];
+  const schemes: Partial<Record<AffineScheme, string[]>> = {};
   for (const weight of weights) {
     const chosen = typeof plan === 'function' ? plan(weight) : plan;
     const spec: ManifestEntry = { name: weight.name, shape: [...weight.shape], dtype: weight.dtype };
@@ -200,8 +297,9 @@ export function encodeWeights(weights: readonly DecodedWeight[], plan: Quantizat
         spec.quantization = { dtype: 'float16', original_dtype: 'float32' };
         parts.push(new Uint8Array(half.buffer, half.byteOffset, half.byteLength));
       } else {
-        const { data, min, scale } = quantizeAffine(floats, chosen);
+        const { data, min, scale, scheme } = quantizeTensor(floats, weight.shape, chosen, choice);
         spec.quantization = { dtype: chosen, min, scale, original_dtype: 'float32' };
+        (schemes[scheme] ??= []).push(weight.name);
         parts.push(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
       }
     } else {
@@ -216,7 +314,7 @@ export function encodeWeights(weights: readonly DecodedWeight[], plan: Quantizat
     joined.set(part, offset);
     offset += part.byteLength;
   }
-  return { weightSpecs: specs, weightData: joined.buffer };
+  return { weightSpecs: specs, weightData: joined.buffer, schemes };
 }
 
 /** Re-encodes the weights of model artifacts with the given quantization. */

@@ -8,9 +8,9 @@ import {
   type OrtRuntimeName,
   type OrtSession,
 } from './ort-session';
-import type { ModelRunner } from './runner';
+import { missingFeeds, zeroFeeds } from './feeds';
+import type { ModelRunner, TensorSpec } from './runner';
 import { resolveShape } from './tfjs-runner';
-import { sizeOf } from '../../preprocess/shape';
 
 /**
  * ONNX Runtime runner: `onnxruntime-node` (native, where installed) or `onnxruntime-web`
@@ -59,6 +59,8 @@ export class OrtRunner implements ModelRunner {
   readonly runtime: OrtRuntimeName;
   readonly inputShape: number[];
   outputShape: number[] = [];
+  readonly inputs: TensorSpec[];
+  outputs: TensorSpec[] = [];
   readonly notes: string[] = [];
   private readonly session: OrtTypes.InferenceSession;
   private queue: Promise<unknown> = Promise.resolve();
@@ -67,14 +69,14 @@ export class OrtRunner implements ModelRunner {
   private constructor(
     private readonly ort: OrtModule,
     private readonly owned: OrtSession,
-    inputShape: number[],
-    /** A model with a fixed batch dimension of 1 runs one sample per call. */
+    inputs: TensorSpec[],
+    /** A model with a fixed batch dimension of 1 (or batch-1 state inside) runs one sample per call. */
     private readonly singleSample: boolean,
-    private readonly inputType: string,
   ) {
     this.session = owned.session;
     this.runtime = owned.runtime;
-    this.inputShape = inputShape;
+    this.inputs = inputs;
+    this.inputShape = inputs[0].shape;
   }
 
   static async create(
@@ -107,43 +109,56 @@ export class OrtRunner implements ModelRunner {
     }
     const session = owned.session;
     try {
-      if (session.inputNames.length !== 1) {
-        throw new ModelLoadError(
-          `the ONNX model has ${session.inputNames.length} inputs (${session.inputNames.join(', ')}); one is supported`,
-        );
-      }
-      const meta = session.inputMetadata?.[0];
-      const dims: Dims = meta && meta.isTensor ? meta.shape : [];
-      const type = meta && meta.isTensor ? meta.type : 'float32';
-      if (!['float32', 'int32', 'int64', 'float64'].includes(type)) {
-        throw new ModelLoadError(`the ONNX model's input is ${type}; numeric inputs are supported`);
-      }
-      const batchDim = dims[0];
-      const singleSample = typeof batchDim === 'number' && batchDim === 1;
-      if (typeof batchDim === 'number' && batchDim !== 1) {
-        throw new ModelLoadError(
-          `the ONNX model's input ${describeDims(dims)} has a fixed batch of ${batchDim}`,
-        );
-      }
-      const sampleDims = dims.slice(1).map((d) => (typeof d === 'number' && d >= 0 ? d : null));
-      const inputShape =
-        dims.length === 0 && (options.inputShape ?? options.fallbackInputShape)
-          ? ((options.inputShape ?? options.fallbackInputShape) as number[])
-          : resolveShape(
-              sampleDims,
-              options.inputShape,
-              `input ${describeDims(dims)}`,
-              options.fallbackInputShape,
+      if (session.inputNames.length === 0) throw new ModelLoadError('the ONNX model has no inputs');
+      let singleSample = false;
+      const inputs = session.inputNames.map((name, index): TensorSpec => {
+        const meta = session.inputMetadata?.[index];
+        const dims: Dims = meta && meta.isTensor ? meta.shape : [];
+        const dtype = meta && meta.isTensor ? meta.type : 'float32';
+        if (!NUMERIC_TYPES.includes(dtype)) {
+          throw new ModelLoadError(
+            `the ONNX model's input ${name} is ${dtype}; numeric inputs are supported`,
+          );
+        }
+        const batchDim = dims[0];
+        const batched = dims.length > 0 && (typeof batchDim !== 'number' || batchDim < 0 || batchDim === 1);
+        if (typeof batchDim === 'number' && batchDim === 1) singleSample = true;
+        if (index === 0) {
+          if (typeof batchDim === 'number' && batchDim > 1) {
+            throw new ModelLoadError(
+              `the ONNX model's input ${describeDims(dims)} has a fixed batch of ${batchDim}`,
             );
-      const runner = new OrtRunner(ort, owned, inputShape, singleSample, type);
-      if (session.outputNames.length > 1) {
-        runner.notes.push(
-          `the ONNX model has ${session.outputNames.length} outputs; using ${session.outputNames[0]}`,
-        );
-      }
-      const size = sizeOf(inputShape);
-      const probe = await runner.runOnce(new Float32Array(size), 1);
-      runner.outputShape = probe.dims.slice(1);
+          }
+          const sampleDims = dims.slice(1).map((d) => (typeof d === 'number' && d >= 0 ? d : null));
+          const configured = options.inputShape ?? options.fallbackInputShape;
+          const shape =
+            dims.length === 0 && configured
+              ? configured
+              : resolveShape(
+                  sampleDims,
+                  options.inputShape,
+                  `input ${describeDims(dims)}`,
+                  options.fallbackInputShape,
+                );
+          return { name, shape: [...shape], dtype, batched: true };
+        }
+        // Other inputs (state, constants): unknown dimensions inside are the batch of one stream.
+        const rest = batched ? dims.slice(1) : dims;
+        const shape = rest.map((d) => {
+          if (typeof d === 'number' && d >= 0) return d;
+          singleSample = true;
+          return 1;
+        });
+        return { name, shape, dtype, batched };
+      });
+      const runner = new OrtRunner(ort, owned, inputs, singleSample);
+      const outputs = await runner.runOnce(zeroFeeds(inputs, 1), 1);
+      runner.outputs = session.outputNames.map((name) => {
+        const dims = outputs[name].dims;
+        const batched = dims.length > 0 && dims[0] === 1;
+        return { name, shape: batched ? dims.slice(1) : dims, dtype: outputs[name].dtype, batched };
+      });
+      runner.outputShape = runner.outputs[0].shape;
       return runner;
     } catch (err) {
       await owned.release().catch(() => undefined);
@@ -151,9 +166,9 @@ export class OrtRunner implements ModelRunner {
     }
   }
 
-  private feed(input: Float32Array, batchSize: number): OrtTypes.Tensor {
-    const dims = [batchSize, ...this.inputShape];
-    switch (this.inputType) {
+  private feed(spec: TensorSpec, input: Float32Array, batchSize: number): OrtTypes.Tensor {
+    const dims = spec.batched ? [batchSize, ...spec.shape] : spec.shape;
+    switch (spec.dtype) {
       case 'int32':
         return new this.ort.Tensor('int32', Int32Array.from(input, Math.round), dims);
       case 'int64':
@@ -164,49 +179,73 @@ export class OrtRunner implements ModelRunner {
         );
       case 'float64':
         return new this.ort.Tensor('float64', Float64Array.from(input), dims);
+      case 'bool':
+        return new this.ort.Tensor(
+          'bool',
+          Uint8Array.from(input, (v) => (v ? 1 : 0)),
+          dims,
+        );
       default:
         return new this.ort.Tensor('float32', input, dims);
     }
   }
 
   private async runOnce(
-    input: Float32Array,
+    feeds: Readonly<Record<string, Float32Array>>,
     batchSize: number,
-  ): Promise<{ data: Float32Array; dims: number[] }> {
-    const results = await this.session.run({ [this.session.inputNames[0]]: this.feed(input, batchSize) });
-    const out = results[this.session.outputNames[0]];
-    const raw = out.data as ArrayLike<number> | ArrayLike<bigint>;
-    let data: Float32Array;
-    if (raw instanceof Float32Array) data = raw;
-    else {
-      data = new Float32Array(raw.length);
-      for (let i = 0; i < raw.length; i++) data[i] = Number(raw[i]);
+  ): Promise<Record<string, { data: Float32Array; dims: number[]; dtype: string }>> {
+    const tensors: Record<string, OrtTypes.Tensor> = {};
+    for (const spec of this.inputs) tensors[spec.name] = this.feed(spec, feeds[spec.name], batchSize);
+    const results = await this.session.run(tensors);
+    const out: Record<string, { data: Float32Array; dims: number[]; dtype: string }> = {};
+    for (const name of this.session.outputNames) {
+      const value = results[name];
+      const raw = value.data as ArrayLike<number> | ArrayLike<bigint>;
+      let data: Float32Array;
+      if (raw instanceof Float32Array) data = raw;
+      else {
+        data = new Float32Array(raw.length);
+        for (let i = 0; i < raw.length; i++) data[i] = Number(raw[i]);
+      }
+      out[name] = { data, dims: [...value.dims].map(Number), dtype: value.type };
     }
-    const dims = [...out.dims].map(Number);
     for (const value of Object.values(results)) (value as { dispose?: () => void }).dispose?.();
-    return { data, dims };
+    return out;
   }
 
-  predict(input: Float32Array, batchSize: number): Promise<Float32Array> {
+  run(
+    feeds: Readonly<Record<string, Float32Array>>,
+    batchSize: number,
+  ): Promise<Record<string, Float32Array>> {
+    const missing = missingFeeds(this.inputs, feeds);
+    if (missing) return Promise.reject(missing);
     // ONNX Runtime Web refuses overlapping runs on one session; runs go one after another.
     const result = this.queue.then(async () => {
       if (this.released) throw new Error('the model was disposed');
-      if (!this.singleSample || batchSize === 1) return (await this.runOnce(input, batchSize)).data;
-      const per = input.length / batchSize;
-      const parts: Float32Array[] = [];
+      const data = (r: Record<string, { data: Float32Array }>): Record<string, Float32Array> =>
+        Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v.data]));
+      if (!this.singleSample || batchSize === 1) return data(await this.runOnce(feeds, batchSize));
+      const parts: Record<string, Float32Array[]> = {};
       for (let i = 0; i < batchSize; i++) {
-        parts.push((await this.runOnce(input.slice(i * per, (i + 1) * per), 1)).data);
+        const one: Record<string, Float32Array> = {};
+        for (const spec of this.inputs) {
+          const all = feeds[spec.name];
+          const per = spec.batched ? all.length / batchSize : all.length;
+          one[spec.name] = spec.batched ? all.slice(i * per, (i + 1) * per) : all;
+        }
+        for (const [name, value] of Object.entries(await this.runOnce(one, 1))) {
+          (parts[name] ??= []).push(value.data);
+        }
       }
-      const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-      let at = 0;
-      for (const p of parts) {
-        out.set(p, at);
-        at += p.length;
-      }
-      return out;
+      return Object.fromEntries(Object.entries(parts).map(([name, list]) => [name, concat(list)]));
     });
     this.queue = result.catch(() => undefined);
     return result;
+  }
+
+  async predict(input: Float32Array, batchSize: number): Promise<Float32Array> {
+    const feeds: Record<string, Float32Array> = { [this.inputs[0].name]: input };
+    return (await this.run(feeds, batchSize))[this.outputs[0].name];
   }
 
   async dispose(): Promise<void> {
@@ -215,4 +254,16 @@ export class OrtRunner implements ModelRunner {
     await this.queue;
     await this.owned.release();
   }
+}
+
+const NUMERIC_TYPES = ['float32', 'int32', 'int64', 'float64', 'bool'];
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }

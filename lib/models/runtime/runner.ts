@@ -4,14 +4,95 @@
  */
 export type RuntimeName = 'onnxruntime-node' | 'onnxruntime-web' | 'tfjs-node' | 'tfjs-wasm' | 'tfjs-cpu';
 
+/** One named input or output of a model. */
+export interface TensorSpec {
+  name: string;
+  /** Per-sample shape without the batch dimension; the whole shape when the tensor has none. */
+  shape: number[];
+  /** Element type the model takes or gives (values travel as float32 either way). */
+  dtype: string;
+  /** False for a tensor without a leading batch dimension (e.g. a scalar sample rate). */
+  batched: boolean;
+}
+
 export interface ModelRunner {
   readonly runtime: RuntimeName;
   /** Per-sample input shape, without the batch dimension, e.g. [50, 6]. */
   readonly inputShape: number[];
   /** Per-sample output shape, without the batch dimension, e.g. [10]. */
   readonly outputShape: number[];
+  /** Every input in the model's order (the first is the one `predict` feeds), when known. */
+  readonly inputs?: readonly TensorSpec[];
+  /** Every output in the model's order (the first is the one `predict` returns), when known. */
+  readonly outputs?: readonly TensorSpec[];
   /** Runs `batchSize` samples laid out one after another; returns their outputs the same way. */
   predict(input: Float32Array, batchSize: number): Promise<Float32Array>;
+  /**
+   * Runs named inputs (each `batchSize` samples one after another; unbatched inputs once) and
+   * returns every output by name.
+   */
+  run?(
+    feeds: Readonly<Record<string, Float32Array>>,
+    batchSize: number,
+  ): Promise<Record<string, Float32Array>>;
   /** Releases tensors, sessions and backends' memory held for this model. */
   dispose(): Promise<void>;
+}
+
+/** The inputs of a runner, the single one when it does not list them. */
+export function inputsOf(runner: ModelRunner): readonly TensorSpec[] {
+  return runner.inputs ?? [{ name: 'input', shape: runner.inputShape, dtype: 'float32', batched: true }];
+}
+
+/** The outputs of a runner, the single one when it does not list them. */
+export function outputsOf(runner: ModelRunner): readonly TensorSpec[] {
+  return runner.outputs ?? [{ name: 'output', shape: runner.outputShape, dtype: 'float32', batched: true }];
+}
+
+/** Runs named feeds on any runner: through `run` when it has one, else its single input. */
+export async function runNamed(
+  runner: ModelRunner,
+  feeds: Readonly<Record<string, Float32Array>>,
+  batchSize: number,
+): Promise<Record<string, Float32Array>> {
+  if (runner.run) return runner.run(feeds, batchSize);
+  const [input] = inputsOf(runner);
+  const [output] = outputsOf(runner);
+  return { [output.name]: await runner.predict(feeds[input.name], batchSize) };
+}
+
+/**
+ * `runner` under the input and output names of another model of the same signature (e.g. a
+ * layers model's ONNX export under the layers model's names), matched by position.
+ */
+export function renamedRunner(
+  runner: ModelRunner,
+  inputs: readonly TensorSpec[],
+  outputs: readonly TensorSpec[],
+): ModelRunner {
+  const innerIn = inputsOf(runner);
+  const innerOut = outputsOf(runner);
+  const rename = async (
+    feeds: Readonly<Record<string, Float32Array>>,
+    batchSize: number,
+  ): Promise<Record<string, Float32Array>> => {
+    const inner: Record<string, Float32Array> = {};
+    innerIn.forEach((spec, i) => (inner[spec.name] = feeds[inputs[i]?.name ?? spec.name]));
+    const result = await runNamed(runner, inner, batchSize);
+    const out: Record<string, Float32Array> = {};
+    innerOut.forEach((spec, i) => (out[outputs[i]?.name ?? spec.name] = result[spec.name]));
+    return out;
+  };
+  return {
+    get runtime() {
+      return runner.runtime;
+    },
+    inputShape: runner.inputShape,
+    outputShape: runner.outputShape,
+    inputs: innerIn.map((spec, i) => ({ ...spec, name: inputs[i]?.name ?? spec.name })),
+    outputs: innerOut.map((spec, i) => ({ ...spec, name: outputs[i]?.name ?? spec.name })),
+    predict: (input, batchSize) => runner.predict(input, batchSize),
+    run: rename,
+    dispose: () => runner.dispose(),
+  };
 }

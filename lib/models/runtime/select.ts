@@ -2,12 +2,20 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import { ModelLoadError } from '../../errors';
 import type { ModelFiles } from '../store/model-files';
 import { exportLayersModelToOnnx } from '../convert/onnx-export';
+import { convertGraphModelToOnnx } from '../convert/graph-to-onnx';
 import { ortAvailable, OrtRunner, type OrtRuntimeName } from './ort-runner';
 import type { ModelRunner, RuntimeName } from './runner';
 import type { TfBackendName } from './tfjs';
 import { TfjsRunner } from './tfjs-runner';
 import { seededRandom } from '../../util/random';
-import { sizeOf } from '../../preprocess/shape';
+import {
+  compareOutputs,
+  describeComparison,
+  representativeFeeds,
+  VerifyingRunner,
+  type VerificationDecision,
+} from './verify';
+import { renamedRunner, runNamed } from './runner';
 
 /**
  * Picks the runtime for a model. ONNX models run on ONNX Runtime (node where installed, else
@@ -44,7 +52,20 @@ export interface RunnerOptions {
   threads?: number;
   /** Layers -> ONNX converter; throws when a model cannot be expressed. */
   exporter?: (model: tfl.LayersModel) => Uint8Array;
+  /** Samples saved with the model (meta.json `sample`), used to verify an export. */
+  sample?: unknown;
+  /** Statistics inputs are scaled with (meta.json `normalisation`), used to verify an export. */
+  normalisation?: unknown;
+  /**
+   * When an export fails a random probe only (no sample, no statistics), TF.js serves while the
+   * export is checked on this many first inputs, and takes over if they agree (0: no deferral).
+   */
+  verifyMessages?: number;
+  /** Told when a deferred verification decides. */
+  onVerified?: (decision: VerificationDecision) => void;
 }
+
+export const DEFAULT_VERIFY_MESSAGES = 8;
 
 export interface RunnerSelection {
   runner: ModelRunner;
@@ -159,22 +180,22 @@ export async function createRunner(files: ModelFiles, options: RunnerOptions = {
   notes.push(...tfjs.notes);
   let fallbackReason: string | undefined;
   const wantsTfjs = preference.startsWith('tfjs');
-  if (wantsTfjs || files.format === 'tfjs-graph') {
-    if (files.format === 'tfjs-graph' && !wantsTfjs && preference !== 'auto') {
-      fallbackReason = 'graph models run on TF.js';
-    } else if (!sameRuntime(preference, tfjs.runtime)) {
+  if (wantsTfjs) {
+    if (!sameRuntime(preference, tfjs.runtime)) {
       fallbackReason = `${preference} could not start; TF.js runs on ${tfjs.runtime}`;
     }
     return { runner: tfjs, exported: false, fallbackReason, notes };
   }
 
-  // Layers model: try its ONNX export, verified against TF.js.
-  const layersModel = tfjs.layersModel as tfl.LayersModel;
+  // Layers model: its ONNX export; graph model: its GraphDef converted; either verified against TF.js.
   let onnx: Uint8Array;
   try {
-    onnx = (options.exporter ?? exportLayersModelToOnnx)(layersModel);
+    onnx =
+      files.format === 'tfjs-graph'
+        ? convertGraphModelToOnnx(files.artifacts)
+        : (options.exporter ?? exportLayersModelToOnnx)(tfjs.layersModel as tfl.LayersModel);
   } catch (err) {
-    fallbackReason = `not exported to ONNX: ${(err as Error).message}`;
+    fallbackReason = `not ${files.format === 'tfjs-graph' ? 'converted' : 'exported'} to ONNX: ${(err as Error).message}`;
     return { runner: tfjs, exported: false, fallbackReason, notes: [...notes, fallbackReason] };
   }
   const ort = await startOrt(onnx, preference, options, tfjs.inputShape);
@@ -182,28 +203,44 @@ export async function createRunner(files: ModelFiles, options: RunnerOptions = {
     fallbackReason = `ONNX export could not run: ${ort.reason}`;
     return { runner: tfjs, exported: false, fallbackReason, notes: [...notes, fallbackReason] };
   }
-  const batch = 3;
-  const probe = probeInput(sizeOf(tfjs.inputShape) * batch);
+  // The export under the layers model's input and output names.
+  const exported = renamedRunner(ort.runner, tfjs.inputs, tfjs.outputs);
+  const probe = representativeFeeds(tfjs.inputs, {
+    sample: options.sample,
+    normalisation: options.normalisation,
+  });
+  const tolerance = options.tolerance ?? DEFAULT_EXPORT_TOLERANCE;
   let maxAbsDiff = Infinity;
-  let scale = 1;
   try {
-    const expected = await tfjs.predict(probe, batch);
-    const actual = await ort.runner.predict(probe, batch);
-    maxAbsDiff = maxAbsDifference(expected, actual);
-    for (const v of expected) scale = Math.max(scale, Math.abs(v));
+    const expected = await runNamed(tfjs, probe.feeds, probe.batch);
+    const actual = await runNamed(exported, probe.feeds, probe.batch);
+    const comparison = compareOutputs(expected, actual, tolerance);
+    maxAbsDiff = comparison.maxAbsDiff;
+    if (!comparison.ok)
+      fallbackReason = describeComparison(comparison, `ONNX export on the ${probe.source} probe`);
   } catch (err) {
     fallbackReason = `ONNX export failed on the probe input: ${(err as Error).message}`;
   }
-  const tolerance = (options.tolerance ?? DEFAULT_EXPORT_TOLERANCE) * scale;
-  if (fallbackReason || !(maxAbsDiff <= tolerance)) {
+  if (fallbackReason) {
+    const messages = options.verifyMessages ?? DEFAULT_VERIFY_MESSAGES;
+    if (probe.source === 'random' && Number.isFinite(maxAbsDiff) && messages > 0) {
+      const reason = `${fallbackReason}; TF.js serves until the export is checked on the first ${messages} messages`;
+      const runner = new VerifyingRunner(tfjs, exported, {
+        samples: messages,
+        tolerance,
+        onDecision: options.onVerified,
+      });
+      return { runner, exported: false, maxAbsDiff, fallbackReason: reason, notes: [...notes, reason] };
+    }
     await ort.runner.dispose();
-    fallbackReason ??= `ONNX export differs from TF.js by ${maxAbsDiff.toExponential(2)} (tolerance ${tolerance.toExponential(2)})`;
     return { runner: tfjs, exported: false, maxAbsDiff, fallbackReason, notes: [...notes, fallbackReason] };
   }
   await tfjs.dispose();
-  notes.push(`exported to ONNX; max |ONNX - TF.js| on the probe ${maxAbsDiff.toExponential(2)}`);
+  notes.push(
+    `exported to ONNX; max |ONNX - TF.js| on the ${probe.source} probe ${maxAbsDiff.toExponential(2)}`,
+  );
   const runtimeReason = sameRuntime(preference, ort.runner.runtime)
     ? undefined
     : (ort.reason ?? 'preferred runtime unavailable');
-  return { runner: ort.runner, exported: true, maxAbsDiff, fallbackReason: runtimeReason, notes };
+  return { runner: exported, exported: true, maxAbsDiff, fallbackReason: runtimeReason, notes };
 }

@@ -1,9 +1,10 @@
 import * as tfl from '@tensorflow/tfjs-layers';
 import * as tfconv from '@tensorflow/tfjs-converter';
 import { ModelLoadError } from '../../errors';
-import type { ModelRunner, RuntimeName } from './runner';
+import { missingFeeds, zeroFeeds } from './feeds';
+import type { ModelRunner, RuntimeName, TensorSpec } from './runner';
 import { activeBackend, tf, useBackend, type TfBackendName } from './tfjs';
-import { shapeText, sizeOf } from '../../preprocess/shape';
+import { shapeText } from '../../preprocess/shape';
 
 /**
  * TF.js runner for layers and graph models. TF.js has one active backend per process and a
@@ -74,22 +75,23 @@ function toFloat32(data: ArrayLike<number> | ArrayLike<bigint>): Float32Array {
 export class TfjsRunner implements ModelRunner {
   readonly runtime: RuntimeName;
   readonly inputShape: number[];
-  outputShape: number[];
+  outputShape: number[] = [];
+  readonly inputs: TensorSpec[];
+  outputs: TensorSpec[] = [];
   readonly notes: string[] = [];
   private disposed = false;
   private asyncGraph = false;
 
   private constructor(
     readonly backend: TfBackendName,
-    inputShape: number[],
-    outputShape: number[],
+    inputs: TensorSpec[],
+    private readonly outputNames: string[],
     readonly layersModel?: tfl.LayersModel,
     private readonly graphModel?: tfconv.GraphModel,
-    private readonly inputDtype: tf.DataType = 'float32',
   ) {
     this.runtime = RUNTIME_OF[backend];
-    this.inputShape = inputShape;
-    this.outputShape = outputShape;
+    this.inputs = inputs;
+    this.inputShape = inputs[0].shape;
     liveRunners++;
   }
 
@@ -117,19 +119,20 @@ export class TfjsRunner implements ModelRunner {
       throw new ModelLoadError(`TF.js could not build the graph model: ${(err as Error).message}`);
     }
     try {
-      if (graph.inputs.length !== 1) {
-        throw new ModelLoadError(`the graph model has ${graph.inputs.length} inputs; one is supported`);
-      }
-      const input = graph.inputs[0];
-      const inputShape = resolveShape(
-        (input.shape ?? [-1]).slice(1),
-        options.inputShape,
-        'input shape',
-        options.fallbackInputShape,
+      if (graph.inputs.length === 0) throw new ModelLoadError('the graph model has no inputs');
+      const inputs = graph.inputs.map((input, i) => ({
+        name: input.name,
+        shape: inputShapeOf((input.shape ?? [-1]).slice(1), i, options, 'input shape'),
+        dtype: input.dtype ?? 'float32',
+        batched: true,
+      }));
+      const runner = new TfjsRunner(
+        backend,
+        inputs,
+        graph.outputs.map((o) => o.name),
+        undefined,
+        graph,
       );
-      const runner = new TfjsRunner(backend, inputShape, [], undefined, graph, input.dtype as tf.DataType);
-      if (graph.outputs.length > 1)
-        runner.notes.push(`graph model has ${graph.outputs.length} outputs; using the first`);
       await runner.discoverOutputShape();
       return runner;
     } catch (err) {
@@ -146,18 +149,15 @@ export class TfjsRunner implements ModelRunner {
   ): Promise<TfjsRunner> {
     const active = backend ?? (await acquireBackend(options.backends ?? DEFAULT_TFJS_BACKENDS));
     try {
-      if (model.inputs.length !== 1) {
-        throw new ModelLoadError(`the model has ${model.inputs.length} inputs; one is supported`);
-      }
-      const inputShape = resolveShape(
-        model.inputs[0].shape.slice(1),
-        options.inputShape,
-        'input shape',
-        options.fallbackInputShape,
-      );
-      const runner = new TfjsRunner(active, inputShape, [], model);
-      if (model.outputs.length > 1)
-        runner.notes.push(`model has ${model.outputs.length} outputs; using the first`);
+      const inputs = model.inputs.map((input, i) => ({
+        name: uniqueName(layerName(input), i, model.inputs.map(layerName)),
+        shape: inputShapeOf(input.shape.slice(1), i, options, 'input shape'),
+        dtype: input.dtype ?? 'float32',
+        batched: true,
+      }));
+      const names = model.outputs.map(layerName);
+      const outputNames = names.map((name, i) => uniqueName(name, i, names));
+      const runner = new TfjsRunner(active, inputs, outputNames, model);
       await runner.discoverOutputShape();
       return runner;
     } catch (err) {
@@ -167,50 +167,78 @@ export class TfjsRunner implements ModelRunner {
   }
 
   private async discoverOutputShape(): Promise<void> {
-    const size = sizeOf(this.inputShape);
-    const { shape } = await this.run(new Float32Array(size), 1);
-    this.outputShape = shape.slice(1);
+    const outputs = await this.runTensors(zeroFeeds(this.inputs, 1), 1);
+    this.outputs = this.outputNames.map((name) => ({
+      name,
+      shape: outputs[name].shape.slice(1),
+      dtype: 'float32',
+      batched: true,
+    }));
+    this.outputShape = this.outputs[0].shape;
   }
 
-  private async run(
-    input: Float32Array,
+  private async runTensors(
+    feeds: Readonly<Record<string, Float32Array>>,
     batchSize: number,
-  ): Promise<{ data: Float32Array; shape: number[] }> {
+  ): Promise<Record<string, { data: Float32Array; shape: number[] }>> {
     if (this.disposed) throw new Error('the model was disposed');
-    const x =
-      this.inputDtype === 'float32'
-        ? tf.tensor(input, [batchSize, ...this.inputShape], 'float32')
-        : tf.tensor(Int32Array.from(input, Math.round), [batchSize, ...this.inputShape], this.inputDtype);
+    const xs = this.inputs.map((spec) =>
+      spec.dtype === 'float32'
+        ? tf.tensor(feeds[spec.name], [batchSize, ...spec.shape], 'float32')
+        : tf.tensor(
+            Int32Array.from(feeds[spec.name], Math.round),
+            [batchSize, ...spec.shape],
+            spec.dtype as tf.DataType,
+          ),
+    );
     let outputs: tf.Tensor | tf.Tensor[] | tf.NamedTensorMap | undefined;
     try {
       if (this.layersModel) {
-        outputs = this.layersModel.predict(x) as tf.Tensor | tf.Tensor[];
+        outputs = this.layersModel.predict(xs.length === 1 ? xs[0] : xs) as tf.Tensor | tf.Tensor[];
       } else if (this.graphModel) {
+        const named: tf.NamedTensorMap = {};
+        this.inputs.forEach((spec, i) => (named[spec.name] = xs[i]));
+        const feed = xs.length === 1 ? xs[0] : named;
         if (!this.asyncGraph) {
           try {
-            outputs = this.graphModel.execute(x);
+            outputs = this.graphModel.execute(feed, this.outputNames);
           } catch (err) {
             // Graphs with control flow or dynamic shapes only run asynchronously.
             if (!/executeAsync|dynamic/i.test((err as Error).message)) throw err;
             this.asyncGraph = true;
           }
         }
-        if (this.asyncGraph) outputs = await this.graphModel.executeAsync(x);
+        if (this.asyncGraph) outputs = await this.graphModel.executeAsync(feed, this.outputNames);
       }
       const list = outputs instanceof tf.Tensor ? [outputs] : Array.isArray(outputs) ? outputs : [];
       if (list.length === 0) throw new Error('the model returned no output');
-      const first = list[0];
-      const data = toFloat32(await first.data<'float32'>());
-      return { data, shape: first.shape };
+      const result: Record<string, { data: Float32Array; shape: number[] }> = {};
+      for (let i = 0; i < list.length && i < this.outputNames.length; i++) {
+        result[this.outputNames[i]] = {
+          data: toFloat32(await list[i].data<'float32'>()),
+          shape: list[i].shape,
+        };
+      }
+      return result;
     } finally {
-      x.dispose();
+      tf.dispose(xs);
       if (outputs instanceof tf.Tensor) outputs.dispose();
       else if (Array.isArray(outputs)) tf.dispose(outputs);
     }
   }
 
+  async run(
+    feeds: Readonly<Record<string, Float32Array>>,
+    batchSize: number,
+  ): Promise<Record<string, Float32Array>> {
+    const missing = missingFeeds(this.inputs, feeds);
+    if (missing) throw missing;
+    const outputs = await this.runTensors(feeds, batchSize);
+    return Object.fromEntries(Object.entries(outputs).map(([name, v]) => [name, v.data]));
+  }
+
   async predict(input: Float32Array, batchSize: number): Promise<Float32Array> {
-    return (await this.run(input, batchSize)).data;
+    return (await this.run({ [this.inputs[0].name]: input }, batchSize))[this.outputNames[0]];
   }
 
   async dispose(): Promise<void> {
@@ -220,4 +248,25 @@ export class TfjsRunner implements ModelRunner {
     this.layersModel?.dispose();
     this.graphModel?.dispose();
   }
+}
+
+/** The first input takes the configured shape; the others must have known dimensions. */
+function inputShapeOf(
+  dims: readonly (number | null)[],
+  index: number,
+  options: TfjsRunnerOptions,
+  what: string,
+): number[] {
+  if (index === 0) return resolveShape(dims, options.inputShape, what, options.fallbackInputShape);
+  return resolveShape(dims, undefined, `input ${index + 1} shape`);
+}
+
+/** A layer's name, suffixed with its position when several inputs or outputs share it. */
+function uniqueName(name: string, index: number, all: readonly string[]): string {
+  return all.filter((n) => n === name).length > 1 ? `${name}_${index}` : name;
+}
+
+/** The name of the layer a symbolic tensor comes from (Keras's input and output names). */
+function layerName(tensor: tfl.SymbolicTensor): string {
+  return tensor.sourceLayer?.name ?? tensor.name;
 }

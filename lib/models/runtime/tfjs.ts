@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import './tfjs-chained-ops';
+import { decodeEntries, type ManifestEntry } from '../store/weights';
 
 export { tf };
 
@@ -89,11 +90,22 @@ export function fileLoadHandler(modelJsonPath: string): tf.io.IOHandler {
         for (const shard of group.paths) buffers.push(await fs.readFile(path.resolve(dir, shard)));
       }
       const weightData = Buffer.concat(buffers);
-      return tf.io.getModelArtifactsForJSONSync(
-        modelJson,
-        specs,
-        weightData.buffer.slice(weightData.byteOffset, weightData.byteOffset + weightData.byteLength),
+      const bytes = weightData.buffer.slice(
+        weightData.byteOffset,
+        weightData.byteOffset + weightData.byteLength,
       );
+      // Per-channel uint8/uint16 ranges (this package's extension) are decoded here: TF.js reads one range.
+      if ((specs as ManifestEntry[]).some((spec) => Array.isArray(spec.quantization?.min))) {
+        const decoded = decodeEntries(specs as ManifestEntry[], new Uint8Array(bytes));
+        const plain = decoded.map(({ entry, dtype }) => ({ name: entry.name, shape: entry.shape, dtype }));
+        const parts = decoded.map(
+          ({ values }) => new Uint8Array(values.buffer, values.byteOffset, values.byteLength),
+        );
+        const joined = Buffer.concat(parts);
+        const data = joined.buffer.slice(joined.byteOffset, joined.byteOffset + joined.byteLength);
+        return tf.io.getModelArtifactsForJSONSync(modelJson, plain, data);
+      }
+      return tf.io.getModelArtifactsForJSONSync(modelJson, specs, bytes);
     },
   };
 }

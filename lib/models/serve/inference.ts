@@ -210,3 +210,129 @@ export function interpretOutput(
 }
 
 export { nest };
+
+/** A model input or output as the message side sees it: a name and a per-sample shape. */
+export interface NamedShape {
+  name: string;
+  shape: readonly number[];
+}
+
+function describeInputs(inputs: readonly NamedShape[]): string {
+  return inputs.map((s) => `${s.name} ${shapeText(s.shape)}`).join(', ');
+}
+
+/**
+ * One sample of every input the message supplies. A single input takes the payload as
+ * prepareInput does (channels and normalisation apply to it); several take an object keyed by
+ * input name or an array in input order, each value any numeric shape of that input's size.
+ */
+export function prepareFeeds(
+  payload: unknown,
+  inputs: readonly NamedShape[],
+  options: PrepareOptions = {},
+): Record<string, Float32Array> {
+  if (inputs.length === 0) return {};
+  if (inputs.length === 1) return { [inputs[0].name]: prepareInput(payload, inputs[0].shape, options) };
+  let values: unknown[];
+  if (
+    Array.isArray(payload) &&
+    payload.length === inputs.length &&
+    payload.every((v) => typeof v !== 'number')
+  ) {
+    values = payload;
+  } else if (
+    payload !== null &&
+    typeof payload === 'object' &&
+    !Array.isArray(payload) &&
+    !isTypedArray(payload)
+  ) {
+    const byName = payload as Record<string, unknown>;
+    const missing = inputs.filter((s) => byName[s.name] === undefined).map((s) => s.name);
+    if (missing.length > 0) {
+      throw new InputError(
+        `the model has ${inputs.length} inputs (${describeInputs(inputs)}); msg.payload lacks ${missing.join(', ')}`,
+      );
+    }
+    values = inputs.map((s) => byName[s.name]);
+  } else {
+    throw new InputError(
+      `the model has ${inputs.length} inputs (${describeInputs(inputs)}): send an object keyed by input name or an array in input order`,
+    );
+  }
+  const feeds: Record<string, Float32Array> = {};
+  inputs.forEach((spec, i) => {
+    try {
+      feeds[spec.name] = prepareInput(values[i], spec.shape);
+    } catch (err) {
+      if (err instanceof InputError) throw new InputError(`input ${spec.name}: ${err.message}`);
+      throw err;
+    }
+  });
+  return feeds;
+}
+
+export interface NamedResult {
+  /** The result of the chosen output in the node's mode. */
+  value: unknown;
+  /** Every output by name (nested arrays), when the model has more than one. */
+  outputs?: Record<string, unknown>;
+}
+
+/**
+ * Results of every output: the chosen one (`outputName`, default the first) interpreted in
+ * `mode`; in raw mode with several outputs the value is an object of all of them by name.
+ */
+export function interpretOutputs(
+  outputs: Readonly<Record<string, Float32Array>>,
+  specs: readonly NamedShape[],
+  mode: InferenceMode,
+  options: InterpretOptions & { outputName?: string } = {},
+): NamedResult {
+  const chosen = options.outputName ? specs.find((s) => s.name === options.outputName) : specs[0];
+  if (!chosen) {
+    throw new InputError(
+      `the model has no output "${options.outputName}" (outputs: ${specs.map((s) => s.name).join(', ')})`,
+      'setting-invalid',
+    );
+  }
+  if (specs.length === 1)
+    return { value: interpretOutput(outputs[chosen.name], chosen.shape, mode, options) };
+  const all: Record<string, unknown> = {};
+  for (const spec of specs) all[spec.name] = nest(outputs[spec.name], spec.shape);
+  if (mode === 'raw' && !options.outputName) return { value: all, outputs: all };
+  return { value: interpretOutput(outputs[chosen.name], chosen.shape, mode, options), outputs: all };
+}
+
+/** Stacks the feeds of several samples into one batch (unbatched inputs taken from the first). */
+export function stackFeeds(
+  samples: readonly Readonly<Record<string, Float32Array>>[],
+  inputs: readonly { name: string; batched: boolean }[],
+): Record<string, Float32Array> {
+  const out: Record<string, Float32Array> = {};
+  for (const spec of inputs) {
+    if (!spec.batched || samples.length === 1) {
+      out[spec.name] = samples[0][spec.name];
+      continue;
+    }
+    const per = samples[0][spec.name].length;
+    const data = new Float32Array(per * samples.length);
+    samples.forEach((s, i) => data.set(s[spec.name], i * per));
+    out[spec.name] = data;
+  }
+  return out;
+}
+
+/** Splits a batch's outputs into one record per sample. */
+export function splitOutputs(
+  outputs: Readonly<Record<string, Float32Array>>,
+  count: number,
+): Record<string, Float32Array>[] {
+  const result = Array.from({ length: count }, () => ({}) as Record<string, Float32Array>);
+  for (const [name, data] of Object.entries(outputs)) {
+    const per = data.length / count;
+    for (let i = 0; i < count; i++) {
+      result[i][name] = Number.isInteger(per) ? data.slice(i * per, (i + 1) * per) : data;
+    }
+  }
+  return result;
+}

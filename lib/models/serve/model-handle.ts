@@ -4,8 +4,11 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import { EdgeAiError, ModelLoadError, type ErrorCode } from '../../errors';
 import type { Normalisation } from './inference';
 import { checkNormalisation } from '../../preprocess/scaling';
-import { DEFAULT_MAX_MODEL_BYTES, readModelFiles } from '../store/model-files';
-import type { ModelRunner, RuntimeName } from '../runtime/runner';
+import { DEFAULT_MAX_MODEL_BYTES, readModelFiles, type OnnxModelFiles } from '../store/model-files';
+import { inputsOf, outputsOf, type ModelRunner, type RuntimeName, type TensorSpec } from '../runtime/runner';
+import { zeroFeeds } from '../runtime/feeds';
+import { streamSettingsFromMeta, type StreamSettings } from './streams';
+import { VerifyingRunner, type VerificationDecision } from '../runtime/verify';
 import { nativeOrtMissing } from '../runtime/ort-session';
 import { createRunner, type RuntimePreference } from '../runtime/select';
 import {
@@ -61,6 +64,8 @@ export interface ModelHandleOptions {
   followStore?: boolean;
   followName?: string;
   exporter?: (model: tfl.LayersModel) => Uint8Array;
+  /** First messages an export that failed only a random probe is checked on (0: none). */
+  verifyMessages?: number;
 }
 
 export interface LoadedModelInfo {
@@ -77,8 +82,18 @@ export interface LoadedModelInfo {
   runtime: RuntimeName;
   inputShape: number[];
   outputShape: number[];
+  /** Every named input and output of the model, in its order. */
+  inputs: TensorSpec[];
+  outputs: TensorSpec[];
   labels?: string[];
   normalisation?: Normalisation;
+  /** State pairs and constant inputs the model's meta.json names. */
+  streams?: Partial<StreamSettings>;
+  /**
+   * For a .tflite file, what its conversion to ONNX found: full-integer int8, float, hybrid...,
+   * the operators it has, and each input's and output's type, shape and quantization.
+   */
+  tflite?: OnnxModelFiles['tflite'];
   /** A layers model running as its verified ONNX export. */
   exported: boolean;
   maxAbsDiff?: number;
@@ -235,6 +250,17 @@ export class ModelHandle extends EventEmitter {
     const meta = resolved.meta ?? files.meta;
     // The shape saved in meta.json only fills unknown dimensions; a configured one must fit.
     const metaShape = meta?.inputShape?.slice(meta.inputShape[0] === null ? 1 : 0);
+    let loadedInfo: LoadedModelInfo | undefined;
+    const onVerified = (decision: VerificationDecision): void => {
+      const info = loadedInfo;
+      if (!info) return;
+      info.runtime = decision.runtime;
+      info.exported = decision.accepted;
+      info.maxAbsDiff = decision.maxAbsDiff;
+      info.fallbackReason = decision.accepted ? undefined : `ONNX export not used: ${decision.reason}`;
+      info.notes.push(`ONNX export ${decision.accepted ? 'used' : 'not used'}: ${decision.reason}`);
+      this.emit('verified', info, decision);
+    };
     const selection = await createRunner(files, {
       runtime: options.runtime ?? 'auto',
       inputShape: options.inputShape && options.inputShape.length > 0 ? options.inputShape : undefined,
@@ -245,12 +271,21 @@ export class ModelHandle extends EventEmitter {
       tolerance: options.tolerance,
       threads: options.threads,
       exporter: options.exporter,
+      sample: meta?.sample,
+      normalisation: meta?.normalisation,
+      verifyMessages: options.verifyMessages,
+      onVerified,
     });
     const runner = selection.runner;
     try {
       const warmup = Math.max(0, Math.floor(options.warmup ?? 1));
-      const size = sizeOf(runner.inputShape);
-      for (let i = 0; i < warmup; i++) await runner.predict(new Float32Array(size), 1);
+      const inputs = [...inputsOf(runner)];
+      const outputs = [...outputsOf(runner)];
+      for (let i = 0; i < warmup; i++) {
+        if (runner instanceof VerifyingRunner) await runner.warmup(zeroFeeds(inputs, 1), 1);
+        else if (runner.run) await runner.run(zeroFeeds(inputs, 1), 1);
+        else await runner.predict(new Float32Array(sizeOf(runner.inputShape)), 1);
+      }
       let normalisation: Normalisation | undefined;
       if (meta?.normalisation !== undefined) {
         try {
@@ -269,17 +304,22 @@ export class ModelHandle extends EventEmitter {
         runtime: runner.runtime,
         inputShape: runner.inputShape,
         outputShape: runner.outputShape,
+        inputs,
+        outputs,
         labels,
         normalisation,
         exported: selection.exported,
         maxAbsDiff: selection.maxAbsDiff,
         fallbackReason: selection.fallbackReason,
         noNative: runner.runtime === 'onnxruntime-web' ? nativeOrtMissing() : undefined,
+        streams: streamSettingsFromMeta(meta),
+        ...(files.format === 'onnx' && files.tflite ? { tflite: files.tflite } : {}),
         notes: [...files.notes, ...selection.notes],
         bytes: files.bytes,
         loadMs: Math.round(performance.now() - started),
         loadedAt: new Date().toISOString(),
       };
+      loadedInfo = info;
       if (this.closed) throw new Error('the model handle closed while loading');
       const previous = this.current;
       this.current = { runner, info, leases: 0, retired: false, release };

@@ -106,6 +106,7 @@ function parseCompress(payload: unknown, defaults: CompressDefaults): CompressMe
   const saveAs = optionalString(record, 'saveAs') ?? defaults.saveAs;
   if (saveAs) request.saveAs = saveAs;
   if (record.calibration !== undefined) request.calibration = record.calibration;
+  if (record.scheme !== undefined) request.scheme = record.scheme as CompressMessageRequest['scheme'];
   return request;
 }
 

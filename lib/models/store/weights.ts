@@ -15,7 +15,13 @@ export interface ManifestEntry {
   shape: number[];
   dtype: string;
   group?: string;
-  quantization?: { dtype: string; min?: number; scale?: number; original_dtype?: string };
+  /** min and scale: one per tensor, or one per channel of the last axis (this package's per-channel form). */
+  quantization?: {
+    dtype: string;
+    min?: number | number[];
+    scale?: number | number[];
+    original_dtype?: string;
+  };
 }
 
 export interface ManifestGroup {
@@ -95,14 +101,24 @@ function decodeEntry(
       for (let i = 0; i < n; i++) out[i] = float16ToFloat32(halves[i]);
       return out;
     }
-    const { min, scale } = q;
-    if (typeof min !== 'number' || typeof scale !== 'number' || !isFinite(min) || !isFinite(scale)) {
-      throw new ModelLoadError(`weight ${entry.name}: ${q.dtype} quantization needs numeric min and scale`);
+    const channels = Array.isArray(q.min) ? q.min.length : 1;
+    const mins = Array.isArray(q.min) ? q.min : [q.min];
+    const scales = Array.isArray(q.scale) ? q.scale : [q.scale];
+    const lastAxis = entry.shape[entry.shape.length - 1];
+    if (
+      scales.length !== channels ||
+      (channels > 1 && channels !== lastAxis) ||
+      ![...mins, ...scales].every((v) => typeof v === 'number' && isFinite(v))
+    ) {
+      throw new ModelLoadError(
+        `weight ${entry.name}: ${q.dtype} quantization needs numeric min and scale (one each, or one per channel of the last axis)`,
+      );
     }
     const codes = q.dtype === 'uint8' ? new Uint8Array(aligned) : new Uint16Array(aligned);
     const out = dtype === 'int32' ? new Int32Array(n) : new Float32Array(n);
     for (let i = 0; i < n; i++) {
-      const v = codes[i] * scale + min;
+      const c = channels > 1 ? i % channels : 0;
+      const v = codes[i] * (scales[c] as number) + (mins[c] as number);
       out[i] = dtype === 'int32' ? Math.round(v) : v;
     }
     return out;

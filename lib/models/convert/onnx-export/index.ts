@@ -18,7 +18,7 @@ import { wrapperLayers } from './wrappers';
 export { OnnxExportUnsupported };
 
 export const ONNX_EXPORT_OPSET = 17;
-const ONNX_EXPORT_IR_VERSION = 8;
+export const ONNX_EXPORT_IR_VERSION = 8;
 
 /** Every layer class the exporter knows, by TF.js class name. */
 const EMITTERS: Readonly<Record<string, LayerEmitter>> = {
