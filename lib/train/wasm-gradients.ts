@@ -10,7 +10,7 @@
  *   wasm heap;
  * - BatchMatMul/_FusedMatMul with a transposed operand (present but about ten times slower than
  *   plain): the operand transposed first;
- * - Sum over leading axes (present but slow): a product with a row of ones.
+ * - Sum over leading axes (present but slow): one pass on the wasm heap.
  *
  * Every kernel works on TensorInfos through the wasm backend's own kernel functions, so nothing
  * passes through the engine (no tape, no tensor bookkeeping) and intermediates are freed at once.
@@ -470,8 +470,8 @@ function plainMatMul(original: tf.KernelFunc): (args: KernelArgs) => Info {
 }
 
 /**
- * Sums over leading axes (bias gradients: over batch, height and width) as a product with a
- * row of ones, which the wasm backend runs far faster than its transposing reduction.
+ * Sums over leading axes (bias gradients: over batch, height and width) in one pass over the
+ * wasm heap, far faster than the backend's transposing reduction.
  */
 function leadingAxesSum(original: tf.KernelFunc): (args: KernelArgs) => Info {
   return ({ inputs, attrs, backend }) => {
@@ -485,16 +485,12 @@ function leadingAxesSum(original: tf.KernelFunc): (args: KernelArgs) => Info {
     const kept = x.shape.slice(axes.length);
     const cols = kept.reduce((p, q) => p * q, 1);
     const heap = backend as HeapBackend;
-    return scoped(backend, (s) => {
-      const ones = s.adopt(heap.makeOutput([1, 1, rows], 'float32'));
-      heap.typedArrayFromHeap(ones).fill(1);
-      const product = s.run(
-        'BatchMatMul',
-        { a: ones, b: s.reshape(x, [1, rows, cols]) },
-        { transposeA: false, transposeB: false },
-      );
-      return s.reshape(product, keepDims ? [...axes.map(() => 1), ...kept] : kept);
-    });
+    const out = heap.makeOutput(keepDims ? [...axes.map(() => 1), ...kept] : kept, 'float32');
+    const values = heap.typedArrayFromHeap(x) as Float32Array;
+    const acc = new Float64Array(cols);
+    for (let r = 0, at = 0; r < rows; r++) for (let c = 0; c < cols; c++, at++) acc[c] += values[at];
+    (heap.typedArrayFromHeap(out) as Float32Array).set(acc);
+    return out;
   };
 }
 
