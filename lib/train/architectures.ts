@@ -286,14 +286,14 @@ export function buildModel(arch: ArchitectureName, options: ArchitectureOptions)
       const shape = imageShape(inputShape);
       layers.push(...inputLayers(inputShape, shape));
       for (const filters of positive(options.filters, [32, 64], 'filters')) {
-        layers.push(tfl.layers.conv2d({ filters, kernelSize, activation: 'relu' }));
+        layers.push(tfl.layers.conv2d({ filters, kernelSize, activation: 'relu', ...init() }));
         layers.push(tfl.layers.maxPooling2d({ poolSize: 2 }));
       }
       layers.push(tfl.layers.flatten());
       for (const units of positive(options.units, [64], 'units')) {
-        layers.push(tfl.layers.dense({ units, activation: 'relu' }));
+        layers.push(tfl.layers.dense({ units, activation: 'relu', ...init() }));
       }
-      layers.push(...head(task, outputs, dropout));
+      layers.push(...head(task, outputs, dropout, init()));
       break;
     }
   }

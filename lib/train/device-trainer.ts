@@ -9,6 +9,7 @@ import { ModelStore, type StoredModel } from '../models/store/store';
 import { ARCHITECTURES, type ArchitectureName, type Task } from './architectures';
 import { Dataset, type ExportedDataset, type LabelKind, type RetentionPolicy } from './dataset';
 import { TrainingWorker } from './training-worker';
+import { defaultTrainingThreads } from './parallel';
 import { balancedClassWeights, type EpochProgress, type TrainResult, type TrainSettings } from './trainer';
 import { CancelledError, TooFewSamplesError } from '../errors';
 
@@ -35,8 +36,55 @@ export interface DeviceTrainerConfig {
   classWeights?: ClassWeighting;
   /** Training needs at least this many samples. */
   minSamples: number;
+  /** `threads` 0 or unset: every core but one. */
   training: Omit<TrainSettings, 'task' | 'architecture' | 'base' | 'classWeights'>;
 }
+
+/** When training starts without a 'train' command. */
+export interface AutoTraining {
+  trigger: 'message' | 'interval' | 'samples';
+  intervalMinutes: number;
+  everySamples: number;
+}
+
+const round = (value: number | null | undefined, digits = 4): number | null =>
+  typeof value === 'number' && Number.isFinite(value) ? Number(value.toFixed(digits)) : null;
+
+/** The payload of a progress message. */
+export function progressPayload(p: EpochProgress): Record<string, unknown> {
+  return {
+    epoch: p.epoch,
+    epochs: p.epochs,
+    loss: round(p.loss, 6),
+    valLoss: round(p.valLoss, 6),
+    metrics: p.metrics,
+  };
+}
+
+/** The payload of the message saying a run finished. */
+export function outcomePayload(outcome: TrainOutcome): Record<string, unknown> {
+  return {
+    model: outcome.model,
+    version: outcome.version,
+    metrics: outcome.metrics,
+    history: outcome.history,
+    samples: outcome.samples,
+    stoppedBy: outcome.stoppedBy,
+    backend: outcome.backend,
+    durationMs: outcome.durationMs,
+  };
+}
+
+/** A short summary for a status line: accuracy in percent when known, else the loss. */
+export function outcomeSummary(outcome: TrainOutcome): { accuracy?: string; loss: number | string } {
+  const accuracy = outcome.metrics.valAccuracy ?? outcome.metrics.accuracy;
+  return {
+    accuracy: accuracy === undefined ? undefined : (accuracy * 100).toFixed(1),
+    loss: round(outcome.metrics.loss) ?? '-',
+  };
+}
+
+export { round as roundMetric };
 
 export interface TrainOutcome {
   model: string;
@@ -57,6 +105,7 @@ function labelKindOf(task: Task): LabelKind {
 export class DeviceTrainer {
   private worker: TrainingWorker | undefined;
   private closed = false;
+  private auto: { settings: AutoTraining; start: () => void; timer?: NodeJS.Timeout } | undefined;
   /** Samples added since the last training run started. */
   samplesSinceTraining = 0;
 
@@ -94,6 +143,28 @@ export class DeviceTrainer {
   async addSample(payload: unknown, label?: unknown): Promise<void> {
     await this.dataset.add(payload, label);
     this.samplesSinceTraining++;
+    const auto = this.auto;
+    if (
+      auto?.settings.trigger === 'samples' &&
+      this.samplesSinceTraining >= auto.settings.everySamples &&
+      !this.training
+    )
+      auto.start();
+  }
+
+  /**
+   * Starts training without a command: `start` is called every `intervalMinutes` (trigger
+   * 'interval') or once `everySamples` samples arrived since the last run (trigger 'samples'),
+   * never while a run is in progress; close() ends it.
+   */
+  autoTrain(settings: AutoTraining, start: () => void): void {
+    if (this.auto?.timer) clearInterval(this.auto.timer);
+    const guarded = (): void => {
+      if (!this.closed && !this.training) start();
+    };
+    this.auto = { settings, start: guarded };
+    if (settings.trigger === 'interval' && settings.intervalMinutes > 0)
+      this.auto.timer = setInterval(guarded, settings.intervalMinutes * 60_000);
   }
 
   /** Remembers the normalisation statistics in use, saved with the next model. */
@@ -152,6 +223,7 @@ export class DeviceTrainer {
       }
       const settings: TrainSettings = {
         ...this.config.training,
+        threads: this.config.training.threads || defaultTrainingThreads(),
         task: this.task,
         architecture: this.config.architecture,
         base,
@@ -188,6 +260,7 @@ export class DeviceTrainer {
             epochs: settings.epochs,
             validationSplit: settings.validationSplit,
             backend: result.backend,
+            threads: settings.threads,
             epochMs: result.epochMs.map((ms) => Math.round(ms)),
             stoppedBy: result.stoppedBy,
           },
@@ -239,6 +312,8 @@ export class DeviceTrainer {
   /** Ends a running training at once (its worker is terminated) and closes the dataset. */
   async close(): Promise<void> {
     this.closed = true;
+    if (this.auto?.timer) clearInterval(this.auto.timer);
+    this.auto = undefined;
     const worker = this.worker;
     this.worker = undefined;
     await worker?.terminate();

@@ -18,6 +18,7 @@ import {
   type Task,
 } from './architectures';
 import { registerWasmGradients } from './wasm-gradients';
+import { ParallelTrainer } from './parallel';
 import { seededRandom } from '../util/random';
 import { CancelledError } from '../errors';
 import { sizeOf } from '../preprocess/shape';
@@ -51,6 +52,11 @@ export interface TrainSettings {
   /** Random shifts of up to this many pixels for image inputs (0 = none). */
   augmentShift?: number;
   backend?: BackendChoice;
+  /**
+   * Threads that share every batch (data-parallel: gradients summed, one optimizer step);
+   * default 1. More than the batch size gains nothing and is capped to it.
+   */
+  threads?: number;
   /** Seeds the validation split and augmentation, for repeatable runs. */
   seed?: number;
   /**
@@ -243,6 +249,11 @@ function checkData(settings: TrainSettings, data: TrainData): { inSize: number; 
     ['batch size', settings.batchSize, Number.isInteger(settings.batchSize) && settings.batchSize > 0],
     ['epochs', settings.epochs, Number.isInteger(settings.epochs) && settings.epochs > 0],
     [
+      'thread count',
+      settings.threads ?? 1,
+      Number.isInteger(settings.threads ?? 1) && (settings.threads ?? 1) >= 1,
+    ],
+    [
       'validation split',
       settings.validationSplit,
       settings.validationSplit >= 0 && settings.validationSplit < 1,
@@ -294,9 +305,26 @@ export async function trainModel(
     throw err;
   });
   const owned: tf.Tensor[] = [];
+  let parallel: ParallelTrainer | undefined;
   let best: { loss: number; epoch: number; weights: tf.Tensor[] } | undefined;
   try {
     model.compile({ optimizer, loss: lossFor(task), metrics: metricsFor(task) });
+    const threads = Math.min(settings.threads ?? 1, settings.batchSize);
+    if (threads > 1) {
+      parallel = await ParallelTrainer.start(model, {
+        threads,
+        backend: backend === 'tensorflow' ? 'auto' : backend,
+        loss: lossFor(task),
+        metrics: metricsFor(task),
+        inputShape: data.inputShape,
+        targetShape:
+          task === 'autoencoder'
+            ? data.inputShape
+            : [task === 'classification' ? data.outputSize : targetWidth],
+        maxRows: settings.batchSize,
+      });
+      parallel.install();
+    }
     const validation =
       valCount > 0 ? toTensors(gather(data.x, inSize, valRows), targetsOf(valRows), valCount) : undefined;
     if (validation) owned.push(...validation);
@@ -418,6 +446,7 @@ export async function trainModel(
       epochMs,
     };
   } finally {
+    await parallel?.close();
     tf.dispose(owned);
     tf.dispose(best?.weights ?? []);
     model.dispose();

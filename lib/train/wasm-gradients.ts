@@ -6,14 +6,17 @@
  *   filter;
  * - DepthwiseConv2dNativeBackpropFilter/Input (missing): a per-tap multiply-and-sum, and a
  *   depthwise convolution of the spread, framed dy with the flipped filter;
- * - MaxPoolGrad (present but wrong for windows of negative values): the native kernel on a
- *   shifted input.
+ * - MaxPoolGrad (present but wrong for windows of negative values, and slow): one pass on the
+ *   wasm heap;
+ * - BatchMatMul/_FusedMatMul with a transposed operand (present but about ten times slower than
+ *   plain): the operand transposed first;
+ * - Sum over leading axes (present but slow): one pass on the wasm heap.
  *
  * Every kernel works on TensorInfos through the wasm backend's own kernel functions, so nothing
  * passes through the engine (no tape, no tensor bookkeeping) and intermediates are freed at once.
  */
 import * as tf from '@tensorflow/tfjs-core';
-// Registers TF.js's gradient functions, which the MaxPoolGrad probe below (tf.grad) needs.
+// Registers TF.js's gradient functions, which call these kernels.
 import '@tensorflow/tfjs-layers';
 
 type Info = tf.TensorInfo;
@@ -23,6 +26,12 @@ type RunArgs = { inputs: Record<string, Info> | Info[]; attrs: Attrs; backend: u
 
 interface Backend {
   disposeData(dataId: object): boolean;
+}
+
+/** The wasm backend's heap access (tfjs-backend-wasm BackendWasm). */
+interface HeapBackend extends Backend {
+  makeOutput(shape: number[], dtype: tf.DataType): Info;
+  typedArrayFromHeap(info: Info): Float32Array | Int32Array | Uint8Array;
 }
 
 /** Runs wasm kernels by name and frees every intermediate they produced unless kept. */
@@ -361,34 +370,128 @@ function depthwiseBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
 }
 
 /**
- * The wasm backend's MaxPoolGrad starts each window's running maximum at 0, so a window of
- * negative values sends its gradient to the wrong place. Which position holds a window's maximum
- * does not change when a constant is added, so the input is shifted to be positive first.
+ * MaxPoolGrad computed on the wasm heap in one pass: each window's first maximum (as the cpu
+ * backend picks it) receives the window's gradient. The native kernel is wrong for negative
+ * windows and the shifted workaround costs four extra full-size passes.
  */
-function shiftedMaxPoolGrad(original: tf.KernelFunc): (args: KernelArgs) => Info {
+function heapMaxPoolGrad({ inputs, attrs, backend }: KernelArgs): Info {
+  const { dy, input } = inputs;
+  const b = backend as HeapBackend;
+  const a = attrs as {
+    filterSize: number | [number, number];
+    strides: number | [number, number];
+    pad: 'valid' | 'same' | number;
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+  };
+  const info = tf.backend_util.computePool2DInfo(
+    input.shape as [number, number, number, number],
+    a.filterSize,
+    a.strides,
+    1,
+    a.pad,
+    a.dimRoundingMode,
+  );
+  const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth } = info;
+  const { strideHeight, strideWidth, filterHeight, filterWidth } = info;
+  const { top, left } = info.padInfo;
+  const out = b.makeOutput(input.shape, 'float32');
+  const dx = b.typedArrayFromHeap(out) as Float32Array;
+  dx.fill(0);
+  const x = b.typedArrayFromHeap(input) as Float32Array;
+  const g = b.typedArrayFromHeap(dy) as Float32Array;
+  const best = new Float32Array(c);
+  const where = new Int32Array(c);
+  for (let n = 0; n < batchSize; n++) {
+    for (let oh = 0; oh < outHeight; oh++) {
+      const h0 = oh * strideHeight - top;
+      const hs = Math.max(0, h0);
+      const he = Math.min(inHeight, h0 + filterHeight);
+      for (let ow = 0; ow < outWidth; ow++) {
+        const w0 = ow * strideWidth - left;
+        const ws = Math.max(0, w0);
+        const we = Math.min(inWidth, w0 + filterWidth);
+        if (hs >= he || ws >= we) continue;
+        // The first tap in the window starts every channel's running maximum.
+        const first = ((n * inHeight + hs) * inWidth + ws) * c;
+        for (let k = 0; k < c; k++) {
+          best[k] = x[first + k];
+          where[k] = first + k;
+        }
+        for (let h = hs; h < he; h++) {
+          for (let w = h === hs ? ws + 1 : ws; w < we; w++) {
+            const base = ((n * inHeight + h) * inWidth + w) * c;
+            for (let k = 0; k < c; k++) {
+              const v = x[base + k];
+              if (v > best[k]) {
+                best[k] = v;
+                where[k] = base + k;
+              }
+            }
+          }
+        }
+        const gBase = ((n * outHeight + oh) * outWidth + ow) * c;
+        for (let k = 0; k < c; k++) dx[where[k]] += g[gBase + k];
+      }
+    }
+  }
+  return out;
+}
+
+/** Moves the last two axes: [..., r, c] to [..., c, r]. */
+function swapLastTwo(s: KernelScope, t: Info): Info {
+  const rank = t.shape.length;
+  const perm = Array.from({ length: rank }, (_, i) => i);
+  perm[rank - 2] = rank - 1;
+  perm[rank - 1] = rank - 2;
+  return s.run('Transpose', { x: t }, { perm });
+}
+
+/**
+ * The wasm backend multiplies a transposed operand (as every dense and recurrent gradient does)
+ * about ten times slower than a plain one; transposing it first and multiplying plainly is
+ * faster by far. Serves BatchMatMul and _FusedMatMul.
+ */
+function plainMatMul(original: tf.KernelFunc): (args: KernelArgs) => Info {
   return ({ inputs, attrs, backend }) => {
-    const { dy, input, output } = inputs;
+    const { transposeA, transposeB } = (attrs ?? {}) as { transposeA?: boolean; transposeB?: boolean };
+    if (!transposeA && !transposeB) return original({ inputs, attrs, backend } as never) as Info;
     return scoped(backend, (s) => {
-      const all = Array.from({ length: input.shape.length }, (_, i) => i);
-      const low = s.run('Min', { x: input }, { axis: all, keepDims: false });
-      const one = s.run('OnesLike', { x: low });
-      const offset = s.run('Sub', { a: one, b: low });
-      const positive = s.run('Add', { a: input, b: offset });
-      const shiftedOutput = s.run('Add', { a: output, b: offset });
+      const a = transposeA ? swapLastTwo(s, inputs.a) : inputs.a;
+      const b = transposeB ? swapLastTwo(s, inputs.b) : inputs.b;
       return s.adopt(
-        original({ inputs: { dy, input: positive, output: shiftedOutput }, attrs, backend } as never) as Info,
+        original({
+          inputs: { ...inputs, a, b },
+          attrs: { ...attrs, transposeA: false, transposeB: false },
+          backend,
+        } as never) as Info,
       );
     });
   };
 }
 
-/** True when the wasm backend's own MaxPoolGrad routes a negative window's gradient wrongly. */
-function wasmMaxPoolGradIsWrong(): boolean {
-  return tf.tidy(() => {
-    const grad = tf.grad((x: tf.Tensor) => tf.sum(tf.maxPool(x as tf.Tensor4D, 2, 2, 'valid')));
-    const dx = grad(tf.tensor4d([-4, -3, -2, -1], [1, 2, 2, 1]));
-    return dx.dataSync()[3] !== 1;
-  });
+/**
+ * Sums over leading axes (bias gradients: over batch, height and width) in one pass over the
+ * wasm heap, far faster than the backend's transposing reduction.
+ */
+function leadingAxesSum(original: tf.KernelFunc): (args: KernelArgs) => Info {
+  return ({ inputs, attrs, backend }) => {
+    const { x } = inputs;
+    const { axis, keepDims } = (attrs ?? {}) as { axis: number | number[]; keepDims?: boolean };
+    const rank = x.shape.length;
+    const axes = tf.util.parseAxisParam(axis, x.shape).sort((p, q) => p - q);
+    const leading = axes.length > 0 && axes.length < rank && axes.every((a, i) => a === i);
+    if (x.dtype !== 'float32' || !leading) return original({ inputs, attrs, backend } as never) as Info;
+    const rows = x.shape.slice(0, axes.length).reduce((p, q) => p * q, 1);
+    const kept = x.shape.slice(axes.length);
+    const cols = kept.reduce((p, q) => p * q, 1);
+    const heap = backend as HeapBackend;
+    const out = heap.makeOutput(keepDims ? [...axes.map(() => 1), ...kept] : kept, 'float32');
+    const values = heap.typedArrayFromHeap(x) as Float32Array;
+    const acc = new Float64Array(cols);
+    for (let r = 0, at = 0; r < rows; r++) for (let c = 0; c < cols; c++, at++) acc[c] += values[at];
+    (heap.typedArrayFromHeap(out) as Float32Array).set(acc);
+    return out;
+  };
 }
 
 /** Kernels the wasm backend lacks. */
@@ -407,12 +510,19 @@ function replace(kernelName: string, kernelFunc: (args: KernelArgs) => Info): vo
   register(kernelName, kernelFunc);
 }
 
+/** Native kernels wrapped to take a faster path where they are slow. */
+const FASTER: Array<[string, (native: tf.KernelFunc) => (args: KernelArgs) => Info]> = [
+  ['BatchMatMul', plainMatMul],
+  ['_FusedMatMul', plainMatMul],
+  ['Sum', leadingAxesSum],
+];
+
 let replacedSlowOrWrong = false;
 
 /**
- * Makes the wasm backend train convolutional and pooling models: registers the gradient
- * kernels it lacks, replaces its slow Conv2DBackpropInput by a Conv2D-based one, and corrects
- * its MaxPoolGrad while that one is wrong. Call once wasm is active; calling again is harmless.
+ * Makes the wasm backend train convolutional and pooling models, and train fast: registers the
+ * gradient kernels it lacks, replaces its slow Conv2DBackpropInput by a Conv2D-based one and its
+ * wrong MaxPoolGrad by a heap one, and wraps BatchMatMul, _FusedMatMul and Sum with fast paths. Call once wasm is active; calling again is harmless.
  * Returns the kernel names registered or replaced now.
  */
 export function registerWasmGradients(): string[] {
@@ -426,10 +536,13 @@ export function registerWasmGradients(): string[] {
     replacedSlowOrWrong = true;
     replace('Conv2DBackpropInput', conv2DBackpropInput);
     changed.push('Conv2DBackpropInput');
-    const nativeMaxPoolGrad = tf.getKernel('MaxPoolGrad', 'wasm');
-    if (nativeMaxPoolGrad && wasmMaxPoolGradIsWrong()) {
-      replace('MaxPoolGrad', shiftedMaxPoolGrad(nativeMaxPoolGrad.kernelFunc));
-      changed.push('MaxPoolGrad');
+    replace('MaxPoolGrad', heapMaxPoolGrad);
+    changed.push('MaxPoolGrad');
+    for (const [kernelName, wrap] of FASTER) {
+      const native = tf.getKernel(kernelName, 'wasm');
+      if (!native) continue;
+      replace(kernelName, wrap(native.kernelFunc));
+      changed.push(kernelName);
     }
   }
   return changed;

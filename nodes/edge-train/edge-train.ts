@@ -1,7 +1,16 @@
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import type { ModelStore } from '../../lib/models/store/store';
 import { ARCHITECTURES, type Task } from '../../lib/train/architectures';
-import { DeviceTrainer, type ClassWeighting, type DeviceTrainerConfig } from '../../lib/train/device-trainer';
+import {
+  DeviceTrainer,
+  outcomePayload,
+  outcomeSummary,
+  progressPayload,
+  roundMetric,
+  type AutoTraining,
+  type ClassWeighting,
+  type DeviceTrainerConfig,
+} from '../../lib/train/device-trainer';
 import { CancelledError } from '../../lib/train/trainer';
 import { commandOf } from '../shared/command';
 import { errorText, onClose, onInput, type Send } from '../shared/node-utils';
@@ -78,11 +87,12 @@ function parseConfig(config: EdgeTrainDef, store: ModelStore, datasetDir: string
       earlyStoppingPatience: s.number('patience', 0, { integer: true, min: 0 }),
       augmentShift: s.number('augmentShift', 0, { integer: true, min: 0 }),
       backend: s.choice('backend', ['auto', 'wasm', 'cpu'] as const, 'auto'),
+      threads: s.number('threads', 0, { integer: true, min: 0 }),
     },
   };
 }
 
-function parseTrigger(config: EdgeTrainDef) {
+function parseTrigger(config: EdgeTrainDef): AutoTraining & { labelProperty: string } {
   const s = new Settings(config);
   return {
     labelProperty: s.text('labelProperty', 'label').replace(/^msg\./, ''),
@@ -92,9 +102,6 @@ function parseTrigger(config: EdgeTrainDef) {
     reuse: s.bool('reuse', false),
   };
 }
-
-const round = (value: number | null | undefined, digits = 4): number | null =>
-  typeof value === 'number' && Number.isFinite(value) ? Number(value.toFixed(digits)) : null;
 
 export = function register(RED: NodeAPI): void {
   function EdgeTrain(this: Node, config: EdgeTrainDef): void {
@@ -107,7 +114,6 @@ export = function register(RED: NodeAPI): void {
     const datasetDir = nodeStateDir(RED, node, 'datasets');
     let trainer: DeviceTrainer | undefined;
     let closed = false;
-    let timer: NodeJS.Timeout | undefined;
 
     const idleStatus = (): void => {
       if (!trainer || trainer.training) return;
@@ -129,8 +135,7 @@ export = function register(RED: NodeAPI): void {
         }
         trainer = opened;
         idleStatus();
-        if (trigger?.trigger === 'interval' && trigger.intervalMinutes > 0)
-          timer = setInterval(trainInBackground, trigger.intervalMinutes * 60_000);
+        if (trigger) opened.autoTrain(trigger, trainInBackground);
       },
       (err: unknown) => {
         node.error(status.describe(err));
@@ -159,49 +164,15 @@ export = function register(RED: NodeAPI): void {
           status.set('working', 'status.epoch', {
             epoch: p.epoch,
             epochs: p.epochs,
-            loss: round(p.loss) ?? '-',
+            loss: roundMetric(p.loss) ?? '-',
           });
-          send({
-            ...base,
-            topic: 'progress',
-            payload: {
-              epoch: p.epoch,
-              epochs: p.epochs,
-              loss: round(p.loss, 6),
-              valLoss: round(p.valLoss, 6),
-              metrics: p.metrics,
-            },
-          });
+          send({ ...base, topic: 'progress', payload: progressPayload(p) });
         });
-        const accuracy = outcome.metrics.valAccuracy ?? outcome.metrics.accuracy;
+        const { accuracy, loss } = outcomeSummary(outcome);
         if (accuracy !== undefined)
-          status.set(
-            'ok',
-            'status.trainedAccuracy',
-            { version: outcome.version, accuracy: (accuracy * 100).toFixed(1) },
-            true,
-          );
-        else
-          status.set(
-            'ok',
-            'status.trained',
-            { version: outcome.version, loss: round(outcome.metrics.loss) ?? '-' },
-            true,
-          );
-        send({
-          ...base,
-          topic: 'trained',
-          payload: {
-            model: outcome.model,
-            version: outcome.version,
-            metrics: outcome.metrics,
-            history: outcome.history,
-            samples: outcome.samples,
-            stoppedBy: outcome.stoppedBy,
-            backend: outcome.backend,
-            durationMs: outcome.durationMs,
-          },
-        });
+          status.set('ok', 'status.trainedAccuracy', { version: outcome.version, accuracy }, true);
+        else status.set('ok', 'status.trained', { version: outcome.version, loss }, true);
+        send({ ...base, topic: 'trained', payload: outcomePayload(outcome) });
       } catch (err) {
         if (closed) {
           // A redeploy or stop ends the run: expected, not an error, but say what was lost.
@@ -283,16 +254,13 @@ export = function register(RED: NodeAPI): void {
         await active.setNormalisation(stats);
         if (msg.topic === 'stats') return;
       }
-      const { labelProperty, everySamples } = trigger!;
-      await active.addSample(msg.payload, RED.util.getMessageProperty(msg, labelProperty));
+      await active.addSample(msg.payload, RED.util.getMessageProperty(msg, trigger!.labelProperty));
       idleStatus();
-      if (trigger!.trigger === 'samples' && active.samplesSinceTraining >= everySamples) trainInBackground();
     });
 
     onClose(node, async (removed) => {
       closed = true;
       status.cancel();
-      if (timer) clearInterval(timer);
       const active = trainer ?? (await ready.catch(() => undefined));
       await active?.close();
       await removeStateDir(datasetDir, removed);

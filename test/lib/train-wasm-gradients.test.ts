@@ -169,4 +169,77 @@ describe('wasm gradient kernels vs cpu', () => {
       );
     });
   }
+
+  for (const [ta, tb] of [
+    [true, false],
+    [false, true],
+    [true, true],
+  ] as const) {
+    it(`matMul with transposeA ${ta} transposeB ${tb} (plain, batched and fused) matches cpu`, async () => {
+      const a = ta ? [7, 5] : [5, 7];
+      const b = tb ? [4, 7] : [7, 4];
+      await compare(
+        'matMul',
+        () => [tf.tensor(values(35, 3), a), tf.tensor(values(28, 4), b)],
+        (x, y) => tf.matMul(x, y, ta, tb),
+      );
+      await compare(
+        'batched matMul',
+        () => [tf.tensor(values(70, 5), [2, ...a]), tf.tensor(values(56, 6), [2, ...b])],
+        (x, y) => tf.matMul(x, y, ta, tb),
+      );
+      await compare(
+        'fused matMul',
+        () => [tf.tensor(values(35, 3), a), tf.tensor(values(28, 4), b), tf.tensor(values(4, 8), [4])],
+        (x, y, bias) =>
+          tf.fused.matMul({ a: x, b: y, transposeA: ta, transposeB: tb, bias, activation: 'relu' }),
+      );
+    });
+  }
+
+  it('sums over leading axes (bias gradients) and other axes match cpu', async () => {
+    for (const [axis, keepDims] of [
+      [0, false],
+      [[0, 1, 2], false],
+      [[0, 1], true],
+      [2, false],
+      [[1, 3], false],
+    ] as Array<[number | number[], boolean]>) {
+      await compare(
+        `sum over ${String(axis)}`,
+        () => [tf.tensor(values(2 * 3 * 4 * 5, 11), [2, 3, 4, 5])],
+        (x) => tf.mul(tf.sum(x, axis, keepDims), tf.sum(x, axis, keepDims)),
+      );
+    }
+  });
+
+  it('an LSTM cell unrolled over 5 steps has the same gradients as on cpu', async () => {
+    const lstm = (x: tf.Tensor, kernel: tf.Tensor, recurrent: tf.Tensor, bias: tf.Tensor): tf.Tensor => {
+      let h = tf.zeros([3, 4]);
+      let c = tf.zeros([3, 4]);
+      for (const step of tf.unstack(x, 1)) {
+        const [nc, nh] = tf.basicLSTMCell(
+          tf.scalar(1),
+          tf.concat([kernel, recurrent], 0) as tf.Tensor2D,
+          bias as tf.Tensor1D,
+          step as tf.Tensor2D,
+          c as tf.Tensor2D,
+          h as tf.Tensor2D,
+        );
+        c = nc;
+        h = nh;
+      }
+      return h;
+    };
+    await compare(
+      'lstm',
+      () => [
+        tf.tensor(values(3 * 5 * 2, 21), [3, 5, 2]),
+        tf.tensor(values(2 * 16, 22), [2, 16]),
+        tf.tensor(values(4 * 16, 23), [4, 16]),
+        tf.tensor(values(16, 24), [16]),
+      ],
+      lstm,
+    );
+  });
 });

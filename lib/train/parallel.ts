@@ -1,0 +1,362 @@
+/**
+ * Data-parallel training across worker threads: each batch is split across `threads` shards
+ * (this thread computes the first, helper threads the others), the shards' gradients are summed
+ * through shared memory, and one optimizer step updates the model here. Every shard's loss is
+ * its share of the whole batch's mean, so the summed gradient is the batch gradient a single
+ * thread computes, up to float rounding.
+ *
+ * It plugs into `model.fit` by replacing the model's train function, so validation, metrics,
+ * class weights, callbacks and cancellation all work as with one thread. The helpers are
+ * synchronised with Atomics (the train function is synchronous): this thread blocks while they
+ * finish, which is fine in the training worker, never on Node-RED's thread.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import type { BackendChoice } from './trainer';
+
+/** Control words in the shared Int32Array. */
+export const enum Ctrl {
+  /** Incremented by the coordinator to start a step. */
+  Generation = 0,
+  /** Helpers that finished the current step. */
+  Done = 1,
+  /** Rows in the current batch. */
+  Rows = 2,
+  /** Non-zero: helpers exit. */
+  Stop = 3,
+  /** Non-zero: a helper failed (its message is posted). */
+  Failed = 4,
+  /** 1 when the batch carries sample weights. */
+  Weighted = 5,
+  Size = 6,
+}
+
+/** What a helper thread is started with (workerData). */
+export interface HelperInit {
+  index: number;
+  threads: number;
+  backend: BackendChoice;
+  topology: object;
+  /** Every weight of the model, in model.getWeights() order. */
+  weights: Float32Array[];
+  loss: string;
+  metrics: string[];
+  inputShape: number[];
+  targetShape: number[];
+  maxRows: number;
+  ctrl: SharedArrayBuffer;
+  params: SharedArrayBuffer;
+  x: SharedArrayBuffer;
+  y: SharedArrayBuffer;
+  sampleWeights: SharedArrayBuffer;
+  grads: SharedArrayBuffer;
+  /** Float64 per shard: loss sum, loss count, then sum and count per metric. */
+  stats: SharedArrayBuffer;
+}
+
+/** How many threads train by default: every core but one, which stays with Node-RED. */
+export function defaultTrainingThreads(): number {
+  const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
+  return Math.max(1, cores - 1);
+}
+
+/** Rows [start, end) of shard `index` of `threads` over a batch of `rows` (shard 0 is never empty). */
+export function shardRows(rows: number, index: number, threads: number): [number, number] {
+  return [Math.ceil((index * rows) / threads), Math.ceil(((index + 1) * rows) / threads)];
+}
+
+type LossFn = (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor;
+
+/** The model that fit() runs: a Sequential delegates to an inner functional model. */
+function trainingCore(model: tfl.LayersModel): tfl.LayersModel {
+  return model instanceof tfl.Sequential ? (model as unknown as { model: tfl.LayersModel }).model : model;
+}
+
+/** The loss and metric functions of a compiled model (tfjs-layers keeps them as fields). */
+export function compiledFunctions(model: tfl.LayersModel): { loss: LossFn; metrics: LossFn[] } {
+  const m = trainingCore(model) as unknown as {
+    lossFunctions: LossFn[];
+    metricsTensors: Array<[LossFn, number]>;
+  };
+  if (!m.lossFunctions || m.lossFunctions.length !== 1) throw new Error('parallel training needs one loss');
+  return { loss: m.lossFunctions[0], metrics: (m.metricsTensors ?? []).map(([fn]) => fn) };
+}
+
+export interface ShardResult {
+  /** In the order of the variables given. */
+  grads: tf.Tensor[];
+  /** Loss sum, loss count, then sum and count per metric. */
+  stats: number[];
+}
+
+/**
+ * Gradients of one shard's part of the batch mean loss: the sum of its (weighted) per-sample
+ * losses over the whole batch's count, so that the shards' gradients add up to the batch's.
+ */
+export function shardGradients(
+  model: tfl.LayersModel,
+  fns: { loss: LossFn; metrics: LossFn[] },
+  variables: tf.Variable[],
+  x: tf.Tensor,
+  y: tf.Tensor,
+  sampleWeights: tf.Tensor | undefined,
+  batchRows: number,
+): ShardResult {
+  const rows = x.shape[0];
+  const stats: number[] = [];
+  const { value, grads } = tf.variableGrads(() => {
+    const out = model.apply(x, { training: true }) as tf.Tensor;
+    let loss = fns.loss(y, out);
+    if (sampleWeights) loss = tf.mul(loss, sampleWeights);
+    const perRow = loss.size / rows;
+    const sum = tf.sum(loss);
+    stats.push(0, loss.size);
+    for (const metric of fns.metrics) {
+      const values = metric(y, out);
+      stats.push(tf.sum(values).dataSync()[0], values.size);
+    }
+    return tf.div(sum, perRow * batchRows) as tf.Scalar;
+  }, variables);
+  stats[0] = value.dataSync()[0] * (stats[1] / rows) * batchRows;
+  value.dispose();
+  return { grads: variables.map((v) => grads[v.name]), stats };
+}
+
+/** The variables the optimizer updates, in the order fit() passes them. */
+export function trainableVariables(model: tfl.LayersModel): tf.Variable[] {
+  return model.trainableWeights.map((w) => (w as unknown as { read(): tf.Variable }).read());
+}
+
+/** Float count of each shape. */
+const sizes = (shapes: number[][]): number[] => shapes.map((s) => s.reduce((a, b) => a * b, 1));
+
+export interface ParallelOptions {
+  threads: number;
+  backend: BackendChoice;
+  loss: string;
+  metrics: string[];
+  /** Per-sample input and target shapes as the model's fit receives them. */
+  inputShape: number[];
+  targetShape: number[];
+  maxRows: number;
+  /** Longest a step may wait for the helpers. */
+  stepTimeoutMs?: number;
+}
+
+/** Path of the compiled helper thread script (beside this file). */
+export const PARALLEL_WORKER_SCRIPT = path.join(__dirname, 'parallel-worker.js');
+
+export class ParallelTrainer {
+  private readonly ctrl: Int32Array;
+  private readonly params: Float32Array;
+  private readonly x: Float32Array;
+  private readonly y: Float32Array;
+  private readonly sampleWeights: Float32Array;
+  private readonly grads: Float32Array;
+  private readonly stats: Float64Array;
+  private readonly sizes: number[];
+  private failure: Error | undefined;
+  private closed = false;
+
+  private constructor(
+    private readonly model: tfl.LayersModel,
+    private readonly options: ParallelOptions,
+    private readonly helpers: Worker[],
+    buffers: Omit<
+      HelperInit,
+      | 'index'
+      | 'threads'
+      | 'backend'
+      | 'topology'
+      | 'weights'
+      | 'loss'
+      | 'metrics'
+      | 'inputShape'
+      | 'targetShape'
+      | 'maxRows'
+    >,
+  ) {
+    this.ctrl = new Int32Array(buffers.ctrl);
+    this.params = new Float32Array(buffers.params);
+    this.x = new Float32Array(buffers.x);
+    this.y = new Float32Array(buffers.y);
+    this.sampleWeights = new Float32Array(buffers.sampleWeights);
+    this.grads = new Float32Array(buffers.grads);
+    this.stats = new Float64Array(buffers.stats);
+    this.sizes = sizes(this.variables.map((v) => v.shape));
+    for (const helper of helpers) {
+      helper.on('message', (m: { error?: string }) => {
+        if (m.error) this.failure ??= new Error(`a training thread failed: ${m.error}`);
+      });
+      helper.on('error', (err) => (this.failure ??= err));
+    }
+  }
+
+  private get variables(): tf.Variable[] {
+    return trainableVariables(this.model);
+  }
+
+  /**
+   * Starts `threads - 1` helper threads holding copies of the compiled `model` and resolves once
+   * they are ready; `install()` then makes `model.fit` train in parallel.
+   */
+  static async start(model: tfl.LayersModel, options: ParallelOptions): Promise<ParallelTrainer> {
+    const threads = options.threads;
+    if (!(Number.isInteger(threads) && threads >= 2))
+      throw new Error(`parallel training needs 2 or more threads, got ${threads}`);
+    if (model.inputs.length !== 1 || model.outputs.length !== 1)
+      throw new Error('parallel training needs a model with one input and one output');
+    if (model.losses.length > 0) throw new Error('parallel training does not support regularisation losses');
+    const paramCount = sizes(trainableVariables(model).map((v) => v.shape)).reduce((a, b) => a + b, 0);
+    const inSize = sizes([options.inputShape])[0];
+    const outSize = sizes([options.targetShape])[0];
+    const shards = threads - 1;
+    const buffers = {
+      ctrl: new SharedArrayBuffer(Ctrl.Size * 4),
+      params: new SharedArrayBuffer(paramCount * 4),
+      x: new SharedArrayBuffer(options.maxRows * inSize * 4),
+      y: new SharedArrayBuffer(options.maxRows * outSize * 4),
+      sampleWeights: new SharedArrayBuffer(options.maxRows * 4),
+      grads: new SharedArrayBuffer(shards * paramCount * 4),
+      stats: new SharedArrayBuffer(threads * (2 + 2 * options.metrics.length) * 8),
+    };
+    const topology = model.toJSON(null, false) as object;
+    const weights = model.getWeights().map((w) => w.dataSync() as Float32Array);
+    const helpers: Worker[] = [];
+    const ready: Promise<void>[] = [];
+    for (let index = 1; index < threads; index++) {
+      const init: HelperInit = {
+        index,
+        threads,
+        backend: options.backend,
+        topology,
+        weights,
+        loss: options.loss,
+        metrics: options.metrics,
+        inputShape: options.inputShape,
+        targetShape: options.targetShape,
+        maxRows: options.maxRows,
+        ...buffers,
+      };
+      const worker = new Worker(PARALLEL_WORKER_SCRIPT, { workerData: init });
+      helpers.push(worker);
+      ready.push(
+        new Promise<void>((resolve, reject) => {
+          worker.once('message', (msg: { ready?: boolean; error?: string }) =>
+            msg.ready ? resolve() : reject(new Error(`a training thread failed to start: ${msg.error}`)),
+          );
+          worker.once('error', reject);
+          worker.once('exit', (code) =>
+            reject(new Error(`a training thread exited (${code}) while starting`)),
+          );
+        }),
+      );
+    }
+    try {
+      await Promise.all(ready);
+    } catch (err) {
+      await Promise.all(helpers.map((h) => h.terminate()));
+      throw err;
+    }
+    return new ParallelTrainer(model, options, helpers, buffers);
+  }
+
+  /** Makes `model.fit` train through this trainer until close(). */
+  install(): void {
+    const model = trainingCore(this.model) as unknown as {
+      makeTrainFunction: () => (data: tf.Tensor[]) => tf.Scalar[];
+    };
+    model.makeTrainFunction = () => (data) => this.step(data);
+  }
+
+  /** One batch: shards computed here and in the helpers, gradients summed, one optimizer step. */
+  step(data: tf.Tensor[]): tf.Scalar[] {
+    if (this.closed) throw new Error('the parallel trainer is closed');
+    if (this.failure) throw this.failure;
+    const [x, y, sw] = data;
+    const rows = x.shape[0];
+    if (rows > this.options.maxRows)
+      throw new Error(`a batch of ${rows} rows exceeds ${this.options.maxRows}`);
+    const variables = this.variables;
+    let offset = 0;
+    for (const v of variables) {
+      const values = v.dataSync() as Float32Array;
+      this.params.set(values, offset);
+      offset += values.length;
+    }
+    this.x.set(x.dataSync() as Float32Array);
+    this.y.set(y.dataSync() as Float32Array);
+    if (sw) this.sampleWeights.set(sw.dataSync() as Float32Array);
+    const threads = this.options.threads;
+    Atomics.store(this.ctrl, Ctrl.Rows, rows);
+    Atomics.store(this.ctrl, Ctrl.Weighted, sw ? 1 : 0);
+    Atomics.store(this.ctrl, Ctrl.Done, 0);
+    Atomics.add(this.ctrl, Ctrl.Generation, 1);
+    Atomics.notify(this.ctrl, Ctrl.Generation);
+
+    const fns = compiledFunctions(this.model);
+    const [start, end] = shardRows(rows, 0, threads);
+    const part = (t: tf.Tensor) => tf.slice(t, start, end - start);
+    const inputs = sw ? [part(x), part(y), part(sw)] : [part(x), part(y)];
+    let own: ShardResult;
+    try {
+      own = shardGradients(this.model, fns, variables, inputs[0], inputs[1], inputs[2], rows);
+    } finally {
+      tf.dispose(inputs);
+    }
+    this.waitForHelpers();
+    const statWidth = 2 + 2 * fns.metrics.length;
+    const totals = own.stats.slice();
+    for (let h = 1; h < threads; h++) {
+      for (let k = 0; k < statWidth; k++) totals[k] += this.stats[h * statWidth + k];
+    }
+    const paramCount = this.params.length;
+    const named: tf.NamedTensorMap = {};
+    tf.tidy(() => {
+      let at = 0;
+      variables.forEach((v, i) => {
+        let g = own.grads[i];
+        for (let h = 0; h < threads - 1; h++) {
+          const from = h * paramCount + at;
+          g = tf.add(g, tf.tensor(this.grads.subarray(from, from + this.sizes[i]), v.shape));
+        }
+        named[v.name] = tf.keep(g);
+        at += this.sizes[i];
+      });
+    });
+    tf.dispose(own.grads);
+    const optimizer = trainingCore(this.model).optimizer;
+    optimizer.applyGradients(named);
+    tf.dispose(Object.values(named));
+    const out = [tf.scalar(totals[0] / totals[1])];
+    for (let k = 0; k < fns.metrics.length; k++) out.push(tf.scalar(totals[2 + 2 * k] / totals[3 + 2 * k]));
+    return out;
+  }
+
+  private waitForHelpers(): void {
+    const helpers = this.options.threads - 1;
+    const deadline = Date.now() + (this.options.stepTimeoutMs ?? 600_000);
+    for (;;) {
+      const done = Atomics.load(this.ctrl, Ctrl.Done);
+      if (Atomics.load(this.ctrl, Ctrl.Failed) !== 0) {
+        throw this.failure ?? new Error('a training thread failed');
+      }
+      if (done >= helpers) return;
+      if (Date.now() > deadline) throw new Error('the training threads did not answer in time');
+      Atomics.wait(this.ctrl, Ctrl.Done, done, 1000);
+    }
+  }
+
+  /** Ends the helper threads. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    Atomics.store(this.ctrl, Ctrl.Stop, 1);
+    Atomics.add(this.ctrl, Ctrl.Generation, 1);
+    Atomics.notify(this.ctrl, Ctrl.Generation);
+    await Promise.all(this.helpers.map((h) => h.terminate()));
+  }
+}
