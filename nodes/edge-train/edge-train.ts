@@ -92,7 +92,7 @@ function parseConfig(config: EdgeTrainDef, store: ModelStore, datasetDir: string
   };
 }
 
-function parseTrigger(config: EdgeTrainDef): AutoTraining & { labelProperty: string } {
+function parseTrigger(config: EdgeTrainDef): AutoTraining & { labelProperty: string; reuse: boolean } {
   const s = new Settings(config);
   return {
     labelProperty: s.text('labelProperty', 'label').replace(/^msg\./, ''),
