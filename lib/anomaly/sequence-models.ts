@@ -6,6 +6,7 @@
  * error of the newest window.
  */
 
+import { defaultTrainingThreads } from '../train/threads';
 import type { ModelRunner } from '../models/runtime/runner';
 import type { ArchitectureName, ArchitectureOptions } from '../train/architectures';
 import type {
@@ -279,6 +280,7 @@ export async function fitSequenceModel(
     epochs: options.epochs,
     validationSplit: 0,
     backend: BACKEND,
+    threads: defaultTrainingThreads(),
     seed: options.seed,
     shuffle: false,
   };

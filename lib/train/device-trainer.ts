@@ -9,7 +9,7 @@ import { ModelStore, type StoredModel } from '../models/store/store';
 import { ARCHITECTURES, type ArchitectureName, type Task } from './architectures';
 import { Dataset, type ExportedDataset, type LabelKind, type RetentionPolicy } from './dataset';
 import { TrainingWorker } from './training-worker';
-import { defaultTrainingThreads } from './parallel';
+import { defaultTrainingThreads } from './threads';
 import { balancedClassWeights, type EpochProgress, type TrainResult, type TrainSettings } from './trainer';
 import { CancelledError, TooFewSamplesError } from '../errors';
 

@@ -10,7 +10,6 @@
  * synchronised with Atomics (the train function is synchronous): this thread blocks while they
  * finish, which is fine in the training worker, never on Node-RED's thread.
  */
-import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
@@ -57,11 +56,8 @@ export interface HelperInit {
   stats: SharedArrayBuffer;
 }
 
-/** How many threads train by default: every core but one, which stays with Node-RED. */
-export function defaultTrainingThreads(): number {
-  const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
-  return Math.max(1, cores - 1);
-}
+// Kept in its own module so callers in the main thread need not load TF.js for it.
+export { defaultTrainingThreads } from './threads';
 
 /** Rows [start, end) of shard `index` of `threads` over a batch of `rows` (shard 0 is never empty). */
 export function shardRows(rows: number, index: number, threads: number): [number, number] {
