@@ -10,3 +10,4 @@ export * as models from './models';
 export * as train from './train';
 export * as anomaly from './anomaly';
 export { SeededRandom, seededRandom, gaussian } from './util/random';
+export { MAX_CHANNELS, listText, itemText } from './util/text';
