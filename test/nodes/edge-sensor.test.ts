@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { helper, nodeModule, collect, type FlowNode } from '../helpers/red';
+import { helper, nodeModule, collect, withCatalog, type FlowNode } from '../helpers/red';
 import { SimulatedGpioLine, SimulatedI2cBus } from '../../lib/sensors';
 
 const sensorNode = nodeModule('edge-sensor');
@@ -273,7 +273,7 @@ describe('edge-sensor node', function () {
   });
 
   it('a lost device: the retry time stays in the shown status, and it is probed sooner than the backoff', async () => {
-    await helper.load(sensorNode, [
+    await helper.load(withCatalog('edge-sensor'), [
       // Answers for 0.3 s, then gone for 3.2 s: backoff alone would next retry at 7.3 s.
       sensor('s', {
         device: 'bme280',
@@ -291,7 +291,11 @@ describe('edge-sensor node', function () {
     const red = seen.filter((st) => st.fill === 'red');
     for (const st of red) {
       assert.ok(st.text!.length <= 60, `status fits: ${st.text}`);
-      assert.match(st.text!, /^BME280 .*retry/, 'the cause leads, the retry time follows');
+      assert.match(
+        st.text!,
+        /^BME280 at 0x76 .*… – retry in 1 s$/,
+        'the cause leads, the retry time follows',
+      );
     }
     const lostAt = Date.now();
     await until(() => seen.at(-1)?.fill === 'green' && times.at(-1)! > lostAt, 6000, 'recovery');
