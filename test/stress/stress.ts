@@ -196,6 +196,7 @@ const SUBJECTS: Subject[] = [
       epochs: 1,
     },
     valid: () => ({ payload: [1, 2, 3, 4], label: 'a' }),
+    reset: { command: 'clear' },
     slow: true,
   },
   {
