@@ -3,7 +3,7 @@
  * MaxPool 2, Flatten, Dense 64, Dense 10) trained on the device as edge-train does it (on-disk
  * dataset, worker thread, wasm backend, saved to the model store) with Adam on 8000 digits of the
  * `mnist` package, then quantized to uint8 as edge-model-loader does it, then both versions
- * classify the package's held-out digits. Prints accuracy float/uint8, weight sizes and epoch
+ * classify the package's held-out digits (200 of each digit by default). Prints accuracy float/uint8, weight sizes and epoch
  * times on wasm and cpu.
  *
  * Usage: npm run bench:mnist [-- --epochs 15 --train 8000 --test 2000]
@@ -17,6 +17,7 @@ import { ModelStore } from '../lib/models/store/store';
 import { fileLoadHandler, tf, useBackend } from '../lib/models/runtime/tfjs';
 import { DeviceTrainer } from '../lib/train/device-trainer';
 import { trainModel, type TrainSettings } from '../lib/train/trainer';
+import { seededRandom } from '../lib/util/random';
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -78,17 +79,56 @@ async function epochSeconds(backend: 'wasm' | 'cpu', digits: Digit[]): Promise<n
   return result.epochMs[0] / 1000;
 }
 
+interface MnistDigitClass {
+  length: number;
+  set(start: number, end: number): Digit[];
+}
+
+/**
+ * Training and held-out sets balanced by class: the package holds 863 to 1127 images per digit,
+ * so the held-out set takes the same number of each digit (the last ones of each class) and
+ * training the first ones, never overlapping; both shuffled with a fixed seed.
+ */
+function balancedSets(
+  trainCount: number,
+  testCount: number,
+): { training: Digit[]; test: Digit[]; how: string } {
+  const mnist = require('mnist') as MnistDigitClass[];
+  const classes = mnist.slice(0, 10);
+  const smallest = Math.min(...classes.map((c) => c.length));
+  const testPer = Math.min(Math.floor(testCount / 10), smallest - 1);
+  const trainPer = Math.min(Math.floor(trainCount / 10), smallest - testPer);
+  const training: Digit[] = [];
+  const test: Digit[] = [];
+  for (const c of classes) {
+    training.push(...c.set(0, trainPer - 1));
+    test.push(...c.set(c.length - testPer, c.length - 1));
+  }
+  const rand = seededRandom(7);
+  const shuffle = (v: Digit[]) => {
+    for (let i = v.length - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [v[i], v[j]] = [v[j], v[i]];
+    }
+    return v;
+  };
+  const perClass = (set: Digit[]) =>
+    Array.from({ length: 10 }, (_, d) => set.filter((x) => x.output[d] === 1).length);
+  const how =
+    `Held-out set: the last ${testPer} images of each digit 0-9 (per class: ${perClass(test).join(' ')}); ` +
+    `training: the first ${trainPer} of each digit; no image in both.`;
+  return { training: shuffle(training), test: shuffle(test), how };
+}
+
 async function main(): Promise<void> {
   const trainCount = arg('train', 8000);
   const testCount = arg('test', 2000);
   const epochs = arg('epochs', 15);
-  const mnist = require('mnist') as {
-    set(train: number, test: number): { training: Digit[]; test: Digit[] };
-  };
-  const { training, test } = mnist.set(trainCount, testCount);
+  const { training, test, how } = balancedSets(trainCount, testCount);
   console.log(
     `MNIST digits from the mnist package: ${training.length} for training, ${test.length} held out`,
   );
+  console.log(how);
 
   const userDir = await fs.mkdtemp(path.join(os.tmpdir(), 'edge-bench-mnist-'));
   try {

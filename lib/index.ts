@@ -11,3 +11,4 @@ export * as train from './train';
 export * as anomaly from './anomaly';
 export { SeededRandom, seededRandom, gaussian } from './util/random';
 export * as fleet from './fleet';
+export { MAX_CHANNELS, listText, itemText } from './util/text';

@@ -4,6 +4,7 @@
  * scaled samples into sliding windows. Its learned state is plain JSON, so a caller can persist
  * it and restore it after a restart.
  */
+import { LIST_TEXT_ITEMS, MAX_CHANNELS, itemText, listText } from '../util/text';
 import { InputError, toMatrix } from './numeric-input';
 import { EwmaStats, WelfordStats, type ChannelStatistics, type RunningStatsState } from './running-stats';
 import {
@@ -261,7 +262,7 @@ export class Normaliser {
       const r = bad.findIndex((list) => list.length > 0);
       if (r >= 0) {
         const where = rows.length > 1 ? ` in row ${r}` : '';
-        throw new InputError(`channel "${channels[bad[r][0]]}" is not a finite number${where}`);
+        throw new InputError(`channel "${itemText(channels[bad[r][0]])}" is not a finite number${where}`);
       }
     }
     this.adoptChannels(channels);
@@ -411,7 +412,7 @@ export class Normaliser {
       };
     }
     if (this.opts.channels.length > 0 && !sameList(this.opts.channels, channels)) {
-      return { restored: false, reason: `channels changed from ${channels.join(',')}` };
+      return { restored: false, reason: `channels changed from ${listText(channels, LIST_TEXT_ITEMS, ',')}` };
     }
     let stats: ChannelStatistics;
     try {
@@ -442,6 +443,11 @@ export class Normaliser {
     if (!this.channels) {
       const matrix = toMatrix(payload);
       const width = matrix.channels.length;
+      if (width > MAX_CHANNELS) {
+        throw new InputError(
+          `${width} channels is more than the ${MAX_CHANNELS} a node learns from one sample: send fewer values per sample (a 2-D array is timesteps x channels) or configure the channels`,
+        );
+      }
       if (this.opts.source === 'fixed') {
         const givenWidth = Math.max(...Object.values(this.opts.given).map((l) => l?.length ?? 0));
         if (givenWidth > 1 && givenWidth !== width) {
@@ -456,14 +462,14 @@ export class Normaliser {
     const matrix = toMatrix(payload, channels);
     const width = matrix.rows[0].length;
     if (width !== channels.length) {
-      throw new InputError(`expected ${channels.length} values (${channels.join(', ')}), got ${width}`);
+      throw new InputError(`expected ${channels.length} values (${listText(channels)}), got ${width}`);
     }
     const firstSeen = this.opts.channels.length === 0 && !this.loaded;
     if (kind === 'object' && firstSeen) {
       const unknown = Object.keys(payload as object).find((key) => !channels.includes(key));
       if (unknown !== undefined) {
         throw new InputError(
-          `unexpected channel "${unknown}" (channels are ${channels.join(', ')}; reset to learn new ones)`,
+          `unexpected channel "${itemText(unknown)}" (channels are ${listText(channels)}; reset to learn new ones)`,
         );
       }
     }

@@ -6,6 +6,7 @@
 
 import { InputError } from '../errors';
 import { isTypedArray } from './shape';
+import { MAX_CHANNELS } from '../util/text';
 
 export { InputError };
 
@@ -56,6 +57,10 @@ export function toSample(payload: unknown, channels?: readonly string[]): Sample
   if (payload !== null && typeof payload === 'object' && !Array.isArray(payload)) {
     const record = payload as Record<string, unknown>;
     const names = channels && channels.length > 0 ? [...channels] : Object.keys(record);
+    if (names.length > MAX_CHANNELS && !channels?.length)
+      throw new InputError(
+        `an object of ${names.length} named values is more than ${MAX_CHANNELS} channels: send fewer or configure the channels`,
+      );
     if (names.length === 0)
       throw new InputError('empty object: expected named numbers such as {"temperature": 21.4}');
     return { values: names.map((name) => toNumber(record[name])), channels: names };

@@ -3,6 +3,7 @@
  * that edge-normalise reads out and a trained model stores in meta.json as "normalisation", so
  * training and inference scale with exactly the same numbers.
  */
+import { listText } from '../util/text';
 import { InputError, toMatrix } from './numeric-input';
 
 export type ScalingMethod = 'minmax' | 'zscore';
@@ -164,7 +165,7 @@ export class Scaler {
   private checkWidth(length: number): void {
     if (length !== this.offset.length) {
       throw new InputError(
-        `expected ${this.offset.length} values (${this.stats.channels.join(', ')}), got ${length}`,
+        `expected ${this.offset.length} values (${listText(this.stats.channels)}), got ${length}`,
       );
     }
   }

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import { parse, type Parser } from 'csv-parse';
 import { type Clock, type TimerHandle, systemClock } from './clock';
 import { SensorError } from './errors';
+import { MAX_CHANNELS, itemText, listText } from '../util/text';
 
 export interface CsvReplayOptions {
   path: string;
@@ -132,17 +133,23 @@ export class CsvReplay {
     if (this.timestampColumn && !header.includes(this.timestampColumn)) {
       throw new SensorError(
         'BAD_CONFIG',
-        `CSV ${this.path} has no timestamp column "${this.timestampColumn}"; columns: ${header.join(', ')}`,
+        `CSV ${this.path} has no timestamp column "${itemText(this.timestampColumn)}"; columns: ${listText(header)}`,
       );
     }
     const missing = (this.requestedChannels ?? []).filter((c) => !header.includes(c));
     if (missing.length) {
       throw new SensorError(
         'BAD_CONFIG',
-        `CSV ${this.path} has no column ${missing.map((m) => `"${m}"`).join(', ')}; columns: ${header.join(', ')}`,
+        `CSV ${this.path} has no column ${listText(missing.map((m) => `"${m}"`))}; columns: ${listText(header)}`,
       );
     }
     this.channels = this.requestedChannels ?? header.filter((h) => h !== this.timestampColumn);
+    if (this.channels.length > MAX_CHANNELS) {
+      throw new SensorError(
+        'BAD_CONFIG',
+        `CSV ${this.path} has ${this.channels.length} channel columns, more than ${MAX_CHANNELS}: name the channels to replay`,
+      );
+    }
     return header;
   }
 

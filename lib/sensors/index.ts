@@ -34,3 +34,6 @@ export {
   type VibrationOptions,
 } from './sim/signals';
 export * from './source';
+export * from './csv-path';
+export * from './poller';
+export * from './scan';

@@ -8,6 +8,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { flattenNumeric, toSample } from '../preprocess/numeric-input';
+import { checkNormalisation } from '../preprocess/scaling';
 import { readJsonFile, writeFileAtomic } from '../util/atomic';
 import { DatasetError } from '../errors';
 import { nest, nestedShape, shapeText, sizeOf } from '../preprocess/shape';
@@ -343,8 +344,10 @@ export class Dataset {
     return this.scheduleFlush();
   }
 
-  setNormalisation(stats: unknown): Promise<void> {
-    this.meta.normalisation = stats;
+  async setNormalisation(stats: unknown): Promise<void> {
+    // Checked before it is kept: a value that is not statistics (or cannot be written as JSON,
+    // e.g. a BigInt64Array) would make every later write of the dataset fail.
+    this.meta.normalisation = checkNormalisation(stats);
     return this.scheduleFlush();
   }
 

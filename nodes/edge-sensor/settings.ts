@@ -1,29 +1,23 @@
 /**
  * Turns the edge-sensor editor fields (strings and booleans) into a SensorSourceConfig, with
- * the dialog's defaults for blank fields and a clear message for a bad one.
+ * the dialog's defaults for blank fields and an error naming the field for a bad one.
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import {
+  ADS1115_DATA_RATES,
   DEFAULT_ADDRESSES,
+  FAULT_TYPES,
   type FaultSpec,
+  GPIO_EDGES,
   SENSOR_DEVICES,
   type SensorDevice,
-  SensorError,
   type SensorSourceConfig,
   parseAds1115Input,
   parseFault,
   parseRegisterWrites,
-  type Ads1115DataRate,
-  type Ads1115FullScale,
-  type AccelRange,
-  type Bme280Filter,
-  type Bme280Oversampling,
-  type Bme280Standby,
-  type GpioEdge,
-  type GpioPull,
-  type GyroRange,
 } from '../../lib/sensors';
+import { SettingError, Settings } from '../shared/settings';
+
+export { resolveCsvPath } from '../../lib/sensors';
 
 export interface EdgeSensorFields {
   name?: string;
@@ -87,36 +81,10 @@ export interface EdgeSensorSettings {
   topic: string;
 }
 
-function flag(value: unknown, fallback: boolean): boolean {
-  if (value === undefined || value === null || value === '') return fallback;
-  return value === true || value === 'true' || value === 'on' || value === 1;
-}
-
-function num(value: unknown, fallback: number, what: string, check?: (n: number) => boolean): number {
-  if (value === undefined || value === null || (typeof value === 'string' && value.trim() === ''))
-    return fallback;
-  const n = typeof value === 'number' ? value : Number(String(value).trim());
-  if (!Number.isFinite(n) || (check && !check(n))) {
-    throw new SensorError('BAD_CONFIG', `${what} ${JSON.stringify(value)} is not valid`);
-  }
-  return n;
-}
-
-const whole = (low: number, high: number) => (n: number) => Number.isInteger(n) && n >= low && n <= high;
-
-function list(value: unknown): string[] {
-  return typeof value === 'string'
-    ? value
-        .split(',')
-        .map((s) => s.trim())
-        .filter(Boolean)
-    : [];
-}
-
 /** "temperature=°C, humidity=%RH" -> {temperature: "°C", humidity: "%RH"} */
-function unitMap(value: unknown): Record<string, string> {
+function unitMap(items: string[]): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const item of list(value)) {
+  for (const item of items) {
     const [key, ...unit] = item.split('=');
     if (key.trim() && unit.length) out[key.trim()] = unit.join('=').trim();
   }
@@ -124,155 +92,120 @@ function unitMap(value: unknown): Record<string, string> {
 }
 
 /** The simulator fault set in the dialog (its "amount" means what the fault type needs). */
-function dialogFault(f: EdgeSensorFields): FaultSpec | undefined {
-  const type = (f.simFault || 'none').trim();
+function dialogFault(s: Settings): FaultSpec | undefined {
+  const type = s.choice('simFault', ['none', ...FAULT_TYPES], 'none');
   if (type === 'none') return undefined;
-  const raw: Record<string, unknown> = { type, channel: f.simFaultChannel || undefined };
-  const amount =
-    f.simFaultAmount === '' || f.simFaultAmount === undefined ? undefined : Number(f.simFaultAmount);
-  if (amount !== undefined) {
+  const raw: Record<string, unknown> = { type, channel: s.text('simFaultChannel') || undefined };
+  const amount = s.number('simFaultAmount', NaN);
+  if (!Number.isNaN(amount)) {
     if (type === 'drift') raw.perMinute = amount;
     else if (type === 'spike') raw.magnitude = amount;
     else if (type === 'bearing-wear') raw.growthPerMinute = amount;
     else if (type === 'gone') raw.durationMs = amount * 1000;
   }
-  if (type === 'spike') raw.probability = f.simFaultProbability === '' ? undefined : f.simFaultProbability;
-  const after = num(f.simFaultAfter, 0, 'fault start', (n) => n >= 0);
+  if (type === 'spike') {
+    const probability = s.number('simFaultProbability', NaN, { min: 0, max: 1 });
+    if (!Number.isNaN(probability)) raw.probability = probability;
+  }
+  const after = s.number('simFaultAfter', 0, { min: 0 });
   if (after > 0) raw.afterMs = after * 1000;
   return parseFault(raw);
 }
 
-/** The package root: dist/nodes/edge-sensor/ -> three levels up. */
-const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
-
-/**
- * CSV paths are confined like model paths: to `root` (the Node-RED user directory unless the
- * node configures another), so a flow cannot replay /etc/passwd or climb out with `..`. A
- * relative path is looked up there, then in the package's recordings/ folder (the recordings
- * the examples replay); links are followed before the check.
- */
-export function resolveCsvPath(file: string, root: string): string {
-  // The package's recordings are allowed only under its recordings/ folder.
-  const places = [{ base: root, allowed: root }];
-  if (!path.isAbsolute(file))
-    places.push({ base: PACKAGE_ROOT, allowed: path.join(PACKAGE_ROOT, 'recordings') });
-  for (const { base, allowed } of places) {
-    const wanted = path.resolve(base, file);
-    if (!within(allowed, wanted)) continue;
-    const real = realpathOrUndefined(wanted);
-    if (real === undefined) continue;
-    if (within(realpathOrUndefined(allowed) ?? allowed, real)) return real;
-  }
-  const wanted = path.resolve(root, file);
-  if (!within(root, wanted) || fs.existsSync(wanted)) {
-    throw new SensorError(
-      'BAD_CONFIG',
-      `CSV file ${file} is outside the allowed directory ${root}: move it there or set the node's allowed root`,
-      undefined,
-      'path-outside-root',
-      { path: file, root },
-    );
-  }
-  return wanted; // missing: the replay reports it when it opens the file
-}
-
-function within(dir: string, target: string): boolean {
-  const rel = path.relative(dir, target);
-  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
-}
-
-function realpathOrUndefined(p: string): string | undefined {
-  try {
-    return fs.realpathSync(p);
-  } catch {
-    return undefined;
-  }
-}
+const OVERSAMPLING = [0, 1, 2, 4, 8, 16] as const;
+const FILTERS = [0, 2, 4, 8, 16] as const;
+const STANDBY = [0.5, 10, 20, 62.5, 125, 250, 500, 1000] as const;
+const ACCEL_RANGES = [2, 4, 8, 16] as const;
+const GYRO_RANGES = [250, 500, 1000, 2000] as const;
+const FULL_SCALES = [6.144, 4.096, 2.048, 1.024, 0.512, 0.256] as const;
+const PULLS = ['none', 'up', 'down'] as const;
 
 export function parseEdgeSensorFields(f: EdgeSensorFields): EdgeSensorSettings {
-  const device = (f.device || 'bme280') as SensorDevice;
-  if (!SENSOR_DEVICES.includes(device)) {
-    throw new SensorError('BAD_CONFIG', `unknown device "${device}"; expected ${SENSOR_DEVICES.join(', ')}`);
-  }
-  const simulate = device !== 'csv' && flag(f.simulate, true);
-  const intervalMs = num(f.interval, 1000, 'interval', (n) => n >= 0);
+  const s = new Settings(f as Record<string, unknown>);
+  const device: SensorDevice = s.choice('device', SENSOR_DEVICES, 'bme280');
+  const simulate = device !== 'csv' && s.bool('simulate', true);
+  const intervalMs = s.number('interval', 1000, { min: 0 });
   const source: SensorSourceConfig = { device, simulate };
   if (device !== 'gpio' && device !== 'csv') {
-    source.bus = num(f.bus, 1, 'I2C bus', whole(0, 255));
-    source.address = num(f.address, DEFAULT_ADDRESSES[device], 'I2C address', whole(0x03, 0x77));
+    source.bus = s.number('bus', 1, { integer: true, min: 0, max: 255 });
+    source.address = s.number('address', DEFAULT_ADDRESSES[device], { integer: true, min: 0x03, max: 0x77 });
   }
   switch (device) {
     case 'bme280':
       source.bme280 = {
-        mode: f.bmeMode === 'normal' ? 'normal' : 'forced',
+        mode: s.choice('bmeMode', ['forced', 'normal'] as const, 'forced'),
         oversampling: {
-          temperature: num(f.bmeOsT, 1, 'temperature oversampling') as Bme280Oversampling,
-          pressure: num(f.bmeOsP, 1, 'pressure oversampling') as Bme280Oversampling,
-          humidity: num(f.bmeOsH, 1, 'humidity oversampling') as Bme280Oversampling,
+          temperature: s.numberOf('bmeOsT', OVERSAMPLING, 1),
+          pressure: s.numberOf('bmeOsP', OVERSAMPLING, 1),
+          humidity: s.numberOf('bmeOsH', OVERSAMPLING, 1),
         },
-        filter: num(f.bmeFilter, 0, 'filter') as Bme280Filter,
-        standbyMs: num(f.bmeStandby, 1000, 'standby') as Bme280Standby,
+        filter: s.numberOf('bmeFilter', FILTERS, 0),
+        standbyMs: s.numberOf('bmeStandby', STANDBY, 1000),
       };
       break;
     case 'mpu6050':
       source.mpu6050 = {
-        accelRange: num(f.mpuAccelRange, 2, 'accelerometer range') as AccelRange,
-        gyroRange: num(f.mpuGyroRange, 250, 'gyro range') as GyroRange,
-        lowPass: num(f.mpuLowPass, 0, 'low-pass setting', whole(0, 6)),
+        accelRange: s.numberOf('mpuAccelRange', ACCEL_RANGES, 2),
+        gyroRange: s.numberOf('mpuGyroRange', GYRO_RANGES, 250),
+        lowPass: s.number('mpuLowPass', 0, { integer: true, min: 0, max: 6 }),
       };
       break;
-    case 'ads1115':
+    case 'ads1115': {
+      const inputs = s.list('adsInputs');
       source.ads1115 = {
-        inputs: (list(f.adsInputs).length ? list(f.adsInputs) : ['ain0']).map(parseAds1115Input),
-        fullScale: num(f.adsGain, 4.096, 'full scale') as Ads1115FullScale,
-        dataRate: num(f.adsRate, 128, 'data rate') as Ads1115DataRate,
+        inputs: (inputs.length ? inputs : ['ain0']).map(parseAds1115Input),
+        fullScale: s.numberOf('adsGain', FULL_SCALES, 4.096),
+        dataRate: s.numberOf('adsRate', ADS1115_DATA_RATES, 128),
       };
       break;
+    }
     case 'raw-i2c':
       source.raw = {
-        register: num(f.rawRegister, 0, 'register', whole(0, 255)),
-        length: num(f.rawLength, 2, 'length', whole(1, 4)),
-        byteOrder: f.rawByteOrder === 'little' ? 'little' : 'big',
-        signed: flag(f.rawSigned, true),
+        register: s.number('rawRegister', 0, { integer: true, min: 0, max: 255 }),
+        length: s.number('rawLength', 2, { integer: true, min: 1, max: 4 }),
+        byteOrder: s.choice('rawByteOrder', ['big', 'little'] as const, 'big'),
+        signed: s.bool('rawSigned', true),
         // Defaults as in the dialog: an LM75/TMP102 temperature (signed word / 256, °C).
-        scale: num(f.rawScale, f.rawScale === undefined ? 1 / 256 : 1, 'scale'),
-        offset: num(f.rawOffset, 0, 'offset'),
-        channel: (f.rawChannel === undefined ? 'temperature' : f.rawChannel.trim()) || 'value',
-        unit: f.rawUnit ?? (f.rawChannel === undefined ? '°C' : ''),
-        setup: parseRegisterWrites(f.rawSetup ?? ''),
+        scale: s.number('rawScale', f.rawScale === undefined ? 1 / 256 : 1),
+        offset: s.number('rawOffset', 0),
+        channel: f.rawChannel === undefined ? 'temperature' : s.text('rawChannel', 'value'),
+        unit: f.rawUnit === undefined ? (f.rawChannel === undefined ? '°C' : '') : s.text('rawUnit'),
+        setup: parseRegisterWrites(s.text('rawSetup')),
       };
       break;
     case 'gpio':
       source.gpio = {
-        pin: num(f.gpioPin, 17, 'GPIO pin', whole(0, 63)),
-        edge: (f.gpioEdge || 'both') as GpioEdge,
-        debounceMs: num(f.gpioDebounce, 10, 'debounce', (n) => n >= 0),
-        activeLow: flag(f.gpioActiveLow, false),
-        pull: (f.gpioPull || 'none') as GpioPull,
-        chipLabel: f.gpioChipLabel?.trim() || undefined,
+        pin: s.number('gpioPin', 17, { integer: true, min: 0, max: 63 }),
+        edge: s.choice('gpioEdge', GPIO_EDGES, 'both'),
+        debounceMs: s.number('gpioDebounce', 10, { min: 0 }),
+        activeLow: s.bool('gpioActiveLow', false),
+        pull: s.choice('gpioPull', PULLS, 'none'),
+        chipLabel: s.text('gpioChipLabel') || undefined,
       };
       break;
     case 'csv': {
-      const speed = num(f.csvSpeed, 1, 'speed', (n) => n > 0);
+      const speed = s.number('csvSpeed', 1, { above: 0 });
+      // Not trimmed: a tab is a delimiter.
+      const delimiter = typeof f.csvDelimiter === 'string' && f.csvDelimiter !== '' ? f.csvDelimiter : 'auto';
       source.csv = {
-        path: (f.csvPath ?? '').trim(),
-        delimiter: f.csvDelimiter || 'auto',
-        timestampColumn: f.csvTimestamp?.trim() || undefined,
-        channels: list(f.csvChannels),
-        units: unitMap(f.csvUnits),
-        loop: flag(f.csvLoop, true),
-        originalTiming: flag(f.csvOriginalTiming, false) ? { speed } : false,
+        path: s.text('csvPath'),
+        delimiter,
+        timestampColumn: s.text('csvTimestamp') || undefined,
+        channels: s.list('csvChannels'),
+        units: unitMap(s.list('csvUnits')),
+        loop: s.bool('csvLoop', true),
+        originalTiming: s.bool('csvOriginalTiming', false) ? { speed } : false,
       };
-      if (!source.csv.path) throw new SensorError('BAD_CONFIG', 'CSV replay needs a file path');
+      if (!source.csv.path) throw new SettingError('csvPath', f.csvPath ?? '', 'a CSV file path');
       if (source.csv.originalTiming && !source.csv.timestampColumn) {
-        throw new SensorError('BAD_CONFIG', 'original timing needs a timestamp column');
+        throw new SettingError('csvTimestamp', '', 'a time column (original timing needs one)');
       }
       break;
     }
   }
   if (simulate) {
-    const fault = dialogFault(f);
-    const seed = num(f.simSeed, NaN, 'seed', (n) => Number.isInteger(n));
+    const fault = dialogFault(s);
+    const seed = s.number('simSeed', NaN, { integer: true });
     source.sim = {
       seed: Number.isNaN(seed) ? Math.floor(Math.random() * 2 ** 31) : seed,
       faults: fault ? [fault] : [],
@@ -281,7 +214,7 @@ export function parseEdgeSensorFields(f: EdgeSensorFields): EdgeSensorSettings {
   return {
     source,
     intervalMs,
-    emitInitial: device === 'gpio' && flag(f.gpioInitial, true),
-    topic: (f.name ?? '').trim() || device,
+    emitInitial: device === 'gpio' && s.bool('gpioInitial', true),
+    topic: s.text('name') || device,
   };
 }

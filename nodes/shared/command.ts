@@ -3,14 +3,16 @@
  * Older forms are still accepted: `msg.<name> === true` (e.g. `msg.reset = true`) and
  * `msg.topic = "<name>"`. An unknown `msg.command` is an error, so a typo is not taken as data.
  */
+import { itemText } from '../../lib/util/text';
+
 export class UnknownCommandError extends Error {
   readonly code = 'command-unknown';
   readonly params: { command: string; commands: string };
 
   constructor(command: string, commands: readonly string[]) {
-    super(`unknown command "${command}"; expected ${commands.join(', ')}`);
+    super(`unknown command "${itemText(command)}"; expected ${commands.join(', ')}`);
     this.name = 'UnknownCommandError';
-    this.params = { command, commands: commands.join(', ') };
+    this.params = { command: itemText(command), commands: commands.join(', ') };
   }
 }
 

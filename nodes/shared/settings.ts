@@ -59,6 +59,13 @@ export class Settings {
     throw new SettingError(field, value, `one of ${values.join(', ')}`);
   }
 
+  /** One of the numbers in `values` (a select of numbers); blank takes the fallback. */
+  numberOf<T extends number>(field: string, values: readonly T[], fallback: T): T {
+    const n = this.number(field, fallback);
+    if (values.includes(n as T)) return n as T;
+    throw new SettingError(field, this.config[field], `one of ${values.join(', ')}`);
+  }
+
   /** A checkbox: true/false or their strings; blank takes the fallback. */
   bool(field: string, fallback: boolean): boolean {
     const value = this.config[field];

@@ -31,3 +31,24 @@ export function collect(
     });
   });
 }
+
+/**
+ * A node module whose RED._ translates with the node's own en-US catalog (the test runtime's
+ * RED._ returns the bare key), so a test can check the text a user reads.
+ */
+export function withCatalog(type: string): unknown {
+  const load = nodeModule(type) as (RED: unknown) => unknown;
+  const file = path.resolve(__dirname, '..', '..', 'nodes', type, 'locales', 'en-US', `${type}.json`);
+  const catalog = require(file) as Record<string, unknown>;
+  const translate = (key: string, params: Record<string, unknown> = {}): string => {
+    const text = key
+      .split('.')
+      .reduce<unknown>((at, part) => (at as Record<string, unknown>)?.[part], catalog);
+    if (typeof text !== 'string') return key;
+    return text.replace(/__([A-Za-z0-9_]+)__/g, (whole, name: string) =>
+      name in params ? String(params[name]) : whole,
+    );
+  };
+  return (RED: object) =>
+    load(new Proxy(RED, { get: (target, prop) => (prop === '_' ? translate : Reflect.get(target, prop)) }));
+}

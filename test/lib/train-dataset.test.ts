@@ -35,6 +35,23 @@ describe('training dataset on disk', () => {
     await again.close();
   });
 
+  it('refuses normalisation statistics that are not statistics; the dataset keeps working', async () => {
+    const ds = await open();
+    // A BigInt64Array cannot be written as JSON: kept, it made every later write fail.
+    for (const bad of [new BigInt64Array([1n]), { method: 'zscore' }, 'stats', [1, 2]]) {
+      await assert.rejects(ds.setNormalisation(bad), /normalisation/);
+    }
+    await ds.add([1, 2, 3], 'cat');
+    const good = { method: 'zscore', channels: ['a', 'b', 'c'], mean: [0, 0, 0], std: [1, 1, 1] };
+    await ds.setNormalisation(good);
+    await ds.add([4, 5, 6], 'dog');
+    await ds.close();
+    const again = await open();
+    assert.equal(again.count, 2);
+    assert.deepEqual((again.normalisation as { mean: number[] }).mean, [0, 0, 0]);
+    await again.close();
+  });
+
   it('ring buffer keeps the newest `capacity` samples, oldest first, and the file stays bounded', async () => {
     const ds = await open({ labelKind: 'none' });
     for (let i = 0; i < 12; i++) await ds.add([i, i]);

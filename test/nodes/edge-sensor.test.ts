@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { helper, nodeModule, collect, type FlowNode } from '../helpers/red';
+import { helper, nodeModule, collect, withCatalog, type FlowNode } from '../helpers/red';
 import { SimulatedGpioLine, SimulatedI2cBus } from '../../lib/sensors';
 
 const sensorNode = nodeModule('edge-sensor');
@@ -241,6 +241,66 @@ describe('edge-sensor node', function () {
     s.receive({ payload: 1 });
     const [error] = await caught;
     assert.match(errorMessage(error), /ain1-ain2/);
+  });
+
+  it('a bad setting is an error naming the field, for every kind of field', async () => {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ device: 'bme280', interval: 'soon' }, /setting "interval": "soon" is not a number >= 0/],
+      [{ device: 'bme280', bmeOsT: '3' }, /setting "bmeOsT": "3" is not one of 0, 1, 2, 4, 8, 16/],
+      [{ device: 'mpu6050', mpuGyroRange: '300' }, /setting "mpuGyroRange": "300" is not one of 250, 500/],
+      [
+        { device: 'gpio', gpioPull: 'sideways' },
+        /setting "gpioPull": "sideways" is not one of none, up, down/,
+      ],
+      [{ device: 'thermostat' }, /setting "device": "thermostat" is not one of bme280/],
+      [{ device: 'bme280', simulate: 'maybe' }, /setting "simulate": "maybe" is not true or false/],
+      [{ device: 'csv', csvPath: ' ' }, /setting "csvPath"/],
+    ];
+    for (const [fields, expected] of cases) {
+      await helper.load(sensorNode, [
+        sensor('s', { interval: '0', ...fields }),
+        { id: 'catcher', type: 'catch', scope: ['s'], wires: [['caught']] },
+        { id: 'caught', type: 'helper' },
+      ]);
+      const seen = statuses(get('s'));
+      const caught = collect(get('caught'), 1);
+      get('s').receive({ payload: 1 });
+      const [error] = await caught;
+      assert.match(errorMessage(error), expected);
+      assert.equal(seen.at(-1)?.fill, 'red');
+      await helper.unload();
+    }
+  });
+
+  it('a lost device: the retry time stays in the shown status, and it is probed sooner than the backoff', async () => {
+    await helper.load(withCatalog('edge-sensor'), [
+      // Answers for 0.3 s, then gone for 3.2 s: backoff alone would next retry at 7.3 s.
+      sensor('s', {
+        device: 'bme280',
+        interval: '50',
+        simFault: 'gone',
+        simFaultAfter: '0.3',
+        simFaultAmount: '3.2',
+      }),
+      { id: 'out', type: 'helper' },
+    ]);
+    const seen = statuses(get('s'));
+    const times: number[] = [];
+    get('out').on('input', () => times.push(Date.now()));
+    await until(() => seen.some((st) => st.fill === 'red'), 3000, 'red status');
+    const red = seen.filter((st) => st.fill === 'red');
+    for (const st of red) {
+      assert.ok(st.text!.length <= 60, `status fits: ${st.text}`);
+      assert.match(
+        st.text!,
+        /^BME280 at 0x76 .*… – retry in 1 s$/,
+        'the cause leads, the retry time follows',
+      );
+    }
+    const lostAt = Date.now();
+    await until(() => seen.at(-1)?.fill === 'green' && times.at(-1)! > lostAt, 6000, 'recovery');
+    const gap = Math.max(...times.slice(1).map((t, i) => t - times[i]));
+    assert.ok(gap < 5000, `longest gap between readings ${gap} ms (backoff alone: about 7 s)`);
   });
 
   it('replays a CSV file and stops at its end', async () => {

@@ -54,6 +54,7 @@ async function startBackend(preference: readonly TfBackendName[]): Promise<TfBac
   for (const name of preference) {
     if (name === 'tensorflow' && !tryTfjsNode()) continue;
     if (tf.getBackend() === name && isReady(name)) return name;
+    const before = name === 'wasm' ? processListeners() : undefined;
     try {
       if (await tf.setBackend(name)) {
         await tf.ready();
@@ -61,9 +62,40 @@ async function startBackend(preference: readonly TfBackendName[]): Promise<TfBac
       }
     } catch {
       // try the next one
+    } finally {
+      if (before) removeEmscriptenListeners(before);
     }
   }
   throw new Error(`none of the TF.js backends ${preference.join(', ')} could start`);
+}
+
+type ProcessEvent = 'uncaughtException' | 'unhandledRejection';
+const PROCESS_EVENTS: readonly ProcessEvent[] = ['uncaughtException', 'unhandledRejection'];
+
+function listenersOf(event: ProcessEvent): unknown[] {
+  return (process as unknown as NodeJS.EventEmitter).listeners(event);
+}
+
+function processListeners(): Map<ProcessEvent, Set<unknown>> {
+  return new Map(PROCESS_EVENTS.map((event) => [event, new Set<unknown>(listenersOf(event))]));
+}
+
+/**
+ * The wasm backend's Emscripten glue, when it starts under Node, adds process listeners that
+ * re-throw every uncaught exception and unhandled rejection, so an application embedding
+ * Node-RED that handles those itself would exit. They do nothing else (an exit of the wasm
+ * program is not used by TF.js), so the ones added during the start are removed; a listener is
+ * removed only if it is new and has the glue's body, never one the application added meanwhile.
+ */
+function removeEmscriptenListeners(before: Map<ProcessEvent, Set<unknown>>): void {
+  for (const event of PROCESS_EVENTS) {
+    for (const listener of listenersOf(event)) {
+      if (before.get(event)!.has(listener)) continue;
+      const body = String(listener);
+      const glue = event === 'uncaughtException' ? /ExitStatus/.test(body) : /throw reason/.test(body);
+      if (glue) (process as unknown as NodeJS.EventEmitter).removeListener(event, listener as () => void);
+    }
+  }
 }
 
 /** True once `name` is initialised (not merely selected while its start is pending). */

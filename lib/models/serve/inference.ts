@@ -1,4 +1,5 @@
 import { InputError, toSample } from '../../preprocess/numeric-input';
+import { itemText, listText } from '../../util/text';
 import { checkNormalisation, Scaler, type NormalisationStats } from '../../preprocess/scaling';
 import { isTypedArray, nest, nestedShape, shapeText } from '../../preprocess/shape';
 
@@ -84,13 +85,13 @@ function readSample(payload: unknown, channels?: readonly string[]): Sample {
 
 function describeGiven(sample: Sample): string {
   const n = sample.values.length;
-  if (sample.channels) return `an object of ${n} named numbers (${sample.channels.join(', ')})`;
+  if (sample.channels) return `an object of ${n} named numbers (${listText(sample.channels)})`;
   if (sample.shape.length === 1) return n === 1 ? 'a single number' : `an array of ${n} numbers`;
   return `a ${sample.shape.join('x')} array (${n} values)`;
 }
 
 function position(index: number, sample: Sample): string {
-  if (sample.channels) return `channel "${sample.channels[index]}"`;
+  if (sample.channels) return `channel "${itemText(sample.channels[index])}"`;
   if (sample.shape.length <= 1) return `value ${index}`;
   const coords: number[] = [];
   let rest = index;

@@ -20,54 +20,68 @@ import {
   BME280_STANDBY_BY_CODE,
   type Bme280Calibration,
   bme280MeasurementTimeMs,
-  compensateHumidity,
-  compensatePressure,
-  compensateTemperature,
   encodeBme280Calibration,
 } from '../drivers/bme280';
 import { ByteRegisterDevice } from './sim-bus';
 import { FaultModel, type FaultDefaults } from './faults';
 import { Environment, type EnvironmentOptions, type EnvironmentReading, clamp } from './signals';
 
-/** Smallest raw count with f(count) >= target, for f non-decreasing on [low, high]. */
-function searchIncreasing(f: (x: number) => number, target: number, low: number, high: number): number {
-  while (low < high) {
-    const mid = Math.floor((low + high) / 2);
-    if (f(mid) < target) low = mid + 1;
-    else high = mid;
-  }
-  return low;
+/*
+ * The simulator's raw counts come from inverting the datasheet's floating-point compensation
+ * (BME280 datasheet 8.1) in closed form, independently of the driver's integer compensation
+ * (datasheet 4.2.3): a mistake in either shows up as a driver reading that misses the truth.
+ */
+
+/** The smaller-magnitude root of a*x^2 + b*x + c = 0 (the one near -c/b when a is small). */
+function quadraticRoot(a: number, b: number, c: number): number {
+  if (a === 0) return -c / b;
+  const d = Math.sqrt(Math.max(0, b * b - 4 * a * c));
+  // Stable form: q = -(b + sign(b) d) / 2, roots q/a and c/q.
+  const q = -(b + Math.sign(b || 1) * d) / 2;
+  return c / q;
 }
 
-/** Of `x` and `x - 1`, the count whose output lies nearer the target. */
-function nearest(f: (x: number) => number, target: number, x: number, low: number): number {
-  if (x > low && Math.abs(f(x - 1) - target) <= Math.abs(f(x) - target)) return x - 1;
-  return x;
+const rawCount = (x: number, max: number): number => clamp(Math.round(x), 0, max);
+
+/** t_fine (temperature x 5120) of a raw temperature count, datasheet floating point. */
+export function floatTFine(adcT: number, cal: Bme280Calibration): number {
+  const x = adcT / 131072 - cal.T1 / 8192;
+  return Math.trunc(8 * cal.T2 * x + cal.T3 * x * x);
 }
 
-/** Raw 20-bit temperature count whose compensated value is nearest `celsius`. */
+/**
+ * Raw 20-bit temperature count for `celsius`. The datasheet's var1 + var2 is
+ * 8·T2·x + T3·x² with x = adc/131072 − T1/8192, and temperature = (var1 + var2) / 5120.
+ */
 export function invertTemperature(celsius: number, cal: Bme280Calibration): number {
-  const fine = (x: number) => compensateTemperature(x, cal).tFine;
-  const target = celsius * 5120; // t_fine is temperature in 1/5120 °C
-  const x = searchIncreasing(fine, target, 0, 0xfffff);
-  return nearest(fine, target, x, 0);
+  const x = quadraticRoot(cal.T3, 8 * cal.T2, -celsius * 5120);
+  return rawCount((x + cal.T1 / 8192) * 131072, 0xfffff);
 }
 
-/** Raw 20-bit pressure count whose compensated value (at `tFine`) is nearest `pascal`. */
+/**
+ * Raw 20-bit pressure count for `pascal` at `tFine`: the datasheet's pressure is
+ * p + (P9·p²/2^31 + P8·p/32768 + P7)/16 with p = ((2^20 − adc) − var2/4096)·6250/var1.
+ */
 export function invertPressure(pascal: number, tFine: number, cal: Bme280Calibration): number {
-  // Compensated pressure falls as the count rises; search on the negated output.
-  const negated = (x: number) => -compensatePressure(x, tFine, cal);
-  const target = -pascal * 256;
-  const x = searchIncreasing(negated, target, 0, 0xfffff);
-  return nearest(negated, target, x, 0);
+  let v1 = tFine / 2 - 64000;
+  let v2 = (v1 * v1 * cal.P6) / 32768;
+  v2 = v2 + v1 * cal.P5 * 2;
+  v2 = v2 / 4 + cal.P4 * 65536;
+  v1 = ((cal.P3 * v1 * v1) / 524288 + cal.P2 * v1) / 524288;
+  v1 = (1 + v1 / 32768) * cal.P1;
+  const p = quadraticRoot(cal.P9 / 2147483648 / 16, 1 + cal.P8 / 32768 / 16, cal.P7 / 16 - pascal);
+  return rawCount(1048576 - ((p * v1) / 6250 + v2 / 4096), 0xfffff);
 }
 
-/** Raw 16-bit humidity count whose compensated value (at `tFine`) is nearest `percent`. */
+/**
+ * Raw 16-bit humidity count for `percent` at `tFine`: the datasheet's h' = h·(1 − H1·h/524288)
+ * with h = (adc − (64·H4 + H5/16384·t)) · H2/65536 · (1 + H6/2^26·t·(1 + H3/2^26·t)), t = tFine − 76800.
+ */
 export function invertHumidity(percent: number, tFine: number, cal: Bme280Calibration): number {
-  const h = (x: number) => compensateHumidity(x, tFine, cal);
-  const target = percent * 1024;
-  const x = searchIncreasing(h, target, 0, 0xffff);
-  return nearest(h, target, x, 0);
+  const t = tFine - 76800;
+  const h = quadraticRoot(-cal.H1 / 524288, 1, -percent);
+  const gain = (cal.H2 / 65536) * (1 + (cal.H6 / 67108864) * t * (1 + (cal.H3 / 67108864) * t));
+  return rawCount(h / gain + cal.H4 * 64 + (cal.H5 / 16384) * t, 0xffff);
 }
 
 /** Rounds a 20-bit count to the resolution the oversampling (or the IIR filter) gives. */
@@ -231,7 +245,7 @@ export class Bme280Sim extends ByteRegisterDevice {
     let adcT = o.t
       ? toResolution(invertTemperature(truth.temperature, cal), o.t, filterOn)
       : BME280_SKIPPED_20BIT;
-    const tFineUnfiltered = compensateTemperature(adcT, cal).tFine;
+    const tFineUnfiltered = floatTFine(adcT, cal);
     let adcP = o.p
       ? toResolution(invertPressure(truth.pressure * 100, tFineUnfiltered, cal), o.p, filterOn)
       : BME280_SKIPPED_20BIT;
@@ -242,7 +256,7 @@ export class Bme280Sim extends ByteRegisterDevice {
       if (o.p) adcP = Math.round((prev.p * (filterCoefficient - 1) + adcP) / filterCoefficient);
       this.filtered = { t: adcT, p: adcP };
     }
-    const tFine = compensateTemperature(adcT, cal).tFine;
+    const tFine = floatTFine(adcT, cal);
     const adcH = o.h ? invertHumidity(truth.humidity, tFine, cal) : BME280_SKIPPED_16BIT;
     this.writeData(adcP, adcT, adcH);
   }
