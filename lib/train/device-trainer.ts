@@ -293,6 +293,20 @@ export class DeviceTrainer {
     return this.config.store.get(this.config.modelName);
   }
 
+  /**
+   * Lets the saved version stand in for a training the schedule or the sample count would
+   * start: the payload of a 'reused' message, or undefined when nothing is saved yet.
+   */
+  async reuseSaved(): Promise<
+    { model: string; version: number; metrics: unknown; created: unknown; reused: true } | undefined
+  > {
+    const saved = await this.saved();
+    if (!saved) return undefined;
+    this.samplesSinceTraining = 0;
+    const { name, version, metrics, created } = saved.meta;
+    return { model: name, version, metrics: metrics ?? {}, created, reused: true };
+  }
+
   /** Stops a running training after its current batch (nothing is saved). */
   cancel(): boolean {
     if (!this.worker) return false;

@@ -192,21 +192,10 @@ export = function register(RED: NodeAPI): void {
      * sample count would start; says so with a 'reused' message. False when there is none.
      */
     const reuseSaved = async (active: DeviceTrainer): Promise<boolean> => {
-      if (!trigger?.reuse) return false;
-      const saved = await active.saved();
-      if (!saved) return false;
-      active.samplesSinceTraining = 0;
-      status.set('ok', 'status.reused', { version: saved.meta.version }, true);
-      node.send({
-        topic: 'reused',
-        payload: {
-          model: saved.meta.name,
-          version: saved.meta.version,
-          metrics: saved.meta.metrics ?? {},
-          created: saved.meta.created,
-          reused: true,
-        },
-      } as NodeMessage);
+      const reused = trigger?.reuse ? await active.reuseSaved() : undefined;
+      if (!reused) return false;
+      status.set('ok', 'status.reused', { version: reused.version }, true);
+      node.send({ topic: 'reused', payload: reused } as NodeMessage);
       return true;
     };
 
