@@ -84,10 +84,12 @@ rm -rf "$run"
 mkdir -p "$run"
 cp -R "$root/dist" "$run/dist"
 cp "$root/package.json" "$run/"
-# Everything else tests may read (examples, scripts, test sources, .mocharc.json, ...) as links.
+# What the package ships is copied: `npm pack` leaves linked folders out.
+cp -R "$root/examples" "$root/recordings" "$run/"
+# Everything else tests may read (scripts, test sources, .mocharc.json, ...) as links.
 for entry in "$root"/* "$root"/.[!.]*; do
   case "$(basename "$entry")" in
-    dist | node_modules | package.json | .node22 | .git | test-artifacts) ;; # screenshots stay apart
+    dist | node_modules | package.json | examples | recordings | .node22 | .git | test-artifacts) ;; # screenshots stay apart
     *) ln -s "$entry" "$run/$(basename "$entry")" ;;
   esac
 done
