@@ -477,7 +477,7 @@ async function main(): Promise<void> {
       if (lstmFlow.runtime !== 'tfjs-cpu')
         console.log(
           `  and the runtime alone, one predict per message: ${lstmFlow.runtime} ${fmt(lstmFlow.perMessageRate)} msg/s ` +
-            `vs TF.js cpu ${fmt(lstmTfjsFlow?.perMessageRate)} msg/s through edge-infer`,
+            `vs ${lstmTfjsFlow?.runtime ?? 'TF.js'} ${fmt(lstmTfjsFlow?.perMessageRate)} msg/s through edge-infer`,
         );
     }
     if (lstmFlow) {
