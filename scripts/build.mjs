@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { copyVendored, linkVendored } from './vendor-runtime.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = path.join(root, process.env.EDGE_DIST || 'dist');
@@ -22,6 +23,10 @@ execFileSync(
 // Vendored JavaScript modules in lib/ (each with its .d.ts and LICENSE) are copied as they are.
 const vendored = path.join('lib', 'models', 'onnx-proto');
 fs.cpSync(path.join(root, vendored), path.join(dist, vendored), { recursive: true });
+
+// The Node files of TF.js and onnxruntime-web, shipped in dist/vendor (see vendor-runtime.mjs).
+copyVendored(root, dist);
+linkVendored(dist);
 
 const nodesDir = path.join(root, 'nodes');
 for (const type of fs.readdirSync(nodesDir)) {

@@ -1,7 +1,8 @@
 // `npm run measure:install`: what a user's install of this package costs. Packs the package,
 // installs the tarball into a clean Node-RED user directory the way the palette manager does
 // (`npm install --omit=dev` there, production dependencies only), and prints the size of
-// node_modules, the time, whether onnxruntime-node is present, and the largest packages.
+// node_modules, the time, whether onnxruntime-node is present, and the largest packages. It then
+// runs a model on each runtime from the installed package (scripts/runtime-smoke.cjs).
 //
 //   node scripts/install-size.mjs [--native] [--keep] [--target-mb 250]
 //
@@ -79,7 +80,10 @@ try {
   const maps = files.filter((f) => f.endsWith('.map'));
   const svgs = files.filter((f) => f.endsWith('.svg'));
   if (maps.length > 0) failures.push(`the tarball has ${maps.length} source maps (${maps[0]}, ...)`);
-  if (svgs.some((f) => !f.startsWith('icons/'))) failures.push('icons are shipped outside icons/');
+  const iconNames = svgs.map((f) => path.posix.basename(f));
+  if (svgs.some((f) => path.posix.basename(path.posix.dirname(f)) !== 'icons'))
+    failures.push('icons are shipped outside an icons/ folder');
+  if (new Set(iconNames).size !== iconNames.length) failures.push('an icon is shipped more than once');
 
   const args = [
     'install',
@@ -116,9 +120,24 @@ try {
     nativePresent &&
     spawnSync(process.execPath, ['-e', "require('onnxruntime-node')"], { cwd: userDir, stdio: 'ignore' })
       .status === 0;
-  const unwanted = ['@flowfuse/node-red-dashboard', 'onnx-proto'].filter((p) =>
-    fs.existsSync(path.join(modules, p)),
+  // TF.js and onnxruntime-web run from the files the package ships (dist/vendor): the smoke
+  // runs a model on each runtime in the installed package and checks where its modules came from.
+  const smokeStarted = process.hrtime.bigint();
+  const smoke = spawnSync(
+    process.execPath,
+    [path.join(root, 'scripts', 'runtime-smoke.cjs'), path.join(modules, 'node-red-contrib-edge-ai')],
+    { cwd: userDir, encoding: 'utf8' },
   );
+  const smokeSeconds = Number(process.hrtime.bigint() - smokeStarted) / 1e9;
+  const smokeLines = (smoke.stdout + smoke.stderr).split('\n').filter((l) => l.startsWith('runtime smoke'));
+  if (smoke.status !== 0) failures.push(`the installed package does not run: ${smokeLines.join('; ')}`);
+  const unwanted = [
+    '@flowfuse/node-red-dashboard',
+    'onnx-proto',
+    'onnxruntime-web',
+    '@tensorflow/tfjs-core',
+    '@tensorflow/tfjs-layers',
+  ].filter((p) => fs.existsSync(path.join(modules, p)));
   if (unwanted.length > 0) failures.push(`installed but not needed: ${unwanted.join(', ')}`);
   const protobufs = spawnSync(npm, ['ls', 'protobufjs', '--all', '--parseable'], {
     cwd: userDir,
@@ -142,10 +161,20 @@ try {
     `| node_modules without onnxruntime-node | ${mb(withoutNative)} MB (target <= ${targetMb} MB) |`,
   );
   console.log(`| protobufjs copies | ${protobufs.length} |`);
+  console.log(
+    `| a model on tfjs-wasm, tfjs-cpu, onnxruntime-web | ${smoke.status === 0 ? 'runs' : 'FAILS'} (${smokeSeconds.toFixed(1)} s) |`,
+  );
   console.log('');
   console.log('| largest packages | MB |');
   console.log('|---|---:|');
   for (const p of list.slice(0, 10)) console.log(`| ${p.name} | ${mb(p.bytes)} |`);
+  const vendorDir = path.join(modules, 'node-red-contrib-edge-ai', 'dist', 'vendor');
+  if (fs.existsSync(vendorDir)) {
+    console.log('');
+    console.log('| shipped in node-red-contrib-edge-ai/dist/vendor (what Node loads) | MB |');
+    console.log('|---|---:|');
+    for (const p of packages(vendorDir)) console.log(`| ${p.name} | ${mb(p.bytes)} |`);
+  }
   console.log('');
   if (withoutNative > targetMb * MB)
     failures.push(`${mb(withoutNative)} MB is over the ${targetMb} MB target`);

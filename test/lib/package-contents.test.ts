@@ -86,7 +86,70 @@ describe('the published package: lean and complete', function () {
     assert.ok(pkg.devDependencies['@flowfuse/node-red-dashboard']);
     assert.equal(runtime['onnx-proto'], undefined);
     assert.ok(runtime.protobufjs?.startsWith('^7'), 'protobufjs 7, the one onnxruntime-web uses');
-    assert.ok(packed.unpackedSize < 5 * 1024 * 1024, `unpacked ${packed.unpackedSize} bytes`);
+    const own = packed.files
+      .filter((f) => !f.path.startsWith('dist/vendor/'))
+      .reduce((n, f) => n + f.size, 0);
+    assert.ok(own < 5 * 1024 * 1024, `the package's own files unpack to ${own} bytes`);
+  });
+
+  it('ships only the TF.js and onnxruntime-web files Node loads (dist/vendor); those packages are dev dependencies', () => {
+    const runtime = { ...pkg.dependencies, ...pkg.optionalDependencies };
+    const vendored = [
+      '@tensorflow/tfjs-core',
+      '@tensorflow/tfjs-layers',
+      '@tensorflow/tfjs-converter',
+      '@tensorflow/tfjs-backend-cpu',
+      '@tensorflow/tfjs-backend-wasm',
+      'onnxruntime-web',
+    ];
+    for (const name of vendored) {
+      assert.equal(runtime[name], undefined, `${name} is not installed for users`);
+      assert.ok(pkg.devDependencies[name], `${name} is a dev dependency (the source of dist/vendor)`);
+      const meta = JSON.parse(
+        readFileSync(path.join(ROOT, 'dist', 'vendor', name, 'package.json'), 'utf8'),
+      ) as {
+        version: string;
+        main: string;
+      };
+      assert.ok(
+        files.includes(`dist/vendor/${name}/${meta.main}`),
+        `${name}'s Node entry ${meta.main} is shipped`,
+      );
+      const published = JSON.parse(
+        readFileSync(path.join(ROOT, 'node_modules', name, 'package.json'), 'utf8'),
+      ) as { version: string; dependencies?: Record<string, string> };
+      assert.equal(meta.version, published.version, `${name} copied from the installed version`);
+      if (name === 'onnxruntime-web') {
+        assert.equal(runtime['onnxruntime-common'], published.dependencies?.['onnxruntime-common']);
+      }
+    }
+    const vendor = packed.files.filter((f) => f.path.startsWith('dist/vendor/'));
+    assert.ok(files.includes('dist/vendor/LICENSES.md'));
+    assert.deepEqual(
+      vendor
+        .map((f) => f.path)
+        .filter((f) => !/(\.node(\.min)?\.js|\.mjs|\.wasm|\/package\.json|\/LICENSES\.md)$/.test(f)),
+      [],
+      'Node entries, their WebAssembly files and package.json only (no browser bundles, no source maps)',
+    );
+    const bytes = vendor.reduce((n, f) => n + f.size, 0);
+    assert.ok(bytes < 25 * 1024 * 1024, `dist/vendor unpacks to ${bytes} bytes`);
+  });
+
+  it('runs a model on tfjs-wasm, tfjs-cpu and onnxruntime-web, every module of theirs from dist/vendor', async () => {
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(
+        process.execPath,
+        [path.join(ROOT, 'scripts', 'runtime-smoke.cjs'), ROOT],
+        { cwd: ROOT, timeout: 60000 },
+        (err, stdout, stderr) =>
+          err ? reject(new Error(`${err.message}\n${stdout}${stderr}`)) : resolve(stdout),
+      );
+    });
+    for (const runtime of ['tfjs-wasm', 'tfjs-cpu', 'onnxruntime-web']) {
+      assert.match(out, new RegExp(`runtime smoke: ${runtime} runs`));
+    }
+    assert.match(out, /modules came from dist\/vendor/);
   });
 
   it("the repository's own install keeps onnxruntime-node with its bundled binaries (.npmrc)", () => {

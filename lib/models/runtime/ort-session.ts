@@ -9,6 +9,15 @@ export type OrtModule = typeof OrtWeb;
 export type OrtInferenceSession = OrtWeb.InferenceSession;
 export type OrtSessionOptions = OrtWeb.InferenceSession.SessionOptions;
 
+/**
+ * Each package named literally, so the build points onnxruntime-web at the Node files this
+ * package ships (dist/vendor, scripts/vendor-runtime.mjs).
+ */
+const ORT_PACKAGES: Record<OrtRuntimeName, () => OrtModule> = {
+  'onnxruntime-node': () => require('onnxruntime-node') as OrtModule,
+  'onnxruntime-web': () => require('onnxruntime-web') as OrtModule,
+};
+
 const loaded = new Map<OrtRuntimeName, OrtModule | null>();
 /** Why onnxruntime-node is not used in this process (set once it was looked for). */
 let nativeMissing: string | undefined;
@@ -60,7 +69,7 @@ export function loadOrt(runtime: OrtRuntimeName): OrtModule | undefined {
     } else {
       try {
         // onnxruntime-node is an optional dependency (a native addon); onnxruntime-web always is there.
-        loaded.set(runtime, require(runtime) as OrtModule);
+        loaded.set(runtime, ORT_PACKAGES[runtime]());
       } catch (err) {
         if (runtime === 'onnxruntime-node') {
           nativeMissing = `onnxruntime-node does not load here: ${(err as Error).message.split('\n')[0]}`;
