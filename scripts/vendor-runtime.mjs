@@ -38,7 +38,6 @@ const NOT_LOADED = {
   xor4096: 'named only in a usage comment of the seedrandom code inside TF.js',
 };
 
-const VENDORED_NAMES = new Set(VENDORED.map((v) => v.name));
 const REQUIRE = /require\((["'])([^"'./][^"']*)\1\)/g;
 
 /** The file Node loads for `require(name)` according to the package's own package.json. */
@@ -53,7 +52,8 @@ function nodeEntry(pkgJson) {
  * `<dist>/vendor/<name>/` (same relative paths, and a package.json naming the entry), and points
  * the requires between copied packages at each other. Returns the copied size in bytes.
  */
-export function copyVendored(root, dist) {
+export function copyVendored(root, dist, vendored = VENDORED) {
+  const names = new Set(vendored.map((v) => v.name));
   const own = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
   const runtimeDeps = { ...own.dependencies, ...own.optionalDependencies };
   let bytes = 0;
@@ -67,7 +67,7 @@ export function copyVendored(root, dist) {
     '| package | version | licence | source |',
     '|---|---|---|---|',
   ];
-  for (const { name, files } of VENDORED) {
+  for (const { name, files } of vendored) {
     const src = path.join(root, 'node_modules', name);
     const pkgJson = JSON.parse(fs.readFileSync(path.join(src, 'package.json'), 'utf8'));
     if (nodeEntry(pkgJson) !== files[0]) {
@@ -101,7 +101,7 @@ export function copyVendored(root, dist) {
       const code = fs.readFileSync(path.join(src, file), 'utf8').replace(REQUIRE, (whole, quote, spec) => {
         const bare = spec.startsWith('node:') ? spec.slice(5) : spec;
         if (builtinModules.includes(bare)) return whole;
-        if (VENDORED_NAMES.has(spec)) {
+        if (names.has(spec)) {
           const rel = path.relative(path.dirname(target), path.join(dist, 'vendor', spec));
           return `require(${quote}${rel.split(path.sep).join('/')}${quote})`;
         }
@@ -149,18 +149,18 @@ DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE,
 OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.`;
 
 /** Points `require('<vendored package>')` in the compiled .js files under `dir` at the copies. */
-export function linkVendored(dist, dir = dist) {
+export function linkVendored(dist, names = new Set(VENDORED.map((v) => v.name)), dir = dist) {
   let count = 0;
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
     const file = path.join(dir, entry.name);
     if (entry.isDirectory()) {
-      if (file !== path.join(dist, 'vendor')) count += linkVendored(dist, file);
+      if (file !== path.join(dist, 'vendor')) count += linkVendored(dist, names, file);
       continue;
     }
     if (!entry.name.endsWith('.js')) continue;
     const code = fs.readFileSync(file, 'utf8');
     const linked = code.replace(REQUIRE, (whole, quote, spec) => {
-      if (!VENDORED_NAMES.has(spec)) return whole;
+      if (!names.has(spec)) return whole;
       count += 1;
       let rel = path
         .relative(path.dirname(file), path.join(dist, 'vendor', spec))
