@@ -173,7 +173,8 @@ try {
     console.log('');
     console.log('| shipped in node-red-contrib-edge-ai/dist/vendor (what Node loads) | MB |');
     console.log('|---|---:|');
-    for (const p of packages(vendorDir)) console.log(`| ${p.name} | ${mb(p.bytes)} |`);
+    for (const p of packages(vendorDir).filter((e) => !e.name.endsWith('.md')))
+      console.log(`| ${p.name} | ${mb(p.bytes)} |`);
   }
   console.log('');
   if (withoutNative > targetMb * MB)
