@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -30,6 +30,15 @@ function packList(): Promise<Packed> {
       },
     );
   });
+}
+
+/** package.json of an installed package, found the way Node looks for it (up from the checkout). */
+function installedManifest(name: string): string {
+  for (let dir = ROOT; ; dir = path.dirname(dir)) {
+    const file = path.join(dir, 'node_modules', name, 'package.json');
+    if (existsSync(file)) return file;
+    if (path.dirname(dir) === dir) throw new Error(`${name} is not installed above ${ROOT}`);
+  }
 }
 
 describe('the published package: lean and complete', function () {
@@ -115,9 +124,10 @@ describe('the published package: lean and complete', function () {
         files.includes(`dist/vendor/${name}/${meta.main}`),
         `${name}'s Node entry ${meta.main} is shipped`,
       );
-      const published = JSON.parse(
-        readFileSync(path.join(ROOT, 'node_modules', name, 'package.json'), 'utf8'),
-      ) as { version: string; dependencies?: Record<string, string> };
+      const published = JSON.parse(readFileSync(installedManifest(name), 'utf8')) as {
+        version: string;
+        dependencies?: Record<string, string>;
+      };
       assert.equal(meta.version, published.version, `${name} copied from the installed version`);
       if (name === 'onnxruntime-web') {
         assert.equal(runtime['onnxruntime-common'], published.dependencies?.['onnxruntime-common']);
