@@ -9,6 +9,8 @@ import {
   type OrtSession,
 } from './ort-session';
 import { missingFeeds, zeroFeeds } from './feeds';
+import { dequantizeReal, ioQuantizationOf, quantizeReal, type IoQuantization } from './io-quantization';
+import { chooseQdqKernels, hasQdqNodes, type QdqKernels } from './qdq-kernels';
 import type { ModelRunner, TensorSpec } from './runner';
 import { resolveShape } from './tfjs-runner';
 
@@ -25,10 +27,11 @@ export type { OrtRuntimeName };
  * Throws 'model-invalid-onnx' unless `bytes` decode as an ONNX model with a graph, so a corrupt
  * file says so whichever runtimes are installed (rather than "onnxruntime-node is not installed").
  */
-export function checkOnnxBytes(bytes: Uint8Array): void {
+export function checkOnnxBytes(bytes: Uint8Array): onnx.ModelProto {
   let detail: string;
   try {
-    if (onnx.ModelProto.decode(bytes).graph) return;
+    const model = onnx.ModelProto.decode(bytes);
+    if (model.graph) return model;
     detail = 'it holds no graph';
   } catch (err) {
     detail = (err as Error).message;
@@ -47,6 +50,12 @@ export interface OrtRunnerOptions {
   fallbackInputShape?: number[];
   /** Intra-op threads (onnxruntime-node); default lets ONNX Runtime decide. */
   threads?: number;
+  /**
+   * Quantized (QDQ) models: 'integer' lets ONNX Runtime fuse DequantizeLinear/op/QuantizeLinear
+   * into integer kernels, 'float' keeps the quantize steps but computes each op in float, 'auto'
+   * (default) times both on this machine at load and keeps the faster.
+   */
+  qdqKernels?: QdqKernels | 'auto';
 }
 
 type Dims = readonly (number | string)[];
@@ -62,6 +71,8 @@ export class OrtRunner implements ModelRunner {
   readonly inputs: TensorSpec[];
   outputs: TensorSpec[] = [];
   readonly notes: string[] = [];
+  /** For a quantized model: the kernels it runs on ('integer' or 'float'), chosen at load. */
+  qdqKernels?: QdqKernels;
   private readonly session: OrtTypes.InferenceSession;
   private queue: Promise<unknown> = Promise.resolve();
   private released = false;
@@ -72,6 +83,8 @@ export class OrtRunner implements ModelRunner {
     inputs: TensorSpec[],
     /** A model with a fixed batch dimension of 1 (or batch-1 state inside) runs one sample per call. */
     private readonly singleSample: boolean,
+    /** Integer inputs and outputs the runner maps from and to real numbers. */
+    private readonly ioQuant: Record<string, IoQuantization> = {},
   ) {
     this.session = owned.session;
     this.runtime = owned.runtime;
@@ -84,7 +97,9 @@ export class OrtRunner implements ModelRunner {
     runtime: OrtRuntimeName,
     options: OrtRunnerOptions = {},
   ): Promise<OrtRunner> {
-    checkOnnxBytes(model);
+    const proto = checkOnnxBytes(model);
+    const ioQuant = ioQuantizationOf(proto);
+    const qdq = hasQdqNodes(proto);
     const ort = loadOrt(runtime);
     if (!ort) {
       throw new ModelLoadError(`${runtime} is not installed or does not load here`, 'runtime-missing', {
@@ -97,8 +112,18 @@ export class OrtRunner implements ModelRunner {
     };
     if (options.threads && runtime === 'onnxruntime-node') sessionOptions.intraOpNumThreads = options.threads;
     let owned: OrtSession;
+    let kernels: Awaited<ReturnType<typeof chooseQdqKernels>> | undefined;
     try {
-      owned = await createOrtSession(model, runtime, sessionOptions);
+      if (qdq) {
+        kernels = await chooseQdqKernels(
+          model,
+          runtime,
+          sessionOptions,
+          options.qdqKernels ?? 'auto',
+          ioQuant,
+        );
+        owned = kernels.session;
+      } else owned = await createOrtSession(model, runtime, sessionOptions);
     } catch (err) {
       const message = (err as Error).message.split('\n')[0];
       // A file the decoder accepts can still fail ONNX Runtime's own parse.
@@ -114,7 +139,7 @@ export class OrtRunner implements ModelRunner {
       const inputs = session.inputNames.map((name, index): TensorSpec => {
         const meta = session.inputMetadata?.[index];
         const dims: Dims = meta && meta.isTensor ? meta.shape : [];
-        const dtype = meta && meta.isTensor ? meta.type : 'float32';
+        const dtype = ioQuant[name] ? 'float32' : meta && meta.isTensor ? meta.type : 'float32';
         if (!NUMERIC_TYPES.includes(dtype)) {
           throw new ModelLoadError(
             `the ONNX model's input ${name} is ${dtype}; numeric inputs are supported`,
@@ -151,7 +176,11 @@ export class OrtRunner implements ModelRunner {
         });
         return { name, shape, dtype, batched };
       });
-      const runner = new OrtRunner(ort, owned, inputs, singleSample);
+      const runner = new OrtRunner(ort, owned, inputs, singleSample, ioQuant);
+      if (kernels) {
+        runner.qdqKernels = kernels.kernels;
+        runner.notes.push(kernels.note);
+      }
       const outputs = await runner.runOnce(zeroFeeds(inputs, 1), 1);
       runner.outputs = session.outputNames.map((name) => {
         const dims = outputs[name].dims;
@@ -168,6 +197,8 @@ export class OrtRunner implements ModelRunner {
 
   private feed(spec: TensorSpec, input: Float32Array, batchSize: number): OrtTypes.Tensor {
     const dims = spec.batched ? [batchSize, ...spec.shape] : spec.shape;
+    const q = this.ioQuant[spec.name];
+    if (q) return new this.ort.Tensor(q.type, quantizeReal(input, q), dims);
     switch (spec.dtype) {
       case 'int32':
         return new this.ort.Tensor('int32', Int32Array.from(input, Math.round), dims);
@@ -201,13 +232,15 @@ export class OrtRunner implements ModelRunner {
     for (const name of this.session.outputNames) {
       const value = results[name];
       const raw = value.data as ArrayLike<number> | ArrayLike<bigint>;
+      const q = this.ioQuant[name];
       let data: Float32Array;
-      if (raw instanceof Float32Array) data = raw;
+      if (q) data = dequantizeReal(raw as ArrayLike<number>, q);
+      else if (raw instanceof Float32Array) data = raw;
       else {
         data = new Float32Array(raw.length);
         for (let i = 0; i < raw.length; i++) data[i] = Number(raw[i]);
       }
-      out[name] = { data, dims: [...value.dims].map(Number), dtype: value.type };
+      out[name] = { data, dims: [...value.dims].map(Number), dtype: q ? 'float32' : value.type };
     }
     for (const value of Object.values(results)) (value as { dispose?: () => void }).dispose?.();
     return out;
