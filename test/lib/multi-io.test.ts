@@ -46,6 +46,9 @@ describe('several inputs and outputs, stateful streams, export verification', fu
     const handle = new ModelHandle({ userDir: root });
     try {
       const info = await handle.load(fixture.entry);
+      // Exported to ONNX (two inputs, two outputs) and checked against TF.js at load.
+      assert.match(info.runtime, /^onnxruntime-/);
+      assert.match(info.notes.join(' '), /exported to ONNX/);
       assert.deepEqual(
         info.inputs.map((s) => [s.name, s.shape]),
         [
