@@ -136,6 +136,11 @@ export class OrtRunner implements ModelRunner {
     try {
       if (session.inputNames.length === 0) throw new ModelLoadError('the ONNX model has no inputs');
       let singleSample = false;
+      // The first input's symbolic batch dimension ('batch', 'N'...) marks the batch axis of the
+      // other inputs too, e.g. an LSTM state [1, batch, hidden].
+      const first = session.inputMetadata?.[0];
+      const batchSymbol =
+        first && first.isTensor && typeof first.shape[0] === 'string' ? first.shape[0] : undefined;
       const inputs = session.inputNames.map((name, index): TensorSpec => {
         const meta = session.inputMetadata?.[index];
         const dims: Dims = meta && meta.isTensor ? meta.shape : [];
@@ -147,8 +152,8 @@ export class OrtRunner implements ModelRunner {
         }
         const batchDim = dims[0];
         const batched = dims.length > 0 && (typeof batchDim !== 'number' || batchDim < 0 || batchDim === 1);
-        if (typeof batchDim === 'number' && batchDim === 1) singleSample = true;
         if (index === 0) {
+          if (batchDim === 1) singleSample = true;
           if (typeof batchDim === 'number' && batchDim > 1) {
             throw new ModelLoadError(
               `the ONNX model's input ${describeDims(dims)} has a fixed batch of ${batchDim}`,
@@ -167,6 +172,20 @@ export class OrtRunner implements ModelRunner {
                 );
           return { name, shape: [...shape], dtype, batched: true };
         }
+        // An input with the batch symbol where only size-1 axes come before it: samples stacked
+        // one after another are its batch, as for the first input.
+        const axis = batchSymbol === undefined ? -1 : dims.indexOf(batchSymbol);
+        if (axis >= 0 && dims.every((d, k) => k === axis || (typeof d === 'number' && d >= 0))) {
+          if (dims.slice(0, axis).every((d) => d === 1)) {
+            const shape = dims.filter((_, k) => k !== axis) as number[];
+            return { name, shape, dtype, batched: true, ...(axis > 0 ? { batchAxis: axis } : {}) };
+          }
+        }
+        if (batchSymbol !== undefined && axis < 0 && dims.every((d) => d === 1)) {
+          // One fixed value beside a model with a batch (a sample rate): the same for every sample.
+          return { name, shape: dims as number[], dtype, batched: false };
+        }
+        if (batchDim === 1) singleSample = true;
         // Other inputs (state, constants): unknown dimensions inside are the batch of one stream.
         const rest = batched ? dims.slice(1) : dims;
         const shape = rest.map((d) => {
@@ -196,7 +215,10 @@ export class OrtRunner implements ModelRunner {
   }
 
   private feed(spec: TensorSpec, input: Float32Array, batchSize: number): OrtTypes.Tensor {
-    const dims = spec.batched ? [batchSize, ...spec.shape] : spec.shape;
+    const axis = spec.batchAxis ?? 0;
+    const dims = spec.batched
+      ? [...spec.shape.slice(0, axis), batchSize, ...spec.shape.slice(axis)]
+      : spec.shape;
     const q = this.ioQuant[spec.name];
     if (q) return new this.ort.Tensor(q.type, quantizeReal(input, q), dims);
     switch (spec.dtype) {
