@@ -2,6 +2,8 @@
 // runtime createRunner picks (its ONNX export on ONNX Runtime, checked against TF.js at load) and
 // on TF.js, medians of batch-1 and batch-64 runs of both outputs, measured side by side in one
 // process (one run of each per round).
+// Then a stateful ONNX RNN (LSTM state carried per stream): messages per second for 16 streams
+// queued together, their n-th messages run as one batch against one by one, side by side.
 // Usage: npm run bench:multi-io [-- runs]
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
@@ -12,6 +14,40 @@ import { useBackend } from '../lib/models/runtime/tfjs';
 import { readModelFiles } from '../lib/models/store/model-files';
 import { randomValues } from '../test/fixtures/reference';
 import { keras3TwoInputs } from '../test/fixtures/tfjs-fixtures';
+import { onnxStatefulRnn } from '../test/fixtures/onnx-fixtures';
+import { availableOrtRuntimes } from '../lib/models/runtime/ort-session';
+import { OrtRunner } from '../lib/models/runtime/ort-runner';
+import { runStreamJobs, type StreamJob } from '../lib/models/serve/stream-batch';
+import { parseConstants, parseStatePairs, StreamStates } from '../lib/models/serve/streams';
+
+async function statefulStreams(rounds: number): Promise<void> {
+  const { bytes, features } = onnxStatefulRnn();
+  const runner = await OrtRunner.create(bytes, availableOrtRuntimes()[0]);
+  const settings = {
+    state: parseStatePairs('hn:h, cn:c'),
+    constants: parseConstants('sr=16000'),
+    maxStreams: 100,
+  };
+  const states = { batched: new StreamStates(settings), single: new StreamStates(settings) };
+  const jobs: StreamJob[] = Array.from({ length: 16 }, (_, s) => ({
+    stream: `sensor${s}`,
+    feeds: { input: randomValues(features, s + 1, 1.5) },
+  }));
+  const ms = { batched: 0, single: 0 };
+  for (let r = 0; r < rounds + 10; r++) {
+    for (const mode of ['batched', 'single'] as const) {
+      const t0 = performance.now();
+      await runStreamJobs(runner, states[mode], runner.inputs, jobs, mode === 'batched');
+      if (r >= 10) ms[mode] += performance.now() - t0;
+    }
+  }
+  await runner.dispose();
+  const rate = (t: number) => (16 * rounds) / (t / 1000);
+  console.log(`\nstateful RNN on ${runner.runtime}, 16 streams queued together, ${rounds} rounds`);
+  console.log(
+    `one by one: ${rate(ms.single).toFixed(0)} msg/s | batched: ${rate(ms.batched).toFixed(0)} msg/s | ${(ms.single / ms.batched).toFixed(1)}x`,
+  );
+}
 
 async function sideBySide(
   runners: ModelRunner[],
@@ -54,6 +90,7 @@ async function main(): Promise<void> {
     await tfjs.runner.dispose();
     const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
     for (const r of rows) console.log(r.map((v, c) => v.padEnd(widths[c])).join(' | '));
+    await statefulStreams(Math.max(50, Math.floor(runs / 2)));
   } finally {
     await fs.rm(root, { recursive: true, force: true });
   }
