@@ -20,8 +20,8 @@ import { OrtRunner } from '../lib/models/runtime/ort-runner';
 import { runStreamJobs, type StreamJob } from '../lib/models/serve/stream-batch';
 import { parseConstants, parseStatePairs, StreamStates } from '../lib/models/serve/streams';
 
-async function statefulStreams(rounds: number): Promise<void> {
-  const { bytes, features } = onnxStatefulRnn();
+async function statefulStreams(rounds: number, directions: 1 | 2): Promise<void> {
+  const { bytes, features } = onnxStatefulRnn(91, directions);
   const runner = await OrtRunner.create(bytes, availableOrtRuntimes()[0]);
   const settings = {
     state: parseStatePairs('hn:h, cn:c'),
@@ -43,7 +43,9 @@ async function statefulStreams(rounds: number): Promise<void> {
   }
   await runner.dispose();
   const rate = (t: number) => (16 * rounds) / (t / 1000);
-  console.log(`\nstateful RNN on ${runner.runtime}, 16 streams queued together, ${rounds} rounds`);
+  console.log(
+    `\nstateful RNN (state [${directions}, batch, 8]) on ${runner.runtime}, 16 streams queued together, ${rounds} rounds`,
+  );
   console.log(
     `one by one: ${rate(ms.single).toFixed(0)} msg/s | batched: ${rate(ms.batched).toFixed(0)} msg/s | ${(ms.single / ms.batched).toFixed(1)}x`,
   );
@@ -90,7 +92,8 @@ async function main(): Promise<void> {
     await tfjs.runner.dispose();
     const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
     for (const r of rows) console.log(r.map((v, c) => v.padEnd(widths[c])).join(' | '));
-    await statefulStreams(Math.max(50, Math.floor(runs / 2)));
+    for (const directions of [1, 2] as const)
+      await statefulStreams(Math.max(50, Math.floor(runs / 2)), directions);
   } finally {
     await fs.rm(root, { recursive: true, force: true });
   }

@@ -9,6 +9,7 @@ import {
   type OrtSession,
 } from './ort-session';
 import { missingFeeds, zeroFeeds } from './feeds';
+import { sizeOf } from '../../preprocess/shape';
 import { dequantizeReal, ioQuantizationOf, quantizeReal, type IoQuantization } from './io-quantization';
 import { chooseQdqKernels, hasQdqNodes, type QdqKernels } from './qdq-kernels';
 import type { ModelRunner, TensorSpec } from './runner';
@@ -172,14 +173,12 @@ export class OrtRunner implements ModelRunner {
                 );
           return { name, shape: [...shape], dtype, batched: true };
         }
-        // An input with the batch symbol where only size-1 axes come before it: samples stacked
-        // one after another are its batch, as for the first input.
+        // An input with the batch symbol on any axis (e.g. an LSTM state [layers, batch, hidden])
+        // is batched along it; samples still come one after another and the runner interleaves.
         const axis = batchSymbol === undefined ? -1 : dims.indexOf(batchSymbol);
         if (axis >= 0 && dims.every((d, k) => k === axis || (typeof d === 'number' && d >= 0))) {
-          if (dims.slice(0, axis).every((d) => d === 1)) {
-            const shape = dims.filter((_, k) => k !== axis) as number[];
-            return { name, shape, dtype, batched: true, ...(axis > 0 ? { batchAxis: axis } : {}) };
-          }
+          const shape = dims.filter((_, k) => k !== axis) as number[];
+          return { name, shape, dtype, batched: true, ...(axis > 0 ? { batchAxis: axis } : {}) };
         }
         if (batchSymbol !== undefined && axis < 0 && dims.every((d) => d === 1)) {
           // One fixed value beside a model with a batch (a sample rate): the same for every sample.
@@ -201,8 +200,14 @@ export class OrtRunner implements ModelRunner {
         runner.notes.push(kernels.note);
       }
       const outputs = await runner.runOnce(zeroFeeds(inputs, 1), 1);
-      runner.outputs = session.outputNames.map((name) => {
+      runner.outputs = session.outputNames.map((name, index) => {
         const dims = outputs[name].dims;
+        const meta = session.outputMetadata?.[index];
+        const axis = batchSymbol !== undefined && meta?.isTensor ? meta.shape.indexOf(batchSymbol) : -1;
+        if (axis > 0 && dims[axis] === 1) {
+          const shape = dims.filter((_, k) => k !== axis);
+          return { name, shape, dtype: outputs[name].dtype, batched: true, batchAxis: axis };
+        }
         const batched = dims.length > 0 && dims[0] === 1;
         return { name, shape: batched ? dims.slice(1) : dims, dtype: outputs[name].dtype, batched };
       });
@@ -219,6 +224,9 @@ export class OrtRunner implements ModelRunner {
     const dims = spec.batched
       ? [...spec.shape.slice(0, axis), batchSize, ...spec.shape.slice(axis)]
       : spec.shape;
+    if (spec.batched && spec.batchAxis && batchSize > 1) {
+      input = interleave(input, batchSize, sizeOf(spec.shape.slice(0, spec.batchAxis)), true);
+    }
     const q = this.ioQuant[spec.name];
     if (q) return new this.ort.Tensor(q.type, quantizeReal(input, q), dims);
     switch (spec.dtype) {
@@ -261,6 +269,10 @@ export class OrtRunner implements ModelRunner {
       else {
         data = new Float32Array(raw.length);
         for (let i = 0; i < raw.length; i++) data[i] = Number(raw[i]);
+      }
+      const spec = this.outputs.find((o) => o.name === name);
+      if (spec?.batchAxis && batchSize > 1) {
+        data = interleave(data, batchSize, sizeOf(spec.shape.slice(0, spec.batchAxis)), false);
       }
       out[name] = { data, dims: [...value.dims].map(Number), dtype: q ? 'float32' : value.type };
     }
@@ -312,6 +324,25 @@ export class OrtRunner implements ModelRunner {
 }
 
 const NUMERIC_TYPES = ['float32', 'int32', 'int64', 'float64', 'bool'];
+
+/**
+ * Samples one after another ([n][outer][inner]) -> the batch on an inner axis ([outer][n][inner]),
+ * or back (`toModel` false).
+ */
+function interleave(data: Float32Array, n: number, outer: number, toModel: boolean): Float32Array {
+  if (n === 1 || outer === 1) return data;
+  const inner = data.length / (n * outer);
+  const out = new Float32Array(data.length);
+  for (let s = 0; s < n; s++) {
+    for (let o = 0; o < outer; o++) {
+      const bySample = (s * outer + o) * inner;
+      const byAxis = (o * n + s) * inner;
+      if (toModel) out.set(data.subarray(bySample, bySample + inner), byAxis);
+      else out.set(data.subarray(byAxis, byAxis + inner), bySample);
+    }
+  }
+  return out;
+}
 
 function concat(parts: Float32Array[]): Float32Array {
   const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
