@@ -18,6 +18,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 // Registers TF.js's gradient functions, which call these kernels.
 import '@tensorflow/tfjs-layers';
+import { CONV_FILTER_BLOCKS, heapKernelsFor, type HeapKernels } from './heap-kernels';
 
 type Info = tf.TensorInfo;
 type Attrs = Record<string, unknown>;
@@ -32,6 +33,17 @@ interface Backend {
 interface HeapBackend extends Backend {
   makeOutput(shape: number[], dtype: tf.DataType): Info;
   typedArrayFromHeap(info: Info): Float32Array | Int32Array | Uint8Array;
+  wasm?: { asm?: { memory?: WebAssembly.Memory } };
+}
+
+/** The compiled heap kernels for this backend's memory, when they can run there. */
+function kernelsOf(backend: HeapBackend): HeapKernels | undefined {
+  return heapKernelsFor(backend.wasm?.asm?.memory);
+}
+
+/** Byte address of a tensor's data on the wasm heap. */
+function addressOf(backend: HeapBackend, info: Info): number {
+  return backend.typedArrayFromHeap(info).byteOffset;
 }
 
 /** Runs wasm kernels by name and frees every intermediate they produced unless kept. */
@@ -199,6 +211,35 @@ function conv2DBackpropFilter({ inputs, attrs, backend }: KernelArgs): Info {
     dimRoundingMode,
   );
   const [fh, fw, inChannels, outChannels] = filterShape;
+  const heap = backend as HeapBackend;
+  const kernels = kernelsOf(heap);
+  const block = CONV_FILTER_BLOCKS.find(([i, o]) => inChannels % i === 0 && outChannels % o === 0);
+  if (kernels && block && x.dtype === 'float32' && dy.dtype === 'float32') {
+    return scoped(backend, (s) => {
+      const padded = padInput(s, x, info);
+      const out = heap.makeOutput(filterShape, 'float32');
+      const grad = kernels[`convFilterGrad${block[0]}x${block[1]}`];
+      grad(
+        addressOf(heap, padded),
+        addressOf(heap, dy),
+        addressOf(heap, out),
+        info.batchSize,
+        padded.shape[1],
+        padded.shape[2],
+        inChannels,
+        info.outHeight,
+        info.outWidth,
+        outChannels,
+        fh,
+        fw,
+        info.strideHeight,
+        info.strideWidth,
+        info.dilationHeight,
+        info.dilationWidth,
+      );
+      return out;
+    });
+  }
   return scoped(backend, (s) => {
     const padded = padInput(s, x, info);
     const channelsFirst = s.run('Transpose', { x: padded }, { perm: [3, 1, 2, 0] });
@@ -395,6 +436,28 @@ function heapMaxPoolGrad({ inputs, attrs, backend }: KernelArgs): Info {
   const { strideHeight, strideWidth, filterHeight, filterWidth } = info;
   const { top, left } = info.padInfo;
   const out = b.makeOutput(input.shape, 'float32');
+  const kernels = kernelsOf(b);
+  if (kernels && input.dtype === 'float32' && dy.dtype === 'float32') {
+    const run = c % 4 === 0 ? kernels.maxPoolGrad4 : kernels.maxPoolGrad;
+    run(
+      addressOf(b, input),
+      addressOf(b, dy),
+      addressOf(b, out),
+      batchSize,
+      inHeight,
+      inWidth,
+      c,
+      outHeight,
+      outWidth,
+      strideHeight,
+      strideWidth,
+      filterHeight,
+      filterWidth,
+      top,
+      left,
+    );
+    return out;
+  }
   const dx = b.typedArrayFromHeap(out) as Float32Array;
   dx.fill(0);
   const x = b.typedArrayFromHeap(input) as Float32Array;
@@ -486,12 +549,62 @@ function leadingAxesSum(original: tf.KernelFunc): (args: KernelArgs) => Info {
     const cols = kept.reduce((p, q) => p * q, 1);
     const heap = backend as HeapBackend;
     const out = heap.makeOutput(keepDims ? [...axes.map(() => 1), ...kept] : kept, 'float32');
+    const kernels = kernelsOf(heap);
+    if (kernels) {
+      // cols f64 accumulators, as float32 pairs on the heap.
+      const scratch = heap.makeOutput([cols * 2], 'float32');
+      try {
+        const sum = cols % 4 === 0 ? kernels.leadingSum4 : kernels.leadingSum;
+        sum(addressOf(heap, x), addressOf(heap, out), rows, cols, addressOf(heap, scratch));
+      } finally {
+        heap.disposeData(scratch.dataId);
+      }
+      return out;
+    }
     const values = heap.typedArrayFromHeap(x) as Float32Array;
     const acc = new Float64Array(cols);
     for (let r = 0, at = 0; r < rows; r++) for (let c = 0; c < cols; c++, at++) acc[c] += values[at];
     (heap.typedArrayFromHeap(out) as Float32Array).set(acc);
     return out;
   };
+}
+
+/** The ReLU gradient in one pass: dy where the ReLU's input is positive, else 0. */
+const RELU_GRAD = 'EdgeAiReluGrad';
+
+function heapReluGrad({ inputs, backend }: KernelArgs): Info {
+  const { dy, x } = inputs;
+  const heap = backend as HeapBackend;
+  const kernels = kernelsOf(heap) as HeapKernels;
+  const out = heap.makeOutput(dy.shape, 'float32');
+  kernels.reluGrad(
+    addressOf(heap, dy),
+    addressOf(heap, x),
+    addressOf(heap, out),
+    tf.util.sizeFromShape(dy.shape),
+  );
+  return out;
+}
+
+/**
+ * The Relu gradient (TF.js: Step, Cast and Multiply, three passes and two intermediates) as the
+ * one-pass kernel where the active backend has it, TF.js's own formula elsewhere.
+ */
+function registerReluGradient(): void {
+  tf.registerGradient({
+    kernelName: 'Relu',
+    inputsToSave: ['x'],
+    gradFunc: (dy, saved) => {
+      const [x] = saved;
+      const g = Array.isArray(dy) ? dy[0] : dy;
+      return {
+        x: () =>
+          tf.getKernel(RELU_GRAD, tf.getBackend()) && x.dtype === 'float32' && g.dtype === 'float32'
+            ? (tf.engine().runKernel(RELU_GRAD, { dy: g, x }, {}) as tf.Tensor)
+            : tf.mul(g, tf.cast(tf.step(x), 'float32')),
+      };
+    },
+  });
 }
 
 /** Kernels the wasm backend lacks. */
@@ -538,6 +651,11 @@ export function registerWasmGradients(): string[] {
     changed.push('Conv2DBackpropInput');
     replace('MaxPoolGrad', heapMaxPoolGrad);
     changed.push('MaxPoolGrad');
+    if (kernelsOf(tf.backend() as unknown as HeapBackend)) {
+      register(RELU_GRAD, heapReluGrad);
+      registerReluGradient();
+      changed.push(RELU_GRAD);
+    }
     for (const [kernelName, wrap] of FASTER) {
       const native = tf.getKernel(kernelName, 'wasm');
       if (!native) continue;

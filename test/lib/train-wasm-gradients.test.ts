@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { tf, useBackend } from '../../lib/models/runtime/tfjs';
+import { heapKernelsFor } from '../../lib/train/heap-kernels';
 import { registerWasmGradients } from '../../lib/train/wasm-gradients';
 
 type Grads = Float32Array[];
@@ -77,12 +78,37 @@ describe('wasm gradient kernels vs cpu', () => {
     assert.deepEqual(registerWasmGradients(), []);
   });
 
+  it('compiles the heap kernels onto the wasm backend memory and registers the one-pass ReLU gradient', () => {
+    const memory = (tf.backend() as unknown as { wasm: { asm: { memory: WebAssembly.Memory } } }).wasm.asm
+      .memory;
+    const kernels = heapKernelsFor(memory);
+    assert.ok(kernels, 'the heap kernels did not compile on this engine');
+    assert.equal(heapKernelsFor(memory), kernels, 'compiled once per memory');
+    for (const name of [
+      'maxPoolGrad',
+      'maxPoolGrad4',
+      'leadingSum',
+      'leadingSum4',
+      'reluGrad',
+      'convFilterGrad2x16',
+    ]) {
+      assert.equal(typeof (kernels as unknown as Record<string, unknown>)[name], 'function', name);
+    }
+    assert.ok(tf.getKernel('EdgeAiReluGrad', 'wasm'));
+    assert.equal(heapKernelsFor(undefined), undefined);
+  });
+
   const convCases: Array<{ x: number[]; f: number[]; strides: number; pad: 'same' | 'valid' }> = [
     { x: [2, 9, 9, 3], f: [3, 3, 3, 4], strides: 1, pad: 'valid' },
     { x: [2, 9, 8, 3], f: [3, 3, 3, 4], strides: 1, pad: 'same' },
     { x: [2, 10, 9, 2], f: [3, 2, 2, 5], strides: 2, pad: 'same' },
     { x: [1, 11, 11, 4], f: [5, 5, 4, 3], strides: 3, pad: 'valid' },
     { x: [3, 7, 7, 1], f: [1, 1, 1, 6], strides: 1, pad: 'valid' },
+    // Output channels in eights: the heap filter-gradient kernel, one and four input channels a pass.
+    { x: [2, 12, 12, 1], f: [3, 3, 1, 8], strides: 1, pad: 'valid' },
+    { x: [2, 9, 9, 3], f: [3, 3, 3, 16], strides: 1, pad: 'same' },
+    { x: [2, 11, 10, 8], f: [3, 3, 8, 16], strides: 2, pad: 'same' },
+    { x: [2, 8, 8, 32], f: [3, 3, 32, 16], strides: 1, pad: 'valid' },
   ];
   for (const c of convCases) {
     it(`conv2d x${c.x} filter ${c.f} stride ${c.strides} ${c.pad}: dx and dfilter match cpu`, async () => {
@@ -153,6 +179,9 @@ describe('wasm gradient kernels vs cpu', () => {
     { x: [2, 7, 9, 2], size: 2, strides: 2, pad: 'same' },
     { x: [1, 9, 9, 2], size: 3, strides: 1, pad: 'same' },
     { x: [2, 10, 10, 1], size: 3, strides: 2, pad: 'valid' },
+    // Channels in fours: the heap kernel's four-channel path.
+    { x: [2, 11, 11, 8], size: 2, strides: 2, pad: 'valid' },
+    { x: [2, 9, 7, 4], size: 3, strides: 2, pad: 'same' },
   ];
   for (const c of poolCases) {
     it(`max and average pooling ${c.size}x${c.size} stride ${c.strides} ${c.pad} on signed inputs match cpu`, async () => {
@@ -169,6 +198,20 @@ describe('wasm gradient kernels vs cpu', () => {
       );
     });
   }
+
+  it('max pooling after ReLU (windows of equal zeros) gives each window one gradient, as on cpu', async () => {
+    for (const shape of [
+      [2, 10, 10, 8],
+      [2, 9, 9, 3],
+    ]) {
+      const n = shape.reduce((a, b) => a * b);
+      await compare(
+        `maxPool(relu) ${shape}`,
+        () => [tf.tensor(values(n, 13), shape)],
+        (x) => tf.maxPool(tf.relu(x) as tf.Tensor4D, 2, 2, 'valid'),
+      );
+    }
+  });
 
   for (const [ta, tb] of [
     [true, false],
