@@ -444,6 +444,151 @@ function convFilterGrad(inBlock: number, outVectors: number): FunctionSpec {
   };
 }
 
+/**
+ * convInputGrad: dx[n, ih, iw, ci] = sum over kh, kw, co of dy[n, oh, ow, co] * w[kh, kw, ci, co]
+ * where ih = oh*sh + kh - top and iw = ow*sw + kw - left, for each input position gathered in
+ * registers (`vectors` x 4 input channels) and stored once. `wt` is the filter with its last two
+ * axes swapped ([kh, kw, co, ci]) so that input channels are contiguous.
+ */
+function convInputGrad(vectors: number): FunctionSpec {
+  const C = {
+    dy: 0,
+    wt: 1,
+    dx: 2,
+    batch: 3,
+    inH: 4,
+    inW: 5,
+    cin: 6,
+    outH: 7,
+    outW: 8,
+    cout: 9,
+    fh: 10,
+    fw: 11,
+    sh: 12,
+    sw: 13,
+    top: 14,
+    left: 15,
+    n: 16,
+    ih: 17,
+    iw: 18,
+    cb: 19,
+    kh: 20,
+    kw: 21,
+    oh: 22,
+    ow: 23,
+    t: 24,
+    co: 25,
+    pd: 26,
+    pw: 27,
+    wstep: 28,
+    out: 29,
+    s: 30,
+    acc: 31,
+  } as const;
+  const accs = Array.from({ length: vectors }, (_, j) => C.acc + j);
+  const perChannel: Code[] = [set(C.s, op.f32x4Splat(op.f32Load(get(C.pd))))];
+  for (const [j, a] of accs.entries()) {
+    perChannel.push(set(a, op.f32x4Add(get(a), op.f32x4Mul(get(C.s), op.v128Load(get(C.pw), 16 * j)))));
+  }
+  perChannel.push(set(C.pd, add(get(C.pd), i32(4))), set(C.pw, add(get(C.pw), get(C.wstep))));
+  // The output row oh (or column ow) that reads input row ih through tap k, if there is one.
+  const through = (
+    index: number,
+    pad: number,
+    k: number,
+    stride: number,
+    size: number,
+    target: number,
+    body: Code,
+  ): Code => [
+    set(C.t, sub(add(get(index), get(pad)), get(k))),
+    op.if(op.and(op.geS(get(C.t), i32(0)), op.eqz(op.remS(get(C.t), get(stride)))), [
+      set(target, op.divS(get(C.t), get(stride))),
+      op.if(op.ltS(get(target), get(size)), body),
+    ]),
+  ];
+  const perTap: Code = [
+    set(
+      C.pd,
+      at4(
+        get(C.dy),
+        mul(add(mul(add(mul(get(C.n), get(C.outH)), get(C.oh)), get(C.outW)), get(C.ow)), get(C.cout)),
+      ),
+    ),
+    set(
+      C.pw,
+      at4(
+        get(C.wt),
+        add(mul(mul(add(mul(get(C.kh), get(C.fw)), get(C.kw)), get(C.cout)), get(C.cin)), get(C.cb)),
+      ),
+    ),
+    op.for(C.co, i32(0), get(C.cout), perChannel),
+  ];
+  return {
+    name: `convInputGrad${vectors * 4}`,
+    params: new Array<ValueType>(16).fill(I32),
+    locals: [...new Array<ValueType>(14).fill(I32), V128, ...accs.map((): ValueType => V128)],
+    body: [
+      set(C.wstep, mul(get(C.cin), i32(4))),
+      op.for(
+        C.n,
+        i32(0),
+        get(C.batch),
+        op.for(
+          C.ih,
+          i32(0),
+          get(C.inH),
+          op.for(
+            C.iw,
+            i32(0),
+            get(C.inW),
+            op.for(
+              C.cb,
+              i32(0),
+              get(C.cin),
+              [
+                ...accs.map((a) => set(a, op.v128Zero())),
+                op.for(
+                  C.kh,
+                  i32(0),
+                  get(C.fh),
+                  through(
+                    C.ih,
+                    C.top,
+                    C.kh,
+                    C.sh,
+                    C.outH,
+                    C.oh,
+                    op.for(C.kw, i32(0), get(C.fw), through(C.iw, C.left, C.kw, C.sw, C.outW, C.ow, perTap)),
+                  ),
+                ),
+                set(
+                  C.out,
+                  at4(
+                    get(C.dx),
+                    add(
+                      mul(
+                        add(mul(add(mul(get(C.n), get(C.inH)), get(C.ih)), get(C.inW)), get(C.iw)),
+                        get(C.cin),
+                      ),
+                      get(C.cb),
+                    ),
+                  ),
+                ),
+                ...accs.map((a, j) => op.v128Store(get(C.out), get(a), 16 * j)),
+              ],
+              vectors * 4,
+            ),
+          ),
+        ),
+      ),
+    ],
+  };
+}
+
+/** Input-channel blocks of the input-gradient kernel, the first that divides wins. */
+export const CONV_INPUT_BLOCKS: readonly number[] = [32, 16, 8];
+
 /** Input x output channel blocks of the filter-gradient kernel, the first that divides wins. */
 export const CONV_FILTER_BLOCKS: ReadonlyArray<readonly [number, number]> = [
   [2, 16],
@@ -458,7 +603,7 @@ export interface HeapKernels {
   leadingSum(x: number, out: number, rows: number, cols: number, scratch: number): void;
   leadingSum4(x: number, out: number, rows: number, cols: number, scratch: number): void;
   reluGrad(dy: number, y: number, out: number, count: number): void;
-  [convFilterGrad: `convFilterGrad${number}x${number}`]: (...args: number[]) => void;
+  [convGrad: `convFilterGrad${number}x${number}` | `convInputGrad${number}`]: (...args: number[]) => void;
 }
 
 const FUNCTIONS = [
@@ -468,6 +613,7 @@ const FUNCTIONS = [
   leadingSum4,
   reluGrad,
   ...CONV_FILTER_BLOCKS.map(([i, o]) => convFilterGrad(i, o / 4)),
+  ...CONV_INPUT_BLOCKS.map((c) => convInputGrad(c / 4)),
 ];
 const instances = new WeakMap<WebAssembly.Memory, HeapKernels | null>();
 

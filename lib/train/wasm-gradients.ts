@@ -18,7 +18,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 // Registers TF.js's gradient functions, which call these kernels.
 import '@tensorflow/tfjs-layers';
-import { CONV_FILTER_BLOCKS, heapKernelsFor, type HeapKernels } from './heap-kernels';
+import { CONV_FILTER_BLOCKS, CONV_INPUT_BLOCKS, heapKernelsFor, type HeapKernels } from './heap-kernels';
 
 type Info = tf.TensorInfo;
 type Attrs = Record<string, unknown>;
@@ -324,6 +324,35 @@ function conv2DBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
     pad,
     dimRoundingMode,
   );
+  const heap = backend as HeapBackend;
+  const kernels = kernelsOf(heap);
+  const inChannels = inputShape[3];
+  const block = CONV_INPUT_BLOCKS.find((c) => inChannels % c === 0);
+  if (kernels && block && dy.dtype === 'float32' && filter.dtype === 'float32') {
+    return scoped(backend, (s) => {
+      const swapped = s.run('Transpose', { x: filter }, { perm: [0, 1, 3, 2] });
+      const out = heap.makeOutput(inputShape, 'float32');
+      kernels[`convInputGrad${block}`](
+        addressOf(heap, dy),
+        addressOf(heap, swapped),
+        addressOf(heap, out),
+        info.batchSize,
+        info.inHeight,
+        info.inWidth,
+        inChannels,
+        info.outHeight,
+        info.outWidth,
+        info.outChannels,
+        fh,
+        fw,
+        info.strideHeight,
+        info.strideWidth,
+        info.padInfo.top,
+        info.padInfo.left,
+      );
+      return out;
+    });
+  }
   return scoped(backend, (s) => {
     const spread = spreadByStride(s, dy, info.strideHeight, info.strideWidth);
     const framed = frameForInputGradient(s, spread, info, fh, fw);
