@@ -38,7 +38,20 @@ interface HeapBackend extends Backend {
 
 /** The compiled heap kernels for this backend's memory, when they can run there. */
 function kernelsOf(backend: HeapBackend): HeapKernels | undefined {
-  return heapKernelsFor(backend.wasm?.asm?.memory);
+  return heapKernelsOn ? heapKernelsFor(backend.wasm?.asm?.memory) : undefined;
+}
+
+let heapKernelsOn = true;
+
+/**
+ * Turns the compiled heap kernels off (every kernel then takes its composed or JavaScript path,
+ * as on a shared memory) or back on; for side-by-side measurements and tests. Returns the
+ * previous setting.
+ */
+export function useHeapKernels(on: boolean): boolean {
+  const previous = heapKernelsOn;
+  heapKernelsOn = on;
+  return previous;
 }
 
 /** Byte address of a tensor's data on the wasm heap. */
@@ -604,7 +617,10 @@ const RELU_GRAD = 'EdgeAiReluGrad';
 function heapReluGrad({ inputs, backend }: KernelArgs): Info {
   const { dy, x } = inputs;
   const heap = backend as HeapBackend;
-  const kernels = kernelsOf(heap) as HeapKernels;
+  const kernels = kernelsOf(heap);
+  if (!kernels) {
+    return scoped(backend, (s) => s.run('Multiply', { a: dy, b: s.run('Step', { x }, { alpha: 0 }) }));
+  }
   const out = heap.makeOutput(dy.shape, 'float32');
   kernels.reluGrad(
     addressOf(heap, dy),
