@@ -1,12 +1,13 @@
 /**
- * Memory-bound gradient kernels compiled to WebAssembly at start-up and run in place on the TF.js
+ * Training kernels compiled to WebAssembly at start-up and run in place on the TF.js
  * wasm backend's heap (they import its memory and keep everything else in locals), so a step
  * pays neither JavaScript loops nor copies in and out:
  * - maxPoolGrad: each window's first maximum (as the cpu backend picks it) receives the window's
  *   gradient; four channels at a time when the channel count allows;
  * - leadingSum: sums over the leading rows of a [rows, cols] matrix (bias gradients), in f64;
- * - reluGrad: dy where the activation is positive, else 0 (the fused ReLU gradient), one pass.
- * Every address and size is in bytes of the shared heap.
+ * - reluGrad: dy where the activation is positive, else 0 (the fused ReLU gradient), one pass;
+ * - convFilterGrad / convInputGrad: the two Conv2D gradients as register-blocked SIMD loops.
+ * Addresses are byte offsets on the shared heap; shapes and strides are element counts.
  */
 import {
   F32,
