@@ -383,6 +383,14 @@ export class FederatedAggregator extends EventEmitter {
     if (this.enough()) await this.closeRound('reports');
   }
 
+  /** Moves the deadline of the round in progress to `ms` from now. */
+  deadlineIn(ms: number): void {
+    if (!this.state || this.closed) return;
+    this.state.deadlineAt = Date.now() + ms;
+    this.stateFile.changed();
+    this.arm();
+  }
+
   /** Closes the round now (with at least one update); resolves with its summary, else undefined. */
   closeNow(): Promise<RoundSummary | undefined> {
     let summary: RoundSummary | undefined;

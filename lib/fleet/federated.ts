@@ -474,3 +474,23 @@ export class WeightedSum {
     return { specs: global.specs, values };
   }
 }
+
+/** The weights of trained model artifacts (weight specs and their concatenated float32 data). */
+export function artifactWeights(
+  weightSpecs: { name: string; shape: number[]; dtype?: string }[],
+  weightData: ArrayBuffer,
+): ModelWeights {
+  const specs: WeightSpec[] = [];
+  const values: Float32Array[] = [];
+  let offset = 0;
+  for (const w of weightSpecs) {
+    if ((w.dtype ?? 'float32') !== 'float32') {
+      throw new FleetError('fleet-update-invalid', `weight ${w.name} is ${w.dtype}, not float32`);
+    }
+    const n = sizeOf(w.shape);
+    values.push(new Float32Array(weightData.slice(offset, offset + n * 4)));
+    specs.push({ name: w.name, shape: [...w.shape] });
+    offset += n * 4;
+  }
+  return { specs, values };
+}
