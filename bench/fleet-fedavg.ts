@@ -24,12 +24,13 @@ import path from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { TestBroker } from '../test/helpers/mqtt-brokers';
 import { FleetConnection } from '../lib/fleet/connection';
-import { artifactWeights, encodeUpdate, readStoredWeights, type UpdateEncoding } from '../lib/fleet/federated';
 import {
-  FederatedAggregator,
-  saveInitialModel,
-  type RoundSummary,
-} from '../lib/fleet/federated-aggregator';
+  artifactWeights,
+  encodeUpdate,
+  readStoredWeights,
+  type UpdateEncoding,
+} from '../lib/fleet/federated';
+import { FederatedAggregator, saveInitialModel, type RoundSummary } from '../lib/fleet/federated-aggregator';
 import { FederatedClient, type FederatedRound } from '../lib/fleet/federated-client';
 import { generateFleetKeys, readPrivateKey, readPublicKey } from '../lib/fleet/keys';
 import { fileLoadHandler, fileSaveHandler, tf, useBackend } from '../lib/models/runtime/tfjs';
@@ -113,7 +114,8 @@ function nonIid(training: Digit[], devices: number, seed: number): Digit[][] {
     const j = Math.floor(rand() * (i + 1));
     [order[i], order[j]] = [order[j], order[i]];
   }
-  const shard = (k: number): Digit[] => sorted.slice(k * size, k === shards - 1 ? sorted.length : (k + 1) * size);
+  const shard = (k: number): Digit[] =>
+    sorted.slice(k * size, k === shards - 1 ? sorted.length : (k + 1) * size);
   return Array.from({ length: devices }, (_, d) => [...shard(order[2 * d]), ...shard(order[2 * d + 1])]);
 }
 
@@ -123,7 +125,15 @@ async function accuracyOf(modelJson: string, test: Digit[]): Promise<number> {
   for (let start = 0; start < test.length; start += 500) {
     const batch = test.slice(start, start + 500);
     const predicted = tf.tidy(() =>
-      tf.argMax(model.predict(tf.tensor(batch.flatMap((d) => d.input), [batch.length, 28, 28])) as tf.Tensor, -1),
+      tf.argMax(
+        model.predict(
+          tf.tensor(
+            batch.flatMap((d) => d.input),
+            [batch.length, 28, 28],
+          ),
+        ) as tf.Tensor,
+        -1,
+      ),
     );
     const labels = await predicted.data();
     predicted.dispose();
@@ -153,7 +163,9 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
     if (!ok) problems.push(what);
   };
   const { training, test, how } = o.quick ? balancedSets(1000, 500) : balancedSets(8000, 2000);
-  console.log(`\nFederated MNIST (FedAvg), non-IID: ${training.length} training digits on ${o.devices} devices, ${test.length} held out`);
+  console.log(
+    `\nFederated MNIST (FedAvg), non-IID: ${training.length} training digits on ${o.devices} devices, ${test.length} held out`,
+  );
   console.log(how);
   const keys = generateFleetKeys();
   const privateKey = readPrivateKey(keys.privateKey);
@@ -176,7 +188,13 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
         `updates ${o.encoding}; ${o.threads} training thread(s) shared by the devices; broker ${o.broker.kind}`,
     );
     const store = new ModelStore(path.join(root, 'aggregator', 'models'), { keep: 3 });
-    await saveInitialModel(store, 'digits', { architecture: 'mnist-cnn', inputShape: [28, 28], labels: LABELS, sizes: SIZES, seed: 1 });
+    await saveInitialModel(store, 'digits', {
+      architecture: 'mnist-cnn',
+      inputShape: [28, 28],
+      labels: LABELS,
+      sizes: SIZES,
+      seed: 1,
+    });
 
     // The devices first, so the aggregator's first selection sees them online.
     const settings: TrainSettings = {
@@ -195,7 +213,8 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
       void pool
         .run(async (w) => {
           // A device that already has a newer global version drops the older round.
-          if (device.killed || device.client.hasReported(r.round) || device.client.current?.round !== r.round) return;
+          if (device.killed || device.client.hasReported(r.round) || device.client.current?.round !== r.round)
+            return;
           const started = performance.now();
           const result = await w.request<TrainResult>('train', {
             settings: {
@@ -203,7 +222,13 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
               seed: r.round * 1000 + Number(device.id.slice(1)),
               base: { modelJsonPath: path.join(r.stored.dir, r.stored.meta.entry), freeze: 0, whole: true },
             },
-            data: { x: device.x.slice(), y: device.y.slice(), count: device.y.length, inputShape: [28, 28], outputSize: 10 },
+            data: {
+              x: device.x.slice(),
+              y: device.y.slice(),
+              count: device.y.length,
+              inputShape: [28, 28],
+              outputSize: 10,
+            },
           });
           rounds.get(r.round)?.trainMs.push(performance.now() - started);
           if (device.killed) return;
@@ -298,7 +323,9 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
         seconds.toFixed(0),
         String(bytes),
       ]);
-      console.log(`round ${n}: ${summary.reports} updates, ${summary.samples} samples, held-out accuracy ${(lastAccuracy * 100).toFixed(2)} %, ${seconds.toFixed(0)} s`);
+      console.log(
+        `round ${n}: ${summary.reports} updates, ${summary.samples} samples, held-out accuracy ${(lastAccuracy * 100).toFixed(2)} %, ${seconds.toFixed(0)} s`,
+      );
       if (!reached && lastAccuracy >= o.target) {
         reached = { round: n, seconds, accuracy: lastAccuracy };
         if (!o.quick) break;
@@ -313,8 +340,9 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
     const sizes = Object.fromEntries(
       (['uint8', 'float16', 'float32'] as const).map((e) => [
         e,
-        encodeUpdate({ fleet, name: 'digits', device: any.id, round: 1, samples: 1 }, g.specs, g.values, { encoding: e })
-          .payload.length,
+        encodeUpdate({ fleet, name: 'digits', device: any.id, round: 1, samples: 1 }, g.specs, g.values, {
+          encoding: e,
+        }).payload.length,
       ]),
     );
 
@@ -355,15 +383,25 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
       `\nfault round ${fault.round}: ${kill.size} of ${o.devices} devices killed mid-round (${killedSelected} of the ${selected.length} asked); ` +
         `closed by ${faultSummary.closedBy} after ${((performance.now() - faultStart) / 1000).toFixed(1)} s (deadline ${(deadlineMs / 1000).toFixed(0)} s) with ${faultSummary.reports} updates`,
     );
-    check(faultSummary.reports === expected, `the round completes with the ${expected} updates of the devices left (${faultSummary.reports})`);
-    check(faultSummary.closedBy === 'deadline', 'the round closed at its deadline, not blocked by the killed devices');
+    check(
+      faultSummary.reports === expected,
+      `the round completes with the ${expected} updates of the devices left (${faultSummary.reports})`,
+    );
+    check(
+      faultSummary.closedBy === 'deadline',
+      'the round closed at its deadline, not blocked by the killed devices',
+    );
     check(
       refusedNaN !== undefined && /NaN/.test(refusedNaN.message),
       `an update with NaN weights is refused: ${refusedNaN?.message ?? 'not refused'}`,
     );
     check(summaries.length >= Math.min(o.rounds, 1) + 1, `${summaries.length} rounds closed`);
-    check(sizes.float32 / sizes.uint8 > 3.5, `uint8 updates ${(sizes.float32 / sizes.uint8).toFixed(2)}x smaller than float32`);
-    if (!o.quick) check(reached !== undefined, `global model reaches ${o.target * 100} % within ${o.rounds} rounds`);
+    check(
+      sizes.float32 / sizes.uint8 > 3.5,
+      `uint8 updates ${(sizes.float32 / sizes.uint8).toFixed(2)}x smaller than float32`,
+    );
+    if (!o.quick)
+      check(reached !== undefined, `global model reaches ${o.target * 100} % within ${o.rounds} rounds`);
 
     let central: { accuracy: number; seconds: number } | undefined;
     if (o.central) {
@@ -406,7 +444,18 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
     }
 
     console.log('\nPer round (global model on the held-out digits):');
-    table(['round', 'updates', 'samples', 'accuracy', 'round s', 'total s', `bytes sent per device (${o.encoding})`], rows);
+    table(
+      [
+        'round',
+        'updates',
+        'samples',
+        'accuracy',
+        'round s',
+        'total s',
+        `bytes sent per device (${o.encoding})`,
+      ],
+      rows,
+    );
     console.log('');
     table(
       ['training', `rounds to ${(o.target * 100).toFixed(0)} %`, 'wall time', 'final accuracy'],
@@ -418,17 +467,32 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
           `${(lastAccuracy * 100).toFixed(2)} %`,
         ],
         ...(central
-          ? [['centralized, all digits (15 epochs, Adam)', '-', `${central.seconds.toFixed(0)} s`, `${(central.accuracy * 100).toFixed(2)} %`]]
+          ? [
+              [
+                'centralized, all digits (15 epochs, Adam)',
+                '-',
+                `${central.seconds.toFixed(0)} s`,
+                `${(central.accuracy * 100).toFixed(2)} %`,
+              ],
+            ]
           : []),
       ],
     );
     console.log('');
     table(
       ['update encoding', 'bytes per device per round', 'vs float32'],
-      (['uint8', 'float16', 'float32'] as const).map((e) => [e, String(sizes[e]), `${(sizes.float32 / sizes[e]).toFixed(2)}x smaller`]),
+      (['uint8', 'float16', 'float32'] as const).map((e) => [
+        e,
+        String(sizes[e]),
+        `${(sizes.float32 / sizes[e]).toFixed(2)}x smaller`,
+      ]),
     );
-    console.log(`(the global model a device downloads each round: ${lastStored.meta.files.reduce((s, f) => s + f.bytes, 0)} bytes)`);
-    console.log(`median local training per device and round: ${(median([...rounds.values()].flatMap((r) => r.trainMs)) / 1000).toFixed(2)} s`);
+    console.log(
+      `(the global model a device downloads each round: ${lastStored.meta.files.reduce((s, f) => s + f.bytes, 0)} bytes)`,
+    );
+    console.log(
+      `median local training per device and round: ${(median([...rounds.values()].flatMap((r) => r.trainMs)) / 1000).toFixed(2)} s`,
+    );
   } finally {
     await aggregator?.close();
     await aggConnection?.close();

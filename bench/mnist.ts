@@ -20,7 +20,6 @@ import { trainModel, type TrainSettings } from '../lib/train/trainer';
 import { numberArg } from './cli';
 import { balancedSets, type Digit } from './train-data';
 
-
 const TRAINING: Omit<TrainSettings, 'task' | 'architecture' | 'base' | 'classWeights'> = {
   sizes: { filters: [32, 64], units: [64], kernelSize: 3 },
   optimizer: 'adam',

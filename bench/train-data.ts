@@ -64,4 +64,3 @@ export function balancedSets(
     `training: the first ${trainPer} of each digit; no image in both.`;
   return { training: shuffle(training), test: shuffle(test), how };
 }
-

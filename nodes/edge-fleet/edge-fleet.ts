@@ -20,6 +20,8 @@ import { Settings } from '../shared/settings';
 import { translateError } from '../shared/status';
 import { userDirOf } from '../shared/user-dir';
 import type { EdgeFleetNode } from '../shared/fleet-config';
+import { FederatedAggregator, type AggregatorOptions } from '../../lib/fleet/federated-aggregator';
+import { FederatedClient } from '../../lib/fleet/federated-client';
 
 type EdgeFleetDef = NodeDef & Record<string, unknown>;
 
@@ -100,7 +102,29 @@ export = function (RED: NodeAPI): void {
       node.error(describe(err));
     }
 
-    const served: EdgeFleetNode = Object.assign(node, {
+    /** Federated learning: a device's client and the round aggregator (see lib/fleet/federated-*). */
+    const federated = {
+      federatedClient: async (name: string): Promise<FederatedClient> => {
+        if (!publicKey) throw new Error(t('errors.no-public-key', { name }));
+        return new FederatedClient(await connecting, {
+          name,
+          store,
+          publicKey,
+          maxBytes: 100 * 1024 * 1024,
+          stallMs: s.number('stallSec', 30, { above: 0 }) * 1000,
+        });
+      },
+      aggregator: async (options: Omit<AggregatorOptions, 'privateKey'>): Promise<FederatedAggregator> => {
+        if (!privateKey) throw new Error(t('errors.no-signing-key'));
+        return new FederatedAggregator(await connecting, {
+          ...options,
+          privateKey,
+          chunkBytes: s.number('chunkKB', 64, { above: 0 }) * 1024,
+        });
+      },
+    };
+
+    const served: EdgeFleetNode = Object.assign(node, federated, {
       connection: () => connecting,
       publish: async (name: string, version?: number): Promise<PublishedModel> => {
         if (!privateKey) throw new Error(t('errors.no-signing-key'));
