@@ -7,3 +7,4 @@ export * from './rollout';
 export * from './federated';
 export * from './federated-aggregator';
 export * from './federated-client';
+export * from './local-keys';

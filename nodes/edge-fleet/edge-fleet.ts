@@ -1,4 +1,5 @@
 import os from 'node:os';
+import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import type { Node, NodeAPI, NodeDef } from 'node-red';
 import type { EdgeAiError } from '../../lib/errors';
@@ -22,6 +23,7 @@ import { userDirOf } from '../shared/user-dir';
 import type { EdgeFleetNode } from '../shared/fleet-config';
 import { FederatedAggregator, type AggregatorOptions } from '../../lib/fleet/federated-aggregator';
 import { FederatedClient } from '../../lib/fleet/federated-client';
+import { localFleetKeys } from '../../lib/fleet/local-keys';
 
 type EdgeFleetDef = NodeDef & Record<string, unknown>;
 
@@ -100,6 +102,16 @@ export = function (RED: NodeAPI): void {
       if (credentials.signingKey) privateKey = readPrivateKey(credentials.signingKey);
     } catch (err) {
       node.error(describe(err));
+    }
+    if (s.bool('localKeys', false) && !publicKey && !privateKey) {
+      // A fleet on this machine only: a key pair generated once and kept in the user directory.
+      try {
+        const local = localFleetKeys(path.join(userDir, 'edge-ai', 'fleet-keys'), s.text('fleet', 'fleet'));
+        publicKey = readPublicKey(local.publicKey);
+        privateKey = readPrivateKey(local.privateKey);
+      } catch (err) {
+        node.error(describe(err));
+      }
     }
 
     /** Federated learning: a device's client and the round aggregator (see lib/fleet/federated-*). */
