@@ -39,7 +39,7 @@ import { trainingWorkerClient } from '../lib/train/training-worker';
 import type { TrainResult, TrainSettings } from '../lib/train/trainer';
 import type { WorkerClient } from '../lib/util/worker-rpc';
 import { seededRandom } from '../lib/util/random';
-import { balancedSets, type Digit } from './train-data';
+import { MNIST_TRAINING, balancedSets, type Digit } from './train-data';
 
 export interface FedAvgOptions {
   broker: TestBroker;
@@ -174,6 +174,7 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
   const fleet = `fedavg${Date.now()}`;
   const pool = new Pool(o.threads);
   const devices: Device[] = [];
+  let stopping = false;
   let aggregator: FederatedAggregator | undefined;
   let aggConnection: FleetConnection | undefined;
   await useBackend(['wasm', 'cpu']);
@@ -240,7 +241,8 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
           device.sent.push(sent.bytes);
         })
         .catch((err: unknown) => {
-          if (!device.killed) console.error(`${device.id} round ${r.round}: ${(err as Error).message}`);
+          if (!device.killed && !stopping)
+            console.error(`${device.id} round ${r.round}: ${(err as Error).message}`);
         });
     };
     for (let i = 0; i < o.devices; i++) {
@@ -411,18 +413,9 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
       const result = await pool.run((w) =>
         w.request<TrainResult>('train', {
           settings: {
+            ...MNIST_TRAINING,
             task: 'classification',
             architecture: 'mnist-cnn',
-            sizes: SIZES,
-            optimizer: 'adam',
-            learningRate: 0.002,
-            learningRateDecay: 0.85,
-            batchSize: 64,
-            epochs: 15,
-            validationSplit: 0,
-            augmentShift: 2,
-            backend: 'wasm',
-            seed: 42,
             threads: 1,
           } satisfies TrainSettings,
           data: { ...all, count: training.length, inputShape: [28, 28], outputSize: 10 },
@@ -494,6 +487,7 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
       `median local training per device and round: ${(median([...rounds.values()].flatMap((r) => r.trainMs)) / 1000).toFixed(2)} s`,
     );
   } finally {
+    stopping = true;
     await aggregator?.close();
     await aggConnection?.close();
     for (const d of devices) {

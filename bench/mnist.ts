@@ -16,22 +16,11 @@ import { compressStoredModel } from '../lib/models/compress/compress';
 import { ModelStore } from '../lib/models/store/store';
 import { fileLoadHandler, tf, useBackend } from '../lib/models/runtime/tfjs';
 import { DeviceTrainer } from '../lib/train/device-trainer';
-import { trainModel, type TrainSettings } from '../lib/train/trainer';
+import { trainModel } from '../lib/train/trainer';
 import { numberArg } from './cli';
-import { balancedSets, type Digit } from './train-data';
+import { MNIST_TRAINING, balancedSets, type Digit } from './train-data';
 
-const TRAINING: Omit<TrainSettings, 'task' | 'architecture' | 'base' | 'classWeights'> = {
-  sizes: { filters: [32, 64], units: [64], kernelSize: 3 },
-  optimizer: 'adam',
-  learningRate: 0.002,
-  learningRateDecay: 0.85,
-  batchSize: 64,
-  epochs: 15,
-  validationSplit: 0,
-  augmentShift: 2,
-  backend: 'wasm',
-  seed: 42,
-};
+const TRAINING = MNIST_TRAINING;
 
 async function accuracy(modelJson: string, test: Digit[]): Promise<number> {
   const model = await tfl.loadLayersModel(fileLoadHandler(modelJson));

@@ -1,5 +1,5 @@
 import { seededRandom } from '../lib/util/random';
-import type { TrainData } from '../lib/train/trainer';
+import type { TrainData, TrainSettings } from '../lib/train/trainer';
 
 /** `count` training digits of the `mnist` package as training data (`testCount` asks it for a test set too). */
 export function mnistDigits(count: number, testCount = 0): TrainData {
@@ -64,3 +64,17 @@ export function balancedSets(
     `training: the first ${trainPer} of each digit; no image in both.`;
   return { training: shuffle(training), test: shuffle(test), how };
 }
+
+/** How bench:mnist trains the MNIST CNN (the centralized reference of bench:fleet too). */
+export const MNIST_TRAINING: Omit<TrainSettings, 'task' | 'architecture' | 'base' | 'classWeights'> = {
+  sizes: { filters: [32, 64], units: [64], kernelSize: 3 },
+  optimizer: 'adam',
+  learningRate: 0.002,
+  learningRateDecay: 0.85,
+  batchSize: 64,
+  epochs: 15,
+  validationSplit: 0,
+  augmentShift: 2,
+  backend: 'wasm',
+  seed: 42,
+};
