@@ -7,6 +7,10 @@
  * reconnect afterwards and catch up from the retained manifest.
  *
  * Usage: npm run bench:fleet [-- --devices 100 --kb 120 --mosquitto | --broker mqtt://127.0.0.1:1883]
+ *        [--part rollout|fedavg] [--quick] [--rounds 50 --epochs 5 --batch 10 --fraction 0.1 --lr 0.1
+ *        --encoding uint8|float16|float32 --threads N --no-central]
+ * Then the federated part (bench/fleet-fedavg.ts). --quick: 10 devices, 3 rounds of a small
+ * federated run, checking the mechanics (rounds close, faults handled), not accuracy.
  * The default broker is the embedded one (aedes); --mosquitto starts /usr/sbin/mosquitto on a free
  * loopback port.
  */
@@ -19,6 +23,9 @@ import { generateFleetKeys, readPrivateKey, readPublicKey } from '../lib/fleet/k
 import { FleetModelFollower, publishModel } from '../lib/fleet/rollout';
 import { ModelStore } from '../lib/models/store/store';
 import { startEmbedded, startMosquitto, type TestBroker } from '../test/helpers/mqtt-brokers';
+import type { UpdateEncoding } from '../lib/fleet/federated';
+import { defaultTrainingThreads } from '../lib/train/threads';
+import { runFedAvg } from './fleet-fedavg';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -34,7 +41,9 @@ interface Device {
   follower: FleetModelFollower;
 }
 
-const DEVICES = Number(arg('devices') ?? 100);
+const QUICK = arg('quick') !== undefined;
+const PART = arg('part') ?? 'all';
+const DEVICES = Number(arg('devices') ?? (QUICK ? 10 : 100));
 const KB = Number(arg('kb') ?? 120);
 const keys = generateFleetKeys();
 const privateKey = readPrivateKey(keys.privateKey);
@@ -108,14 +117,7 @@ function stats(ms: number[]): { median: number; p95: number; max: number } {
   return { median: at(0.5), p95: at(0.95), max: s[s.length - 1] };
 }
 
-async function main(): Promise<void> {
-  const brokerUrl = arg('broker');
-  const broker: TestBroker =
-    brokerUrl !== undefined && brokerUrl !== ''
-      ? { kind: 'mosquitto', url: brokerUrl, stop: async () => undefined }
-      : arg('mosquitto') !== undefined
-        ? await startMosquitto()
-        : await startEmbedded();
+async function rollout(broker: TestBroker): Promise<void> {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), 'bench-fleet-'));
   const fleet = `bench${Date.now()}`;
   const rows: string[][] = [];
@@ -179,7 +181,6 @@ async function main(): Promise<void> {
     }
     await publisher.close();
   } finally {
-    await broker.stop();
     await fs.rm(root, { recursive: true, force: true });
   }
   const header = [
@@ -197,6 +198,43 @@ async function main(): Promise<void> {
   console.log(`| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`);
   for (const r of rows) console.log(line(r));
   console.log('times from the start of the publication until a device has verified and stored the version');
+}
+
+async function main(): Promise<void> {
+  const brokerUrl = arg('broker');
+  const broker: TestBroker =
+    brokerUrl !== undefined && brokerUrl !== ''
+      ? { kind: 'mosquitto', url: brokerUrl, stop: async () => undefined }
+      : arg('mosquitto') !== undefined
+        ? await startMosquitto()
+        : await startEmbedded();
+  let problems: string[] = [];
+  try {
+    if (PART !== 'fedavg') await rollout(broker);
+    if (PART !== 'rollout') {
+      problems = await runFedAvg({
+        broker,
+        quick: QUICK,
+        devices: DEVICES,
+        rounds: Number(arg('rounds') ?? (QUICK ? 3 : 50)),
+        target: Number(arg('target') ?? 0.97),
+        epochs: Number(arg('epochs') ?? (QUICK ? 1 : 5)),
+        batch: Number(arg('batch') ?? 10),
+        fraction: Number(arg('fraction') ?? (QUICK ? 0.5 : 0.1)),
+        learningRate: Number(arg('lr') ?? 0.1),
+        encoding: (arg('encoding') || 'uint8') as UpdateEncoding,
+        central: !QUICK && arg('no-central') === undefined,
+        threads: Number(arg('threads') ?? defaultTrainingThreads()),
+      });
+    }
+  } finally {
+    await broker.stop();
+  }
+  if (problems.length > 0) {
+    console.error(`\n${problems.length} check(s) failed:\n- ${problems.join('\n- ')}`);
+    process.exit(1);
+  }
+  process.exit(0);
 }
 
 main().catch((err: unknown) => {

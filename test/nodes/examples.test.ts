@@ -26,6 +26,8 @@ const PACKAGE_TYPES = [
   'edge-model-loader',
   'edge-train',
   'edge-anomaly',
+  'edge-fleet',
+  'edge-fleet-aggregator',
 ];
 
 /** Core node types the examples may use, and the core module that registers each. */
@@ -122,8 +124,8 @@ function set(byId: Map<string, FlowNode>, id: string, values: Record<string, unk
 }
 
 describe('example flows', function () {
-  it('there are the five documented examples', () => {
-    for (const prefix of ['01 - ', '02 - ', '03 - ', '04 - ', '05 - ']) {
+  it('there are the six documented examples', () => {
+    for (const prefix of ['01 - ', '02 - ', '03 - ', '04 - ', '05 - ', '06 - ']) {
       assert.ok(
         exampleFiles.some((f) => f.startsWith(prefix)),
         `no example ${prefix}*.json in ${exampleFiles.join(', ')}`,
@@ -380,5 +382,44 @@ describe('example flows in a Node-RED runtime', function () {
     const trained = got.find((m) => m.topic === 'trained')!.payload as Msg;
     assert.equal(trained.model, 'vibration-cnn');
     assert.equal(trained.version, 1);
+  });
+
+  it('06 federated learning: the device sends updates, the aggregator closes rounds, the global model classifies', async () => {
+    await loadExample('06 - Federated learning on a fleet.json', (byId) => {
+      // A free port for the embedded broker, samples 10 times faster, short local training.
+      set(byId, 'e6.fleet', { embeddedPort: 0 });
+      set(byId, 'e6.inject', { repeat: '0.02', onceDelay: '0.1' });
+      set(byId, 'e6.train', { minSamples: 30, epochs: 1 });
+      set(byId, 'e6.inferTick', { repeat: '0.5', onceDelay: '0.5' });
+    });
+    const rounds = until('e6.rounds', (got) => got.length >= 2, 50000);
+    const updates = until('e6.updates', (got) => got.filter((m) => m.topic === 'update').length >= 2, 50000);
+    const classified = until(
+      'e6.classified',
+      (got) => got.some((m) => ((m.inference as Msg | undefined)?.version as number) >= 2),
+      55000,
+    );
+    const closed = (await rounds).map((m) => m.payload as Msg);
+    assert.deepEqual(
+      closed.map((r) => [r.round, r.version, r.reports]),
+      [
+        [1, 2, 1],
+        [2, 3, 1],
+      ],
+    );
+    for (const r of closed) assert.ok((r.samples as number) >= 30, `samples ${String(r.samples)}`);
+    const sent = (await updates).filter((m) => m.topic === 'update').map((m) => m.payload as Msg);
+    assert.deepEqual(
+      sent.map((u) => [u.round, u.encoding]),
+      [
+        [1, 'uint8'],
+        [2, 'uint8'],
+      ],
+    );
+    for (const m of await classified) {
+      const r = m.payload as { label: string; probabilities: number[] };
+      assert.ok(['normal', 'fault'].includes(r.label), r.label);
+      assert.equal((m.inference as Msg).model, 'vibration-fed');
+    }
   });
 });
