@@ -46,6 +46,7 @@
  *   fleet-manifest-invalid   a fleet model manifest is malformed               params: name
  *   fleet-tampered           a fleet model file does not match its signed hash params: name, version, file
  *   fleet-truncated          a fleet model's chunks stopped short or never all arrived  params: name, version
+ *   fleet-tls-untrusted      the broker's TLS certificate is not trusted (wrong CA, host or expired)  params: url
  */
 
 export type ErrorCode =
@@ -90,7 +91,8 @@ export type ErrorCode =
   | 'fleet-bad-signature'
   | 'fleet-manifest-invalid'
   | 'fleet-tampered'
-  | 'fleet-truncated';
+  | 'fleet-truncated'
+  | 'fleet-tls-untrusted';
 
 export type ErrorParams = Record<string, string | number>;
 

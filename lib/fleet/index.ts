@@ -4,3 +4,4 @@ export * from './connection';
 export * from './embedded-broker';
 export * from './manifest';
 export * from './rollout';
+export * from './telemetry';
