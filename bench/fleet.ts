@@ -6,7 +6,11 @@
  * it; then a second version with 10 % of the devices disconnected during the roll-out, which
  * reconnect afterwards and catch up from the retained manifest.
  *
- * Usage: npm run bench:fleet [-- --devices 100 --kb 120 --mosquitto | --broker mqtt://127.0.0.1:1883]
+ * Among the devices, `--red N` (default 3) are real Node-RED runtimes (child processes running
+ * node-red with this package and a flow whose edge-model follows `fleet:bench`): for them the time
+ * is until they run the new version, as they report it on devices/<id>/models/bench.
+ *
+ * Usage: npm run bench:fleet [-- --devices 100 --kb 120 --red 3 --mosquitto | --broker mqtt://127.0.0.1:1883]
  * The default broker is the embedded one (aedes); --mosquitto starts /usr/sbin/mosquitto on a free
  * loopback port.
  */
@@ -19,6 +23,7 @@ import { generateFleetKeys, readPrivateKey, readPublicKey } from '../lib/fleet/k
 import { FleetModelFollower, publishModel } from '../lib/fleet/rollout';
 import { ModelStore } from '../lib/models/store/store';
 import { startEmbedded, startMosquitto, type TestBroker } from '../test/helpers/mqtt-brokers';
+import { RedDevices } from './fleet-red';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -36,6 +41,7 @@ interface Device {
 
 const DEVICES = Number(arg('devices') ?? 100);
 const KB = Number(arg('kb') ?? 120);
+const RED = Math.min(DEVICES, Number(arg('red') ?? 3));
 const keys = generateFleetKeys();
 const privateKey = readPrivateKey(keys.privateKey);
 const publicKey = readPublicKey(keys.publicKey);
@@ -43,7 +49,10 @@ const publicKey = readPublicKey(keys.publicKey);
 /** A TF.js layers model.json with one dense kernel of about `kb` kB of float32 weights. */
 async function saveModel(store: ModelStore): Promise<number> {
   const floats = Math.floor((KB * 1024) / 4 / 64) * 64;
-  const weights = randomBytes(floats * 4);
+  // Finite weights (random bytes would hold NaNs, which a loading runtime refuses as corrupt).
+  const weights = Buffer.from(
+    new Float32Array(randomBytes(floats * 4).buffer).map((_, i) => Math.sin(i)).buffer,
+  );
   const modelJson = {
     format: 'layers-model',
     modelTopology: {
@@ -119,29 +128,37 @@ async function main(): Promise<void> {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), 'bench-fleet-'));
   const fleet = `bench${Date.now()}`;
   const rows: string[][] = [];
+  let red: RedDevices | undefined;
   try {
     const pubStore = new ModelStore(path.join(root, 'publisher'));
     const bytes = await saveModel(pubStore);
     const publisher = new FleetConnection({ url: broker.url, fleet, deviceId: 'publisher' });
     await publisher.waitConnected();
+    const redStart = performance.now();
+    red = await RedDevices.start(publisher, RED, keys.publicKey, 'bench');
+    const redMs = performance.now() - redStart;
+    const light = DEVICES - RED;
     const t0 = performance.now();
     const devices = await Promise.all(
-      Array.from({ length: DEVICES }, (_, i) => startDevice(broker, fleet, `d${i}`, root)),
+      Array.from({ length: light }, (_, i) => startDevice(broker, fleet, `d${i}`, root)),
     );
     const connectMs = performance.now() - t0;
     console.log(
-      `broker ${broker.kind} ${broker.url}; ${DEVICES} devices connected in ${connectMs.toFixed(0)} ms; model ${bytes} bytes`,
+      `broker ${broker.kind} ${broker.url}; ${light} light devices connected in ${connectMs.toFixed(0)} ms, ` +
+        `${RED} Node-RED runtimes started in ${redMs.toFixed(0)} ms; model ${bytes} bytes`,
     );
 
     // 1: every device online.
     let start = performance.now();
     const all = devices.map((d) => storedAt(d, 1, start));
+    const redAll = red.runningAt(1, start);
     const published = await publishModel(publisher, pubStore, 'bench', { privateKey });
     const times = await Promise.all(all);
+    red.rows.push(['all online', ...(await redAll)]);
     const s1 = stats(times);
     rows.push([
       'all online',
-      `${DEVICES}/${DEVICES}`,
+      `${light}/${light}`,
       `${published.ms.toFixed(0)}`,
       `${s1.median.toFixed(0)}`,
       `${s1.p95.toFixed(0)}`,
@@ -156,6 +173,7 @@ async function main(): Promise<void> {
     await Promise.all(away.map(async (d) => Promise.all([d.follower.close(), d.connection.close()])));
     start = performance.now();
     const onlineDone = online.map((d) => storedAt(d, 2, start));
+    const redOnline = red.runningAt(2, start);
     const published2 = await publishModel(publisher, pubStore, 'bench', { privateKey });
     const onlineTimes = await Promise.all(onlineDone);
     await new Promise((r) => setTimeout(r, Math.max(0, 1000 - (performance.now() - start))));
@@ -163,10 +181,11 @@ async function main(): Promise<void> {
     const back = await Promise.all(away.map((d) => startDevice(broker, fleet, d.id, root)));
     const backTimes = await Promise.all(back.map((d) => storedAt(d, 2, start)));
     const catchUp = await Promise.all(back.map((d) => storedAt(d, 2, reconnectAt)));
+    red.rows.push(['10 % of the light devices offline', ...(await redOnline)]);
     const s2 = stats([...onlineTimes, ...backTimes]);
     rows.push([
       '10 % offline, back after 1 s',
-      `${DEVICES}/${DEVICES}`,
+      `${light}/${light}`,
       `${published2.ms.toFixed(0)}`,
       `${s2.median.toFixed(0)}`,
       `${s2.p95.toFixed(0)}`,
@@ -179,6 +198,7 @@ async function main(): Promise<void> {
     }
     await publisher.close();
   } finally {
+    await red?.stop();
     await broker.stop();
     await fs.rm(root, { recursive: true, force: true });
   }
@@ -196,7 +216,18 @@ async function main(): Promise<void> {
   console.log(line(header));
   console.log(`| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`);
   for (const r of rows) console.log(line(r));
-  console.log('times from the start of the publication until a device has verified and stored the version');
+  console.log(
+    `light devices (${DEVICES - RED}): times from the start of the publication until a device has verified and stored the version`,
+  );
+  if (red?.rows.length) {
+    console.log('');
+    red.print();
+    const slowest = (i: number) => Math.max(Number(rows[i]?.[5]), Number(red?.rows[i]?.slice(-1)[0]));
+    console.log(
+      `all ${DEVICES} devices (${DEVICES - RED} light, ${RED} Node-RED) had version 1 within ${slowest(0)} ms, ` +
+        `version 2 within ${slowest(1)} ms (NaN: some never did)`,
+    );
+  }
 }
 
 main().catch((err: unknown) => {
