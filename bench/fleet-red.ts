@@ -5,6 +5,7 @@
  */
 import type { FleetConnection } from '../lib/fleet/connection';
 import { NodeRedProcess } from '../test/browser/harness';
+import { printTable } from './cli';
 
 interface Report {
   version: number;
@@ -99,11 +100,7 @@ export class RedDevices {
 
   print(): void {
     const header = ['Node-RED runtimes: roll-out', ...this.ids.map((id) => `${id} ms`), 'all ms'];
-    const widths = header.map((h, i) => Math.max(h.length, ...this.rows.map((r) => r[i].length)));
-    const line = (r: string[]): string => `| ${r.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
-    console.log(line(header));
-    console.log(`| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`);
-    for (const r of this.rows) console.log(line(r));
+    printTable(header, this.rows);
     console.log(
       'Node-RED runtimes: times from the start of the publication until the runtime reports it runs the version',
     );

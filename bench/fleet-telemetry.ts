@@ -9,7 +9,7 @@
 import { FleetConnection } from '../lib/fleet/connection';
 import { FleetTelemetry, fleetTelemetryFilter } from '../lib/fleet/telemetry';
 import { startEmbedded, startMosquitto, type TestBroker } from '../test/helpers/mqtt-brokers';
-import { numberArg } from './cli';
+import { numberArg, printTable } from './cli';
 
 const DEVICES = numberArg('devices', 100);
 const HZ = numberArg('hz', 100);
@@ -112,11 +112,7 @@ async function main(): Promise<void> {
       'episode events',
       'µs per result',
     ];
-    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-    const line = (r: string[]): string => `| ${r.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
-    console.log(line(header));
-    console.log(`| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`);
-    for (const r of rows) console.log(line(r));
+    printTable(header, rows);
     const ratio = Number(rows[1][2]) / Math.max(1, Number(rows[0][2]));
     console.log(
       `the dashboard receives ${ratio.toFixed(0)}x fewer messages with edge-fleet-telemetry; ` +

@@ -23,6 +23,7 @@ import { generateFleetKeys, readPrivateKey, readPublicKey } from '../lib/fleet/k
 import { FleetModelFollower, publishModel } from '../lib/fleet/rollout';
 import { ModelStore } from '../lib/models/store/store';
 import { startEmbedded, startMosquitto, type TestBroker } from '../test/helpers/mqtt-brokers';
+import { printTable } from './cli';
 import { RedDevices } from './fleet-red';
 
 function arg(name: string): string | undefined {
@@ -211,11 +212,7 @@ async function main(): Promise<void> {
     'all ms',
     'catch-up after reconnect ms',
   ];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (r: string[]): string => `| ${r.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
-  console.log(line(header));
-  console.log(`| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`);
-  for (const r of rows) console.log(line(r));
+  printTable(header, rows);
   console.log(
     `light devices (${DEVICES - RED}): times from the start of the publication until a device has verified and stored the version`,
   );

@@ -5,6 +5,7 @@ import { startEmbedded, type TestBroker } from '../helpers/mqtt-brokers';
 import { helper, nodeModule, withCatalog, type FlowNode } from '../helpers/red';
 import { gaussian, prng } from '../helpers/signals';
 import { useTempUserDir } from '../helpers/user-dir';
+import { until } from '../helpers/wait';
 
 const nodes = [nodeModule('edge-fleet'), nodeModule('edge-anomaly'), withCatalog('edge-fleet-telemetry')];
 
@@ -14,19 +15,6 @@ interface TestNode {
   on(event: string, listener: (arg: never) => void): void;
 }
 const node = (id: string) => helper.getNode(id) as unknown as TestNode;
-
-function until<T>(what: string, check: () => T | undefined | false, ms = 15000): Promise<T> {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const tick = (): void => {
-      const value = check();
-      if (value !== undefined && value !== false) return resolve(value);
-      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(tick, 20);
-    };
-    tick();
-  });
-}
 
 /** Two channels of noise; samples [from, to) shifted by +0.8 on "pressure". */
 function readings(n: number, from: number, to: number): { pressure: number; flow: number }[] {
