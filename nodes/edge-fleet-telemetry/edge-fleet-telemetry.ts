@@ -79,7 +79,8 @@ export = function (RED: NodeAPI): void {
         c.on('offline', onOffline);
         c.on('connect-error', onConnectError);
         c.on('connect', onOffline);
-        await telemetry.start();
+        // Not awaited: a subscription waits for the broker, messages must not.
+        telemetry.start().then(show, (err: unknown) => node.warn(status.describe(err)));
         show();
       })
       .catch((err: unknown) => {

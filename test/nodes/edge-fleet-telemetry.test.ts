@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { FleetConnection } from '../../lib/fleet/connection';
 import { fleetTelemetryFilter, type EpisodeEvent, type TelemetryState } from '../../lib/fleet/telemetry';
-import { startEmbedded, type TestBroker } from '../helpers/mqtt-brokers';
+import { useEmbeddedBroker } from '../../lib/fleet/embedded-broker';
+import { freePort, startEmbedded, type TestBroker } from '../helpers/mqtt-brokers';
 import { helper, nodeModule, withCatalog, type FlowNode } from '../helpers/red';
 import { gaussian, prng } from '../helpers/signals';
 import { useTempUserDir } from '../helpers/user-dir';
@@ -69,8 +70,8 @@ describe('edge-fleet-telemetry node', function () {
     ];
   }
 
-  async function watch(fleet: string) {
-    const c = new FleetConnection({ url: broker.url, fleet, deviceId: `watcher${seq++}` });
+  async function watch(fleet: string, url = broker.url) {
+    const c = new FleetConnection({ url, fleet, deviceId: `watcher${seq++}` });
     open.push(c);
     await c.waitConnected();
     const states: TelemetryState[] = [];
@@ -137,6 +138,38 @@ describe('edge-fleet-telemetry node', function () {
     node('t').receive({ payload: { score: 0.2, isAnomaly: false, threshold: 0.5 } });
     const state = await until('a state with the good reading', () => seen.states.find((s) => s.anomaly));
     assert.equal(state.anomaly?.score, 0.2);
+  });
+
+  it('with the broker away from the start, messages complete at once; it publishes once the broker is up', async () => {
+    const port = await freePort();
+    const fleet = `ntel${seq++}-${Date.now()}`;
+    await helper.load(nodes, [
+      { id: 'f', type: 'edge-fleet', broker: `mqtt://127.0.0.1:${port}`, fleet, deviceId: 'pi1' },
+      { id: 't', type: 'edge-fleet-telemetry', fleet: 'f', source: 'pump', interval: 0.2 },
+      { id: 'done', type: 'complete', scope: ['t'], uncaught: false, wires: [['completed']] },
+      { id: 'completed', type: 'helper' },
+    ]);
+    const statuses: { fill?: string; text?: string }[] = [];
+    node('t').on('call:status', ((call: StatusCall) => statuses.push(call.args[0])) as (arg: never) => void);
+    let completed = 0;
+    node('completed').on('input', (() => completed++) as (arg: never) => void);
+    for (let i = 0; i < 1000; i++) node('t').receive({ payload: { score: 0.1, isAnomaly: false } });
+    await until('1000 messages completed with no broker', () => completed === 1000, 5000);
+    await until('a red status naming the broker', () =>
+      statuses.some((s) => s.fill === 'red' && /127\.0\.0\.1/.test(s.text ?? '')),
+    );
+    const broker = await useEmbeddedBroker(port);
+    try {
+      const seen = await watch(fleet, `mqtt://127.0.0.1:${port}`);
+      const state = await until('the state once connected', () =>
+        seen.states.find((s) => s.messages === 1000),
+      );
+      assert.equal(state.anomaly?.score, 0.1);
+    } finally {
+      for (const o of open.splice(0).reverse()) await o.close();
+      await helper.unload();
+      await broker.release();
+    }
   });
 
   it('without a fleet configuration: a red status and every message fails', async () => {
