@@ -47,6 +47,7 @@
  *   fleet-tampered           a fleet model file does not match its signed hash params: name, version, file
  *   fleet-truncated          a fleet model's chunks stopped short or never all arrived  params: name, version
  *   fleet-update-invalid     a federated weight update is malformed, mis-shaped or not finite  params: device, round
+ *   fleet-tls-untrusted      the broker's TLS certificate is not trusted (wrong CA, host or expired)  params: url
  */
 
 export type ErrorCode =
@@ -92,7 +93,8 @@ export type ErrorCode =
   | 'fleet-manifest-invalid'
   | 'fleet-tampered'
   | 'fleet-truncated'
-  | 'fleet-update-invalid';
+  | 'fleet-update-invalid'
+  | 'fleet-tls-untrusted';
 
 export type ErrorParams = Record<string, string | number>;
 

@@ -8,3 +8,4 @@ export * from './federated';
 export * from './federated-aggregator';
 export * from './federated-client';
 export * from './local-keys';
+export * from './telemetry';
