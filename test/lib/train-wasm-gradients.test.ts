@@ -104,6 +104,16 @@ function gradientSuite(heap: boolean): void {
       });
     }
 
+    /** A tensor of `shape` filled with the deterministic values of `seed`. */
+    const filled = (shape: number[], seed: number): tf.Tensor =>
+      tf.tensor(
+        values(
+          shape.reduce((a, b) => a * b),
+          seed,
+        ),
+        shape,
+      );
+
     const convCases: Array<{ x: number[]; f: number[]; strides: number; pad: 'same' | 'valid' }> = [
       { x: [2, 9, 9, 3], f: [3, 3, 3, 4], strides: 1, pad: 'valid' },
       { x: [2, 9, 8, 3], f: [3, 3, 3, 4], strides: 1, pad: 'same' },
@@ -120,22 +130,7 @@ function gradientSuite(heap: boolean): void {
       it(`conv2d x${c.x} filter ${c.f} stride ${c.strides} ${c.pad}: dx and dfilter match cpu`, async () => {
         await compare(
           'conv2d',
-          () => [
-            tf.tensor(
-              values(
-                c.x.reduce((a, b) => a * b),
-                1,
-              ),
-              c.x,
-            ),
-            tf.tensor(
-              values(
-                c.f.reduce((a, b) => a * b),
-                2,
-              ),
-              c.f,
-            ),
-          ],
+          () => [filled(c.x, 1), filled(c.f, 2)],
           (x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, c.strides, c.pad),
         );
       });
@@ -159,22 +154,7 @@ function gradientSuite(heap: boolean): void {
       it(`depthwise x${c.x} filter ${c.f} stride ${c.strides} ${c.pad}: dx and dfilter match cpu`, async () => {
         await compare(
           'depthwise',
-          () => [
-            tf.tensor(
-              values(
-                c.x.reduce((a, b) => a * b),
-                5,
-              ),
-              c.x,
-            ),
-            tf.tensor(
-              values(
-                c.f.reduce((a, b) => a * b),
-                6,
-              ),
-              c.f,
-            ),
-          ],
+          () => [filled(c.x, 5), filled(c.f, 6)],
           (x, w) => tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, c.strides, c.pad),
         );
       });
