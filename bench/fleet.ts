@@ -6,7 +6,15 @@
  * it; then a second version with 10 % of the devices disconnected during the roll-out, which
  * reconnect afterwards and catch up from the retained manifest.
  *
- * Usage: npm run bench:fleet [-- --devices 100 --kb 120 --mosquitto | --broker mqtt://127.0.0.1:1883]
+ * Among the devices, `--red N` (default 3; 0 with --quick) are real Node-RED runtimes (child
+ * processes running node-red with this package and a flow whose edge-model follows `fleet:bench`):
+ * for them the time is until they run the new version, as they report it on devices/<id>/models/bench.
+ *
+ * Usage: npm run bench:fleet [-- --devices 100 --kb 120 --red 3 --mosquitto | --broker mqtt://127.0.0.1:1883]
+ *        [--part rollout|fedavg] [--quick] [--rounds 50 --epochs 5 --batch 10 --fraction 0.1 --lr 0.1
+ *        --encoding uint8|float16|float32 --threads N --no-central]
+ * Then the federated part (bench/fleet-fedavg.ts). --quick: 10 devices, 3 rounds of a small
+ * federated run, checking the mechanics (rounds close, faults handled), not accuracy.
  * The default broker is the embedded one (aedes); --mosquitto starts /usr/sbin/mosquitto on a free
  * loopback port.
  */
@@ -19,6 +27,11 @@ import { generateFleetKeys, readPrivateKey, readPublicKey } from '../lib/fleet/k
 import { FleetModelFollower, publishModel } from '../lib/fleet/rollout';
 import { ModelStore } from '../lib/models/store/store';
 import { startEmbedded, startMosquitto, type TestBroker } from '../test/helpers/mqtt-brokers';
+import type { UpdateEncoding } from '../lib/fleet/federated';
+import { defaultTrainingThreads } from '../lib/train/threads';
+import { runFedAvg } from './fleet-fedavg';
+import { printTable } from './cli';
+import { RedDevices } from './fleet-red';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -34,8 +47,11 @@ interface Device {
   follower: FleetModelFollower;
 }
 
-const DEVICES = Number(arg('devices') ?? 100);
+const QUICK = arg('quick') !== undefined;
+const PART = arg('part') ?? 'all';
+const DEVICES = Number(arg('devices') ?? (QUICK ? 10 : 100));
 const KB = Number(arg('kb') ?? 120);
+const RED = Math.min(DEVICES, Number(arg('red') ?? (QUICK ? 0 : 3)));
 const keys = generateFleetKeys();
 const privateKey = readPrivateKey(keys.privateKey);
 const publicKey = readPublicKey(keys.publicKey);
@@ -43,7 +59,10 @@ const publicKey = readPublicKey(keys.publicKey);
 /** A TF.js layers model.json with one dense kernel of about `kb` kB of float32 weights. */
 async function saveModel(store: ModelStore): Promise<number> {
   const floats = Math.floor((KB * 1024) / 4 / 64) * 64;
-  const weights = randomBytes(floats * 4);
+  // Finite weights (random bytes would hold NaNs, which a loading runtime refuses as corrupt).
+  const weights = Buffer.from(
+    new Float32Array(randomBytes(floats * 4).buffer).map((_, i) => Math.sin(i)).buffer,
+  );
   const modelJson = {
     format: 'layers-model',
     modelTopology: {
@@ -108,40 +127,41 @@ function stats(ms: number[]): { median: number; p95: number; max: number } {
   return { median: at(0.5), p95: at(0.95), max: s[s.length - 1] };
 }
 
-async function main(): Promise<void> {
-  const brokerUrl = arg('broker');
-  const broker: TestBroker =
-    brokerUrl !== undefined && brokerUrl !== ''
-      ? { kind: 'mosquitto', url: brokerUrl, stop: async () => undefined }
-      : arg('mosquitto') !== undefined
-        ? await startMosquitto()
-        : await startEmbedded();
+async function rollout(broker: TestBroker): Promise<void> {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), 'bench-fleet-'));
   const fleet = `bench${Date.now()}`;
   const rows: string[][] = [];
+  let red: RedDevices | undefined;
   try {
     const pubStore = new ModelStore(path.join(root, 'publisher'));
     const bytes = await saveModel(pubStore);
     const publisher = new FleetConnection({ url: broker.url, fleet, deviceId: 'publisher' });
     await publisher.waitConnected();
+    const redStart = performance.now();
+    red = await RedDevices.start(publisher, RED, keys.publicKey, 'bench');
+    const redMs = performance.now() - redStart;
+    const light = DEVICES - RED;
     const t0 = performance.now();
     const devices = await Promise.all(
-      Array.from({ length: DEVICES }, (_, i) => startDevice(broker, fleet, `d${i}`, root)),
+      Array.from({ length: light }, (_, i) => startDevice(broker, fleet, `d${i}`, root)),
     );
     const connectMs = performance.now() - t0;
     console.log(
-      `broker ${broker.kind} ${broker.url}; ${DEVICES} devices connected in ${connectMs.toFixed(0)} ms; model ${bytes} bytes`,
+      `broker ${broker.kind} ${broker.url}; ${light} light devices connected in ${connectMs.toFixed(0)} ms, ` +
+        `${RED} Node-RED runtimes started in ${redMs.toFixed(0)} ms; model ${bytes} bytes`,
     );
 
     // 1: every device online.
     let start = performance.now();
     const all = devices.map((d) => storedAt(d, 1, start));
+    const redAll = red.runningAt(1, start);
     const published = await publishModel(publisher, pubStore, 'bench', { privateKey });
     const times = await Promise.all(all);
+    red.rows.push(['all online', ...(await redAll)]);
     const s1 = stats(times);
     rows.push([
       'all online',
-      `${DEVICES}/${DEVICES}`,
+      `${light}/${light}`,
       `${published.ms.toFixed(0)}`,
       `${s1.median.toFixed(0)}`,
       `${s1.p95.toFixed(0)}`,
@@ -156,6 +176,7 @@ async function main(): Promise<void> {
     await Promise.all(away.map(async (d) => Promise.all([d.follower.close(), d.connection.close()])));
     start = performance.now();
     const onlineDone = online.map((d) => storedAt(d, 2, start));
+    const redOnline = red.runningAt(2, start);
     const published2 = await publishModel(publisher, pubStore, 'bench', { privateKey });
     const onlineTimes = await Promise.all(onlineDone);
     await new Promise((r) => setTimeout(r, Math.max(0, 1000 - (performance.now() - start))));
@@ -163,10 +184,11 @@ async function main(): Promise<void> {
     const back = await Promise.all(away.map((d) => startDevice(broker, fleet, d.id, root)));
     const backTimes = await Promise.all(back.map((d) => storedAt(d, 2, start)));
     const catchUp = await Promise.all(back.map((d) => storedAt(d, 2, reconnectAt)));
+    red.rows.push(['10 % of the light devices offline', ...(await redOnline)]);
     const s2 = stats([...onlineTimes, ...backTimes]);
     rows.push([
       '10 % offline, back after 1 s',
-      `${DEVICES}/${DEVICES}`,
+      `${light}/${light}`,
       `${published2.ms.toFixed(0)}`,
       `${s2.median.toFixed(0)}`,
       `${s2.p95.toFixed(0)}`,
@@ -179,7 +201,7 @@ async function main(): Promise<void> {
     }
     await publisher.close();
   } finally {
-    await broker.stop();
+    await red?.stop();
     await fs.rm(root, { recursive: true, force: true });
   }
   const header = [
@@ -191,12 +213,56 @@ async function main(): Promise<void> {
     'all ms',
     'catch-up after reconnect ms',
   ];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (r: string[]): string => `| ${r.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
-  console.log(line(header));
-  console.log(`| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`);
-  for (const r of rows) console.log(line(r));
-  console.log('times from the start of the publication until a device has verified and stored the version');
+  printTable(header, rows);
+  console.log(
+    `light devices (${DEVICES - RED}): times from the start of the publication until a device has verified and stored the version`,
+  );
+  if (red?.rows.length) {
+    console.log('');
+    red.print();
+    const slowest = (i: number) => Math.max(Number(rows[i]?.[5]), Number(red?.rows[i]?.slice(-1)[0]));
+    console.log(
+      `all ${DEVICES} devices (${DEVICES - RED} light, ${RED} Node-RED) had version 1 within ${slowest(0)} ms, ` +
+        `version 2 within ${slowest(1)} ms (NaN: some never did)`,
+    );
+  }
+}
+
+async function main(): Promise<void> {
+  const brokerUrl = arg('broker');
+  const broker: TestBroker =
+    brokerUrl !== undefined && brokerUrl !== ''
+      ? { kind: 'mosquitto', url: brokerUrl, stop: async () => undefined }
+      : arg('mosquitto') !== undefined
+        ? await startMosquitto()
+        : await startEmbedded();
+  let problems: string[] = [];
+  try {
+    if (PART !== 'fedavg') await rollout(broker);
+    if (PART !== 'rollout') {
+      problems = await runFedAvg({
+        broker,
+        quick: QUICK,
+        devices: DEVICES,
+        rounds: Number(arg('rounds') ?? (QUICK ? 3 : 50)),
+        target: Number(arg('target') ?? 0.97),
+        epochs: Number(arg('epochs') ?? (QUICK ? 1 : 5)),
+        batch: Number(arg('batch') ?? 10),
+        fraction: Number(arg('fraction') ?? (QUICK ? 0.5 : 0.1)),
+        learningRate: Number(arg('lr') ?? 0.1),
+        encoding: (arg('encoding') || 'uint8') as UpdateEncoding,
+        central: !QUICK && arg('no-central') === undefined,
+        threads: Number(arg('threads') ?? defaultTrainingThreads()),
+      });
+    }
+  } finally {
+    await broker.stop();
+  }
+  if (problems.length > 0) {
+    console.error(`\n${problems.length} check(s) failed:\n- ${problems.join('\n- ')}`);
+    process.exit(1);
+  }
+  process.exit(0);
 }
 
 main().catch((err: unknown) => {

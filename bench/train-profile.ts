@@ -1,14 +1,18 @@
 /**
  * Where does a training step's time go? Runs training steps of the classic MNIST CNN and of an
  * LSTM(64) forecaster on the wasm backend (one thread) under tf.profile and prints, per kernel,
- * the milliseconds per step and the share of the step (forward and gradient kernels alike).
+ * the milliseconds per step and the share of the step (forward and gradient kernels alike), side
+ * by side in one run: with the compiled heap kernels and with the composed / JavaScript paths
+ * they replace (alternating rounds, medians), plus the unprofiled step time of each.
  *
- * Usage: npm run bench:train-profile [-- --steps 5 --batch 64]
+ * Usage: npm run bench:train-profile [-- --steps 5 --batch 64 --rounds 3]
  */
+import os from 'node:os';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { tf } from '../lib/models/runtime/tfjs';
 import { buildModel, lossFor, type ArchitectureName } from '../lib/train/architectures';
 import { prepareBackend } from '../lib/train/trainer';
+import { useHeapKernels } from '../lib/train/wasm-gradients';
 import { numberArg } from './cli';
 
 interface Case {
@@ -36,6 +40,8 @@ const CASES: Case[] = [
   },
 ];
 
+const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+
 function step(model: tfl.LayersModel, optimizer: tf.Optimizer, x: tf.Tensor, y: tf.Tensor, loss: string) {
   const lossFn = loss === 'categoricalCrossentropy' ? tfl.metrics.categoricalCrossentropy : tfl.metrics.MSE;
   const cost = optimizer.minimize(
@@ -45,7 +51,7 @@ function step(model: tfl.LayersModel, optimizer: tf.Optimizer, x: tf.Tensor, y: 
   cost?.dispose();
 }
 
-async function profile(c: Case, steps: number, batch: number): Promise<void> {
+async function profile(c: Case, steps: number, batch: number, rounds: number): Promise<void> {
   const model = buildModel(c.arch, {
     inputShape: c.inputShape,
     outputSize: c.outputSize,
@@ -60,32 +66,71 @@ async function profile(c: Case, steps: number, batch: number): Promise<void> {
       ? tf.cast(tf.oneHot(tf.randomUniform([batch], 0, c.outputSize, 'int32'), c.outputSize), 'float32')
       : tf.randomUniform([batch, c.outputSize]);
   const loss = lossFor(task);
-  for (let i = 0; i < 2; i++) step(model, optimizer, x, y, loss);
-  const totals = new Map<string, { ms: number; calls: number }>();
-  const started = performance.now();
-  for (let i = 0; i < steps; i++) {
-    const info = await tf.profile(() => step(model, optimizer, x, y, loss));
-    for (const k of info.kernels) {
-      const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
-      const t = totals.get(k.name) ?? { ms: 0, calls: 0 };
-      t.ms += ms;
-      t.calls++;
-      totals.set(k.name, t);
+  const sides = [
+    { name: 'composed / JS', heap: false },
+    { name: 'heap kernels', heap: true },
+  ];
+  const run = () => step(model, optimizer, x, y, loss);
+  for (const side of sides) {
+    useHeapKernels(side.heap);
+    for (let i = 0; i < 2; i++) run();
+  }
+  // Per side: per-kernel milliseconds per step and unprofiled step times, one list entry a round.
+  const kernels = sides.map(() => new Map<string, number[]>());
+  const walls = sides.map((): number[] => []);
+  for (let round = 0; round < rounds; round++) {
+    for (const [s, side] of sides.entries()) {
+      useHeapKernels(side.heap);
+      const started = performance.now();
+      for (let i = 0; i < steps; i++) run();
+      await tf.ready();
+      walls[s].push((performance.now() - started) / steps);
+      const totals = new Map<string, number>();
+      for (let i = 0; i < steps; i++) {
+        const info = await tf.profile(run);
+        for (const k of info.kernels) {
+          const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+          totals.set(k.name, (totals.get(k.name) ?? 0) + ms / steps);
+        }
+      }
+      for (const [name, ms] of totals) kernels[s].set(name, [...(kernels[s].get(name) ?? []), ms]);
     }
   }
-  const wall = (performance.now() - started) / steps;
-  const sum = [...totals.values()].reduce((a, t) => a + t.ms, 0) / steps;
-  console.log(`\n${c.title}, batch ${batch}, wasm, ${steps} profiled steps`);
-  console.log(`step: ${wall.toFixed(1)} ms wall (profiled), kernels ${sum.toFixed(1)} ms\n`);
-  console.log('kernel                        | ms/step | share  | calls/step');
-  console.log('------------------------------|---------|--------|-----------');
-  const rows = [...totals.entries()].sort((a, b) => b[1].ms - a[1].ms);
-  for (const [name, t] of rows.slice(0, 18)) {
-    const ms = t.ms / steps;
+  useHeapKernels(true);
+  const of = (s: number, name: string): number => median(kernels[s].get(name) ?? [0]);
+  const names = [...new Set([...kernels[0].keys(), ...kernels[1].keys()])].sort(
+    (p, q) => Math.max(of(0, q), of(1, q)) - Math.max(of(0, p), of(1, p)),
+  );
+  const total = (s: number): number => names.reduce((sum, name) => sum + of(s, name), 0);
+  console.log(
+    `\n${c.title}, batch ${batch}, wasm, one thread; medians of ${rounds} rounds of ${steps} steps`,
+  );
+  console.log(
+    `load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
+  console.log(
+    `step (unprofiled): ${median(walls[0]).toFixed(1)} ms composed / JS, ${median(walls[1]).toFixed(1)} ms heap kernels (${(
+      median(walls[0]) / median(walls[1])
+    ).toFixed(2)}x)\n`,
+  );
+  console.log('kernel                        | composed / JS ms | heap kernels ms | share (heap)');
+  console.log('------------------------------|------------------|-----------------|-------------');
+  for (const name of names.slice(0, 18)) {
     console.log(
-      `${name.padEnd(30)}| ${ms.toFixed(2).padStart(7)} | ${((ms / sum) * 100).toFixed(1).padStart(5)}% | ${String(t.calls / steps).padStart(6)}`,
+      `${name.padEnd(30)}| ${of(0, name).toFixed(2).padStart(16)} | ${of(1, name).toFixed(2).padStart(15)} | ${(
+        (of(1, name) / total(1)) *
+        100
+      )
+        .toFixed(1)
+        .padStart(10)} %`,
     );
   }
+  console.log(
+    `${'all kernels'.padEnd(30)}| ${total(0).toFixed(2).padStart(16)} | ${total(1).toFixed(2).padStart(15)} |`,
+  );
   tf.dispose([x, y]);
   model.dispose();
   optimizer.dispose();
@@ -96,7 +141,8 @@ async function main(): Promise<void> {
   if (backend !== 'wasm') throw new Error(`the wasm backend did not start (got ${backend})`);
   const steps = numberArg('steps', 5);
   const batch = numberArg('batch', 64);
-  for (const c of CASES) await profile(c, steps, batch);
+  const rounds = numberArg('rounds', 3);
+  for (const c of CASES) await profile(c, steps, batch, rounds);
 }
 
 main().catch((err: unknown) => {

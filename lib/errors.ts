@@ -46,6 +46,8 @@
  *   fleet-manifest-invalid   a fleet model manifest is malformed               params: name
  *   fleet-tampered           a fleet model file does not match its signed hash params: name, version, file
  *   fleet-truncated          a fleet model's chunks stopped short or never all arrived  params: name, version
+ *   fleet-update-invalid     a federated weight update is malformed, mis-shaped or not finite  params: device, round
+ *   fleet-tls-untrusted      the broker's TLS certificate is not trusted (wrong CA, host or expired)  params: url
  */
 
 export type ErrorCode =
@@ -90,7 +92,9 @@ export type ErrorCode =
   | 'fleet-bad-signature'
   | 'fleet-manifest-invalid'
   | 'fleet-tampered'
-  | 'fleet-truncated';
+  | 'fleet-truncated'
+  | 'fleet-update-invalid'
+  | 'fleet-tls-untrusted';
 
 export type ErrorParams = Record<string, string | number>;
 

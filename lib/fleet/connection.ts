@@ -62,6 +62,37 @@ export function checkBrokerUrl(url: string): URL {
   return parsed;
 }
 
+/** OpenSSL's and Node's codes for a broker certificate that does not check out. */
+const UNTRUSTED_CERTIFICATE = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** The error a failed connection reports: fleet-tls-untrusted for a certificate refused, else fleet-connect-failed. */
+export function connectionError(url: string, err: Error): FleetError {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code && UNTRUSTED_CERTIFICATE.has(code)) {
+    return new FleetError(
+      'fleet-tls-untrusted',
+      `broker ${url}: certificate not trusted (${code}): ${err.message}`,
+      {
+        url,
+        tlsCode: code,
+      },
+    );
+  }
+  return new FleetError('fleet-connect-failed', `broker ${url}: ${err.message}`, { url });
+}
+
 export class FleetConnection extends EventEmitter {
   readonly client: MqttClient;
   readonly topics: FleetTopics;
@@ -104,9 +135,7 @@ export class FleetConnection extends EventEmitter {
       if (!this.closed) this.emit('offline');
     });
     this.client.on('error', (err) => {
-      this.lastError = new FleetError('fleet-connect-failed', `broker ${options.url}: ${err.message}`, {
-        url: options.url,
-      });
+      this.lastError = connectionError(options.url, err);
       this.emit('connect-error', this.lastError);
     });
     this.client.on('message', (topic, payload, packet) => {

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { pathToFileURL } from 'node:url';
 import { FleetError } from '../errors';
 
 /**
@@ -23,22 +24,35 @@ interface Running {
 
 const running = new Map<string, Running>();
 
-async function start(host: string, port: number): Promise<{ port: number; close: () => Promise<void> }> {
-  let AedesClass: {
-    createBroker: () => Promise<{ handle: (s: net.Socket) => unknown; close: (cb: () => void) => void }>;
-  };
+/** Node's dynamic import(), kept as is by the CommonJS build (which would turn it into require()). */
+const importModule = new Function('url', 'return import(url)') as (url: string) => Promise<unknown>;
+
+/**
+ * aedes 1.x is an ES module (and needs Node.js 20 or later): loaded with import() so every Node.js
+ * 20 works, not only those whose require() loads ES modules (20.19+, 22.12+).
+ */
+async function loadAedes(url: string): Promise<AedesClass> {
   try {
-    // aedes is an ES module; Node.js 20.19+ and 22.12+ load it with require().
-    AedesClass = (require('aedes') as { Aedes: typeof AedesClass }).Aedes;
+    const file = require.resolve('aedes');
+    const loaded = (await importModule(pathToFileURL(file).href)) as { Aedes?: AedesClass };
+    if (!loaded.Aedes) throw new Error('aedes has no export Aedes (aedes 1.x expected)');
+    return loaded.Aedes;
   } catch (err) {
     throw new FleetError(
       'fleet-connect-failed',
-      `the embedded broker (aedes) does not load here: ${(err as Error).message}`,
-      {
-        url: `mqtt://${host}:${port}`,
-      },
+      `the embedded broker (aedes) does not load on Node.js ${process.versions.node} ` +
+        `(it needs Node.js 20 or later): ${(err as Error).message}`,
+      { url },
     );
   }
+}
+
+interface AedesClass {
+  createBroker: () => Promise<{ handle: (s: net.Socket) => unknown; close: (cb: () => void) => void }>;
+}
+
+async function start(host: string, port: number): Promise<{ port: number; close: () => Promise<void> }> {
+  const AedesClass = await loadAedes(`mqtt://${host}:${port}`);
   const broker = await AedesClass.createBroker();
   const server = net.createServer((socket) => broker.handle(socket));
   const sockets = new Set<net.Socket>();

@@ -4,3 +4,8 @@ export * from './connection';
 export * from './embedded-broker';
 export * from './manifest';
 export * from './rollout';
+export * from './federated';
+export * from './federated-aggregator';
+export * from './federated-client';
+export * from './local-keys';
+export * from './telemetry';

@@ -40,6 +40,12 @@ export interface DeviceTrainerConfig {
   training: Omit<TrainSettings, 'task' | 'architecture' | 'base' | 'classWeights'>;
 }
 
+/** The global model a federated round continues, and the fleet's class order. */
+export interface FederatedRoundBase {
+  base: { name: string; version?: number };
+  labels?: string[];
+}
+
 /** When training starts without a 'train' command. */
 export interface AutoTraining {
   trigger: 'message' | 'interval' | 'samples';
@@ -189,8 +195,15 @@ export class DeviceTrainer {
    * Trains on the whole dataset in a worker thread and saves the model as a new version.
    * Rejects with TooFewSamplesError, CancelledError (cancel/close) or the training error; in
    * every such case nothing is saved and the previous version stays current.
+   *
+   * `round`: a federated round: training continues the whole stored model `round.base` (its own
+   * output layer kept, nothing frozen), with the class indices of `round.labels` (the fleet's
+   * order; a class the fleet model does not know is an error). A device may hold one class only.
    */
-  async train(onProgress?: (progress: EpochProgress) => void): Promise<TrainOutcome> {
+  async train(
+    onProgress?: (progress: EpochProgress) => void,
+    round?: FederatedRoundBase,
+  ): Promise<TrainOutcome> {
     if (this.closed) throw new Error('the trainer is closed');
     if (this.worker) throw new Error('a training run is already in progress');
     const started = Date.now();
@@ -200,16 +213,28 @@ export class DeviceTrainer {
       const data = await this.dataset.load();
       if (data.count < this.config.minSamples)
         throw new TooFewSamplesError(data.count, this.config.minSamples);
-      if (this.task === 'classification' && data.classes.length < 2) {
+      if (round?.labels && this.task === 'classification' && data.y) {
+        const labels = round.labels;
+        const index = data.classes.map((name) => labels.indexOf(name));
+        const unknown = data.classes.filter((_, i) => index[i] < 0);
+        if (unknown.length > 0) {
+          throw new Error(
+            `class ${unknown.join(', ')} is not one of the fleet model's classes (${labels.join(', ')})`,
+          );
+        }
+        data.y = data.y.map((c) => index[c]);
+        data.classes = [...labels];
+      } else if (this.task === 'classification' && data.classes.length < 2 && !round) {
         throw new Error(
           `need samples of at least 2 classes to train a classifier, have ${data.classes.join(', ') || 'none'}`,
         );
       }
       this.samplesSinceTraining = 0;
       let base: TrainSettings['base'];
-      if (this.config.baseModel) {
-        const stored = await this.config.store.get(this.config.baseModel.name, this.config.baseModel.version);
-        if (!stored) throw new Error(`base model "${this.config.baseModel.name}" is not in the model store`);
+      const baseModel = round ? { ...round.base, freeze: 0 } : this.config.baseModel;
+      if (baseModel) {
+        const stored = await this.config.store.get(baseModel.name, baseModel.version);
+        if (!stored) throw new Error(`base model "${baseModel.name}" is not in the model store`);
         if (stored.meta.format !== 'tfjs-layers') {
           throw new Error(
             `base model "${stored.meta.name}" is ${stored.meta.format}; fine-tuning needs a TF.js layers model`,
@@ -218,7 +243,8 @@ export class DeviceTrainer {
         await this.config.store.verify(stored);
         base = {
           modelJsonPath: path.join(stored.dir, stored.meta.entry),
-          freeze: this.config.baseModel.freeze,
+          freeze: baseModel.freeze,
+          whole: round !== undefined,
         };
       }
       const settings: TrainSettings = {
@@ -253,7 +279,7 @@ export class DeviceTrainer {
           source: 'edge-train',
           training: {
             architecture: this.config.architecture ?? null,
-            baseModel: this.config.baseModel ?? null,
+            baseModel: baseModel ?? null,
             optimizer: settings.optimizer,
             learningRate: settings.learningRate,
             batchSize: settings.batchSize,

@@ -33,8 +33,12 @@ export interface TrainSettings {
   /** The architecture to build; ignored when `base` is given. */
   architecture?: ArchitectureName;
   sizes?: Omit<ArchitectureOptions, 'inputShape' | 'outputSize'>;
-  /** Transfer learning: the stored model's model.json and how many of its first layers stay frozen. */
-  base?: { modelJsonPath: string; freeze: number };
+  /**
+   * Transfer learning: the stored model's model.json and how many of its first layers stay
+   * frozen. With `whole`, the model trains as it is (its own output layer kept, nothing frozen):
+   * continued training, as a federated round does from the fleet's global model.
+   */
+  base?: { modelJsonPath: string; freeze: number; whole?: boolean };
   optimizer: OptimizerName;
   learningRate: number;
   /** SGD momentum (0 = plain SGD). */
@@ -218,6 +222,7 @@ async function loadModel(
 ): Promise<{ model: tfl.LayersModel; base?: tfl.LayersModel }> {
   if (settings.base) {
     const base = await tfl.loadLayersModel(fileLoadHandler(settings.base.modelJsonPath));
+    if (settings.base.whole) return { model: base };
     try {
       return { model: transferModel(base, settings.base.freeze, settings.task, data.outputSize), base };
     } catch (err) {

@@ -18,6 +18,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 // Registers TF.js's gradient functions, which call these kernels.
 import '@tensorflow/tfjs-layers';
+import { CONV_FILTER_BLOCKS, CONV_INPUT_BLOCKS, heapKernelsFor, type HeapKernels } from './heap-kernels';
 
 type Info = tf.TensorInfo;
 type Attrs = Record<string, unknown>;
@@ -32,6 +33,30 @@ interface Backend {
 interface HeapBackend extends Backend {
   makeOutput(shape: number[], dtype: tf.DataType): Info;
   typedArrayFromHeap(info: Info): Float32Array | Int32Array | Uint8Array;
+  wasm?: { asm?: { memory?: WebAssembly.Memory } };
+}
+
+/** The compiled heap kernels for this backend's memory, when they can run there. */
+function kernelsOf(backend: HeapBackend): HeapKernels | undefined {
+  return heapKernelsOn ? heapKernelsFor(backend.wasm?.asm?.memory) : undefined;
+}
+
+let heapKernelsOn = true;
+
+/**
+ * Turns the compiled heap kernels off (every kernel then takes its composed or JavaScript path,
+ * as on a shared memory) or back on; for side-by-side measurements and tests. Returns the
+ * previous setting.
+ */
+export function useHeapKernels(on: boolean): boolean {
+  const previous = heapKernelsOn;
+  heapKernelsOn = on;
+  return previous;
+}
+
+/** Byte address of a tensor's data on the wasm heap. */
+function addressOf(backend: HeapBackend, info: Info): number {
+  return backend.typedArrayFromHeap(info).byteOffset;
 }
 
 /** Runs wasm kernels by name and frees every intermediate they produced unless kept. */
@@ -199,6 +224,35 @@ function conv2DBackpropFilter({ inputs, attrs, backend }: KernelArgs): Info {
     dimRoundingMode,
   );
   const [fh, fw, inChannels, outChannels] = filterShape;
+  const heap = backend as HeapBackend;
+  const kernels = kernelsOf(heap);
+  const block = CONV_FILTER_BLOCKS.find(([i, o]) => inChannels % i === 0 && outChannels % o === 0);
+  if (kernels && block && x.dtype === 'float32' && dy.dtype === 'float32') {
+    return scoped(backend, (s) => {
+      const padded = padInput(s, x, info);
+      const out = heap.makeOutput(filterShape, 'float32');
+      const grad = kernels[`convFilterGrad${block[0]}x${block[1]}`];
+      grad(
+        addressOf(heap, padded),
+        addressOf(heap, dy),
+        addressOf(heap, out),
+        info.batchSize,
+        padded.shape[1],
+        padded.shape[2],
+        inChannels,
+        info.outHeight,
+        info.outWidth,
+        outChannels,
+        fh,
+        fw,
+        info.strideHeight,
+        info.strideWidth,
+        info.dilationHeight,
+        info.dilationWidth,
+      );
+      return out;
+    });
+  }
   return scoped(backend, (s) => {
     const padded = padInput(s, x, info);
     const channelsFirst = s.run('Transpose', { x: padded }, { perm: [3, 1, 2, 0] });
@@ -283,6 +337,35 @@ function conv2DBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
     pad,
     dimRoundingMode,
   );
+  const heap = backend as HeapBackend;
+  const kernels = kernelsOf(heap);
+  const inChannels = inputShape[3];
+  const block = CONV_INPUT_BLOCKS.find((c) => inChannels % c === 0);
+  if (kernels && block && dy.dtype === 'float32' && filter.dtype === 'float32') {
+    return scoped(backend, (s) => {
+      const swapped = s.run('Transpose', { x: filter }, { perm: [0, 1, 3, 2] });
+      const out = heap.makeOutput(inputShape, 'float32');
+      kernels[`convInputGrad${block}`](
+        addressOf(heap, dy),
+        addressOf(heap, swapped),
+        addressOf(heap, out),
+        info.batchSize,
+        info.inHeight,
+        info.inWidth,
+        inChannels,
+        info.outHeight,
+        info.outWidth,
+        info.outChannels,
+        fh,
+        fw,
+        info.strideHeight,
+        info.strideWidth,
+        info.padInfo.top,
+        info.padInfo.left,
+      );
+      return out;
+    });
+  }
   return scoped(backend, (s) => {
     const spread = spreadByStride(s, dy, info.strideHeight, info.strideWidth);
     const framed = frameForInputGradient(s, spread, info, fh, fw);
@@ -395,6 +478,28 @@ function heapMaxPoolGrad({ inputs, attrs, backend }: KernelArgs): Info {
   const { strideHeight, strideWidth, filterHeight, filterWidth } = info;
   const { top, left } = info.padInfo;
   const out = b.makeOutput(input.shape, 'float32');
+  const kernels = kernelsOf(b);
+  if (kernels && input.dtype === 'float32' && dy.dtype === 'float32') {
+    const run = c % 4 === 0 ? kernels.maxPoolGrad4 : kernels.maxPoolGrad;
+    run(
+      addressOf(b, input),
+      addressOf(b, dy),
+      addressOf(b, out),
+      batchSize,
+      inHeight,
+      inWidth,
+      c,
+      outHeight,
+      outWidth,
+      strideHeight,
+      strideWidth,
+      filterHeight,
+      filterWidth,
+      top,
+      left,
+    );
+    return out;
+  }
   const dx = b.typedArrayFromHeap(out) as Float32Array;
   dx.fill(0);
   const x = b.typedArrayFromHeap(input) as Float32Array;
@@ -486,12 +591,65 @@ function leadingAxesSum(original: tf.KernelFunc): (args: KernelArgs) => Info {
     const cols = kept.reduce((p, q) => p * q, 1);
     const heap = backend as HeapBackend;
     const out = heap.makeOutput(keepDims ? [...axes.map(() => 1), ...kept] : kept, 'float32');
+    const kernels = kernelsOf(heap);
+    if (kernels) {
+      // cols f64 accumulators, as float32 pairs on the heap.
+      const scratch = heap.makeOutput([cols * 2], 'float32');
+      try {
+        const sum = cols % 4 === 0 ? kernels.leadingSum4 : kernels.leadingSum;
+        sum(addressOf(heap, x), addressOf(heap, out), rows, cols, addressOf(heap, scratch));
+      } finally {
+        heap.disposeData(scratch.dataId);
+      }
+      return out;
+    }
     const values = heap.typedArrayFromHeap(x) as Float32Array;
     const acc = new Float64Array(cols);
     for (let r = 0, at = 0; r < rows; r++) for (let c = 0; c < cols; c++, at++) acc[c] += values[at];
     (heap.typedArrayFromHeap(out) as Float32Array).set(acc);
     return out;
   };
+}
+
+/** The ReLU gradient in one pass: dy where the ReLU's input is positive, else 0. */
+const RELU_GRAD = 'EdgeAiReluGrad';
+
+function heapReluGrad({ inputs, backend }: KernelArgs): Info {
+  const { dy, x } = inputs;
+  const heap = backend as HeapBackend;
+  const kernels = kernelsOf(heap);
+  if (!kernels) {
+    return scoped(backend, (s) => s.run('Multiply', { a: dy, b: s.run('Step', { x }, { alpha: 0 }) }));
+  }
+  const out = heap.makeOutput(dy.shape, 'float32');
+  kernels.reluGrad(
+    addressOf(heap, dy),
+    addressOf(heap, x),
+    addressOf(heap, out),
+    tf.util.sizeFromShape(dy.shape),
+  );
+  return out;
+}
+
+/**
+ * The Relu gradient (TF.js: Step, Cast and Multiply, three passes and two intermediates) as the
+ * one-pass kernel where the active backend has it, TF.js's own formula elsewhere.
+ */
+function registerReluGradient(): void {
+  tf.registerGradient({
+    kernelName: 'Relu',
+    inputsToSave: ['x'],
+    gradFunc: (dy, saved) => {
+      const [x] = saved;
+      const g = Array.isArray(dy) ? dy[0] : dy;
+      return {
+        x: () =>
+          tf.getKernel(RELU_GRAD, tf.getBackend()) && x.dtype === 'float32' && g.dtype === 'float32'
+            ? (tf.engine().runKernel(RELU_GRAD, { dy: g, x }, {}) as tf.Tensor)
+            : tf.mul(g, tf.cast(tf.step(x), 'float32')),
+      };
+    },
+  });
 }
 
 /** Kernels the wasm backend lacks. */
@@ -538,6 +696,11 @@ export function registerWasmGradients(): string[] {
     changed.push('Conv2DBackpropInput');
     replace('MaxPoolGrad', heapMaxPoolGrad);
     changed.push('MaxPoolGrad');
+    if (kernelsOf(tf.backend() as unknown as HeapBackend)) {
+      register(RELU_GRAD, heapReluGrad);
+      registerReluGradient();
+      changed.push(RELU_GRAD);
+    }
     for (const [kernelName, wrap] of FASTER) {
       const native = tf.getKernel(kernelName, 'wasm');
       if (!native) continue;

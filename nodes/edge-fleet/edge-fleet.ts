@@ -1,4 +1,5 @@
 import os from 'node:os';
+import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import type { Node, NodeAPI, NodeDef } from 'node-red';
 import type { EdgeAiError } from '../../lib/errors';
@@ -20,6 +21,9 @@ import { Settings } from '../shared/settings';
 import { translateError } from '../shared/status';
 import { userDirOf } from '../shared/user-dir';
 import type { EdgeFleetNode } from '../shared/fleet-config';
+import { FederatedAggregator, type AggregatorOptions } from '../../lib/fleet/federated-aggregator';
+import { FederatedClient } from '../../lib/fleet/federated-client';
+import { localFleetKeys } from '../../lib/fleet/local-keys';
 
 type EdgeFleetDef = NodeDef & Record<string, unknown>;
 
@@ -99,8 +103,40 @@ export = function (RED: NodeAPI): void {
     } catch (err) {
       node.error(describe(err));
     }
+    if (s.bool('localKeys', false) && !publicKey && !privateKey) {
+      // A fleet on this machine only: a key pair generated once and kept in the user directory.
+      try {
+        const local = localFleetKeys(path.join(userDir, 'edge-ai', 'fleet-keys'), s.text('fleet', 'fleet'));
+        publicKey = readPublicKey(local.publicKey);
+        privateKey = readPrivateKey(local.privateKey);
+      } catch (err) {
+        node.error(describe(err));
+      }
+    }
 
-    const served: EdgeFleetNode = Object.assign(node, {
+    /** Federated learning: a device's client and the round aggregator (see lib/fleet/federated-*). */
+    const federated = {
+      federatedClient: async (name: string): Promise<FederatedClient> => {
+        if (!publicKey) throw new Error(t('errors.no-public-key', { name }));
+        return new FederatedClient(await connecting, {
+          name,
+          store,
+          publicKey,
+          maxBytes: 100 * 1024 * 1024,
+          stallMs: s.number('stallSec', 30, { above: 0 }) * 1000,
+        });
+      },
+      aggregator: async (options: Omit<AggregatorOptions, 'privateKey'>): Promise<FederatedAggregator> => {
+        if (!privateKey) throw new Error(t('errors.no-signing-key'));
+        return new FederatedAggregator(await connecting, {
+          ...options,
+          privateKey,
+          chunkBytes: s.number('chunkKB', 64, { above: 0 }) * 1024,
+        });
+      },
+    };
+
+    const served: EdgeFleetNode = Object.assign(node, federated, {
       connection: () => connecting,
       publish: async (name: string, version?: number): Promise<PublishedModel> => {
         if (!privateKey) throw new Error(t('errors.no-signing-key'));

@@ -8,6 +8,7 @@ import {
   type InferenceMode,
 } from '../../lib/models/serve/inference';
 import { MicroBatcher } from '../../lib/models/serve/micro-batcher';
+import { runStreamJobs, streamsBatchable } from '../../lib/models/serve/stream-batch';
 import type { LoadedModelInfo } from '../../lib/models/serve/model-handle';
 import { runNamed } from '../../lib/models/runtime/runner';
 import {
@@ -167,7 +168,7 @@ export = function (RED: NodeAPI): void {
     let streamsInUse: StreamStates | undefined;
 
     // One batch: every message is prepared against the model serving now; bad ones fail alone.
-    // A stateful model runs the messages one after another, each on its stream's state.
+    // A stateful model runs each stream's messages in order on its state; different streams batch.
     const runBatch = async (jobs: Job[]): Promise<(JobResult | Error)[]> => {
       // A first model on its way (e.g. a followed store model just saved): wait for it rather
       // than fail the messages that arrive meanwhile.
@@ -190,24 +191,16 @@ export = function (RED: NodeAPI): void {
           }
         });
         if (streams?.stateful) {
-          const results: (JobResult | Error)[] = [];
-          for (let i = 0; i < jobs.length; i++) {
-            const feeds = prepared[i];
-            if (feeds instanceof Error) {
-              results.push(feeds);
-              continue;
-            }
-            // The state is read when the message runs: an earlier message of its stream just set it.
-            Object.assign(feeds, streams.feedsFor(jobs[i].stream, info.inputs));
-            try {
-              const outputs = await runNamed(runner, feeds, 1);
-              streams.update(jobs[i].stream, outputs);
-              results.push({ outputs, info, batchSize: 1 });
-            } catch (err) {
-              results.push(err as Error);
-            }
-          }
-          return results;
+          const ran = await runStreamJobs(
+            runner,
+            streams,
+            info.inputs,
+            jobs.map((job, i) => ({ feeds: prepared[i], stream: job.stream })),
+            streamsBatchable(streams, info.inputs, info.outputs),
+          );
+          return ran.map((r) =>
+            r instanceof Error ? r : { outputs: r.outputs, info, batchSize: r.batchSize },
+          );
         }
         const valid = prepared.filter((p): p is Record<string, Float32Array> => !(p instanceof Error));
         if (valid.length === 0) return prepared as Error[];

@@ -18,6 +18,7 @@ import { SettingError, Settings } from '../shared/settings';
 import { nodeStateDir, removeStateDir } from '../shared/state';
 import { Status } from '../shared/status';
 import { modelStoreOf } from '../shared/user-dir';
+import { startFederated } from './federated';
 
 type EdgeTrainDef = NodeDef & Record<string, unknown>;
 
@@ -41,7 +42,9 @@ function parseClassWeights(s: Settings): ClassWeighting {
 /** The trainer's configuration from the editor fields; throws on what cannot work. */
 function parseConfig(config: EdgeTrainDef, store: ModelStore, datasetDir: string): DeviceTrainerConfig {
   const s = new Settings(config);
-  const fineTune = s.choice('source', ['build', 'transfer'] as const, 'build') === 'transfer';
+  const source = s.choice('source', ['build', 'transfer', 'federated'] as const, 'build');
+  const federated = source === 'federated';
+  const fineTune = source === 'transfer' || federated;
   const architecture = fineTune
     ? undefined
     : s.choice(
@@ -62,9 +65,11 @@ function parseConfig(config: EdgeTrainDef, store: ModelStore, datasetDir: string
     task: fineTune
       ? s.choice<Task>('task', ['classification', 'regression', 'autoencoder'], 'classification')
       : undefined,
-    baseModel: fineTune
-      ? { name: s.text('baseModel'), freeze: s.number('freeze', 0, { integer: true, min: 0 }) }
-      : undefined,
+    baseModel: federated
+      ? { name: s.text('fleetModel'), freeze: 0 }
+      : fineTune
+        ? { name: s.text('baseModel'), freeze: s.number('freeze', 0, { integer: true, min: 0 }) }
+        : undefined,
     inputShape: optional(s.numbers('inputShape', whole)),
     classes: optional(s.list('classes')),
     classWeights: parseClassWeights(s),
@@ -114,6 +119,9 @@ export = function register(RED: NodeAPI): void {
     const datasetDir = nodeStateDir(RED, node, 'datasets');
     let trainer: DeviceTrainer | undefined;
     let closed = false;
+    /** Federated mode: the fleet's rounds start the training (nodes/edge-train/federated.ts). */
+    const federated =
+      config.source === 'federated' ? startFederated(RED, node, config, status, () => closed) : undefined;
 
     const idleStatus = (): void => {
       if (!trainer || trainer.training) return;
@@ -135,7 +143,8 @@ export = function register(RED: NodeAPI): void {
         }
         trainer = opened;
         idleStatus();
-        if (trigger) opened.autoTrain(trigger, trainInBackground);
+        if (federated) federated.attach(opened);
+        else if (trigger) opened.autoTrain(trigger, trainInBackground);
       },
       (err: unknown) => {
         node.error(status.describe(err));
@@ -221,6 +230,10 @@ export = function register(RED: NodeAPI): void {
     onInput(node, status, async (msg, send) => {
       const active = await ready;
       const command = commandOf(msg, COMMANDS);
+      if (command === 'train' && federated) {
+        await federated.trainNow(send);
+        return;
+      }
       if (command === 'train') {
         await train(active, send, { _msgid: msg._msgid } as NodeMessage);
         return;
@@ -244,12 +257,14 @@ export = function register(RED: NodeAPI): void {
         if (msg.topic === 'stats') return;
       }
       await active.addSample(msg.payload, RED.util.getMessageProperty(msg, trigger!.labelProperty));
-      idleStatus();
+      if (federated) federated.sampleAdded();
+      else idleStatus();
     });
 
     onClose(node, async (removed) => {
       closed = true;
       status.cancel();
+      await federated?.close();
       const active = trainer ?? (await ready.catch(() => undefined));
       await active?.close();
       await removeStateDir(datasetDir, removed);

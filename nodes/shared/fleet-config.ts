@@ -3,6 +3,8 @@ import type { Node, NodeAPI } from 'node-red';
 import type { FleetConnection } from '../../lib/fleet/connection';
 import type { PublishedModel } from '../../lib/fleet/rollout';
 import type { ModelHandle } from '../../lib/models/serve/model-handle';
+import type { AggregatorOptions, FederatedAggregator } from '../../lib/fleet/federated-aggregator';
+import type { FederatedClient } from '../../lib/fleet/federated-client';
 
 export interface EdgeFleetNode extends Node {
   /** The connection, once the (embedded) broker is up. */
@@ -14,6 +16,10 @@ export interface EdgeFleetNode extends Node {
    * versions are saved to the store, the version running is reported; undone when `user` closes.
    */
   follow(user: Node, name: string, handle: ModelHandle, maxBytes: number): void;
+  /** A device's federated client for fleet model `name` (global versions go to the model store). */
+  federatedClient(name: string): Promise<FederatedClient>;
+  /** An aggregator of federated rounds, publishing with the fleet's signing key. */
+  aggregator(options: Omit<AggregatorOptions, 'privateKey'>): Promise<FederatedAggregator>;
 }
 
 /** The edge-fleet config node with id `id`, if it exists and is one. */

@@ -31,7 +31,8 @@ export async function freePort(): Promise<number> {
   });
 }
 
-async function waitListening(port: number, ms: number): Promise<void> {
+/** Resolves once something accepts TCP connections on the loopback `port`. */
+export async function waitListening(port: number, ms: number): Promise<void> {
   const deadline = Date.now() + ms;
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {

@@ -27,6 +27,7 @@ import {
   StreamStates,
 } from '../../lib/models/serve/streams';
 import { readModelFiles } from '../../lib/models/store/model-files';
+import { runStreamJobs, streamsBatchable, type StreamJob } from '../../lib/models/serve/stream-batch';
 import { denseOnlyExporter, onnxStatefulRnn } from '../fixtures/onnx-fixtures';
 import { maxAbsDiff, randomValues } from '../fixtures/reference';
 import { keras2Dense, keras3TwoInputs } from '../fixtures/tfjs-fixtures';
@@ -46,6 +47,9 @@ describe('several inputs and outputs, stateful streams, export verification', fu
     const handle = new ModelHandle({ userDir: root });
     try {
       const info = await handle.load(fixture.entry);
+      // Exported to ONNX (two inputs, two outputs) and checked against TF.js at load.
+      assert.match(info.runtime, /^onnxruntime-/);
+      assert.match(info.notes.join(' '), /exported to ONNX/);
       assert.deepEqual(
         info.inputs.map((s) => [s.name, s.shape]),
         [
@@ -104,6 +108,79 @@ describe('several inputs and outputs, stateful streams, export verification', fu
     }
   });
 
+  for (const directions of [1, 2] as const) {
+    it(`runs queued messages of many streams as batches, equal to one by one (state [${directions}, batch, 8])`, async function () {
+      const runtime = availableOrtRuntimes()[0];
+      if (!runtime) {
+        console.log('      no ONNX Runtime loads here; skipping');
+        this.skip();
+      }
+      const { bytes, features } = onnxStatefulRnn(91, directions);
+      const runner = await OrtRunner.create(bytes, runtime);
+      try {
+        assert.deepEqual(
+          runner.inputs.map((x) => [x.name, x.shape, x.batchAxis ?? 0]),
+          [
+            ['input', [4], 0],
+            ['sr', [1], 0],
+            ['h', [directions, 8], 1],
+            ['c', [directions, 8], 1],
+          ],
+        );
+        const settings = (maxStreams: number) => ({
+          state: parseStatePairs('hn:h, cn:c'),
+          constants: parseConstants('sr=16000'),
+          maxStreams,
+        });
+        const fromMessage = messageInputs(settings(1), runner.inputs);
+        assert.ok(streamsBatchable(new StreamStates(settings(1)), runner.inputs, runner.outputs));
+        // 16 streams, 3 messages each, queued interleaved; a bad message fails alone.
+        const jobs: StreamJob[] = [];
+        for (let m = 0; m < 3; m++) {
+          for (let s = 0; s < 16; s++) {
+            const bad = m === 1 && s === 5;
+            jobs.push({
+              stream: `t${s}`,
+              feeds: bad
+                ? new InputError('bad payload')
+                : { input: randomValues(features, 1000 + m * 16 + s, 1.5) },
+            });
+          }
+        }
+        assert.deepEqual(
+          fromMessage.map((x) => x.name),
+          ['input'],
+        );
+        for (const maxStreams of [100, 10]) {
+          const batched = new StreamStates(settings(maxStreams));
+          const single = new StreamStates(settings(maxStreams));
+          const got = await runStreamJobs(runner, batched, runner.inputs, jobs, true);
+          const want = await runStreamJobs(runner, single, runner.inputs, jobs, false);
+          got.forEach((r, i) => {
+            const w = want[i];
+            if (w instanceof Error) {
+              assert.ok(r instanceof Error, `job ${i} fails both ways`);
+              return;
+            }
+            assert.ok(!(r instanceof Error), `job ${i}: ${String(r)}`);
+            for (const name of ['output', 'hn', 'cn']) {
+              assert.deepEqual(Array.from(r.outputs[name]), Array.from(w.outputs[name]), `job ${i} ${name}`);
+            }
+            assert.equal(w.batchSize, 1);
+            // Within the bound, the n-th message of every stream runs in one call (t5's third
+            // message is its second that runs, so it joins the second call); above it, one by one.
+            const calls = i < 32 || i === 32 + 5 ? 16 : 15;
+            assert.equal(r.batchSize, maxStreams === 100 ? calls : 1, `job ${i}`);
+          });
+          assert.equal(batched.size, single.size);
+          assert.equal(batched.evicted, single.evicted);
+        }
+      } finally {
+        await runner.dispose();
+      }
+    });
+  }
+
   it('carries an ONNX RNN state per stream, matching direct ONNX Runtime calls exactly', async function () {
     const runtime = availableOrtRuntimes()[0];
     if (!runtime) {
@@ -116,12 +193,14 @@ describe('several inputs and outputs, stateful streams, export verification', fu
     const direct = await ort.InferenceSession.create(bytes);
     try {
       assert.deepEqual(
-        runner.inputs.map((s) => [s.name, s.dtype, s.batched]),
+        runner.inputs.map((s) => [s.name, s.dtype, s.batched, s.batchAxis ?? 0]),
         [
-          ['input', 'float32', true],
-          ['sr', 'int64', true],
-          ['h', 'float32', true],
-          ['c', 'float32', true],
+          ['input', 'float32', true, 0],
+          // One fixed value beside the batch: the same for every sample of a batch.
+          ['sr', 'int64', false, 0],
+          // LSTM state [1, batch, hidden]: batched along axis 1.
+          ['h', 'float32', true, 1],
+          ['c', 'float32', true, 1],
         ],
       );
       const settings = {

@@ -6,6 +6,7 @@ import {
   availableOrtRuntimes,
   createOrtSession,
   liveOrtSessionCount,
+  loadOrt,
   ortSessionBackend,
 } from '../../lib/models/runtime/ort-session';
 import { tf, useBackend } from '../../lib/models/runtime/tfjs';
@@ -381,6 +382,68 @@ describe('ONNX export of TF.js layers models', function () {
     });
   }
 
+  it('exports a functional model with two inputs and two outputs (Concatenate and Add merges)', async () => {
+    // An image branch (Conv2D, channels-last in TF.js, NCHW in ONNX) joined with a vector branch.
+    const image = tfl.input({ shape: [6, 6, 2], name: 'image' });
+    const vector = tfl.input({ shape: [4], name: 'vector' });
+    const conv = L.conv2d({ filters: 3, kernelSize: 3, activation: 'relu' }).apply(
+      image,
+    ) as tfl.SymbolicTensor;
+    const flat = L.flatten().apply(conv) as tfl.SymbolicTensor;
+    const a = L.dense({ units: 5, activation: 'tanh' }).apply(flat) as tfl.SymbolicTensor;
+    const b = L.dense({ units: 5 }).apply(vector) as tfl.SymbolicTensor;
+    const joined = L.concatenate().apply([a, b, vector]) as tfl.SymbolicTensor;
+    const summed = L.add().apply([a, b]) as tfl.SymbolicTensor;
+    const cls = L.dense({ units: 3, activation: 'softmax', name: 'cls' }).apply(joined) as tfl.SymbolicTensor;
+    const level = L.dense({ units: 2, name: 'level' }).apply(summed) as tfl.SymbolicTensor;
+    const model = tfl.model({ inputs: [image, vector], outputs: [cls, level] });
+    try {
+      randomizeWeights(model);
+      const bytes = exportLayersModelToOnnx(model);
+      const proto = onnx.ModelProto.decode(bytes);
+      assert.deepEqual(
+        proto.graph!.input!.map((v) => v.name),
+        ['input_0', 'input_1'],
+      );
+      assert.deepEqual(
+        proto.graph!.output!.map((v) => v.name),
+        ['output_0', 'output_1'],
+      );
+      const batch = 3;
+      const inputOf = (k: number) => {
+        const dims = [batch, ...(model.inputs[k].shape.slice(1) as number[])];
+        const n = dims.reduce((p, d) => p * d, 1);
+        const data = tf.tidy(() => tf.randomNormal([n], 0, 1, 'float32', 31 + k).dataSync() as Float32Array);
+        return { data, dims };
+      };
+      const x0 = inputOf(0);
+      const x1 = inputOf(1);
+      const expected = tf.tidy(() => {
+        const ys = model.predict([tf.tensor(x0.data, x0.dims), tf.tensor(x1.data, x1.dims)]) as tf.Tensor[];
+        return ys.map((y) => ({ data: y.dataSync() as Float32Array, dims: y.shape }));
+      });
+      for (const runtime of runtimes) {
+        const session = await createOrtSession(bytes, runtime);
+        try {
+          const ort = loadOrt(runtime)!;
+          const out = await session.session.run({
+            input_0: new ort.Tensor('float32', x0.data, x0.dims),
+            input_1: new ort.Tensor('float32', x1.data, x1.dims),
+          });
+          ['output_0', 'output_1'].forEach((name, k) => {
+            assert.deepEqual(Array.from(out[name].dims), expected[k].dims, `${runtime} ${name} shape`);
+            const diff = maxAbsDiff(expected[k].data, out[name].data as Float32Array);
+            assert.ok(diff < TOLERANCE, `${runtime} ${name}: max abs difference ${diff}`);
+          });
+        } finally {
+          await session.release();
+        }
+      }
+    } finally {
+      model.dispose();
+    }
+  });
+
   it('exports causal Conv1D (which TF.js cannot run) as a valid convolution of the left-padded input', async () => {
     const [steps, channels, kernelSize, dilationRate] = [16, 2, 3, 2];
     const pad = (kernelSize - 1) * dilationRate;
@@ -462,14 +525,6 @@ describe('ONNX export of TF.js layers models', function () {
     [
       'stateful LSTM',
       () => tfl.sequential({ layers: [L.lstm({ units: 2, stateful: true, batchInputShape: [1, 4, 3] })] }),
-    ],
-    [
-      'two inputs',
-      () => {
-        const a = tfl.input({ shape: [3] });
-        const b = tfl.input({ shape: [3] });
-        return tfl.model({ inputs: [a, b], outputs: L.add().apply([a, b]) as tfl.SymbolicTensor });
-      },
     ],
     [
       'Dot',

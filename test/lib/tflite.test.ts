@@ -12,7 +12,15 @@ import {
   type TfliteConversion,
 } from '../../lib/models/convert/tflite';
 import * as S from '../../lib/models/convert/tflite/schema/tflite-schema';
-import { createOrtSession, loadOrt } from '../../lib/models/runtime/ort-session';
+import {
+  availableOrtRuntimes,
+  createOrtSession,
+  loadOrt,
+  type OrtSessionOptions,
+} from '../../lib/models/runtime/ort-session';
+import { OrtRunner } from '../../lib/models/runtime/ort-runner';
+import { qdqSessionOptions, type QdqKernels } from '../../lib/models/runtime/qdq-kernels';
+import { onnx } from '../../lib/models/onnx-proto';
 import { readModelFiles } from '../../lib/models/store/model-files';
 import { ModelHandle } from '../../lib/models/serve/model-handle';
 import { rng } from '../fixtures/reference';
@@ -29,8 +37,12 @@ const REAL_FILES = ['hello_world_float', 'hello_world_int8', 'trained_lstm', 'mi
 
 type Typed = Float32Array | Int8Array | Uint8Array | Int16Array | Int32Array;
 
-async function runOnnx(conv: TfliteConversion, inputs: Typed[]): Promise<number[][]> {
-  const session = await createOrtSession(conv.onnx, 'auto', { graphOptimizationLevel: 'all' });
+async function runOnnx(
+  conv: TfliteConversion,
+  inputs: Typed[],
+  options: OrtSessionOptions = {},
+): Promise<number[][]> {
+  const session = await createOrtSession(conv.onnx, 'auto', { graphOptimizationLevel: 'all', ...options });
   try {
     const ortMod = loadOrt(session.runtime)!;
     const feeds: Record<string, ort.Tensor> = {};
@@ -65,20 +77,26 @@ function maxDiff(a: number[], b: number[]): number {
 
 /**
  * Compares converted ONNX (raw types) with the reference on `trials` random inputs. Float outputs
- * must agree within `floatTol`, integer outputs within one quantization step.
+ * must agree within `floatTol`, integer outputs within one quantization step. A quantized model
+ * is checked on both kernel choices (ONNX Runtime's fused integer kernels and float kernels
+ * between the quantize steps).
  */
 async function checkAgainstReference(bytes: Uint8Array, trials = 3, floatTol = 1e-5): Promise<number> {
   const conv = convertTfliteToOnnx(bytes, { io: 'raw' });
+  const kernels: QdqKernels[] = conv.quantization === 'float' ? ['integer'] : ['integer', 'float'];
   let worst = 0;
   for (let trial = 0; trial < trials; trial++) {
     const inputs = randomInputs(conv, 100 + trial);
-    const [got, want] = [await runOnnx(conv, inputs), await runReference(bytes, inputs)];
-    conv.outputs.forEach((io, k) => {
-      const d = maxDiff(got[k], want[k]);
-      const tol = io.type === 'float32' ? floatTol : 1;
-      assert.ok(d <= tol, `output ${io.name} (${io.type}): max |diff| ${d} > ${tol}`);
-      worst = Math.max(worst, d);
-    });
+    const want = await runReference(bytes, inputs);
+    for (const k of kernels) {
+      const got = await runOnnx(conv, inputs, qdqSessionOptions(k));
+      conv.outputs.forEach((io, i) => {
+        const d = maxDiff(got[i], want[i]);
+        const tol = io.type === 'float32' ? floatTol : 1;
+        assert.ok(d <= tol, `output ${io.name} (${io.type}), ${k} kernels: max |diff| ${d} > ${tol}`);
+        worst = Math.max(worst, d);
+      });
+    }
   }
   return worst;
 }
@@ -136,6 +154,89 @@ describe('TFLite models converted to ONNX', function () {
       assert.ok(text.includes('DequantizeLinear') && text.includes('QuantizeLinear'));
       const graph = readTflite(bytes);
       assert.equal(graph.tensors[graph.inputs[0]].type, S.TensorType.INT8);
+    });
+  });
+
+  describe('int8 models run fast and give the same numbers', () => {
+    const file = (name: string) => new Uint8Array(readFileSync(path.join(MODELS, `${name}.tflite`)));
+
+    it('int8 activations are carried as uint8 so ONNX Runtime fuses the ops into integer kernels', async function () {
+      if (!loadOrt('onnxruntime-node')) {
+        console.log('      skipped: onnxruntime-node does not load here (it writes the optimized graph)');
+        this.skip();
+      }
+      const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'edge-tflite-opt-'));
+      try {
+        const opTypes = async (conv: TfliteConversion) => {
+          const out = path.join(dir, `opt-${Math.random()}.onnx`);
+          const s = await createOrtSession(conv.onnx, 'onnxruntime-node', {
+            graphOptimizationLevel: 'extended',
+            optimizedModelFilePath: out,
+          });
+          await s.release();
+          return (onnx.ModelProto.decode(await fs.readFile(out)).graph?.node ?? []).map((n) => n.opType);
+        };
+        const bytes = file('micro_speech_quantized');
+        const now = await opTypes(convertTfliteToOnnx(bytes));
+        assert.ok(now.includes('QLinearConv') && now.includes('QGemm'), now.join(' '));
+        assert.ok(!now.includes('Conv') && !now.includes('Gemm'), now.join(' '));
+      } finally {
+        await fs.rm(dir, { recursive: true, force: true });
+      }
+    });
+
+    it('small int8 inputs and outputs mapped by the runner equal the graph doing it, bit for bit', async () => {
+      for (const name of ['hello_world_int8', 'micro_speech_quantized']) {
+        const bytes = file(name);
+        const inGraph = convertTfliteToOnnx(bytes);
+        const byRunner = convertTfliteToOnnx(bytes, { io: 'quantized' });
+        assert.ok(byRunner.ioQuantization && Object.keys(byRunner.ioQuantization).length > 0, name);
+        const runner = await OrtRunner.create(byRunner.onnx, 'onnxruntime-web', { qdqKernels: 'integer' });
+        try {
+          assert.equal(runner.inputs[0].dtype, 'float32');
+          assert.equal(runner.outputs[0].dtype, 'float32');
+          const q = inGraph.inputs[0].quantization!;
+          const size = inGraph.inputs[0].shape.reduce((a, b) => a * b, 1);
+          const random = rng(11);
+          for (let trial = 0; trial < 4; trial++) {
+            // Exact halves between steps (rounded half to even), values far outside the range, noise.
+            const x = Float32Array.from({ length: size }, (_, i) => {
+              const step = Math.floor(random() * 300) - 150;
+              if (trial === 0) return (step - q.zeroPoint + 0.5) * q.scale;
+              if (trial === 1) return (i % 2 ? 1 : -1) * 1e6;
+              return (random() * 280 - 140) * q.scale;
+            });
+            const got = await runner.run({ [runner.inputs[0].name]: x }, 1);
+            const [want] = await runOnnx(inGraph, [x], { executionProviders: ['wasm'] });
+            assert.deepEqual(Array.from(got[runner.outputs[0].name]), want, `${name}, trial ${trial}`);
+          }
+        } finally {
+          await runner.dispose();
+        }
+      }
+    });
+
+    withReference('the kernels chosen at load are named and stay within one step of TFLite', async () => {
+      const bytes = file('micro_speech_quantized');
+      const conv = convertTfliteToOnnx(bytes, { io: 'quantized' });
+      const runner = await OrtRunner.create(conv.onnx, availableOrtRuntimes()[0]);
+      try {
+        assert.ok(runner.qdqKernels === 'integer' || runner.qdqKernels === 'float');
+        assert.match(
+          runner.notes.join(' '),
+          /quantized ops run on (integer|float) kernels.*measured at load/,
+        );
+        const raw = randomInputs(convertTfliteToOnnx(bytes, { io: 'raw' }), 5)[0] as Int8Array;
+        const inQ = conv.inputs[0].quantization!;
+        const outQ = conv.outputs[0].quantization!;
+        const x = Float32Array.from(raw, (v) => (v - inQ.zeroPoint) * inQ.scale);
+        const got = await runner.predict(x, 1);
+        const [want] = await runReference(bytes, [raw]);
+        const wantReal = want.map((v) => (v - outQ.zeroPoint) * outQ.scale);
+        assert.ok(maxDiff(Array.from(got), wantReal) <= outQ.scale * 1.0001);
+      } finally {
+        await runner.dispose();
+      }
     });
   });
 

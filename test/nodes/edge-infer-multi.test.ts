@@ -150,6 +150,11 @@ describe('edge-infer with several inputs and outputs, and with recurrent state',
         assert.equal(msgs[i].topic, topic);
         assert.equal(out.output[0], await directStep(topic, x), `message ${i} (${topic})`);
       }
+      // The two streams' queued messages ran together, state stacked, still equal to direct calls.
+      assert.ok(
+        msgs.some((m) => (m.inference as { batchSize: number }).batchSize === 2),
+        msgs.map((m) => (m.inference as { batchSize: number }).batchSize).join(','),
+      );
       assert.equal(errors.length, 1);
       assert.match(errors[0].message, /expects input shape \[4\]/);
       // msg.reset clears the stream: its next output is that of a fresh stream again.

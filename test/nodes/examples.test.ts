@@ -4,6 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { helper, nodeModule, type FlowNode } from '../helpers/red';
 import { nodeRedPackageDir } from '../helpers/node-red-path';
+import { FleetConnection } from '../../lib/fleet/connection';
+import { freePort } from '../helpers/mqtt-brokers';
 
 /** The package root (this file runs from dist/test/nodes/). */
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -26,6 +28,9 @@ const PACKAGE_TYPES = [
   'edge-model-loader',
   'edge-train',
   'edge-anomaly',
+  'edge-fleet',
+  'edge-fleet-aggregator',
+  'edge-fleet-telemetry',
 ];
 
 /** Core node types the examples may use, and the core module that registers each. */
@@ -48,6 +53,7 @@ const CORE_MODULES: Record<string, string> = {
   rbe: 'function/rbe.js',
   'mqtt out': 'network/10-mqtt.js',
   'mqtt-broker': 'network/10-mqtt.js',
+  'mqtt in': 'network/10-mqtt.js',
 };
 
 /** Dashboard nodes: configuration nodes are dropped, widgets become helper nodes in the runtime tests. */
@@ -122,8 +128,8 @@ function set(byId: Map<string, FlowNode>, id: string, values: Record<string, unk
 }
 
 describe('example flows', function () {
-  it('there are the five documented examples', () => {
-    for (const prefix of ['01 - ', '02 - ', '03 - ', '04 - ', '05 - ']) {
+  it('there are the six documented examples', () => {
+    for (const prefix of ['01 - ', '02 - ', '03 - ', '04 - ', '05 - ', '06 - ']) {
       assert.ok(
         exampleFiles.some((f) => f.startsWith(prefix)),
         `no example ${prefix}*.json in ${exampleFiles.join(', ')}`,
@@ -380,5 +386,114 @@ describe('example flows in a Node-RED runtime', function () {
     const trained = got.find((m) => m.topic === 'trained')!.payload as Msg;
     assert.equal(trained.model, 'vibration-cnn');
     assert.equal(trained.version, 1);
+  });
+
+  it('06 federated learning: the device sends updates, the aggregator closes rounds, the global model classifies', async () => {
+    await loadExample('06 - Federated learning on a fleet.json', (byId) => {
+      // A free port for the embedded broker, samples 10 times faster, short local training.
+      set(byId, 'e6.fleet', { embeddedPort: 0 });
+      set(byId, 'e6.inject', { repeat: '0.02', onceDelay: '0.1' });
+      set(byId, 'e6.train', { minSamples: 30, epochs: 1 });
+      set(byId, 'e6.inferTick', { repeat: '0.5', onceDelay: '0.5' });
+    });
+    const rounds = until('e6.rounds', (got) => got.length >= 2, 50000);
+    const updates = until('e6.updates', (got) => got.filter((m) => m.topic === 'update').length >= 2, 50000);
+    const classified = until(
+      'e6.classified',
+      (got) => got.some((m) => ((m.inference as Msg | undefined)?.version as number) >= 2),
+      55000,
+    );
+    const closed = (await rounds).map((m) => m.payload as Msg);
+    assert.deepEqual(
+      closed.map((r) => [r.round, r.version, r.reports]),
+      [
+        [1, 2, 1],
+        [2, 3, 1],
+      ],
+    );
+    for (const r of closed) assert.ok((r.samples as number) >= 30, `samples ${String(r.samples)}`);
+    const sent = (await updates).filter((m) => m.topic === 'update').map((m) => m.payload as Msg);
+    assert.deepEqual(
+      sent.map((u) => [u.round, u.encoding]),
+      [
+        [1, 'uint8'],
+        [2, 'uint8'],
+      ],
+    );
+    for (const m of await classified) {
+      const r = m.payload as { label: string; probabilities: number[] };
+      assert.ok(['normal', 'fault'].includes(r.label), r.label);
+      assert.equal((m.inference as Msg).model, 'vibration-fed');
+    }
+  });
+
+  it('07 fleet telemetry: three devices on the embedded broker, listed with model version, score and episodes', async () => {
+    const port = await freePort();
+    await loadExample(
+      '07 - Fleet telemetry dashboard.json',
+      (byId) => {
+        // A free port for the embedded broker; 50 readings/s, a short learning period, faults soon.
+        for (const id of ['ft.fleet1', 'ft.fleet2', 'ft.fleet3']) set(byId, id, { embeddedPort: port });
+        set(byId, 'ft.broker', { port: String(port) });
+        for (const i of [1, 2, 3]) {
+          set(byId, `ft.sensor${i}`, { interval: '20' });
+          set(byId, `ft.anomaly${i}`, { learning: 100, learningUnit: 'samples' });
+          set(byId, `ft.tel${i}`, { interval: 0.5 });
+        }
+        set(byId, 'ft.sensor2', { simFaultAfter: '3', simFaultAmount: '30' });
+        set(byId, 'ft.sensor3', { simFaultAfter: '2', simFaultProbability: '0.2' });
+      },
+      [['ft.rows', 0]],
+    );
+    type Row = Record<string, unknown>;
+    // The function node's objects come from its own sandbox: compared as plain data.
+    const rowsOf = (m: Msg) => JSON.parse(JSON.stringify(m.payload)) as Row[];
+    const table = until(
+      'probe:ft.rows:0',
+      (got) => {
+        const rows = rowsOf(got[got.length - 1]);
+        return (
+          rows.length === 3 &&
+          rows.every((r) => r.online === 'yes' && typeof r.score === 'number') &&
+          rows.some((r) => r.lastEpisode !== '-')
+        );
+      },
+      40000,
+    );
+    const alerts = until('ft.notify', (got) => got.length >= 1, 40000);
+    const rows = rowsOf((await table).slice(-1)[0]);
+    assert.deepEqual(
+      rows.map((r) => r.device),
+      ['pump-1', 'pump-2', 'room-1'],
+    );
+    for (const r of rows) {
+      assert.ok((r.score as number) >= 0 && (r.score as number) <= 1, `score ${String(r.score)}`);
+      assert.ok((r.rate as number) > 0, `${String(r.device)} reports its message rate`);
+    }
+    const [alert] = await alerts;
+    assert.match(String(alert.payload), /^(pump-2|room-1): anomaly episode started/);
+
+    // A device whose edge-model follows fleet:<name> reports the version it runs: the table shows it.
+    const device = new FleetConnection({
+      url: `mqtt://127.0.0.1:${port}`,
+      fleet: 'demo',
+      deviceId: 'tester',
+    });
+    try {
+      await device.waitConnected();
+      await device.publish(
+        device.topics.deviceModel('pump-1', 'vibration'),
+        JSON.stringify({ device: 'pump-1', name: 'vibration', version: 3 }),
+        { retain: true },
+      );
+      const withModel = await until(
+        'probe:ft.rows:0',
+        (got) => rowsOf(got[got.length - 1]).some((r) => r.device === 'pump-1' && r.model === 'vibration v3'),
+        10000,
+      );
+      assert.ok(withModel.length >= 1);
+    } finally {
+      await device.close();
+    }
   });
 });

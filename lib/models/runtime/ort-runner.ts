@@ -9,6 +9,9 @@ import {
   type OrtSession,
 } from './ort-session';
 import { missingFeeds, zeroFeeds } from './feeds';
+import { sizeOf } from '../../preprocess/shape';
+import { dequantizeReal, ioQuantizationOf, quantizeReal, type IoQuantization } from './io-quantization';
+import { chooseQdqKernels, hasQdqNodes, type QdqKernels } from './qdq-kernels';
 import type { ModelRunner, TensorSpec } from './runner';
 import { resolveShape } from './tfjs-runner';
 
@@ -25,10 +28,11 @@ export type { OrtRuntimeName };
  * Throws 'model-invalid-onnx' unless `bytes` decode as an ONNX model with a graph, so a corrupt
  * file says so whichever runtimes are installed (rather than "onnxruntime-node is not installed").
  */
-export function checkOnnxBytes(bytes: Uint8Array): void {
+export function checkOnnxBytes(bytes: Uint8Array): onnx.ModelProto {
   let detail: string;
   try {
-    if (onnx.ModelProto.decode(bytes).graph) return;
+    const model = onnx.ModelProto.decode(bytes);
+    if (model.graph) return model;
     detail = 'it holds no graph';
   } catch (err) {
     detail = (err as Error).message;
@@ -47,6 +51,12 @@ export interface OrtRunnerOptions {
   fallbackInputShape?: number[];
   /** Intra-op threads (onnxruntime-node); default lets ONNX Runtime decide. */
   threads?: number;
+  /**
+   * Quantized (QDQ) models: 'integer' lets ONNX Runtime fuse DequantizeLinear/op/QuantizeLinear
+   * into integer kernels, 'float' keeps the quantize steps but computes each op in float, 'auto'
+   * (default) times both on this machine at load and keeps the faster.
+   */
+  qdqKernels?: QdqKernels | 'auto';
 }
 
 type Dims = readonly (number | string)[];
@@ -62,6 +72,8 @@ export class OrtRunner implements ModelRunner {
   readonly inputs: TensorSpec[];
   outputs: TensorSpec[] = [];
   readonly notes: string[] = [];
+  /** For a quantized model: the kernels it runs on ('integer' or 'float'), chosen at load. */
+  qdqKernels?: QdqKernels;
   private readonly session: OrtTypes.InferenceSession;
   private queue: Promise<unknown> = Promise.resolve();
   private released = false;
@@ -72,6 +84,8 @@ export class OrtRunner implements ModelRunner {
     inputs: TensorSpec[],
     /** A model with a fixed batch dimension of 1 (or batch-1 state inside) runs one sample per call. */
     private readonly singleSample: boolean,
+    /** Integer inputs and outputs the runner maps from and to real numbers. */
+    private readonly ioQuant: Record<string, IoQuantization> = {},
   ) {
     this.session = owned.session;
     this.runtime = owned.runtime;
@@ -84,7 +98,9 @@ export class OrtRunner implements ModelRunner {
     runtime: OrtRuntimeName,
     options: OrtRunnerOptions = {},
   ): Promise<OrtRunner> {
-    checkOnnxBytes(model);
+    const proto = checkOnnxBytes(model);
+    const ioQuant = ioQuantizationOf(proto);
+    const qdq = hasQdqNodes(proto);
     const ort = loadOrt(runtime);
     if (!ort) {
       throw new ModelLoadError(`${runtime} is not installed or does not load here`, 'runtime-missing', {
@@ -97,8 +113,18 @@ export class OrtRunner implements ModelRunner {
     };
     if (options.threads && runtime === 'onnxruntime-node') sessionOptions.intraOpNumThreads = options.threads;
     let owned: OrtSession;
+    let kernels: Awaited<ReturnType<typeof chooseQdqKernels>> | undefined;
     try {
-      owned = await createOrtSession(model, runtime, sessionOptions);
+      if (qdq) {
+        kernels = await chooseQdqKernels(
+          model,
+          runtime,
+          sessionOptions,
+          options.qdqKernels ?? 'auto',
+          ioQuant,
+        );
+        owned = kernels.session;
+      } else owned = await createOrtSession(model, runtime, sessionOptions);
     } catch (err) {
       const message = (err as Error).message.split('\n')[0];
       // A file the decoder accepts can still fail ONNX Runtime's own parse.
@@ -111,10 +137,15 @@ export class OrtRunner implements ModelRunner {
     try {
       if (session.inputNames.length === 0) throw new ModelLoadError('the ONNX model has no inputs');
       let singleSample = false;
+      // The first input's symbolic batch dimension ('batch', 'N'...) marks the batch axis of the
+      // other inputs too, e.g. an LSTM state [1, batch, hidden].
+      const first = session.inputMetadata?.[0];
+      const batchSymbol =
+        first && first.isTensor && typeof first.shape[0] === 'string' ? first.shape[0] : undefined;
       const inputs = session.inputNames.map((name, index): TensorSpec => {
         const meta = session.inputMetadata?.[index];
         const dims: Dims = meta && meta.isTensor ? meta.shape : [];
-        const dtype = meta && meta.isTensor ? meta.type : 'float32';
+        const dtype = ioQuant[name] ? 'float32' : meta && meta.isTensor ? meta.type : 'float32';
         if (!NUMERIC_TYPES.includes(dtype)) {
           throw new ModelLoadError(
             `the ONNX model's input ${name} is ${dtype}; numeric inputs are supported`,
@@ -122,8 +153,8 @@ export class OrtRunner implements ModelRunner {
         }
         const batchDim = dims[0];
         const batched = dims.length > 0 && (typeof batchDim !== 'number' || batchDim < 0 || batchDim === 1);
-        if (typeof batchDim === 'number' && batchDim === 1) singleSample = true;
         if (index === 0) {
+          if (batchDim === 1) singleSample = true;
           if (typeof batchDim === 'number' && batchDim > 1) {
             throw new ModelLoadError(
               `the ONNX model's input ${describeDims(dims)} has a fixed batch of ${batchDim}`,
@@ -142,6 +173,18 @@ export class OrtRunner implements ModelRunner {
                 );
           return { name, shape: [...shape], dtype, batched: true };
         }
+        // An input with the batch symbol on any axis (e.g. an LSTM state [layers, batch, hidden])
+        // is batched along it; samples still come one after another and the runner interleaves.
+        const axis = batchSymbol === undefined ? -1 : dims.indexOf(batchSymbol);
+        if (axis >= 0 && dims.every((d, k) => k === axis || (typeof d === 'number' && d >= 0))) {
+          const shape = dims.filter((_, k) => k !== axis) as number[];
+          return { name, shape, dtype, batched: true, ...(axis > 0 ? { batchAxis: axis } : {}) };
+        }
+        if (batchSymbol !== undefined && axis < 0 && dims.every((d) => d === 1)) {
+          // One fixed value beside a model with a batch (a sample rate): the same for every sample.
+          return { name, shape: dims as number[], dtype, batched: false };
+        }
+        if (batchDim === 1) singleSample = true;
         // Other inputs (state, constants): unknown dimensions inside are the batch of one stream.
         const rest = batched ? dims.slice(1) : dims;
         const shape = rest.map((d) => {
@@ -151,10 +194,20 @@ export class OrtRunner implements ModelRunner {
         });
         return { name, shape, dtype, batched };
       });
-      const runner = new OrtRunner(ort, owned, inputs, singleSample);
+      const runner = new OrtRunner(ort, owned, inputs, singleSample, ioQuant);
+      if (kernels) {
+        runner.qdqKernels = kernels.kernels;
+        runner.notes.push(kernels.note);
+      }
       const outputs = await runner.runOnce(zeroFeeds(inputs, 1), 1);
-      runner.outputs = session.outputNames.map((name) => {
+      runner.outputs = session.outputNames.map((name, index) => {
         const dims = outputs[name].dims;
+        const meta = session.outputMetadata?.[index];
+        const axis = batchSymbol !== undefined && meta?.isTensor ? meta.shape.indexOf(batchSymbol) : -1;
+        if (axis > 0 && dims[axis] === 1) {
+          const shape = dims.filter((_, k) => k !== axis);
+          return { name, shape, dtype: outputs[name].dtype, batched: true, batchAxis: axis };
+        }
         const batched = dims.length > 0 && dims[0] === 1;
         return { name, shape: batched ? dims.slice(1) : dims, dtype: outputs[name].dtype, batched };
       });
@@ -167,7 +220,15 @@ export class OrtRunner implements ModelRunner {
   }
 
   private feed(spec: TensorSpec, input: Float32Array, batchSize: number): OrtTypes.Tensor {
-    const dims = spec.batched ? [batchSize, ...spec.shape] : spec.shape;
+    const axis = spec.batchAxis ?? 0;
+    const dims = spec.batched
+      ? [...spec.shape.slice(0, axis), batchSize, ...spec.shape.slice(axis)]
+      : spec.shape;
+    if (spec.batched && spec.batchAxis && batchSize > 1) {
+      input = interleave(input, batchSize, sizeOf(spec.shape.slice(0, spec.batchAxis)), true);
+    }
+    const q = this.ioQuant[spec.name];
+    if (q) return new this.ort.Tensor(q.type, quantizeReal(input, q), dims);
     switch (spec.dtype) {
       case 'int32':
         return new this.ort.Tensor('int32', Int32Array.from(input, Math.round), dims);
@@ -201,13 +262,19 @@ export class OrtRunner implements ModelRunner {
     for (const name of this.session.outputNames) {
       const value = results[name];
       const raw = value.data as ArrayLike<number> | ArrayLike<bigint>;
+      const q = this.ioQuant[name];
       let data: Float32Array;
-      if (raw instanceof Float32Array) data = raw;
+      if (q) data = dequantizeReal(raw as ArrayLike<number>, q);
+      else if (raw instanceof Float32Array) data = raw;
       else {
         data = new Float32Array(raw.length);
         for (let i = 0; i < raw.length; i++) data[i] = Number(raw[i]);
       }
-      out[name] = { data, dims: [...value.dims].map(Number), dtype: value.type };
+      const spec = this.outputs.find((o) => o.name === name);
+      if (spec?.batchAxis && batchSize > 1) {
+        data = interleave(data, batchSize, sizeOf(spec.shape.slice(0, spec.batchAxis)), false);
+      }
+      out[name] = { data, dims: [...value.dims].map(Number), dtype: q ? 'float32' : value.type };
     }
     for (const value of Object.values(results)) (value as { dispose?: () => void }).dispose?.();
     return out;
@@ -257,6 +324,25 @@ export class OrtRunner implements ModelRunner {
 }
 
 const NUMERIC_TYPES = ['float32', 'int32', 'int64', 'float64', 'bool'];
+
+/**
+ * Samples one after another ([n][outer][inner]) -> the batch on an inner axis ([outer][n][inner]),
+ * or back (`toModel` false).
+ */
+function interleave(data: Float32Array, n: number, outer: number, toModel: boolean): Float32Array {
+  if (n === 1 || outer === 1) return data;
+  const inner = data.length / (n * outer);
+  const out = new Float32Array(data.length);
+  for (let s = 0; s < n; s++) {
+    for (let o = 0; o < outer; o++) {
+      const bySample = (s * outer + o) * inner;
+      const byAxis = (o * n + s) * inner;
+      if (toModel) out.set(data.subarray(bySample, bySample + inner), byAxis);
+      else out.set(data.subarray(byAxis, byAxis + inner), bySample);
+    }
+  }
+  return out;
+}
 
 function concat(parts: Float32Array[]): Float32Array {
   const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));

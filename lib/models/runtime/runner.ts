@@ -13,6 +13,11 @@ export interface TensorSpec {
   dtype: string;
   /** False for a tensor without a leading batch dimension (e.g. a scalar sample rate). */
   batched: boolean;
+  /**
+   * Where the batch dimension sits when not first (e.g. 1 for an LSTM state [1, batch, hidden]);
+   * only size-1 axes come before it, so samples still lie one after another.
+   */
+  batchAxis?: number;
 }
 
 export interface ModelRunner {

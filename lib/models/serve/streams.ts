@@ -129,6 +129,11 @@ export class StreamStates {
     return this.streams.size;
   }
 
+  /** Whether stream `key` has a state kept. */
+  has(key: string): boolean {
+    return this.streams.has(key);
+  }
+
   get stateful(): boolean {
     return this.settings.state.length > 0;
   }

@@ -195,7 +195,8 @@ export async function readModelFiles(location: string, options: ReadModelOptions
     }
     let converted: TfliteConversion;
     try {
-      converted = convertTfliteToOnnx(new Uint8Array(data));
+      // Integer inputs and outputs stay integers in the graph; the runner applies their scale.
+      converted = convertTfliteToOnnx(new Uint8Array(data), { io: 'quantized' });
     } catch (err) {
       if (err instanceof ModelLoadError) {
         err.message = `${label}: ${err.message}`;

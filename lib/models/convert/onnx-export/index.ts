@@ -32,23 +32,35 @@ const EMITTERS: Readonly<Record<string, LayerEmitter>> = {
   ...wrapperLayers,
 };
 
+/** The ONNX names of a model's inputs or outputs: `input` alone, else `input_0`, `input_1`... */
+function ioNames(base: string, count: number): string[] {
+  return count === 1 ? [base] : Array.from({ length: count }, (_, i) => `${base}_${i}`);
+}
+
 /**
- * Converts a TF.js layers model to an ONNX model (bytes of a ModelProto) with one input of
- * shape [batch, ...inputShape] and one output, computing the same function.
+ * Converts a TF.js layers model to an ONNX model (bytes of a ModelProto) computing the same
+ * function. One input and output are named `input` and `output`; a functional model with
+ * several has `input_0`, `input_1`... and `output_0`... in the model's own order (merges such as
+ * Concatenate and Add join the branches). Each has shape [batch, ...its shape].
  */
 export function exportLayersModelToOnnx(model: LayersModel): Uint8Array {
-  if (model.inputs.length !== 1)
-    throw new OnnxExportUnsupported(`${model.inputs.length} inputs (one is supported)`);
-  if (model.outputs.length !== 1) {
-    throw new OnnxExportUnsupported(`${model.outputs.length} outputs (one is supported)`);
-  }
+  if (model.inputs.length === 0) throw new OnnxExportUnsupported('a model without inputs');
   const ex = new Exporter(EMITTERS);
-  ex.g.reserve('input', 'output');
-  const inShape = model.inputs[0].shape as Shape;
-  const input: Value = { name: 'input', shape: inShape, perm: identity(inShape.length) };
-  const [result] = ex.container(model, [input]);
-  const out = ex.layout(result, identity(result.shape.length));
-  ex.g.node('Identity', [out.name], { outputs: ['output'], name: 'output' });
+  const inNames = ioNames('input', model.inputs.length);
+  const outNames = ioNames('output', model.outputs.length);
+  ex.g.reserve(...inNames, ...outNames);
+  const inShapes = model.inputs.map((t) => t.shape as Shape);
+  const inputs: Value[] = inShapes.map((shape, i) => ({
+    name: inNames[i],
+    shape,
+    perm: identity(shape.length),
+  }));
+  const results = ex.container(model, inputs);
+  const outs = results.map((r, i) => {
+    const out = ex.layout(r, identity(r.shape.length));
+    ex.g.node('Identity', [out.name], { outputs: [outNames[i]], name: outNames[i] });
+    return out;
+  });
 
   // Unknown sizes get their own names: a shared dim_param would claim the sizes are equal.
   const dims = (shape: Shape, prefix: string) =>
@@ -57,8 +69,12 @@ export function exportLayersModelToOnnx(model: LayersModel): Uint8Array {
     name: model.name || 'model',
     node: ex.g.nodes,
     initializer: ex.g.initializers,
-    input: [tensorValueInfo('input', OnnxType.FLOAT, dims(inShape, 'input_'))],
-    output: [tensorValueInfo('output', OnnxType.FLOAT, dims(out.shape, 'output_'))],
+    input: inShapes.map((shape, i) =>
+      tensorValueInfo(inNames[i], OnnxType.FLOAT, dims(shape, `${inNames[i]}_`)),
+    ),
+    output: outs.map((o, i) =>
+      tensorValueInfo(outNames[i], OnnxType.FLOAT, dims(o.shape, `${outNames[i]}_`)),
+    ),
   };
   const proto = onnx.ModelProto.create({
     irVersion: ONNX_EXPORT_IR_VERSION,

@@ -3,6 +3,8 @@ export { isTfliteBuffer, readTflite, type TfliteGraph, type TfliteOp, type Tflit
 export {
   convertTfliteGraph,
   convertTfliteToOnnx,
+  IO_QUANTIZATION_KEY,
+  type IoQuantization,
   SUPPORTED_TFLITE_OPS,
   TFLITE_ONNX_OPSET,
   type TfliteConversion,

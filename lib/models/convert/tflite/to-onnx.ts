@@ -11,19 +11,37 @@ import {
   type TfliteOp,
   type TfliteTensor,
 } from './read';
+import { IO_QUANTIZATION_KEY, type IoQuantization } from '../../runtime/io-quantization';
 import { ActivationFunctionType as Act, Padding, TensorType } from './schema/tflite-schema';
 
 /** Opset of converted models: 21 for int16 QuantizeLinear/DequantizeLinear (16x8 models). */
 export const TFLITE_ONNX_OPSET = 21;
 
+export { IO_QUANTIZATION_KEY, type IoQuantization };
+
+/** With io 'quantized': the largest input or output left as integers for the caller to map. */
+export const QUANTIZED_IO_MAX_ELEMENTS = 256;
+
 export interface TfliteConvertOptions {
   /**
    * 'real' (default): a quantized input or output becomes float32 and the graph applies its
    * scale and zero point, so callers send and receive real numbers. 'raw': TFLite's own types.
+   * 'quantized': small int8/uint8 inputs and outputs (up to QUANTIZED_IO_MAX_ELEMENTS values)
+   * stay integers in the graph and the conversion's `ioQuantization` (also stored in the model's
+   * metadata under IO_QUANTIZATION_KEY) says how to map them to real numbers; larger ones are
+   * real as with 'real'. A graph node costs about a microsecond whatever its size, which is most
+   * of a tiny model's run, while mapping in JavaScript costs a few nanoseconds per value.
    */
-  io?: 'real' | 'raw';
+  io?: 'real' | 'raw' | 'quantized';
   /** Compute in float with the weights dequantized: the float twin of a quantized model. */
   dequantize?: boolean;
+  /**
+   * How int8 activations are carried. 'uint8' (default): as uint8 with the zero point moved by
+   * 128 (the same real values, bit for bit), because ONNX Runtime's x86 integer kernels take
+   * uint8 activations with int8 weights and fuse DequantizeLinear/op/QuantizeLinear into one
+   * QLinearConv/QGemm only then. 'int8': as TFLite stores them.
+   */
+  activations?: 'uint8' | 'int8';
 }
 
 export interface TfliteIo {
@@ -47,6 +65,8 @@ export interface TfliteConversion {
   opCounts: Record<string, number>;
   /** float, int8 (full-integer), int16x8, hybrid (int8 weights, float activations), float16 weights. */
   quantization: 'float' | 'int8' | 'int16x8' | 'hybrid' | 'float16';
+  /** With io 'quantized': the graph inputs and outputs that hold integers, by ONNX name. */
+  ioQuantization?: Record<string, IoQuantization>;
 }
 
 /** Converts a TFLite flatbuffer to an ONNX model computing the same function. */
@@ -143,6 +163,9 @@ class Converter {
   private readonly scalars = new Map<string, string>();
   private readonly floatMode: boolean;
   private readonly realIo: boolean;
+  private readonly u8Acts: boolean;
+  private readonly quantIo: boolean;
+  private readonly ioQuant: Record<string, IoQuantization> = {};
 
   constructor(
     private readonly m: TfliteGraph,
@@ -150,6 +173,44 @@ class Converter {
   ) {
     this.floatMode = options.dequantize === true;
     this.realIo = options.io !== 'raw' || this.floatMode;
+    this.u8Acts = !this.floatMode && options.activations !== 'int8';
+    this.quantIo = !this.floatMode && options.io === 'quantized';
+  }
+
+  /** The type a tensor has in the graph: int8 activations are carried as uint8 (see options). */
+  private storedType(t: TfliteTensor): TensorType {
+    return this.u8Acts && t.type === TensorType.INT8 && !t.data && !!t.quant && t.quant.scale.length === 1
+      ? TensorType.UINT8
+      : t.type;
+  }
+
+  /** The zero points of a quantized tensor in its graph type. */
+  private zeroPoints(t: TfliteTensor): number[] {
+    const shift = this.storedType(t) === t.type ? 0 : 128;
+    return t.quant ? t.quant.zeroPoint.map((z) => z + shift) : [];
+  }
+
+  /** A raw int8 graph input -> its uint8 graph form (exact: +128), or the reverse for an output. */
+  private shiftInt8(value: string, t: TfliteTensor, toGraph: boolean): string {
+    if (this.storedType(t) === t.type) return value;
+    const wide = this.g.op('Cast', [value], [attr.int('to', OnnxType.INT32)]);
+    const offset = this.g.initializer('int8_offset', OnnxType.INT32, [], Int32Array.of(128));
+    const moved = this.g.op(toGraph ? 'Add' : 'Sub', [wide, offset]);
+    return this.g.op('Cast', [moved], [attr.int('to', toGraph ? OnnxType.UINT8 : OnnxType.INT8)]);
+  }
+
+  /** With io 'quantized': whether this input or output stays integers in the graph (noted in ioQuant). */
+  private integerIo(t: TfliteTensor, name: string): boolean {
+    const type = this.storedType(t);
+    if (!this.quantIo || !t.quant || t.quant.scale.length !== 1) return false;
+    if (product(t.shape) > QUANTIZED_IO_MAX_ELEMENTS) return false;
+    if (type !== TensorType.UINT8 && type !== TensorType.INT8) return false;
+    this.ioQuant[name] = {
+      scale: t.quant.scale[0],
+      zeroPoint: this.zeroPoints(t)[0],
+      type: type === TensorType.UINT8 ? 'uint8' : 'int8',
+    };
+    return true;
   }
 
   private t(i: number): TfliteTensor {
@@ -190,12 +251,15 @@ class Converter {
       const t = this.t(ti);
       const name = sanitize(t.name);
       const quantized = !!t.quant && QUANT_TYPES.has(t.type);
-      if (quantized && this.realIo) {
+      if (this.integerIo(t, name)) {
+        graphInputs.push(tensorValueInfo(name, onnxTypeOf(this.storedType(t)), t.shape));
+        this.values.set(ti, name);
+      } else if (quantized && this.realIo) {
         graphInputs.push(tensorValueInfo(name, OnnxType.FLOAT, t.shape));
         this.values.set(ti, this.floatMode ? name : this.quantize(name, t));
       } else {
         graphInputs.push(tensorValueInfo(name, onnxTypeOf(t.type), t.shape));
-        this.values.set(ti, name);
+        this.values.set(ti, quantized && !this.floatMode ? this.shiftInt8(name, t, true) : name);
       }
       inputs.push(io(t, name));
     }
@@ -210,9 +274,13 @@ class Converter {
       const quantized = !!t.quant && QUANT_TYPES.has(t.type);
       let value = this.stored(ti);
       let type = onnxTypeOf(t.type);
-      if (quantized && this.realIo) {
+      if (this.integerIo(t, name)) {
+        type = onnxTypeOf(this.storedType(t));
+      } else if (quantized && this.realIo) {
         if (!this.floatMode) value = this.dequantize(value, t);
         type = OnnxType.FLOAT;
+      } else if (quantized && !this.floatMode) {
+        value = this.shiftInt8(value, t, false);
       }
       g.node('Identity', [value], { outputs: [name], name: `output_${name}` });
       graphOutputs.push(tensorValueInfo(name, type, t.shape));
@@ -223,6 +291,9 @@ class Converter {
       irVersion: 10,
       opsetImport: [{ domain: '', version: TFLITE_ONNX_OPSET }],
       producerName: 'node-red-contrib-edge-ai (tflite)',
+      metadataProps: Object.keys(this.ioQuant).length
+        ? [{ key: IO_QUANTIZATION_KEY, value: JSON.stringify(this.ioQuant) }]
+        : [],
       graph: {
         name: 'tflite',
         node: g.nodes,
@@ -237,6 +308,7 @@ class Converter {
       outputs,
       opCounts,
       quantization: this.kind(),
+      ...(Object.keys(this.ioQuant).length ? { ioQuantization: { ...this.ioQuant } } : {}),
     };
   }
 
@@ -311,14 +383,15 @@ class Converter {
       q.scale.slice(0, per ? q.scale.length : 1),
       dims,
     );
-    const zpType = onnxTypeOf(t.type);
-    const zps = q.zeroPoint.slice(0, per ? q.zeroPoint.length : 1);
+    const type = this.storedType(t);
+    const zpType = onnxTypeOf(type);
+    const zps = this.zeroPoints(t).slice(0, per ? q.zeroPoint.length : 1);
     const zpData =
-      t.type === TensorType.INT8
+      type === TensorType.INT8
         ? Int8Array.from(zps)
-        : t.type === TensorType.UINT8
+        : type === TensorType.UINT8
           ? Uint8Array.from(zps)
-          : t.type === TensorType.INT16
+          : type === TensorType.INT16
             ? Int16Array.from(zps)
             : Int32Array.from(zps);
     const zp = this.g.initializer(sanitize(t.name) + '_zero_point', zpType, dims, zpData);
@@ -370,12 +443,13 @@ class Converter {
 
   private sameQuant(a: TfliteTensor, b: TfliteTensor): boolean {
     if (this.floatMode) return true;
-    if (a.type !== b.type) return false;
+    if (this.storedType(a) !== this.storedType(b)) return false;
     if (!a.quant || !b.quant) return !a.quant && !b.quant;
+    const bz = this.zeroPoints(b);
     return (
       a.quant.scale.length === b.quant.scale.length &&
       a.quant.scale.every((s, i) => Math.abs(s - b.quant!.scale[i]) <= 1e-6 * Math.abs(s)) &&
-      a.quant.zeroPoint.every((z, i) => z === b.quant!.zeroPoint[i])
+      this.zeroPoints(a).every((z, i) => z === bz[i])
     );
   }
 
@@ -617,16 +691,17 @@ class Converter {
     const realValue = vi !== undefined && vi >= 0 ? constReal(this.t(vi))[0] : 0;
     if (this.sameQuant(x, out) && this.quantAct(x)) {
       const q = x.quant!;
-      const qv = Math.round(realValue / q.scale[0]) + q.zeroPoint[0];
+      const type = this.storedType(x);
+      const qv = Math.round(realValue / q.scale[0]) + this.zeroPoints(x)[0];
       const typed =
-        x.type === TensorType.INT8
+        type === TensorType.INT8
           ? Int8Array.of(Math.max(-128, Math.min(127, qv)))
-          : x.type === TensorType.UINT8
+          : type === TensorType.UINT8
             ? Uint8Array.of(Math.max(0, Math.min(255, qv)))
-            : x.type === TensorType.INT16
+            : type === TensorType.INT16
               ? Int16Array.of(Math.max(-32768, Math.min(32767, qv)))
               : Int32Array.of(qv);
-      const valueName = this.g.initializer('pad_value', onnxTypeOf(x.type), [], typed);
+      const valueName = this.g.initializer('pad_value', onnxTypeOf(type), [], typed);
       this.values.set(outIndex, this.g.op('Pad', [this.stored(xi), padsName, valueName]));
       return;
     }

@@ -1,0 +1,534 @@
+import { EventEmitter } from 'node:events';
+import type { KeyObject } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { EdgeAiError, FleetError } from '../errors';
+import { writeFileAtomic } from '../util/atomic';
+import { StateFile } from '../util/state-file';
+import { ModelStore, type ModelInfo, type StoredModel } from '../models/store/store';
+import type { FleetConnection } from './connection';
+import {
+  FederatedTopics,
+  WeightedSum,
+  decodeUpdate,
+  readStoredWeights,
+  readUpdateHeader,
+  writeLayersModel,
+  type ModelWeights,
+} from './federated';
+import { publishModel } from './rollout';
+import { fileSaveHandler, tf } from '../models/runtime/tfjs';
+import {
+  buildModel,
+  modelShapes,
+  taskOf,
+  type ArchitectureName,
+  type ArchitectureOptions,
+} from '../train/architectures';
+
+/**
+ * The aggregator of federated rounds (FedAvg). Round r trains from global version r (a version
+ * of `store`, rolled out signed with the roll-out machinery); it closes when `minReports`
+ * updates for version r arrived (or every selected device reported), or when its deadline passed
+ * with at least one; the sample-weighted mean of the updates, added to version r, is saved as
+ * the next version, signed and published, and the next round starts from it.
+ *
+ * An update for another round (late) or a second one from a device (duplicate) is ignored; one
+ * that is malformed, mis-shaped or holds NaN/Inf is refused, naming why. The round's state (and
+ * every accepted update, as received) is on disk, written atomically, so a restarted aggregator
+ * resumes the round where it was.
+ *
+ * Events: 'round' (RoundInfo) a round started or resumed; 'accepted' (device, header);
+ * 'ignored' (device, reason); 'refused' (FleetError, device); 'closed' (RoundSummary);
+ * 'extended' (RoundInfo) the deadline passed with no update; 'failed' (Error).
+ */
+
+export interface AggregatorOptions {
+  name: string;
+  /** Where the global versions live (the aggregator's own store). */
+  store: ModelStore;
+  /** The round's state file; accepted updates are kept in `<stateFile without .json>-updates/`. */
+  stateFile: string;
+  privateKey: KeyObject;
+  /** Close the round when this many updates arrived. */
+  minReports: number;
+  /** Close the round this long after it started, if at least one update arrived. */
+  roundMs: number;
+  /**
+   * Fraction of the devices online asked to train each round (FedAvg's C); 1 asks every device.
+   * The selected device ids travel in the signed manifest.
+   */
+  fraction?: number;
+  chunkBytes?: number;
+  /** Random numbers in [0, 1) for the selection (tests and benchmarks seed it). */
+  random?: () => number;
+}
+
+export interface RoundInfo {
+  name: string;
+  round: number;
+  startedAt: number;
+  deadlineAt: number;
+  /** Devices asked to train; undefined = every device. */
+  selected?: string[];
+  reports: number;
+}
+
+export interface RoundSummary {
+  name: string;
+  /** The version the round trained from. */
+  round: number;
+  /** The new global version. */
+  version: number;
+  reports: number;
+  devices: string[];
+  samples: number;
+  closedBy: 'reports' | 'deadline' | 'command';
+  ignored: number;
+  refused: number;
+  /** Sample-weighted mean of the metrics the devices reported (e.g. accuracy), if any. */
+  metrics: Record<string, number>;
+  ms: number;
+}
+
+interface Report {
+  device: string;
+  samples: number;
+  file: string;
+  at: number;
+  metrics?: Record<string, number>;
+}
+
+interface RoundState {
+  name: string;
+  round: number;
+  startedAt: number;
+  deadlineAt: number;
+  selected?: string[];
+  reports: Report[];
+  ignored: number;
+  refused: number;
+}
+
+/** meta.federated of a global version: the round that made it and the devices asked to train on it. */
+export interface FederatedMeta {
+  selected?: string[];
+  previous?: number;
+  reports?: number;
+  samples?: number;
+}
+
+export class FederatedAggregator extends EventEmitter {
+  readonly topics: FederatedTopics;
+  private state: RoundState | undefined;
+  private global: { stored: StoredModel; weights: ModelWeights } | undefined;
+  private sum: WeightedSum | undefined;
+  private readonly stateFile: StateFile;
+  private readonly updatesDir: string;
+  private readonly online = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private queue: Promise<void> = Promise.resolve();
+  private unsubscribers: (() => Promise<void>)[] = [];
+  private closed = false;
+
+  constructor(
+    readonly connection: FleetConnection,
+    readonly options: AggregatorOptions,
+  ) {
+    super();
+    ModelStore.checkName(options.name);
+    if (!(Number.isInteger(options.minReports) && options.minReports >= 1)) {
+      throw new FleetError(
+        'setting-invalid',
+        `reports to close a round must be a whole number >= 1, not ${options.minReports}`,
+      );
+    }
+    if (!(options.roundMs > 0))
+      throw new FleetError('setting-invalid', `the round deadline must be above 0 ms`);
+    const fraction = options.fraction ?? 1;
+    if (!(fraction > 0 && fraction <= 1)) {
+      throw new FleetError(
+        'setting-invalid',
+        `the fraction of devices per round must be in (0, 1], not ${fraction}`,
+      );
+    }
+    this.topics = new FederatedTopics(connection.topics, options.name);
+    this.stateFile = new StateFile(options.stateFile, () => this.state, {
+      delayMs: 0,
+      onError: (err) => this.emit('failed', err),
+    });
+    this.updatesDir = `${options.stateFile.replace(/\.json$/, '')}-updates`;
+  }
+
+  /** The round in progress. */
+  get info(): RoundInfo | undefined {
+    const s = this.state;
+    return (
+      s && {
+        name: s.name,
+        round: s.round,
+        startedAt: s.startedAt,
+        deadlineAt: s.deadlineAt,
+        selected: s.selected,
+        reports: s.reports.length,
+      }
+    );
+  }
+
+  /** Devices seen online (their retained online topic says "true"). */
+  get devicesOnline(): number {
+    return this.online.size;
+  }
+
+  /**
+   * Starts: resumes the saved round when the store's newest version is still its global
+   * version, else starts a round from the newest version (publishing it). The store must hold a
+   * version of the model (see saveInitialModel).
+   */
+  async start(): Promise<void> {
+    const newest = await this.options.store.get(this.options.name);
+    if (!newest) {
+      throw new FleetError(
+        'setting-invalid',
+        `the aggregator's store holds no version of ${this.options.name} to start from`,
+      );
+    }
+    this.unsubscribers.push(
+      await this.connection.subscribe(`${this.connection.topics.base}/devices/+/online`, (topic, payload) => {
+        const device = topic.split('/').slice(-2)[0];
+        if (device === this.connection.deviceId) return;
+        if (payload.toString() === 'true') this.online.add(device);
+        else this.online.delete(device);
+      }),
+    );
+    const saved = this.readState();
+    if (saved && saved.name === this.options.name && saved.round === newest.meta.version) {
+      await this.resume(saved, newest);
+    } else {
+      await this.begin(newest);
+    }
+    this.unsubscribers.push(
+      await this.connection.subscribe(this.topics.updates(), (topic, payload) => {
+        const device = topic.slice(topic.lastIndexOf('/') + 1);
+        this.enqueue(() => this.onUpdate(device, payload));
+      }),
+    );
+  }
+
+  private readState(): RoundState | undefined {
+    try {
+      const s = this.stateFile.readSync() as RoundState | undefined;
+      return s && typeof s.round === 'number' && Array.isArray(s.reports) ? s : undefined;
+    } catch (err) {
+      this.emit('failed', err);
+      return undefined;
+    }
+  }
+
+  private enqueue(work: () => Promise<void>): Promise<void> {
+    this.queue = this.queue.then(work).catch((err: unknown) => {
+      this.emit('failed', err);
+    });
+    return this.queue;
+  }
+
+  private async loadGlobal(stored: StoredModel): Promise<void> {
+    await this.options.store.verify(stored);
+    const weights = await readStoredWeights(stored);
+    this.global = { stored, weights };
+    this.sum = new WeightedSum(weights.specs);
+  }
+
+  private async resume(saved: RoundState, stored: StoredModel): Promise<void> {
+    await this.loadGlobal(stored);
+    this.state = saved;
+    const kept: Report[] = [];
+    for (const report of saved.reports) {
+      try {
+        const payload = await fs.readFile(path.join(this.updatesDir, report.file));
+        const { delta } = decodeUpdate(payload, this.global!.weights.specs);
+        this.sum!.add(delta, report.samples);
+        kept.push(report);
+      } catch (err) {
+        this.emit('failed', err);
+      }
+    }
+    saved.reports = kept;
+    this.emit('round', this.info);
+    this.arm();
+    if (this.enough()) await this.closeRound('reports');
+  }
+
+  /** Starts the round of global version `stored`: publishes it and arms the deadline. */
+  private async begin(stored: StoredModel): Promise<void> {
+    await this.loadGlobal(stored);
+    const fed = (stored.meta as { federated?: FederatedMeta }).federated;
+    const now = Date.now();
+    this.state = {
+      name: this.options.name,
+      round: stored.meta.version,
+      startedAt: now,
+      deadlineAt: now + this.options.roundMs,
+      selected: Array.isArray(fed?.selected) ? fed.selected : undefined,
+      reports: [],
+      ignored: 0,
+      refused: 0,
+    };
+    await this.clearUpdates();
+    this.stateFile.changed();
+    await this.stateFile.flush();
+    await publishModel(this.connection, this.options.store, this.options.name, {
+      privateKey: this.options.privateKey,
+      version: stored.meta.version,
+      chunkBytes: this.options.chunkBytes,
+    });
+    this.emit('round', this.info);
+    this.arm();
+  }
+
+  private async clearUpdates(): Promise<void> {
+    await fs.rm(this.updatesDir, { recursive: true, force: true });
+    await fs.mkdir(this.updatesDir, { recursive: true });
+  }
+
+  private arm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    if (this.closed || !this.state) return;
+    const round = this.state.round;
+    this.timer = setTimeout(
+      () => {
+        void this.enqueue(async () => {
+          const s = this.state;
+          if (!s || s.round !== round || this.closed) return;
+          if (s.reports.length > 0) {
+            await this.closeRound('deadline');
+            return;
+          }
+          s.deadlineAt = Date.now() + this.options.roundMs;
+          this.stateFile.changed();
+          await this.stateFile.flush();
+          this.emit('extended', this.info);
+          this.arm();
+        });
+      },
+      Math.max(0, this.state.deadlineAt - Date.now()),
+    );
+  }
+
+  private enough(): boolean {
+    const s = this.state!;
+    const wanted = Math.min(this.options.minReports, s.selected?.length ?? Infinity);
+    return s.reports.length >= wanted;
+  }
+
+  private async onUpdate(device: string, payload: Buffer): Promise<void> {
+    const s = this.state;
+    if (!s || this.closed || payload.length === 0) return;
+    let round: unknown;
+    try {
+      round = readUpdateHeader(payload).header.round;
+    } catch (err) {
+      s.refused++;
+      this.emit('refused', err, device);
+      return;
+    }
+    if (round !== s.round) {
+      s.ignored++;
+      this.emit('ignored', device, `late: for round ${String(round)}, the round is ${s.round}`);
+      return;
+    }
+    if (s.reports.some((r) => r.device === device)) {
+      s.ignored++;
+      this.emit('ignored', device, `duplicate: ${device} already reported for round ${s.round}`);
+      return;
+    }
+    if (s.selected && !s.selected.includes(device)) {
+      s.ignored++;
+      this.emit('ignored', device, `not selected for round ${s.round}`);
+      return;
+    }
+    let decoded;
+    try {
+      decoded = decodeUpdate(payload, this.global!.weights.specs);
+      if (decoded.header.device !== device) {
+        throw new FleetError(
+          'fleet-update-invalid',
+          `update on ${device}'s topic says it is from ${String(decoded.header.device)}`,
+          {
+            device,
+            round: s.round,
+          },
+        );
+      }
+    } catch (err) {
+      s.refused++;
+      this.emit(
+        'refused',
+        err instanceof EdgeAiError ? err : new FleetError('fleet-update-invalid', String(err)),
+        device,
+      );
+      return;
+    }
+    const file = `r${s.round}-${device}.bin`;
+    await writeFileAtomic(path.join(this.updatesDir, file), payload);
+    this.sum!.add(decoded.delta, decoded.header.samples);
+    const metrics =
+      decoded.header.metrics && typeof decoded.header.metrics === 'object'
+        ? decoded.header.metrics
+        : undefined;
+    s.reports.push({ device, samples: decoded.header.samples, file, at: Date.now(), metrics });
+    this.stateFile.changed();
+    await this.stateFile.flush();
+    this.emit('accepted', device, decoded.header);
+    if (this.enough()) await this.closeRound('reports');
+  }
+
+  /** Moves the deadline of the round in progress to `ms` from now. */
+  deadlineIn(ms: number): void {
+    if (!this.state || this.closed) return;
+    this.state.deadlineAt = Date.now() + ms;
+    this.stateFile.changed();
+    this.arm();
+  }
+
+  /** Closes the round now (with at least one update); resolves with its summary, else undefined. */
+  closeNow(): Promise<RoundSummary | undefined> {
+    let summary: RoundSummary | undefined;
+    return this.enqueue(async () => {
+      if (this.state && this.state.reports.length > 0) summary = await this.closeRound('command');
+    }).then(() => summary);
+  }
+
+  private selectNext(): string[] | undefined {
+    const fraction = this.options.fraction ?? 1;
+    if (fraction >= 1 || this.online.size === 0) return undefined;
+    const random = this.options.random ?? Math.random;
+    const pool = [...this.online].sort();
+    const count = Math.max(1, Math.round(fraction * pool.length));
+    for (let i = pool.length - 1; i > 0; i--) {
+      const j = Math.floor(random() * (i + 1));
+      [pool[i], pool[j]] = [pool[j], pool[i]];
+    }
+    return pool.slice(0, count).sort();
+  }
+
+  private async closeRound(closedBy: RoundSummary['closedBy']): Promise<RoundSummary> {
+    const s = this.state!;
+    const { stored, weights } = this.global!;
+    if (this.timer) clearTimeout(this.timer);
+    const averaged = this.sum!.apply(weights);
+    const metrics: Record<string, number> = {};
+    const weightOf: Record<string, number> = {};
+    for (const r of s.reports) {
+      for (const [k, v] of Object.entries(r.metrics ?? {})) {
+        if (typeof v !== 'number' || !Number.isFinite(v)) continue;
+        metrics[k] = (metrics[k] ?? 0) + v * r.samples;
+        weightOf[k] = (weightOf[k] ?? 0) + r.samples;
+      }
+    }
+    for (const k of Object.keys(metrics)) metrics[k] /= weightOf[k];
+    const template = await fs.readFile(path.join(stored.dir, stored.meta.entry), 'utf8');
+    const { name: _n, version: _v, files: _f, created: _c, ...info } = stored.meta;
+    void _n;
+    void _v;
+    void _f;
+    void _c;
+    const selected = this.selectNext();
+    const samples = this.sum!.samples;
+    const next = await this.options.store.save(
+      this.options.name,
+      {
+        ...(info as ModelInfo),
+        format: 'tfjs-layers',
+        entry: 'model.json',
+        source: 'federated',
+        metrics: Object.keys(metrics).length > 0 ? metrics : undefined,
+        federated: { previous: s.round, reports: s.reports.length, samples, selected },
+      } as ModelInfo,
+      (dir) => writeLayersModel(dir, template, averaged),
+    );
+    const summary: RoundSummary = {
+      name: s.name,
+      round: s.round,
+      version: next.meta.version,
+      reports: s.reports.length,
+      devices: s.reports.map((r) => r.device),
+      samples,
+      closedBy,
+      ignored: s.ignored,
+      refused: s.refused,
+      metrics,
+      ms: Date.now() - s.startedAt,
+    };
+    await this.connection
+      .publish(this.topics.round(), JSON.stringify({ ...summary, at: new Date().toISOString() }), {
+        retain: true,
+      })
+      .catch((err: unknown) => this.emit('failed', err));
+    this.emit('closed', summary);
+    await this.begin(next);
+    return summary;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.queue;
+    for (const off of this.unsubscribers.splice(0)) await off().catch(() => undefined);
+    await this.stateFile.close();
+  }
+}
+
+/** The global versions' own store of an aggregator keeping its state in `stateDir`. */
+export function aggregatorStore(stateDir: string): ModelStore {
+  return new ModelStore(path.join(stateDir, 'models'));
+}
+
+export interface InitialModelOptions {
+  architecture: ArchitectureName;
+  inputShape: number[];
+  /** Class names (classification) — their order is the fleet's. */
+  labels?: string[];
+  /** Outputs of a regression model (ignored with labels). */
+  outputSize?: number;
+  sizes?: Omit<ArchitectureOptions, 'inputShape' | 'outputSize' | 'seed'>;
+  seed?: number;
+}
+
+/** Saves a freshly initialised model as the first global version (round 1 trains from it). */
+export async function saveInitialModel(
+  store: ModelStore,
+  name: string,
+  options: InitialModelOptions,
+): Promise<StoredModel> {
+  const outputSize = options.labels ? options.labels.length : (options.outputSize ?? 1);
+  await tf.ready();
+  const model = buildModel(options.architecture, {
+    ...options.sizes,
+    inputShape: options.inputShape,
+    outputSize,
+    seed: options.seed ?? 1,
+  });
+  try {
+    const task = taskOf(options.architecture);
+    const shapes = modelShapes(model);
+    return await store.save(
+      name,
+      {
+        format: 'tfjs-layers',
+        entry: 'model.json',
+        task,
+        inputShape: shapes.inputShape,
+        outputShape: shapes.outputShape,
+        labels: task === 'classification' ? options.labels : undefined,
+        source: 'federated',
+        training: { architecture: options.architecture },
+      } as ModelInfo,
+      async (dir) => {
+        await model.save(fileSaveHandler(dir));
+      },
+    );
+  } finally {
+    model.dispose();
+  }
+}
