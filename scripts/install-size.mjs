@@ -2,7 +2,8 @@
 // installs the tarball into a clean Node-RED user directory the way the palette manager does
 // (`npm install --omit=dev` there, production dependencies only), and prints the size of
 // node_modules, the time, whether onnxruntime-node is present, and the largest packages. It then
-// runs a model on each runtime from the installed package (scripts/runtime-smoke.cjs).
+// runs a model on each runtime from the installed package (scripts/runtime-smoke.cjs) and has
+// Node-RED load every node type from the user directory (scripts/node-types-smoke.cjs).
 //
 //   node scripts/install-size.mjs [--native] [--keep] [--target-mb 250]
 //
@@ -13,6 +14,7 @@
 // about); the exit code is 1 when it is over the target or a content check fails.
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -73,7 +75,11 @@ const failures = [];
 try {
   console.log('packing the package (npm pack) ...');
   const packed = JSON.parse(
-    execFileSync(npm, ['pack', '--json', '--pack-destination', work], { cwd: root, encoding: 'utf8' }),
+    // dist/ as it is (measure:install builds first): --ignore-scripts skips the prepack build.
+    execFileSync(npm, ['pack', '--json', '--ignore-scripts', '--pack-destination', work], {
+      cwd: root,
+      encoding: 'utf8',
+    }),
   )[0];
   const tarball = path.join(work, packed.filename);
   const files = packed.files.map((f) => f.path);
@@ -131,6 +137,24 @@ try {
   const smokeSeconds = Number(process.hrtime.bigint() - smokeStarted) / 1e9;
   const smokeLines = (smoke.stdout + smoke.stderr).split('\n').filter((l) => l.startsWith('runtime smoke'));
   if (smoke.status !== 0) failures.push(`the installed package does not run: ${smokeLines.join('; ')}`);
+  // Node-RED (the checkout's; users bring their own) started on the user directory loads every
+  // node type of the installed package.
+  const typesStarted = process.hrtime.bigint();
+  const types = spawnSync(
+    process.execPath,
+    [
+      path.join(root, 'scripts', 'node-types-smoke.cjs'),
+      userDir,
+      path.dirname(createRequire(path.join(root, 'package.json')).resolve('node-red/package.json')),
+    ],
+    { cwd: userDir, encoding: 'utf8', timeout: 120_000 },
+  );
+  const typesSeconds = Number(process.hrtime.bigint() - typesStarted) / 1e9;
+  const typesLines = (types.stdout + types.stderr)
+    .split('\n')
+    .filter((l) => l.startsWith('node types smoke'));
+  if (types.status !== 0)
+    failures.push(`Node-RED does not load the installed node types: ${typesLines.join('; ')}`);
   const unwanted = [
     '@flowfuse/node-red-dashboard',
     'onnx-proto',
@@ -161,6 +185,9 @@ try {
     `| node_modules without onnxruntime-node | ${mb(withoutNative)} MB (target <= ${targetMb} MB) |`,
   );
   console.log(`| protobufjs copies | ${protobufs.length} |`);
+  console.log(
+    `| node types loaded by Node-RED from the user directory | ${types.status === 0 ? 'all' : 'FAILS'} (${typesSeconds.toFixed(1)} s) |`,
+  );
   console.log(
     `| a model on tfjs-wasm, tfjs-cpu, onnxruntime-web | ${smoke.status === 0 ? 'runs' : 'FAILS'} (${smokeSeconds.toFixed(1)} s) |`,
   );

@@ -17,8 +17,8 @@ export const VENDORED = [
     name: 'onnxruntime-web',
     files: ['dist/ort.node.min.js', 'dist/ort-wasm-simd-threaded.mjs', 'dist/ort-wasm-simd-threaded.wasm'],
   },
-  { name: '@tensorflow/tfjs-core', files: ['dist/tf-core.node.js'] },
-  { name: '@tensorflow/tfjs-backend-cpu', files: ['dist/tf-backend-cpu.node.js'] },
+  { name: '@tensorflow/tfjs-core', files: ['dist/tf-core.node.js'], userCopy: true },
+  { name: '@tensorflow/tfjs-backend-cpu', files: ['dist/tf-backend-cpu.node.js'], userCopy: true },
   {
     name: '@tensorflow/tfjs-backend-wasm',
     files: [
@@ -28,9 +28,16 @@ export const VENDORED = [
       'dist/tfjs-backend-wasm-threaded-simd.wasm',
     ],
   },
-  { name: '@tensorflow/tfjs-layers', files: ['dist/tf-layers.node.js'] },
-  { name: '@tensorflow/tfjs-converter', files: ['dist/tf-converter.node.js'] },
+  { name: '@tensorflow/tfjs-layers', files: ['dist/tf-layers.node.js'], userCopy: true },
+  { name: '@tensorflow/tfjs-converter', files: ['dist/tf-converter.node.js'], userCopy: true },
 ];
+
+/**
+ * Packages marked `userCopy` get an entry (index.js) that loads the user's copy instead when the
+ * user installed @tensorflow/tfjs-node with the same TF.js version (lib/models/runtime/tfjs-source.ts
+ * decides): tfjs-node's backend exists only on its own tfjs-core.
+ */
+const SOURCE_MODULE = 'lib/models/runtime/tfjs-source.js';
 
 /** Modules the copied files name but never load on Node >= 18 (package.json engines), with why. */
 const NOT_LOADED = {
@@ -67,7 +74,8 @@ export function copyVendored(root, dist, vendored = VENDORED) {
     '| package | version | licence | source |',
     '|---|---|---|---|',
   ];
-  for (const { name, files } of vendored) {
+  const userCopyVersions = new Set();
+  for (const { name, files, userCopy } of vendored) {
     const src = path.join(root, 'node_modules', name);
     const pkgJson = JSON.parse(fs.readFileSync(path.join(src, 'package.json'), 'utf8'));
     if (nodeEntry(pkgJson) !== files[0]) {
@@ -85,6 +93,23 @@ export function copyVendored(root, dist, vendored = VENDORED) {
       license: pkgJson.license,
       main: files[0],
     };
+    if (userCopy) {
+      userCopyVersions.add(pkgJson.version);
+      const source = path.join(dist, SOURCE_MODULE);
+      if (!fs.existsSync(source)) throw new Error(`vendor: ${source} (compiled) is missing`);
+      const rel = path.relative(out, source).split(path.sep).join('/');
+      meta.main = 'index.js';
+      const entry = [
+        "// Written by the build (scripts/vendor-runtime.mjs): the user's copy of this package when",
+        '// the user installed @tensorflow/tfjs-node with this TF.js version, else the copy shipped here.',
+        "'use strict';",
+        `const user = require(${JSON.stringify(rel)}).userTfjsModule(${JSON.stringify(name)}, ${JSON.stringify(pkgJson.version)});`,
+        `module.exports = user === undefined ? require(${JSON.stringify(`./${files[0]}`)}) : user;`,
+        '',
+      ].join('\n');
+      fs.writeFileSync(path.join(out, 'index.js'), entry);
+      bytes += Buffer.byteLength(entry);
+    }
     if (pkgJson.repository) meta.repository = pkgJson.repository;
     const repo = pkgJson.repository?.url?.replace(/^git\+/, '').replace(/\.git$/, '') ?? '';
     const where = pkgJson.repository?.directory ? `${repo} (${pkgJson.repository.directory})` : repo;
@@ -123,6 +148,9 @@ export function copyVendored(root, dist, vendored = VENDORED) {
       fs.writeFileSync(target, code);
       bytes += Buffer.byteLength(code);
     }
+  }
+  if (userCopyVersions.size > 1) {
+    throw new Error(`vendor: the TF.js packages differ in version (${[...userCopyVersions].join(', ')})`);
   }
   notice.push('', '## MIT License', '', MIT, '');
   fs.writeFileSync(path.join(dist, 'vendor', 'LICENSES.md'), notice.join('\n'));

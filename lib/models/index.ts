@@ -12,7 +12,13 @@ export {
 } from '../errors';
 export * from './runtime/runner';
 export { sizeOf } from '../preprocess/shape';
-export { useBackend, fileLoadHandler, fileSaveHandler, type TfBackendName } from './runtime/tfjs';
+export {
+  useBackend,
+  tfjsNodeMissing,
+  fileLoadHandler,
+  fileSaveHandler,
+  type TfBackendName,
+} from './runtime/tfjs';
 export * from './store/store';
 export * from './store/model-files';
 export * from './store/source';

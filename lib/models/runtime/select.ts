@@ -5,7 +5,7 @@ import { exportLayersModelToOnnx } from '../convert/onnx-export';
 import { convertGraphModelToOnnx } from '../convert/graph-to-onnx';
 import { ortAvailable, OrtRunner, type OrtRuntimeName } from './ort-runner';
 import type { ModelRunner, RuntimeName } from './runner';
-import type { TfBackendName } from './tfjs';
+import { tfjsNodeMissing, type TfBackendName } from './tfjs';
 import { TfjsRunner } from './tfjs-runner';
 import { seededRandom } from '../../util/random';
 import {
@@ -182,7 +182,8 @@ export async function createRunner(files: ModelFiles, options: RunnerOptions = {
   const wantsTfjs = preference.startsWith('tfjs');
   if (wantsTfjs) {
     if (!sameRuntime(preference, tfjs.runtime)) {
-      fallbackReason = `${preference} could not start; TF.js runs on ${tfjs.runtime}`;
+      const why = preference === 'tfjs-node' ? tfjsNodeMissing() : undefined;
+      fallbackReason = `${preference} could not start${why ? ` (${why})` : ''}; TF.js runs on ${tfjs.runtime}`;
     }
     return { runner: tfjs, exported: false, fallbackReason, notes };
   }

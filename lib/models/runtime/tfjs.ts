@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import './tfjs-chained-ops';
+import { chosenTfjsSource } from './tfjs-source';
 import { decodeEntries, type ManifestEntry } from '../store/weights';
 
 export { tf };
@@ -11,20 +12,41 @@ export { tf };
 export type TfBackendName = 'wasm' | 'cpu' | 'tensorflow';
 
 let tfjsNodeTried = false;
+/** Why tfjs-node's backend is not available in this thread (set once it was looked for). */
+let tfjsNodeMissingReason: string | undefined;
 
-/** Loads @tensorflow/tfjs-node when the user installed it; it is never a dependency. */
+/**
+ * Loads @tensorflow/tfjs-node when the user installed it (it is never a dependency). It is
+ * loaded only when TF.js itself came from the user's install (see tfjs-source.ts): its backend
+ * registers on that tfjs-core, which is the one this package then runs on.
+ */
 function tryTfjsNode(): boolean {
   if (!tfjsNodeTried) {
     tfjsNodeTried = true;
-    try {
-      require('@tensorflow/tfjs-node');
-    } catch {
-      return false;
+    const source = chosenTfjsSource();
+    if (source?.tfjsNode === undefined) {
+      tfjsNodeMissingReason = source?.reason ?? '@tensorflow/tfjs-node is not installed';
+    } else {
+      try {
+        require(source.tfjsNode);
+      } catch (err) {
+        tfjsNodeMissingReason = `@tensorflow/tfjs-node does not load here: ${(err as Error).message.split('\n')[0]}`;
+      }
     }
   }
-  return (
-    tf.findBackend('tensorflow') !== undefined || tf.engine().registryFactory['tensorflow'] !== undefined
-  );
+  // (tf.findBackend answers null, not undefined, for a backend that is not registered.)
+  const registered = tf.engine().registryFactory['tensorflow'] !== undefined;
+  if (!registered)
+    tfjsNodeMissingReason ??= "@tensorflow/tfjs-node loaded but registered no 'tensorflow' backend";
+  return registered;
+}
+
+/**
+ * Why TF.js cannot run on tfjs-node's native backend in this thread ('tensorflow'), so it runs
+ * on wasm or cpu; undefined when it can.
+ */
+export function tfjsNodeMissing(): string | undefined {
+  return tryTfjsNode() ? undefined : tfjsNodeMissingReason;
 }
 
 /** The one backend switch in flight: every caller awaits it instead of racing tf.setBackend. */
