@@ -103,7 +103,7 @@ else
   rm -rf "$app"
   mkdir -p "$app"
   echo '{"name":"node-red-project","version":"0.0.1","private":true}' >"$app/package.json"
-  tarball="$(cd "$root" && npm pack --silent --pack-destination "$work" | tail -n 1)"
+  tarball="$(cd "$root" && npm pack --silent --ignore-scripts --pack-destination "$work" | tail -n 1)" # built above
   step "installing $tarball for linux-arm64 (npm install --cpu=arm64 --os=linux)"
   (cd "$app" && npm install --no-audit --no-fund --loglevel=error --omit=dev --cpu=arm64 --os=linux \
     --libc=glibc --ignore-scripts --onnxruntime-node-install=skip "$work/$tarball")
