@@ -2,6 +2,7 @@
 // a dense classifier built with TF.js layers, run by TF.js on WebAssembly and on the CPU backend,
 // and its ONNX export run by onnxruntime-web (WebAssembly), all three agreeing. Then checks that
 // every TF.js and onnxruntime-web module Node loaded came from the package's own dist/vendor.
+// Then trains one epoch in worker threads (the training worker and its batch threads).
 //
 //   node scripts/runtime-smoke.cjs <package dir>
 //
@@ -62,6 +63,37 @@ async function main() {
     if (diff > 1e-4) throw new Error(`${runtime} differs from tfjs-cpu by ${diff}`);
     console.log(`runtime smoke: ${runtime} runs (max |diff| to tfjs-cpu ${diff.toExponential(1)})`);
   }
+
+  // One epoch in the training worker thread, its batches split over two more threads: worker
+  // scripts load TF.js by themselves, and must find it in the package too.
+  const { TrainingWorker } = require(path.join(pkgDir, 'dist', 'lib', 'train', 'training-worker.js'));
+  const count = 64;
+  const data = {
+    x: Float32Array.from({ length: count * 6 }, (_, i) => Math.sin(i * 0.37)),
+    y: Float32Array.from({ length: count }, (_, i) => i % 3),
+    count,
+    inputShape: [6],
+    outputSize: 3,
+  };
+  const trained = await new TrainingWorker().run(
+    {
+      task: 'classification',
+      architecture: 'dense-classifier',
+      sizes: { units: [8] },
+      optimizer: 'adam',
+      learningRate: 0.01,
+      batchSize: 16,
+      epochs: 1,
+      validationSplit: 0,
+      threads: 2,
+      seed: 1,
+    },
+    data,
+  );
+  if (!Number.isFinite(trained.history.loss?.[0])) throw new Error('training in worker threads gave no loss');
+  console.log(
+    `runtime smoke: one epoch in worker threads on ${trained.backend} (loss ${trained.history.loss[0].toFixed(3)})`,
+  );
 
   const vendor = path.join(pkgDir, 'dist', 'vendor') + path.sep;
   const loaded = Object.keys(require.cache).filter((f) => /[\\/](@tensorflow|onnxruntime-web)[\\/]/.test(f));
