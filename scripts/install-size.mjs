@@ -189,7 +189,7 @@ try {
     `| node types loaded by Node-RED from the user directory | ${types.status === 0 ? 'all' : 'FAILS'} (${typesSeconds.toFixed(1)} s) |`,
   );
   console.log(
-    `| a model on tfjs-wasm, tfjs-cpu, onnxruntime-web | ${smoke.status === 0 ? 'runs' : 'FAILS'} (${smokeSeconds.toFixed(1)} s) |`,
+    `| a model on tfjs-wasm, tfjs-cpu, onnxruntime-web; an epoch in worker threads | ${smoke.status === 0 ? 'runs' : 'FAILS'} (${smokeSeconds.toFixed(1)} s) |`,
   );
   console.log('');
   console.log('| largest packages | MB |');
