@@ -163,6 +163,29 @@ describe("TF.js from the user's @tensorflow/tfjs-node install, when there is one
     );
   });
 
+  it("a tfjs-node that does not load (its native library missing): wasm on the user's TF.js, and why", async () => {
+    installCore();
+    const fake = path.join(modules, '@tensorflow', 'tfjs-node', 'index.js');
+    // As the real package fails when its install could not fetch libtensorflow: TF.js loads, the binding does not.
+    fs.writeFileSync(
+      fake,
+      `require('${CORE}');\nthrow new Error('libtensorflow.so.2: cannot open shared object file');\n`,
+    );
+    try {
+      const got = await runIn(userDir);
+      assert.equal(got.backend, 'wasm');
+      assert.match(String(got.missing), /tfjs-node does not load here: .*libtensorflow\.so\.2/);
+      assert.equal(got.runs['tfjs-node'].ran, 'tfjs-wasm');
+      assert.equal(got.runs['tfjs-cpu'].ran, 'tfjs-cpu');
+      assert.ok(maxDiff(got.runs['tfjs-wasm'].output, got.runs['tfjs-cpu'].output) < 1e-4);
+      assert.ok(
+        !got.loaded.some((f) => f === path.join(vendor, '@tensorflow/tfjs-core/dist/tf-core.node.js')),
+      );
+    } finally {
+      fs.writeFileSync(fake, FAKE_TFJS_NODE);
+    }
+  });
+
   it('another TF.js version beside tfjs-node: runs on its own copies and says why', async () => {
     installCore('4.21.0');
     const got = await runIn(userDir);
