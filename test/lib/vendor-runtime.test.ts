@@ -11,6 +11,7 @@ const SCRIPT = path.join(ROOT, 'scripts', 'vendor-runtime.mjs');
 interface Vendored {
   name: string;
   files: string[];
+  userCopy?: boolean;
 }
 
 /** Runs the build's copy and link steps (an ES module) on a checkout laid out under `root`. */
@@ -136,6 +137,43 @@ describe('the build ships the Node files of TF.js and onnxruntime-web (scripts/v
     const notice = fs.readFileSync(path.join(root, 'dist/vendor/LICENSES.md'), 'utf8');
     assert.match(notice, /\| @x\/core \| 1\.0\.0 \| MIT \|/);
     assert.match(notice, /\| @x\/layers \| 1\.0\.0 \| Apache-2\.0 \|/);
+  });
+
+  it("gives a userCopy package an entry that takes the user's copy when tfjs-source finds one", () => {
+    const list = [{ ...LIST[0], userCopy: true }, LIST[1]];
+    const answers = [];
+    for (const user of [undefined, { answer: 100 }]) {
+      const root = make();
+      // tfjs-source's answer: no user copy, or the user's @x/core.
+      write(
+        path.join(root, 'dist/lib/models/runtime/tfjs-source.js'),
+        `exports.userTfjsModule = (name, version) => name === '@x/core' && version === '1.0.0' ? ${JSON.stringify(user)} : undefined;\n`,
+      );
+      const result = vendor(root, list);
+      assert.ok(result.ok, result.out);
+      const meta = JSON.parse(fs.readFileSync(path.join(root, 'dist/vendor/@x/core/package.json'), 'utf8'));
+      assert.equal(meta.main, 'index.js');
+      // @x/layers requires @x/core through that entry too.
+      answers.push(require(path.join(root, 'dist/lib/models/a.js')) as number);
+    }
+    assert.deepEqual(answers, [43, 101]);
+  });
+
+  it('fails the build when the userCopy packages differ in version, or tfjs-source is not compiled', () => {
+    const root = make();
+    write(
+      path.join(root, 'dist/lib/models/runtime/tfjs-source.js'),
+      'exports.userTfjsModule = () => undefined;\n',
+    );
+    const pkg = path.join(root, 'node_modules/@x/layers/package.json');
+    fs.writeFileSync(pkg, JSON.stringify({ ...JSON.parse(fs.readFileSync(pkg, 'utf8')), version: '1.1.0' }));
+    const both = LIST.map((v) => ({ ...v, userCopy: true }));
+    const result = vendor(root, both);
+    assert.ok(!result.ok);
+    assert.match(result.out, /the TF\.js packages differ in version \(1\.0\.0, 1\.1\.0\)/);
+    const missing = vendor(make(), both);
+    assert.ok(!missing.ok);
+    assert.match(missing.out, /tfjs-source\.js \(compiled\) is missing/);
   });
 
   it('fails the build when a package loads another entry on Node than the one listed', () => {
