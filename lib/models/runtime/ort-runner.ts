@@ -76,6 +76,13 @@ export class OrtRunner implements ModelRunner {
   qdqKernels?: QdqKernels;
   private readonly session: OrtTypes.InferenceSession;
   private queue: Promise<unknown> = Promise.resolve();
+  /**
+   * Integer buffers the quantized inputs are written into, by input name, reused from run to run
+   * (runs never overlap). A small typed array made fresh for every run lives on V8's heap and is
+   * moved off it when ONNX Runtime reads it, which costs about a microsecond: for a tiny model
+   * that was a tenth of the run.
+   */
+  private readonly quantBuffers = new Map<string, Uint8Array | Int8Array>();
   private released = false;
 
   private constructor(
@@ -228,7 +235,12 @@ export class OrtRunner implements ModelRunner {
       input = interleave(input, batchSize, sizeOf(spec.shape.slice(0, spec.batchAxis)), true);
     }
     const q = this.ioQuant[spec.name];
-    if (q) return new this.ort.Tensor(q.type, quantizeReal(input, q), dims);
+    if (q)
+      return new this.ort.Tensor(
+        q.type,
+        quantizeReal(input, q, this.quantBuffer(spec.name, q, input.length)),
+        dims,
+      );
     switch (spec.dtype) {
       case 'int32':
         return new this.ort.Tensor('int32', Int32Array.from(input, Math.round), dims);
@@ -249,6 +261,15 @@ export class OrtRunner implements ModelRunner {
       default:
         return new this.ort.Tensor('float32', input, dims);
     }
+  }
+
+  private quantBuffer(name: string, q: IoQuantization, length: number): Uint8Array | Int8Array {
+    const have = this.quantBuffers.get(name);
+    if (have && have.length === length) return have;
+    const made =
+      q.type === 'uint8' ? new Uint8Array(new ArrayBuffer(length)) : new Int8Array(new ArrayBuffer(length));
+    this.quantBuffers.set(name, made);
+    return made;
   }
 
   private async runOnce(

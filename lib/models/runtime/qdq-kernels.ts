@@ -31,8 +31,15 @@ export function hasQdqNodes(model: onnx.IModelProto): boolean {
   );
 }
 
-/** Timing of the automatic choice: rounds of one run each, alternating, within a time budget. */
-const TIMING = { warmup: 3, maxRuns: 30, budgetMs: 300 };
+/**
+ * Timing of the automatic choice: rounds of one run of each (the order alternating from round to
+ * round), within a time budget. A tiny model gets up to maxRuns rounds, a large one at least
+ * minRuns. Float kernels are kept only when the median of the per-round ratios float/integer is
+ * below floatMargin: the integer kernels keep the weights as int8 (a quarter of the memory) and,
+ * on a loaded machine, two kernel sets within a few percent of each other would otherwise be
+ * picked by chance (a tiny dense model measured 1.00-1.05 apart).
+ */
+const TIMING = { warmup: 5, minRuns: 5, maxRuns: 200, budgetMs: 300, floatMargin: 0.9 };
 
 /** Zero inputs for every model input (symbolic dimensions 1), in the types the session takes. */
 function zeroTensors(
@@ -82,7 +89,7 @@ const us = (ms: number) => `${Math.round(ms * 1000)} µs`;
 /**
  * Opens a quantized model with the kernels asked for; 'auto' opens it both ways, times batch-1
  * runs of each side by side on this machine and keeps the faster (the integer kernels unless
- * the float ones are at least 5% faster). Returns the session and a note saying what was chosen.
+ * the float ones are at least 10% faster, see TIMING). Returns the session and a note saying what was chosen.
  */
 export async function chooseQdqKernels(
   bytes: Uint8Array,
@@ -121,12 +128,16 @@ export async function chooseQdqKernels(
     };
     for (let i = 0; i < TIMING.warmup; i++) for (const k of ['integer', 'float'] as const) await runOnce(k);
     const start = performance.now();
+    const ratios: number[] = [];
     for (let i = 0; i < TIMING.maxRuns; i++) {
-      for (const k of ['integer', 'float'] as const) times[k].push(await runOnce(k));
-      if (i >= 4 && performance.now() - start > TIMING.budgetMs) break;
+      // Paired rounds: a burst of load on the machine falls on both runs of a round alike.
+      const order = i % 2 ? (['float', 'integer'] as const) : (['integer', 'float'] as const);
+      for (const k of order) times[k].push(await runOnce(k));
+      ratios.push(times.float[i] / times.integer[i]);
+      if (i + 1 >= TIMING.minRuns && performance.now() - start > TIMING.budgetMs) break;
     }
     const ms = { integer: median(times.integer), float: median(times.float) };
-    const kernels: QdqKernels = ms.float < ms.integer * 0.95 ? 'float' : 'integer';
+    const kernels: QdqKernels = median(ratios) < TIMING.floatMargin ? 'float' : 'integer';
     const note =
       kernels === 'float'
         ? `quantized ops run on float kernels between their quantize steps: ${us(ms.float)} per run against ${us(ms.integer)} on integer kernels, measured at load`
