@@ -21,6 +21,7 @@ import {
 import { OrtRunner } from '../../lib/models/runtime/ort-runner';
 import { qdqSessionOptions, type QdqKernels } from '../../lib/models/runtime/qdq-kernels';
 import { onnx } from '../../lib/models/onnx-proto';
+import { GraphBuilder, OnnxType, tensorValueInfo } from '../../lib/models/convert/onnx-graph';
 import { readModelFiles } from '../../lib/models/store/model-files';
 import { ModelHandle } from '../../lib/models/serve/model-handle';
 import { rng } from '../fixtures/reference';
@@ -212,6 +213,63 @@ describe('TFLite models converted to ONNX', function () {
           }
         } finally {
           await runner.dispose();
+        }
+      }
+    });
+
+    it('inputs written into reused buffers: queued runs keep their own inputs and outputs', async () => {
+      // A float model whose output is its input plus one (small enough to be copied into the
+      // runner's reused buffer) and the int8 model with integer inputs and outputs.
+      const g = new GraphBuilder();
+      g.reserve('x', 'y');
+      g.node('Add', ['x', g.floats('one', [1], [])], { outputs: ['y'] });
+      const plusOne = onnx.ModelProto.encode(
+        onnx.ModelProto.create({
+          irVersion: 10,
+          opsetImport: [{ domain: '', version: 17 }],
+          graph: {
+            name: 'plus_one',
+            node: g.nodes,
+            initializer: g.initializers,
+            input: [tensorValueInfo('x', OnnxType.FLOAT, ['batch', 4])],
+            output: [tensorValueInfo('y', OnnxType.FLOAT, ['batch', 4])],
+          },
+        }),
+      ).finish();
+      const int8 = convertTfliteToOnnx(file('hello_world_int8'), { io: 'quantized' }).onnx;
+      for (const runtime of availableOrtRuntimes()) {
+        for (const [model, size] of [
+          [plusOne, 4],
+          [int8, 1],
+        ] as const) {
+          const runner = await OrtRunner.create(model, runtime, { qdqKernels: 'integer' });
+          try {
+            const name = runner.inputs[0].name;
+            const out = runner.outputs[0].name;
+            const inputs = [0, 1, 2, 3].map((k) =>
+              Float32Array.from({ length: size }, (_, i) => k - i * 0.5),
+            );
+            const alone: Float32Array[] = [];
+            for (const x of inputs) alone.push(Float32Array.from((await runner.run({ [name]: x }, 1))[out]));
+            // Queued together: each run's input is written into the same buffer after the run before.
+            const queued = await Promise.all(inputs.map((x) => runner.run({ [name]: x }, 1)));
+            queued.forEach((r, k) =>
+              assert.deepEqual(Array.from(r[out]), Array.from(alone[k]), `${runtime}, run ${k}`),
+            );
+            if (model === plusOne) assert.deepEqual(Array.from(alone[2]), [3, 2.5, 2, 1.5]);
+            // Batches (another length) and the caller's arrays are left as they were.
+            const batch = Float32Array.from({ length: 2 * size }, (_, i) => i);
+            const before = Array.from(batch);
+            const both = (await runner.run({ [name]: batch }, 2))[out];
+            assert.equal(both.length, 2 * size);
+            assert.deepEqual(Array.from(batch), before);
+            assert.deepEqual(
+              Array.from(inputs[3]),
+              Array.from({ length: size }, (_, i) => 3 - i * 0.5),
+            );
+          } finally {
+            await runner.dispose();
+          }
         }
       }
     });
