@@ -21,7 +21,7 @@ import {
 } from '../lib/models/runtime/ort-session';
 import { OrtRunner } from '../lib/models/runtime/ort-runner';
 import { quantizeReal } from '../lib/models/runtime/io-quantization';
-import { qdqSessionOptions, type QdqKernels } from '../lib/models/runtime/qdq-kernels';
+import { mixedQdqModel, qdqSessionOptions, type QdqKernels } from '../lib/models/runtime/qdq-kernels';
 import type * as OrtTypes from 'onnxruntime-web';
 import { onnx } from '../lib/models/onnx-proto';
 import { attr, GraphBuilder, OnnxType, tensorValueInfo } from '../lib/models/convert/onnx-graph';
@@ -119,7 +119,7 @@ async function timeSessions(
   try {
     for (const { conv, kernels } of list) {
       const session = await createOrtSession(
-        conv.onnx,
+        kernels === 'mixed' ? (mixedQdqModel(conv.onnx) ?? conv.onnx) : conv.onnx,
         'auto',
         qdqSessionOptions(kernels ?? 'integer', {
           graphOptimizationLevel: 'all',

@@ -19,9 +19,9 @@ import {
   type OrtSessionOptions,
 } from '../../lib/models/runtime/ort-session';
 import { OrtRunner } from '../../lib/models/runtime/ort-runner';
-import { qdqSessionOptions, type QdqKernels } from '../../lib/models/runtime/qdq-kernels';
+import { mixedQdqModel, qdqSessionOptions, type QdqKernels } from '../../lib/models/runtime/qdq-kernels';
 import { onnx } from '../../lib/models/onnx-proto';
-import { GraphBuilder, OnnxType, tensorValueInfo } from '../../lib/models/convert/onnx-graph';
+import { GraphBuilder, OnnxType, tensorFloats, tensorValueInfo } from '../../lib/models/convert/onnx-graph';
 import { readModelFiles } from '../../lib/models/store/model-files';
 import { ModelHandle } from '../../lib/models/serve/model-handle';
 import { rng } from '../fixtures/reference';
@@ -79,18 +79,26 @@ function maxDiff(a: number[], b: number[]): number {
 /**
  * Compares converted ONNX (raw types) with the reference on `trials` random inputs. Float outputs
  * must agree within `floatTol`, integer outputs within one quantization step. A quantized model
- * is checked on both kernel choices (ONNX Runtime's fused integer kernels and float kernels
- * between the quantize steps).
+ * is checked on every kernel choice (ONNX Runtime's fused integer kernels, float kernels between
+ * the quantize steps and, with a quantized convolution, convolutions on float kernels).
  */
 async function checkAgainstReference(bytes: Uint8Array, trials = 3, floatTol = 1e-5): Promise<number> {
   const conv = convertTfliteToOnnx(bytes, { io: 'raw' });
-  const kernels: QdqKernels[] = conv.quantization === 'float' ? ['integer'] : ['integer', 'float'];
+  const mixed = mixedQdqModel(conv.onnx);
+  const kernels: QdqKernels[] =
+    conv.quantization === 'float'
+      ? ['integer']
+      : ['integer', 'float', ...(mixed ? (['mixed'] as const) : [])];
   let worst = 0;
   for (let trial = 0; trial < trials; trial++) {
     const inputs = randomInputs(conv, 100 + trial);
     const want = await runReference(bytes, inputs);
     for (const k of kernels) {
-      const got = await runOnnx(conv, inputs, qdqSessionOptions(k));
+      const got = await runOnnx(
+        k === 'mixed' ? { ...conv, onnx: mixed! } : conv,
+        inputs,
+        qdqSessionOptions(k),
+      );
       conv.outputs.forEach((io, i) => {
         const d = maxDiff(got[i], want[i]);
         const tol = io.type === 'float32' ? floatTol : 1;
@@ -183,6 +191,68 @@ describe('TFLite models converted to ONNX', function () {
         assert.ok(!now.includes('Conv') && !now.includes('Gemm'), now.join(' '));
       } finally {
         await fs.rm(dir, { recursive: true, force: true });
+      }
+    });
+
+    it('mixed kernels: the convolution on float kernels with its exact weights, the rest fused, on both runtimes', async function () {
+      const bytes = file('micro_speech_quantized');
+      const conv = convertTfliteToOnnx(bytes, { io: 'quantized' });
+      const mixed = mixedQdqModel(conv.onnx);
+      assert.ok(mixed, 'the model has a quantized convolution');
+      assert.equal(mixedQdqModel(convertTfliteToOnnx(file('hello_world_int8')).onnx), undefined);
+      const nodesOf = (model: Uint8Array) =>
+        (onnx.ModelProto.decode(model).graph?.node ?? []).map((n) => ({
+          op: n.opType ?? '',
+          inputs: n.input ?? [],
+          outputs: n.output ?? [],
+        }));
+      const initOf = (model: Uint8Array, name: string) => {
+        const t = onnx.ModelProto.decode(model).graph?.initializer?.find((i) => i.name === name);
+        assert.ok(t, `initializer ${name}`);
+        return t;
+      };
+      const after = nodesOf(mixed);
+      const convAfter = after.find((n) => n.op === 'Conv')!;
+      assert.ok(
+        !after.some((n) => n.outputs.includes(convAfter.inputs[1])),
+        'Conv weights are an initializer',
+      );
+      assert.ok(
+        after.some((n) => n.op === 'DequantizeLinear'),
+        'the other groups keep their QDQ',
+      );
+      // The float weights are what DequantizeLinear computes from the int8 ones, bit for bit.
+      const before = nodesOf(conv.onnx);
+      const convBefore = before.find((n) => n.op === 'Conv')!;
+      const dq = before.find((n) => n.outputs[0] === convBefore.inputs[1])!;
+      const q = initOf(conv.onnx, dq.inputs[0]).rawData!;
+      const raw = new Int8Array(q.buffer, q.byteOffset, q.byteLength);
+      const scales = tensorFloats(initOf(conv.onnx, dq.inputs[1]));
+      const zp = initOf(conv.onnx, dq.inputs[2]).rawData!;
+      const zps = new Int8Array(zp.buffer, zp.byteOffset, zp.byteLength);
+      const w = tensorFloats(initOf(mixed, convAfter.inputs[1]));
+      const inner = w.length / scales.length;
+      w.forEach((v, i) => {
+        const c = Math.floor(i / inner);
+        assert.equal(v, Math.fround((raw[i] - zps[zps.length > 1 ? c : 0]) * scales[c]), `weight ${i}`);
+      });
+      const size = conv.inputs[0].shape.reduce((a, b) => a * b, 1);
+      const x = Float32Array.from({ length: size }, (_, i) => ((i * 7) % 50) / 2 - 12);
+      const outQ = conv.outputs[0].quantization!;
+      for (const runtime of availableOrtRuntimes()) {
+        const outputs: Record<string, number[]> = {};
+        for (const k of ['mixed', 'integer', 'float'] as const) {
+          const runner = await OrtRunner.create(conv.onnx, runtime, { qdqKernels: k });
+          try {
+            outputs[k] = Array.from(await runner.predict(x, 1));
+            if (k === 'mixed') assert.match(runner.notes.join(' '), /convolutions on float kernels/);
+          } finally {
+            await runner.dispose();
+          }
+        }
+        for (const k of ['integer', 'float']) {
+          assert.ok(maxDiff(outputs.mixed, outputs[k]) <= outQ.scale * 1.0001, `${runtime}: mixed vs ${k}`);
+        }
       }
     });
 
@@ -279,7 +349,7 @@ describe('TFLite models converted to ONNX', function () {
       const conv = convertTfliteToOnnx(bytes, { io: 'quantized' });
       const runner = await OrtRunner.create(conv.onnx, availableOrtRuntimes()[0]);
       try {
-        assert.ok(runner.qdqKernels === 'integer' || runner.qdqKernels === 'float');
+        assert.ok(['integer', 'float', 'mixed'].includes(runner.qdqKernels ?? ''));
         assert.match(
           runner.notes.join(' '),
           /quantized ops run on (integer|float) kernels.*measured at load/,
