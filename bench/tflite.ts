@@ -4,8 +4,9 @@
 // The int8 rows also time the earlier conversion (int8 activations, quantize/dequantize nodes at
 // the inputs and outputs, ONNX Runtime's fused integer kernels), side by side in the same rounds.
 // Every latency is the median of BLOCKS x RUNS batch-1 calls, one call of each variant per round
-// (the order rotating), and the int8/float ratio is also given per block (min-max), so a burst of
-// load on the machine shows as spread rather than as a different figure.
+// (the order rotating); an int8/float ratio is the median of the blocks' ratios, also given as
+// min-max over the blocks, so a burst of load on the machine shows as spread rather than as a
+// different figure.
 // A second table times hand-built chains of dense layers (float Gemm+Relu against the same layers
 // as QDQ int8 that ONNX Runtime fuses into QGemm) directly on ONNX Runtime: the cost per layer
 // of each, which is what decides the ratio of a model made of a few tiny layers.
@@ -33,8 +34,8 @@ import {
   type TfliteTyped,
 } from '../test/helpers/tflite-reference';
 
-const RUNS = 200;
-const BLOCKS = 5;
+const RUNS = 100;
+const BLOCKS = 10;
 
 type Typed = TfliteTyped;
 
@@ -99,9 +100,24 @@ async function sideBySide(fns: (() => Promise<unknown>)[], runs = RUNS): Promise
   return { ms: all.map(median), blocks };
 }
 
+/** The ratios a/b of the blocks' medians. */
+function ratiosOf(r: SideBySide, a: number, b: number): number[] {
+  return r.blocks.map((m) => m[a] / m[b]);
+}
+
+/**
+ * The ratio a/b: the median of the blocks' ratios. Each block's medians come from the same
+ * stretch of time, so when the load on the machine changes between blocks this stays the ratio
+ * of like with like, where the ratio of the overall medians can mix a quiet block's run of one
+ * with a busy block's run of the other.
+ */
+function pairedRatio(r: SideBySide, a: number, b: number): number {
+  return median(ratiosOf(r, a, b));
+}
+
 /** "min-max" of a/b over the blocks. */
 function blockRatios(r: SideBySide, a: number, b: number): string {
-  const ratios = r.blocks.map((m) => m[a] / m[b]);
+  const ratios = ratiosOf(r, a, b);
   return `${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}`;
 }
 
@@ -210,7 +226,7 @@ async function main(): Promise<void> {
   if (reason) console.log(`reference columns empty: ${reason}`);
   console.log(
     `ONNX Runtime packages here: ${availableOrtRuntimes().join(', ')}; medians of ${BLOCKS} x ${RUNS} runs, ` +
-      `batch 1, through OrtRunner; ratio by block: min-max of the ${BLOCKS} blocks' ratios; ` +
+      `batch 1, through OrtRunner; ratio: median of the ${BLOCKS} blocks' ratios, by block: their min-max; ` +
       `max |diff|: the runner's outputs against TFLite's interpreter on ${CHECKS} random inputs`,
   );
   const rows: string[][] = [
@@ -262,7 +278,7 @@ async function main(): Promise<void> {
       );
       const [now, before, float] = sessions.ms;
       bare = [before, now, float].map((v) => v.toFixed(4)).join(' / ');
-      bareRatio = `${(before / float).toFixed(2)} -> ${(now / float).toFixed(2)}`;
+      bareRatio = `${pairedRatio(sessions, 1, 2).toFixed(2)} -> ${pairedRatio(sessions, 0, 2).toFixed(2)}`;
       bareBlocks = blockRatios(sessions, 0, 2);
     }
     const timing = await timeRunners(list);
@@ -284,8 +300,8 @@ async function main(): Promise<void> {
       quantized ? earlierMs.toFixed(4) : '',
       ms.toFixed(4),
       quantized ? twinMs.toFixed(4) : '(is float)',
-      quantized ? (earlierMs / twinMs).toFixed(2) : '',
-      quantized ? (ms / twinMs).toFixed(2) : '',
+      quantized ? pairedRatio(timing, 1, 2).toFixed(2) : '',
+      quantized ? pairedRatio(timing, 0, 2).toFixed(2) : '',
       quantized ? blockRatios(timing, 0, 2) : '',
       bare,
       bareRatio,
@@ -405,11 +421,15 @@ async function denseChains(): Promise<void> {
               );
         }
       }
-      const { ms } = await sideBySide(opened.map((s) => () => s.session.session.run(s.feeds)));
-      const us = ms.map((v) => v * 1000);
+      const timing = await sideBySide(opened.map((s) => () => s.session.session.run(s.feeds)));
+      const us = timing.ms.map((v) => v * 1000);
       const row = [String(width)];
       depths.forEach((_, d) =>
-        row.push(us[2 * d].toFixed(2), us[2 * d + 1].toFixed(2), (us[2 * d + 1] / us[2 * d]).toFixed(2)),
+        row.push(
+          us[2 * d].toFixed(2),
+          us[2 * d + 1].toFixed(2),
+          pairedRatio(timing, 2 * d + 1, 2 * d).toFixed(2),
+        ),
       );
       const last = 2 * (depths.length - 1);
       const span = depths[depths.length - 1] - depths[0];
