@@ -19,8 +19,9 @@ import {
   type OrtSessionOptions,
 } from '../../lib/models/runtime/ort-session';
 import { OrtRunner } from '../../lib/models/runtime/ort-runner';
-import { qdqSessionOptions, type QdqKernels } from '../../lib/models/runtime/qdq-kernels';
+import { mixedQdqModel, qdqSessionOptions, type QdqKernels } from '../../lib/models/runtime/qdq-kernels';
 import { onnx } from '../../lib/models/onnx-proto';
+import { GraphBuilder, OnnxType, tensorFloats, tensorValueInfo } from '../../lib/models/convert/onnx-graph';
 import { readModelFiles } from '../../lib/models/store/model-files';
 import { ModelHandle } from '../../lib/models/serve/model-handle';
 import { rng } from '../fixtures/reference';
@@ -78,18 +79,26 @@ function maxDiff(a: number[], b: number[]): number {
 /**
  * Compares converted ONNX (raw types) with the reference on `trials` random inputs. Float outputs
  * must agree within `floatTol`, integer outputs within one quantization step. A quantized model
- * is checked on both kernel choices (ONNX Runtime's fused integer kernels and float kernels
- * between the quantize steps).
+ * is checked on every kernel choice (ONNX Runtime's fused integer kernels, float kernels between
+ * the quantize steps and, with a quantized convolution, convolutions on float kernels).
  */
 async function checkAgainstReference(bytes: Uint8Array, trials = 3, floatTol = 1e-5): Promise<number> {
   const conv = convertTfliteToOnnx(bytes, { io: 'raw' });
-  const kernels: QdqKernels[] = conv.quantization === 'float' ? ['integer'] : ['integer', 'float'];
+  const mixed = mixedQdqModel(conv.onnx);
+  const kernels: QdqKernels[] =
+    conv.quantization === 'float'
+      ? ['integer']
+      : ['integer', 'float', ...(mixed ? (['mixed'] as const) : [])];
   let worst = 0;
   for (let trial = 0; trial < trials; trial++) {
     const inputs = randomInputs(conv, 100 + trial);
     const want = await runReference(bytes, inputs);
     for (const k of kernels) {
-      const got = await runOnnx(conv, inputs, qdqSessionOptions(k));
+      const got = await runOnnx(
+        k === 'mixed' ? { ...conv, onnx: mixed! } : conv,
+        inputs,
+        qdqSessionOptions(k),
+      );
       conv.outputs.forEach((io, i) => {
         const d = maxDiff(got[i], want[i]);
         const tol = io.type === 'float32' ? floatTol : 1;
@@ -185,6 +194,68 @@ describe('TFLite models converted to ONNX', function () {
       }
     });
 
+    it('mixed kernels: the convolution on float kernels with its exact weights, the rest fused, on both runtimes', async function () {
+      const bytes = file('micro_speech_quantized');
+      const conv = convertTfliteToOnnx(bytes, { io: 'quantized' });
+      const mixed = mixedQdqModel(conv.onnx);
+      assert.ok(mixed, 'the model has a quantized convolution');
+      assert.equal(mixedQdqModel(convertTfliteToOnnx(file('hello_world_int8')).onnx), undefined);
+      const nodesOf = (model: Uint8Array) =>
+        (onnx.ModelProto.decode(model).graph?.node ?? []).map((n) => ({
+          op: n.opType ?? '',
+          inputs: n.input ?? [],
+          outputs: n.output ?? [],
+        }));
+      const initOf = (model: Uint8Array, name: string) => {
+        const t = onnx.ModelProto.decode(model).graph?.initializer?.find((i) => i.name === name);
+        assert.ok(t, `initializer ${name}`);
+        return t;
+      };
+      const after = nodesOf(mixed);
+      const convAfter = after.find((n) => n.op === 'Conv')!;
+      assert.ok(
+        !after.some((n) => n.outputs.includes(convAfter.inputs[1])),
+        'Conv weights are an initializer',
+      );
+      assert.ok(
+        after.some((n) => n.op === 'DequantizeLinear'),
+        'the other groups keep their QDQ',
+      );
+      // The float weights are what DequantizeLinear computes from the int8 ones, bit for bit.
+      const before = nodesOf(conv.onnx);
+      const convBefore = before.find((n) => n.op === 'Conv')!;
+      const dq = before.find((n) => n.outputs[0] === convBefore.inputs[1])!;
+      const q = initOf(conv.onnx, dq.inputs[0]).rawData!;
+      const raw = new Int8Array(q.buffer, q.byteOffset, q.byteLength);
+      const scales = tensorFloats(initOf(conv.onnx, dq.inputs[1]));
+      const zp = initOf(conv.onnx, dq.inputs[2]).rawData!;
+      const zps = new Int8Array(zp.buffer, zp.byteOffset, zp.byteLength);
+      const w = tensorFloats(initOf(mixed, convAfter.inputs[1]));
+      const inner = w.length / scales.length;
+      w.forEach((v, i) => {
+        const c = Math.floor(i / inner);
+        assert.equal(v, Math.fround((raw[i] - zps[zps.length > 1 ? c : 0]) * scales[c]), `weight ${i}`);
+      });
+      const size = conv.inputs[0].shape.reduce((a, b) => a * b, 1);
+      const x = Float32Array.from({ length: size }, (_, i) => ((i * 7) % 50) / 2 - 12);
+      const outQ = conv.outputs[0].quantization!;
+      for (const runtime of availableOrtRuntimes()) {
+        const outputs: Record<string, number[]> = {};
+        for (const k of ['mixed', 'integer', 'float'] as const) {
+          const runner = await OrtRunner.create(conv.onnx, runtime, { qdqKernels: k });
+          try {
+            outputs[k] = Array.from(await runner.predict(x, 1));
+            if (k === 'mixed') assert.match(runner.notes.join(' '), /convolutions on float kernels/);
+          } finally {
+            await runner.dispose();
+          }
+        }
+        for (const k of ['integer', 'float']) {
+          assert.ok(maxDiff(outputs.mixed, outputs[k]) <= outQ.scale * 1.0001, `${runtime}: mixed vs ${k}`);
+        }
+      }
+    });
+
     it('small int8 inputs and outputs mapped by the runner equal the graph doing it, bit for bit', async () => {
       for (const name of ['hello_world_int8', 'micro_speech_quantized']) {
         const bytes = file(name);
@@ -216,12 +287,69 @@ describe('TFLite models converted to ONNX', function () {
       }
     });
 
+    it('inputs written into reused buffers: queued runs keep their own inputs and outputs', async () => {
+      // A float model whose output is its input plus one (small enough to be copied into the
+      // runner's reused buffer) and the int8 model with integer inputs and outputs.
+      const g = new GraphBuilder();
+      g.reserve('x', 'y');
+      g.node('Add', ['x', g.floats('one', [1], [])], { outputs: ['y'] });
+      const plusOne = onnx.ModelProto.encode(
+        onnx.ModelProto.create({
+          irVersion: 10,
+          opsetImport: [{ domain: '', version: 17 }],
+          graph: {
+            name: 'plus_one',
+            node: g.nodes,
+            initializer: g.initializers,
+            input: [tensorValueInfo('x', OnnxType.FLOAT, ['batch', 4])],
+            output: [tensorValueInfo('y', OnnxType.FLOAT, ['batch', 4])],
+          },
+        }),
+      ).finish();
+      const int8 = convertTfliteToOnnx(file('hello_world_int8'), { io: 'quantized' }).onnx;
+      for (const runtime of availableOrtRuntimes()) {
+        for (const [model, size] of [
+          [plusOne, 4],
+          [int8, 1],
+        ] as const) {
+          const runner = await OrtRunner.create(model, runtime, { qdqKernels: 'integer' });
+          try {
+            const name = runner.inputs[0].name;
+            const out = runner.outputs[0].name;
+            const inputs = [0, 1, 2, 3].map((k) =>
+              Float32Array.from({ length: size }, (_, i) => k - i * 0.5),
+            );
+            const alone: Float32Array[] = [];
+            for (const x of inputs) alone.push(Float32Array.from((await runner.run({ [name]: x }, 1))[out]));
+            // Queued together: each run's input is written into the same buffer after the run before.
+            const queued = await Promise.all(inputs.map((x) => runner.run({ [name]: x }, 1)));
+            queued.forEach((r, k) =>
+              assert.deepEqual(Array.from(r[out]), Array.from(alone[k]), `${runtime}, run ${k}`),
+            );
+            if (model === plusOne) assert.deepEqual(Array.from(alone[2]), [3, 2.5, 2, 1.5]);
+            // Batches (another length) and the caller's arrays are left as they were.
+            const batch = Float32Array.from({ length: 2 * size }, (_, i) => i);
+            const before = Array.from(batch);
+            const both = (await runner.run({ [name]: batch }, 2))[out];
+            assert.equal(both.length, 2 * size);
+            assert.deepEqual(Array.from(batch), before);
+            assert.deepEqual(
+              Array.from(inputs[3]),
+              Array.from({ length: size }, (_, i) => 3 - i * 0.5),
+            );
+          } finally {
+            await runner.dispose();
+          }
+        }
+      }
+    });
+
     withReference('the kernels chosen at load are named and stay within one step of TFLite', async () => {
       const bytes = file('micro_speech_quantized');
       const conv = convertTfliteToOnnx(bytes, { io: 'quantized' });
       const runner = await OrtRunner.create(conv.onnx, availableOrtRuntimes()[0]);
       try {
-        assert.ok(runner.qdqKernels === 'integer' || runner.qdqKernels === 'float');
+        assert.ok(['integer', 'float', 'mixed'].includes(runner.qdqKernels ?? ''));
         assert.match(
           runner.notes.join(' '),
           /quantized ops run on (integer|float) kernels.*measured at load/,

@@ -39,11 +39,16 @@ const ROUND_EVEN = 6755399441055744;
 
 /**
  * Real numbers -> integers exactly as ONNX's QuantizeLinear computes them: x / scale in float32,
- * rounded half to even, plus the zero point, saturated (NaN gives the zero point).
+ * rounded half to even, plus the zero point, saturated (NaN gives the zero point). Writes into
+ * `into` (of the input's length and q's type) when given.
  */
-export function quantizeReal(input: Float32Array, q: IoQuantization): Uint8Array | Int8Array {
+export function quantizeReal(
+  input: Float32Array,
+  q: IoQuantization,
+  into?: Uint8Array | Int8Array,
+): Uint8Array | Int8Array {
   const n = input.length;
-  const out = q.type === 'uint8' ? new Uint8Array(n) : new Int8Array(n);
+  const out = into ?? (q.type === 'uint8' ? new Uint8Array(n) : new Int8Array(n));
   const lo = q.type === 'uint8' ? 0 : -128;
   const hi = q.type === 'uint8' ? 255 : 127;
   const zp = q.zeroPoint;
