@@ -540,14 +540,16 @@ function convForward(positions: number, outVectors: number): FunctionSpec {
 /**
  * convFilterGrad: dW[kh, kw, ci, co] = sum over n, oh, ow of
  * x[n, oh*sh + kh*dh, ow*sw + kw*dw, ci] * dy[n, oh, ow, co], for an input already padded
- * (a = x, b = dy). Each pass keeps a block of `inBlock` input channels x 8 output channels in
- * registers and runs over every output position: input values broadcast, dy rows loaded four at
- * a time.
+ * (a = x, b = dy). Each pass keeps a block of `inBlock` input channels x `outVectors` x 4 output
+ * channels in registers and runs over every output position: input values broadcast, dy rows
+ * loaded four at a time. Without dilation across a row, a filter row's taps are one run of
+ * fw x cin input values (as in convForward), blocked as if they were channels: one input channel
+ * then still fills a block of three.
  */
 function convFilterGrad(inBlock: number, outVectors: number): FunctionSpec {
   const frame = convFrame(
     [],
-    ['kh', 'kw', 'ci', 'co', 'n', 'oh', 'ow', 'px', 'pd', 'xstep', 'dstep', 'pout'],
+    ['kh', 'kw', 'ci', 'co', 'n', 'oh', 'ow', 'px', 'pd', 'xstep', 'dstep', 'pout', 'taps', 'run'],
     1 + outVectors + inBlock * outVectors,
   );
   const C = frame.at;
@@ -592,6 +594,11 @@ function convFilterGrad(inBlock: number, outVectors: number): FunctionSpec {
       op.fill(get(C.out), i32(0), mul(mul(mul(mul(get(C.fh), get(C.fw)), get(C.cin)), get(C.cout)), i32(4))),
       set(C.xstep, mul(mul(get(C.sw), get(C.cin)), i32(4))),
       set(C.dstep, mul(get(C.cout), i32(4))),
+      op.if(
+        op.eq(get(C.dw), i32(1)),
+        [set(C.taps, i32(1)), set(C.run, mul(get(C.fw), get(C.cin)))],
+        [set(C.taps, get(C.fw)), set(C.run, get(C.cin))],
+      ),
       op.for(
         C.n,
         i32(0),
@@ -603,11 +610,11 @@ function convFilterGrad(inBlock: number, outVectors: number): FunctionSpec {
           op.for(
             C.kw,
             i32(0),
-            get(C.fw),
+            get(C.taps),
             op.for(
               C.ci,
               i32(0),
-              get(C.cin),
+              get(C.run),
               op.for(
                 C.co,
                 i32(0),
@@ -775,10 +782,14 @@ export const CONV_FORWARD_BLOCKS: ReadonlyArray<readonly [number, number]> = [
 /** Input-channel blocks of the input-gradient kernel, the first that divides wins. */
 export const CONV_INPUT_BLOCKS: readonly number[] = [32, 16, 8];
 
-/** Input x output channel blocks of the filter-gradient kernel, the first that divides wins. */
+/**
+ * Input x output channel blocks of the filter-gradient kernel, the first that divides wins (input
+ * channels: the run of fw x cin values a filter row reads when it is not dilated, else cin).
+ */
 export const CONV_FILTER_BLOCKS: ReadonlyArray<readonly [number, number]> = [
   [2, 16],
   [4, 8],
+  [3, 8],
   [1, 16],
   [1, 8],
 ];

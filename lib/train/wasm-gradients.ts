@@ -259,7 +259,9 @@ function conv2DBackpropFilter({ inputs, attrs, backend }: KernelArgs): Info {
   const [fh, fw, inChannels, outChannels] = filterShape;
   const heap = backend as HeapBackend;
   const kernels = kernelsOf(heap);
-  const block = CONV_FILTER_BLOCKS.find(([i, o]) => inChannels % i === 0 && outChannels % o === 0);
+  // The taps of a filter row read one run of fw x inChannels values (no dilation here).
+  const run = fw * inChannels;
+  const block = CONV_FILTER_BLOCKS.find(([i, o]) => run % i === 0 && outChannels % o === 0);
   if (kernels && block && x.dtype === 'float32' && dy.dtype === 'float32') {
     return scoped(backend, (s) => {
       const padded = padInput(s, x, info);

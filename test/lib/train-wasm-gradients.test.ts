@@ -112,7 +112,10 @@ function gradientSuite(heap: boolean): void {
           'leadingSum4',
           'reluGrad',
           'convFilterGrad2x16',
+          'convFilterGrad3x8',
           'convInputGrad32',
+          'convForward4x8',
+          'addRows',
         ]) {
           assert.equal(typeof (kernels as unknown as Record<string, unknown>)[name], 'function', name);
         }
