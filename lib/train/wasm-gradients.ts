@@ -344,7 +344,9 @@ function frameForInputGradient(s: KernelScope, spread: Info, info: ConvInfo, fh:
 
 /**
  * dx as a stride-1 convolution of the stride-spread, framed dy with the filter turned by 180
- * degrees and its in/out channels swapped (the wasm backend's own kernel is several times slower).
+ * degrees and its in/out channels swapped (the wasm backend's own kernel is several times slower);
+ * that convolution runs on the heap forward kernel where it can. Strided, the spread would be
+ * mostly zeros: the heap gathering kernel (convInputGrad) reads only the taps that exist.
  */
 function conv2DBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
   const { dy, filter } = inputs;
@@ -365,7 +367,10 @@ function conv2DBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
   const kernels = kernelsOf(heap);
   const inChannels = inputShape[3];
   const block = CONV_INPUT_BLOCKS.find((c) => inChannels % c === 0);
-  if (kernels && block && dy.dtype === 'float32' && filter.dtype === 'float32') {
+  // Unstrided, dx is the forward convolution of the framed dy below, which runs on the heap
+  // kernel (convForward) faster than the gathering kernel does, zero frame included.
+  const strided = info.strideHeight > 1 || info.strideWidth > 1;
+  if (kernels && block && strided && dy.dtype === 'float32' && filter.dtype === 'float32') {
     return scoped(backend, (s) => {
       const swapped = s.run('Transpose', { x: filter }, { perm: [0, 1, 3, 2] });
       const out = heap.makeOutput(inputShape, 'float32');
