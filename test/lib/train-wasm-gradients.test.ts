@@ -168,8 +168,10 @@ function gradientSuite(heap: boolean): void {
       { x: [2, 12, 12, 1], f: [3, 3, 1, 8], strides: 1, pad: 'valid' },
       { x: [2, 9, 9, 3], f: [3, 3, 3, 16], strides: 1, pad: 'same' },
       { x: [2, 11, 10, 8], f: [3, 3, 8, 16], strides: 2, pad: 'same' },
-      // Three outputs a row: one position a block.
+      // Three outputs a row: one output a block.
       { x: [1, 11, 11, 4], f: [5, 5, 4, 8], strides: 3, pad: 'valid' },
+      // Output rows of two: one output a block, with 'same' padding.
+      { x: [2, 3, 2, 2], f: [3, 3, 2, 8], strides: 1, pad: 'same' },
       // Dilated: the taps of a filter row are not one run.
       { x: [2, 12, 12, 4], f: [3, 3, 4, 8], strides: 1, pad: 'valid', dilations: 2 },
       { x: [2, 8, 8, 32], f: [3, 3, 32, 64], strides: 1, pad: 'valid' },
