@@ -6,7 +6,10 @@
  *   gradient; four channels at a time when the channel count allows;
  * - leadingSum: sums over the leading rows of a [rows, cols] matrix (bias gradients), in f64;
  * - reluGrad: dy where the activation is positive, else 0 (the fused ReLU gradient), one pass;
- * - convFilterGrad / convInputGrad: the two Conv2D gradients as register-blocked SIMD loops.
+ * - addRows: a bias added over the last axis, one pass;
+ * - convForward: Conv2D with the bias and ReLU fused into its stores;
+ * - convFilterGrad / convInputGrad: the two Conv2D gradients as register-blocked SIMD loops
+ *   (every convolution kernel takes the parameters CONV_PARAMS describes).
  * Addresses are byte offsets on the shared heap; shapes and strides are element counts.
  */
 import {

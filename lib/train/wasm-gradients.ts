@@ -10,7 +10,9 @@
  *   wasm heap;
  * - BatchMatMul/_FusedMatMul with a transposed operand (present but about ten times slower than
  *   plain): the operand transposed first;
- * - Sum over leading axes (present but slow): one pass on the wasm heap.
+ * - Sum over leading axes (present but slow): one pass on the wasm heap;
+ * - Conv2D/FusedConv2D (present): the heap kernel with fused bias and ReLU; Add of a bias over the
+ *   last axis: one pass on the heap; Identity (present, copies): shares the data.
  *
  * Every kernel works on TensorInfos through the wasm backend's own kernel functions, so nothing
  * passes through the engine (no tape, no tensor bookkeeping) and intermediates are freed at once.
@@ -798,7 +800,9 @@ let replacedSlowOrWrong = false;
 /**
  * Makes the wasm backend train convolutional and pooling models, and train fast: registers the
  * gradient kernels it lacks, replaces its slow Conv2DBackpropInput by a Conv2D-based one and its
- * wrong MaxPoolGrad by a heap one, and wraps BatchMatMul, _FusedMatMul and Sum with fast paths. Call once wasm is active; calling again is harmless.
+ * wrong MaxPoolGrad by a heap one, and wraps BatchMatMul, _FusedMatMul and Sum with fast paths;
+ * also puts the forward convolution, bias adds and Identity on theirs. Call once wasm is active;
+ * calling again is harmless.
  * Returns the kernel names registered or replaced now.
  */
 export function registerWasmGradients(): string[] {
