@@ -1,11 +1,12 @@
 /**
  * Training speed side by side with PyTorch on CPU (Debian's python3-torch), in one run: one
  * epoch of the classic MNIST CNN over MNIST digits and of an LSTM(64) forecaster over 50x6
- * windows, batch 64, Adam, at 1 thread and at every core, medians of the repeats. Then the
+ * windows, batch 64, Adam, at 1 thread and at every core, medians of the repeats (the two sides
+ * alternate run by run, so that both see the same load on a shared machine). Then the
  * event-loop delay of this thread while the CNN trains in the training worker with the default
  * thread count (as edge-train runs it). PyTorch rows are skipped with the reason when it is absent.
  *
- * Usage: npm run bench:train-vs-torch [-- --count 2000 --repeats 3]
+ * Usage: npm run bench:train-vs-torch [-- --count 2000 --repeats 3 --models cnn,lstm]
  */
 import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
@@ -57,7 +58,8 @@ function torchMissing(): string | undefined {
   }
 }
 
-async function torchSeconds(c: Case, threads: number, repeats: number, dir: string): Promise<number> {
+/** One PyTorch epoch, timed after a first one in the same process (as ours run in a warm worker). */
+async function torchSeconds(c: Case, threads: number, dir: string): Promise<number> {
   const xPath = path.join(dir, `${c.torchModel}-x.f32`);
   const yPath = path.join(dir, `${c.torchModel}-y.f32`);
   await fs.writeFile(xPath, c.data.x);
@@ -71,20 +73,16 @@ async function torchSeconds(c: Case, threads: number, repeats: number, dir: stri
       xPath,
       yPath,
       String(c.data.count),
-      String(repeats),
+      '2',
     ],
     { encoding: 'utf8' },
   );
-  return median((JSON.parse(out.trim().split('\n').pop() as string) as { seconds: number[] }).seconds);
+  return (JSON.parse(out.trim().split('\n').pop() as string) as { seconds: number[] }).seconds[1];
 }
 
-async function tfjsSeconds(c: Case, threads: number, repeats: number): Promise<number> {
-  const seconds: number[] = [];
-  for (let r = 0; r < repeats; r++) {
-    const result = await trainModel({ ...c.settings, threads }, copyTrainData(c.data));
-    seconds.push(result.epochMs[0] / 1000);
-  }
-  return median(seconds);
+async function tfjsSeconds(c: Case, threads: number): Promise<number> {
+  const result = await trainModel({ ...c.settings, threads }, copyTrainData(c.data));
+  return result.epochMs[0] / 1000;
 }
 
 async function main(): Promise<void> {
@@ -119,6 +117,11 @@ async function main(): Promise<void> {
       settings: { ...base, task: 'regression', architecture: 'lstm-forecaster', sizes: { units: [64] } },
     },
   ];
+  const models = (
+    process.argv.includes('--models') ? process.argv[process.argv.indexOf('--models') + 1] : 'cnn,lstm'
+  )
+    .split(',')
+    .map((m) => m.trim());
   const missing = torchMissing();
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'train-vs-torch-'));
   console.log(
@@ -135,10 +138,16 @@ async function main(): Promise<void> {
     '------------------------------|---------|---------------------|-------------|---------------------',
   );
   try {
-    for (const c of cases) {
+    for (const c of cases.filter((k) => models.includes(k.torchModel))) {
       for (const threads of [...new Set([1, cores])]) {
-        const ours = await tfjsSeconds(c, threads, repeats);
-        const torch = missing ? undefined : await torchSeconds(c, threads, repeats, dir);
+        const oursRuns: number[] = [];
+        const torchRuns: number[] = [];
+        for (let r = 0; r < repeats; r++) {
+          oursRuns.push(await tfjsSeconds(c, threads));
+          if (!missing) torchRuns.push(await torchSeconds(c, threads, dir));
+        }
+        const ours = median(oursRuns);
+        const torch = missing ? undefined : median(torchRuns);
         console.log(
           `${c.name.padEnd(30)}| ${String(threads).padStart(7)} | ${`${ours.toFixed(2)} s`.padStart(19)} | ${
             torch === undefined ? '    skipped' : `${torch.toFixed(2)} s`.padStart(11)

@@ -6,7 +6,10 @@
  *   gradient; four channels at a time when the channel count allows;
  * - leadingSum: sums over the leading rows of a [rows, cols] matrix (bias gradients), in f64;
  * - reluGrad: dy where the activation is positive, else 0 (the fused ReLU gradient), one pass;
- * - convFilterGrad / convInputGrad: the two Conv2D gradients as register-blocked SIMD loops.
+ * - addRows: a bias added over the last axis, one pass;
+ * - convForward: Conv2D with the bias and ReLU fused into its stores;
+ * - convFilterGrad / convInputGrad: the two Conv2D gradients as register-blocked SIMD loops
+ *   (every convolution kernel takes the parameters CONV_PARAMS describes).
  * Addresses are byte offsets on the shared heap; shapes and strides are element counts.
  */
 import {
@@ -288,73 +291,297 @@ const reluGrad: FunctionSpec = {
   ],
 };
 
+/** addRows(x, b, out, rows, cols): out[r, c] = x[r, c] + b[c] (a bias over the last axis), cols in fours. */
+const B = { x: 0, b: 1, out: 2, rows: 3, cols: 4, r: 5, c: 6, base: 7 } as const;
+const addRows: FunctionSpec = {
+  name: 'addRows',
+  params: [I32, I32, I32, I32, I32],
+  locals: [I32, I32, I32],
+  body: op.for(B.r, i32(0), get(B.rows), [
+    set(B.base, mul(get(B.r), get(B.cols))),
+    op.for(
+      B.c,
+      i32(0),
+      get(B.cols),
+      op.v128Store(
+        at4(get(B.out), add(get(B.base), get(B.c))),
+        op.f32x4Add(
+          op.v128Load(at4(get(B.x), add(get(B.base), get(B.c)))),
+          op.v128Load(at4(get(B.b), get(B.c))),
+        ),
+      ),
+      4,
+    ),
+  ]),
+};
+
 /**
- * convFilterGrad: dW[kh, kw, ci, co] = sum over n, oh, ow of
- * x[n, oh*sh + kh*dh, ow*sw + kw*dw, ci] * dy[n, oh, ow, co], for an input already padded.
- * Each pass keeps a block of `inBlock` input channels x 8 output channels in registers and runs
- * over every output position: input values broadcast, dy rows loaded four at a time.
+ * Every convolution kernel takes the same parameters, in this order: the byte addresses of its two
+ * operands and of its result, then the convolution's shape in element counts (input and output
+ * height/width/channels, filter size, strides, dilations, and the padding before the first row
+ * and column). A kernel may add parameters after these and ignores the ones it has no use for.
  */
-function convFilterGrad(inBlock: number, outVectors: number): FunctionSpec {
-  const C = {
-    x: 0,
-    dy: 1,
-    dw: 2,
-    batch: 3,
-    inH: 4,
-    inW: 5,
-    cin: 6,
-    outH: 7,
-    outW: 8,
-    cout: 9,
-    fh: 10,
-    fw: 11,
-    sh: 12,
-    sw: 13,
-    dh: 14,
-    dwl: 15,
-    kh: 16,
-    kw: 17,
-    ci: 18,
-    co: 19,
-    n: 20,
-    oh: 21,
-    ow: 22,
-    px: 23,
-    pd: 24,
-    xstep: 25,
-    dstep: 26,
-    out: 27,
-    s: 28,
-    d: 29,
-  } as const;
-  const dv = (j: number): number => C.d + j;
-  const acc = (i: number, j: number): number => C.d + outVectors + i * outVectors + j;
+export const CONV_PARAMS = [
+  'a',
+  'b',
+  'out',
+  'batch',
+  'inH',
+  'inW',
+  'cin',
+  'outH',
+  'outW',
+  'cout',
+  'fh',
+  'fw',
+  'sh',
+  'sw',
+  'dh',
+  'dw',
+  'top',
+  'left',
+] as const;
+
+type ConvParam = (typeof CONV_PARAMS)[number];
+
+/** A convolution's shape, as every convolution kernel takes it. */
+export type ConvShape = Record<Exclude<ConvParam, 'a' | 'b' | 'out'>, number>;
+
+/** The arguments of a convolution kernel call, in CONV_PARAMS order. */
+export function convArgs(a: number, b: number, out: number, shape: ConvShape): number[] {
+  const addresses = { a, b, out };
+  return CONV_PARAMS.map((name) =>
+    name in addresses ? addresses[name as 'a'] : shape[name as keyof ConvShape],
+  );
+}
+
+/**
+ * The indices of a convolution kernel's parameters (CONV_PARAMS, then `extra`) and of its i32
+ * locals (`ints`), its parameter and local types (`vectors` v128 locals follow the i32 ones, from
+ * index `vector`).
+ */
+function convFrame<E extends string, L extends string>(
+  extra: readonly E[],
+  ints: readonly L[],
+  vectors: number,
+): Pick<FunctionSpec, 'params' | 'locals'> & { at: Record<ConvParam | E | L, number>; vector: number } {
+  const names = [...CONV_PARAMS, ...extra, ...ints];
+  const at = Object.fromEntries(names.map((name, i) => [name, i])) as Record<ConvParam | E | L, number>;
+  return {
+    at,
+    vector: names.length,
+    params: new Array<ValueType>(CONV_PARAMS.length + extra.length).fill(I32),
+    locals: [...new Array<ValueType>(ints.length).fill(I32), ...new Array<ValueType>(vectors).fill(V128)],
+  };
+}
+
+/** Element index ((i * d1 + i1) * d2 + i2) * ... of a row-major array, as code. */
+function index(first: Code, ...pairs: Array<[Code, Code]>): Code {
+  return pairs.reduce((acc, [size, i]) => add(mul(acc, size), i), first);
+}
+
+/**
+ * conv2d: y[n, oh, ow, co] = act(bias[co] + sum over kh, kw, ci of
+ * x[n, oh*sh + kh*dh, ow*sw + kw*dw, ci] * w[kh, kw, ci, co]) for an input already padded (a = x,
+ * b = w), with the bias (address `bias`, 0 for none) and ReLU (`relu` 1) fused into the store.
+ * Each block keeps `positions` neighbouring outputs of a row x `outVectors` x 4 output channels in
+ * registers; input values are broadcast, filter rows loaded four channels at a time. Without
+ * dilation across a row the taps of a filter row read one contiguous run of fw x cin values, so
+ * the inner loop runs over that whole run. The last block of a row starts at outW - positions
+ * (recomputing a few outputs) so that no row needs a tail loop.
+ */
+function convForward(positions: number, outVectors: number): FunctionSpec {
+  const offsets = Array.from({ length: positions }, (_, i) => `off${i}`);
+  const frame = convFrame(
+    ['bias', 'relu'],
+    [
+      'n',
+      'oh',
+      'ow',
+      'ow0',
+      'co',
+      'kh',
+      'kw',
+      'k',
+      'px',
+      'pw',
+      'wstep',
+      'ostep',
+      'run',
+      'taps',
+      'pout',
+      ...offsets,
+    ],
+    1 + outVectors + positions * outVectors,
+  );
+  const C = frame.at;
+  const s = frame.vector;
+  const bv = (j: number): number => frame.vector + 1 + j;
+  const acc = (i: number, j: number): number => frame.vector + 1 + outVectors + i * outVectors + j;
+  const off = (i: number): number => C[offsets[i] as keyof typeof C];
   const accs: number[] = [];
-  for (let i = 0; i < inBlock; i++) for (let j = 0; j < outVectors; j++) accs.push(acc(i, j));
-  const perPosition: Code[] = [];
-  for (let j = 0; j < outVectors; j++) perPosition.push(set(dv(j), op.v128Load(get(C.pd), 16 * j)));
-  for (let i = 0; i < inBlock; i++) {
-    perPosition.push(set(C.s, op.f32x4Splat(op.f32Load(get(C.px), 4 * i))));
+  for (let i = 0; i < positions; i++) for (let j = 0; j < outVectors; j++) accs.push(acc(i, j));
+
+  const perTap: Code[] = [];
+  for (let j = 0; j < outVectors; j++) perTap.push(set(bv(j), op.v128Load(get(C.pw), 16 * j)));
+  for (let i = 0; i < positions; i++) {
+    perTap.push(set(s, op.v128Load32Splat(i === 0 ? get(C.px) : add(get(C.px), get(off(i))))));
     for (let j = 0; j < outVectors; j++) {
-      perPosition.push(set(acc(i, j), op.f32x4Add(get(acc(i, j)), op.f32x4Mul(get(C.s), get(dv(j))))));
+      perTap.push(set(acc(i, j), op.f32x4Add(get(acc(i, j)), op.f32x4Mul(get(s), get(bv(j))))));
     }
   }
-  perPosition.push(set(C.px, add(get(C.px), get(C.xstep))), set(C.pd, add(get(C.pd), get(C.dstep))));
-  const blockStart: Code[] = [
+  perTap.push(set(C.px, add(get(C.px), i32(4))), set(C.pw, add(get(C.pw), get(C.wstep))));
+
+  const start: Code[] = [
+    op.if(
+      get(C.bias),
+      Array.from({ length: outVectors }, (_, j) =>
+        set(bv(j), op.v128Load(at4(get(C.bias), get(C.co)), 16 * j)),
+      ),
+      Array.from({ length: outVectors }, (_, j) => set(bv(j), op.v128Zero())),
+    ),
+    ...accs.map((a, k) => set(a, get(bv(k % outVectors)))),
+  ];
+  const store: Code[] = [
+    op.if(
+      get(C.relu),
+      accs.map((a) => set(a, op.f32x4Max(get(a), op.v128Zero()))),
+    ),
     set(
-      C.out,
+      C.pout,
       at4(
-        get(C.dw),
+        get(C.out),
         add(
-          mul(add(mul(add(mul(get(C.kh), get(C.fw)), get(C.kw)), get(C.cin)), get(C.ci)), get(C.cout)),
+          mul(index(get(C.n), [get(C.outH), get(C.oh)], [get(C.outW), get(C.ow0)]), get(C.cout)),
           get(C.co),
         ),
       ),
     ),
   ];
+  for (let i = 0; i < positions; i++) {
+    for (let j = 0; j < outVectors; j++) store.push(op.v128Store(get(C.pout), get(acc(i, j)), 16 * j));
+    if (i < positions - 1) store.push(set(C.pout, add(get(C.pout), get(C.ostep))));
+  }
+  return {
+    name: `convForward${positions}x${outVectors * 4}`,
+    params: frame.params,
+    locals: frame.locals,
+    body: [
+      set(C.wstep, mul(get(C.cout), i32(4))),
+      set(C.ostep, mul(get(C.cout), i32(4))),
+      op.if(
+        op.eq(get(C.dw), i32(1)),
+        [set(C.taps, i32(1)), set(C.run, mul(get(C.fw), get(C.cin)))],
+        [set(C.taps, get(C.fw)), set(C.run, get(C.cin))],
+      ),
+      ...offsets.map((name, i) => set(off(i), mul(mul(mul(get(C.sw), get(C.cin)), i32(4)), i32(i)))),
+      op.for(
+        C.n,
+        i32(0),
+        get(C.batch),
+        op.for(
+          C.oh,
+          i32(0),
+          get(C.outH),
+          op.for(
+            C.ow,
+            i32(0),
+            get(C.outW),
+            [
+              set(C.ow0, op.minS(get(C.ow), sub(get(C.outW), i32(positions)), C.px, C.pw)),
+              op.for(
+                C.co,
+                i32(0),
+                get(C.cout),
+                [
+                  ...start,
+                  op.for(
+                    C.kh,
+                    i32(0),
+                    get(C.fh),
+                    op.for(C.kw, i32(0), get(C.taps), [
+                      set(
+                        C.px,
+                        at4(
+                          get(C.a),
+                          mul(
+                            index(
+                              get(C.n),
+                              [get(C.inH), add(mul(get(C.oh), get(C.sh)), mul(get(C.kh), get(C.dh)))],
+                              [get(C.inW), add(mul(get(C.ow0), get(C.sw)), mul(get(C.kw), get(C.dw)))],
+                            ),
+                            get(C.cin),
+                          ),
+                        ),
+                      ),
+                      set(
+                        C.pw,
+                        at4(
+                          get(C.b),
+                          add(
+                            mul(mul(index(get(C.kh), [get(C.fw), get(C.kw)]), get(C.cin)), get(C.cout)),
+                            get(C.co),
+                          ),
+                        ),
+                      ),
+                      op.for(C.k, i32(0), get(C.run), perTap),
+                    ]),
+                  ),
+                  ...store,
+                ],
+                outVectors * 4,
+              ),
+            ],
+            positions,
+          ),
+        ),
+      ),
+    ],
+  };
+}
+
+/**
+ * convFilterGrad: dW[kh, kw, ci, co] = sum over n, oh, ow of
+ * x[n, oh*sh + kh*dh, ow*sw + kw*dw, ci] * dy[n, oh, ow, co], for an input already padded
+ * (a = x, b = dy). Each pass keeps a block of `inBlock` input channels x `outVectors` x 4 output
+ * channels in registers and runs over every output position: input values broadcast, dy rows
+ * loaded four at a time. Without dilation across a row, a filter row's taps are one run of
+ * fw x cin input values (as in convForward), blocked as if they were channels: one input channel
+ * then still fills a block of three.
+ */
+function convFilterGrad(inBlock: number, outVectors: number): FunctionSpec {
+  const frame = convFrame(
+    [],
+    ['kh', 'kw', 'ci', 'co', 'n', 'oh', 'ow', 'px', 'pd', 'xstep', 'dstep', 'pout', 'taps', 'run'],
+    1 + outVectors + inBlock * outVectors,
+  );
+  const C = frame.at;
+  const s = frame.vector;
+  const dv = (j: number): number => frame.vector + 1 + j;
+  const acc = (i: number, j: number): number => frame.vector + 1 + outVectors + i * outVectors + j;
+  const accs: number[] = [];
+  for (let i = 0; i < inBlock; i++) for (let j = 0; j < outVectors; j++) accs.push(acc(i, j));
+  const perPosition: Code[] = [];
+  for (let j = 0; j < outVectors; j++) perPosition.push(set(dv(j), op.v128Load(get(C.pd), 16 * j)));
+  for (let i = 0; i < inBlock; i++) {
+    perPosition.push(set(s, op.f32x4Splat(op.f32Load(get(C.px), 4 * i))));
+    for (let j = 0; j < outVectors; j++) {
+      perPosition.push(set(acc(i, j), op.f32x4Add(get(acc(i, j)), op.f32x4Mul(get(s), get(dv(j))))));
+    }
+  }
+  perPosition.push(set(C.px, add(get(C.px), get(C.xstep))), set(C.pd, add(get(C.pd), get(C.dstep))));
+  const blockStart: Code[] = [
+    set(
+      C.pout,
+      at4(
+        get(C.out),
+        add(mul(index(get(C.kh), [get(C.fw), get(C.kw)], [get(C.cin), get(C.ci)]), get(C.cout)), get(C.co)),
+      ),
+    ),
+  ];
   const store: Code[] = [];
   for (let i = 0; i < inBlock; i++) {
-    const row = i === 0 ? get(C.out) : add(get(C.out), mul(get(C.cout), i32(4 * i)));
+    const row = i === 0 ? get(C.pout) : add(get(C.pout), mul(get(C.cout), i32(4 * i)));
     for (let j = 0; j < outVectors; j++) {
       blockStart.push(set(acc(i, j), op.v128Load(row, 16 * j)));
       store.push(op.v128Store(row, get(acc(i, j)), 16 * j));
@@ -364,17 +591,17 @@ function convFilterGrad(inBlock: number, outVectors: number): FunctionSpec {
   // them), the filter gradient accumulating on the heap.
   return {
     name: `convFilterGrad${inBlock}x${outVectors * 4}`,
-    params: new Array<typeof I32>(16).fill(I32),
-    locals: [
-      ...new Array<ValueType>(12).fill(I32),
-      V128,
-      ...new Array<ValueType>(outVectors).fill(V128),
-      ...accs.map((): ValueType => V128),
-    ],
+    params: frame.params,
+    locals: frame.locals,
     body: [
-      op.fill(get(C.dw), i32(0), mul(mul(mul(mul(get(C.fh), get(C.fw)), get(C.cin)), get(C.cout)), i32(4))),
+      op.fill(get(C.out), i32(0), mul(mul(mul(mul(get(C.fh), get(C.fw)), get(C.cin)), get(C.cout)), i32(4))),
       set(C.xstep, mul(mul(get(C.sw), get(C.cin)), i32(4))),
       set(C.dstep, mul(get(C.cout), i32(4))),
+      op.if(
+        op.eq(get(C.dw), i32(1)),
+        [set(C.taps, i32(1)), set(C.run, mul(get(C.fw), get(C.cin)))],
+        [set(C.taps, get(C.fw)), set(C.run, get(C.cin))],
+      ),
       op.for(
         C.n,
         i32(0),
@@ -386,11 +613,11 @@ function convFilterGrad(inBlock: number, outVectors: number): FunctionSpec {
           op.for(
             C.kw,
             i32(0),
-            get(C.fw),
+            get(C.taps),
             op.for(
               C.ci,
               i32(0),
-              get(C.cin),
+              get(C.run),
               op.for(
                 C.co,
                 i32(0),
@@ -401,18 +628,13 @@ function convFilterGrad(inBlock: number, outVectors: number): FunctionSpec {
                     set(
                       C.px,
                       at4(
-                        get(C.x),
+                        get(C.a),
                         add(
                           mul(
-                            add(
-                              mul(
-                                add(
-                                  mul(get(C.n), get(C.inH)),
-                                  add(mul(get(C.oh), get(C.sh)), mul(get(C.kh), get(C.dh))),
-                                ),
-                                get(C.inW),
-                              ),
-                              mul(get(C.kw), get(C.dwl)),
+                            index(
+                              get(C.n),
+                              [get(C.inH), add(mul(get(C.oh), get(C.sh)), mul(get(C.kh), get(C.dh)))],
+                              [get(C.inW), mul(get(C.kw), get(C.dw))],
                             ),
                             get(C.cin),
                           ),
@@ -423,9 +645,9 @@ function convFilterGrad(inBlock: number, outVectors: number): FunctionSpec {
                     set(
                       C.pd,
                       at4(
-                        get(C.dy),
+                        get(C.b),
                         add(
-                          mul(mul(add(mul(get(C.n), get(C.outH)), get(C.oh)), get(C.outW)), get(C.cout)),
+                          mul(index(get(C.n), [get(C.outH), get(C.oh)], [get(C.outW), i32(0)]), get(C.cout)),
                           get(C.co),
                         ),
                       ),
@@ -447,54 +669,27 @@ function convFilterGrad(inBlock: number, outVectors: number): FunctionSpec {
 
 /**
  * convInputGrad: dx[n, ih, iw, ci] = sum over kh, kw, co of dy[n, oh, ow, co] * w[kh, kw, ci, co]
- * where ih = oh*sh + kh - top and iw = ow*sw + kw - left, for each input position gathered in
- * registers (`vectors` x 4 input channels) and stored once. `wt` is the filter with its last two
- * axes swapped ([kh, kw, co, ci]) so that input channels are contiguous.
+ * where ih = oh*sh + kh - top and iw = ow*sw + kw - left (a = dy, b = the filter with its last two
+ * axes swapped, [kh, kw, co, ci], so that input channels are contiguous), for each input position
+ * gathered in registers (`vectors` x 4 input channels) and stored once. Dilations are not read.
  */
 function convInputGrad(vectors: number): FunctionSpec {
-  const C = {
-    dy: 0,
-    wt: 1,
-    dx: 2,
-    batch: 3,
-    inH: 4,
-    inW: 5,
-    cin: 6,
-    outH: 7,
-    outW: 8,
-    cout: 9,
-    fh: 10,
-    fw: 11,
-    sh: 12,
-    sw: 13,
-    top: 14,
-    left: 15,
-    n: 16,
-    ih: 17,
-    iw: 18,
-    cb: 19,
-    kh: 20,
-    kw: 21,
-    oh: 22,
-    ow: 23,
-    t: 24,
-    co: 25,
-    pd: 26,
-    pw: 27,
-    wstep: 28,
-    out: 29,
-    s: 30,
-    acc: 31,
-  } as const;
-  const accs = Array.from({ length: vectors }, (_, j) => C.acc + j);
-  const perChannel: Code[] = [set(C.s, op.f32x4Splat(op.f32Load(get(C.pd))))];
+  const frame = convFrame(
+    [],
+    ['n', 'ih', 'iw', 'cb', 'kh', 'kw', 'oh', 'ow', 't', 'co', 'pd', 'pw', 'wstep', 'pout'],
+    1 + vectors,
+  );
+  const C = frame.at;
+  const s = frame.vector;
+  const accs = Array.from({ length: vectors }, (_, j) => frame.vector + 1 + j);
+  const perChannel: Code[] = [set(s, op.f32x4Splat(op.f32Load(get(C.pd))))];
   for (const [j, a] of accs.entries()) {
-    perChannel.push(set(a, op.f32x4Add(get(a), op.f32x4Mul(get(C.s), op.v128Load(get(C.pw), 16 * j)))));
+    perChannel.push(set(a, op.f32x4Add(get(a), op.f32x4Mul(get(s), op.v128Load(get(C.pw), 16 * j)))));
   }
   perChannel.push(set(C.pd, add(get(C.pd), i32(4))), set(C.pw, add(get(C.pw), get(C.wstep))));
   // The output row oh (or column ow) that reads input row ih through tap k, if there is one.
   const through = (
-    index: number,
+    position: number,
     pad: number,
     k: number,
     stride: number,
@@ -502,7 +697,7 @@ function convInputGrad(vectors: number): FunctionSpec {
     target: number,
     body: Code,
   ): Code => [
-    set(C.t, sub(add(get(index), get(pad)), get(k))),
+    set(C.t, sub(add(get(position), get(pad)), get(k))),
     op.if(op.and(op.geS(get(C.t), i32(0)), op.eqz(op.remS(get(C.t), get(stride)))), [
       set(target, op.divS(get(C.t), get(stride))),
       op.if(op.ltS(get(target), get(size)), body),
@@ -511,24 +706,21 @@ function convInputGrad(vectors: number): FunctionSpec {
   const perTap: Code = [
     set(
       C.pd,
-      at4(
-        get(C.dy),
-        mul(add(mul(add(mul(get(C.n), get(C.outH)), get(C.oh)), get(C.outW)), get(C.ow)), get(C.cout)),
-      ),
+      at4(get(C.a), mul(index(get(C.n), [get(C.outH), get(C.oh)], [get(C.outW), get(C.ow)]), get(C.cout))),
     ),
     set(
       C.pw,
       at4(
-        get(C.wt),
-        add(mul(mul(add(mul(get(C.kh), get(C.fw)), get(C.kw)), get(C.cout)), get(C.cin)), get(C.cb)),
+        get(C.b),
+        add(mul(mul(index(get(C.kh), [get(C.fw), get(C.kw)]), get(C.cout)), get(C.cin)), get(C.cb)),
       ),
     ),
     op.for(C.co, i32(0), get(C.cout), perChannel),
   ];
   return {
     name: `convInputGrad${vectors * 4}`,
-    params: new Array<ValueType>(16).fill(I32),
-    locals: [...new Array<ValueType>(14).fill(I32), V128, ...accs.map((): ValueType => V128)],
+    params: frame.params,
+    locals: frame.locals,
     body: [
       set(C.wstep, mul(get(C.cin), i32(4))),
       op.for(
@@ -564,19 +756,16 @@ function convInputGrad(vectors: number): FunctionSpec {
                   ),
                 ),
                 set(
-                  C.out,
+                  C.pout,
                   at4(
-                    get(C.dx),
+                    get(C.out),
                     add(
-                      mul(
-                        add(mul(add(mul(get(C.n), get(C.inH)), get(C.ih)), get(C.inW)), get(C.iw)),
-                        get(C.cin),
-                      ),
+                      mul(index(get(C.n), [get(C.inH), get(C.ih)], [get(C.inW), get(C.iw)]), get(C.cin)),
                       get(C.cb),
                     ),
                   ),
                 ),
-                ...accs.map((a, j) => op.v128Store(get(C.out), get(a), 16 * j)),
+                ...accs.map((a, j) => op.v128Store(get(C.pout), get(a), 16 * j)),
               ],
               vectors * 4,
             ),
@@ -587,13 +776,23 @@ function convInputGrad(vectors: number): FunctionSpec {
   };
 }
 
+/** Output positions x output channels of the forward kernel, the first that fits wins. */
+export const CONV_FORWARD_BLOCKS: ReadonlyArray<readonly [number, number]> = [
+  [4, 8],
+  [1, 8],
+];
+
 /** Input-channel blocks of the input-gradient kernel, the first that divides wins. */
 export const CONV_INPUT_BLOCKS: readonly number[] = [32, 16, 8];
 
-/** Input x output channel blocks of the filter-gradient kernel, the first that divides wins. */
+/**
+ * Input x output channel blocks of the filter-gradient kernel, the first that divides wins (input
+ * channels: the run of fw x cin values a filter row reads when it is not dilated, else cin).
+ */
 export const CONV_FILTER_BLOCKS: ReadonlyArray<readonly [number, number]> = [
   [2, 16],
   [4, 8],
+  [3, 8],
   [1, 16],
   [1, 8],
 ];
@@ -604,7 +803,10 @@ export interface HeapKernels {
   leadingSum(x: number, out: number, rows: number, cols: number, scratch: number): void;
   leadingSum4(x: number, out: number, rows: number, cols: number, scratch: number): void;
   reluGrad(dy: number, y: number, out: number, count: number): void;
-  [convGrad: `convFilterGrad${number}x${number}` | `convInputGrad${number}`]: (...args: number[]) => void;
+  addRows(x: number, b: number, out: number, rows: number, cols: number): void;
+  [conv: `convForward${number}x${number}` | `convFilterGrad${number}x${number}` | `convInputGrad${number}`]: (
+    ...args: number[]
+  ) => void;
 }
 
 const FUNCTIONS = [
@@ -613,8 +815,10 @@ const FUNCTIONS = [
   leadingSum,
   leadingSum4,
   reluGrad,
+  addRows,
   ...CONV_FILTER_BLOCKS.map(([i, o]) => convFilterGrad(i, o / 4)),
   ...CONV_INPUT_BLOCKS.map((c) => convInputGrad(c / 4)),
+  ...CONV_FORWARD_BLOCKS.map(([p, c]) => convForward(p, c / 4)),
 ];
 const instances = new WeakMap<WebAssembly.Memory, HeapKernels | null>();
 

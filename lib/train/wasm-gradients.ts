@@ -10,7 +10,9 @@
  *   wasm heap;
  * - BatchMatMul/_FusedMatMul with a transposed operand (present but about ten times slower than
  *   plain): the operand transposed first;
- * - Sum over leading axes (present but slow): one pass on the wasm heap.
+ * - Sum over leading axes (present but slow): one pass on the wasm heap;
+ * - Conv2D/FusedConv2D (present): the heap kernel with fused bias and ReLU; Add of a bias over the
+ *   last axis: one pass on the heap; Identity (present, copies): shares the data.
  *
  * Every kernel works on TensorInfos through the wasm backend's own kernel functions, so nothing
  * passes through the engine (no tape, no tensor bookkeeping) and intermediates are freed at once.
@@ -18,7 +20,15 @@
 import * as tf from '@tensorflow/tfjs-core';
 // Registers TF.js's gradient functions, which call these kernels.
 import '@tensorflow/tfjs-layers';
-import { CONV_FILTER_BLOCKS, CONV_INPUT_BLOCKS, heapKernelsFor, type HeapKernels } from './heap-kernels';
+import {
+  CONV_FILTER_BLOCKS,
+  CONV_FORWARD_BLOCKS,
+  CONV_INPUT_BLOCKS,
+  convArgs,
+  heapKernelsFor,
+  type ConvShape,
+  type HeapKernels,
+} from './heap-kernels';
 
 type Info = tf.TensorInfo;
 type Attrs = Record<string, unknown>;
@@ -27,6 +37,7 @@ type RunArgs = { inputs: Record<string, Info> | Info[]; attrs: Attrs; backend: u
 
 interface Backend {
   disposeData(dataId: object): boolean;
+  incRef(dataId: object): void;
 }
 
 /** The wasm backend's heap access (tfjs-backend-wasm BackendWasm). */
@@ -110,6 +121,30 @@ function checkNhwc(kernel: string, dataFormat: unknown): void {
 }
 
 type ConvInfo = ReturnType<typeof tf.backend_util.computeConv2DInfo>;
+
+/**
+ * A convolution's shape as the heap kernels take it; `padded` when the kernel reads an input
+ * already padded (then of that height and width, with no padding left to apply).
+ */
+function convShape(info: ConvInfo, padded?: Info): ConvShape {
+  return {
+    batch: info.batchSize,
+    inH: padded ? padded.shape[1] : info.inHeight,
+    inW: padded ? padded.shape[2] : info.inWidth,
+    cin: info.inChannels,
+    outH: info.outHeight,
+    outW: info.outWidth,
+    cout: info.outChannels,
+    fh: info.filterHeight,
+    fw: info.filterWidth,
+    sh: info.strideHeight,
+    sw: info.strideWidth,
+    dh: info.dilationHeight,
+    dw: info.dilationWidth,
+    top: padded ? 0 : info.padInfo.top,
+    left: padded ? 0 : info.padInfo.left,
+  };
+}
 
 /** Pads x by the convolution's padding so that every tap reads inside the padded tensor. */
 function padInput(s: KernelScope, x: Info, info: ConvInfo): Info {
@@ -226,29 +261,20 @@ function conv2DBackpropFilter({ inputs, attrs, backend }: KernelArgs): Info {
   const [fh, fw, inChannels, outChannels] = filterShape;
   const heap = backend as HeapBackend;
   const kernels = kernelsOf(heap);
-  const block = CONV_FILTER_BLOCKS.find(([i, o]) => inChannels % i === 0 && outChannels % o === 0);
+  // The taps of a filter row read one run of fw x inChannels values (no dilation here).
+  const run = fw * inChannels;
+  const block = CONV_FILTER_BLOCKS.find(([i, o]) => run % i === 0 && outChannels % o === 0);
   if (kernels && block && x.dtype === 'float32' && dy.dtype === 'float32') {
     return scoped(backend, (s) => {
       const padded = padInput(s, x, info);
       const out = heap.makeOutput(filterShape, 'float32');
-      const grad = kernels[`convFilterGrad${block[0]}x${block[1]}`];
-      grad(
-        addressOf(heap, padded),
-        addressOf(heap, dy),
-        addressOf(heap, out),
-        info.batchSize,
-        padded.shape[1],
-        padded.shape[2],
-        inChannels,
-        info.outHeight,
-        info.outWidth,
-        outChannels,
-        fh,
-        fw,
-        info.strideHeight,
-        info.strideWidth,
-        info.dilationHeight,
-        info.dilationWidth,
+      kernels[`convFilterGrad${block[0]}x${block[1]}`](
+        ...convArgs(
+          addressOf(heap, padded),
+          addressOf(heap, dy),
+          addressOf(heap, out),
+          convShape(info, padded),
+        ),
       );
       return out;
     });
@@ -320,7 +346,9 @@ function frameForInputGradient(s: KernelScope, spread: Info, info: ConvInfo, fh:
 
 /**
  * dx as a stride-1 convolution of the stride-spread, framed dy with the filter turned by 180
- * degrees and its in/out channels swapped (the wasm backend's own kernel is several times slower).
+ * degrees and its in/out channels swapped (the wasm backend's own kernel is several times slower);
+ * that convolution runs on the heap forward kernel where it can. Strided, the spread would be
+ * mostly zeros: the heap gathering kernel (convInputGrad) reads only the taps that exist.
  */
 function conv2DBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
   const { dy, filter } = inputs;
@@ -341,27 +369,15 @@ function conv2DBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
   const kernels = kernelsOf(heap);
   const inChannels = inputShape[3];
   const block = CONV_INPUT_BLOCKS.find((c) => inChannels % c === 0);
-  if (kernels && block && dy.dtype === 'float32' && filter.dtype === 'float32') {
+  // Unstrided, dx is the forward convolution of the framed dy below, which runs on the heap
+  // kernel (convForward) faster than the gathering kernel does, zero frame included.
+  const strided = info.strideHeight > 1 || info.strideWidth > 1;
+  if (kernels && block && strided && dy.dtype === 'float32' && filter.dtype === 'float32') {
     return scoped(backend, (s) => {
       const swapped = s.run('Transpose', { x: filter }, { perm: [0, 1, 3, 2] });
       const out = heap.makeOutput(inputShape, 'float32');
       kernels[`convInputGrad${block}`](
-        addressOf(heap, dy),
-        addressOf(heap, swapped),
-        addressOf(heap, out),
-        info.batchSize,
-        info.inHeight,
-        info.inWidth,
-        inChannels,
-        info.outHeight,
-        info.outWidth,
-        info.outChannels,
-        fh,
-        fw,
-        info.strideHeight,
-        info.strideWidth,
-        info.padInfo.top,
-        info.padInfo.left,
+        ...convArgs(addressOf(heap, dy), addressOf(heap, swapped), addressOf(heap, out), convShape(info)),
       );
       return out;
     });
@@ -377,6 +393,61 @@ function conv2DBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
       { strides: [1, 1], pad: 'valid', dilations: [1, 1], dataFormat: 'NHWC' },
     );
   });
+}
+
+/**
+ * Conv2D and FusedConv2D on the heap: the input padded once, then one register-blocked SIMD pass
+ * with the bias and ReLU applied as each output block is stored. Shapes the kernel has no block
+ * for (output channels not in eights, rows narrower than a block), other activations, NCHW data
+ * and non-float inputs go to the backend's own kernel.
+ */
+function heapConv2D(native: tf.KernelFunc): (args: KernelArgs) => Info {
+  return ({ inputs, attrs, backend }) => {
+    const { x, filter, bias, preluActivationWeights } = inputs;
+    const a = (attrs ?? {}) as Conv2DAttrs & {
+      dilations?: [number, number] | number;
+      activation?: string;
+    };
+    const heap = backend as HeapBackend;
+    const kernels = kernelsOf(heap);
+    const activation = a.activation ?? 'linear';
+    const outChannels = filter.shape[3];
+    const plain =
+      kernels &&
+      x.dtype === 'float32' &&
+      filter.dtype === 'float32' &&
+      x.shape.length === 4 &&
+      (a.dataFormat === undefined || a.dataFormat === 'NHWC' || a.dataFormat === 'channelsLast') &&
+      (activation === 'linear' || activation === 'relu') &&
+      !preluActivationWeights &&
+      (!bias || (bias.dtype === 'float32' && bias.shape.length === 1 && bias.shape[0] === outChannels));
+    if (!plain) return native({ inputs, attrs, backend } as never) as Info;
+    const info = tf.backend_util.computeConv2DInfo(
+      x.shape as [number, number, number, number],
+      filter.shape as [number, number, number, number],
+      a.strides,
+      a.dilations ?? 1,
+      a.pad,
+      a.dimRoundingMode,
+    );
+    const block = CONV_FORWARD_BLOCKS.find(([p, c]) => info.outWidth >= p && outChannels % c === 0);
+    if (!block) return native({ inputs, attrs, backend } as never) as Info;
+    return scoped(backend, (s) => {
+      const padded = padInput(s, x, info);
+      const out = heap.makeOutput(info.outShape, 'float32');
+      kernels[`convForward${block[0]}x${block[1]}`](
+        ...convArgs(
+          addressOf(heap, padded),
+          addressOf(heap, filter),
+          addressOf(heap, out),
+          convShape(info, padded),
+        ),
+        bias ? addressOf(heap, bias) : 0,
+        activation === 'relu' ? 1 : 0,
+      );
+      return out;
+    });
+  };
 }
 
 function depthwiseBackpropFilter({ inputs, attrs, backend }: KernelArgs): Info {
@@ -611,6 +682,51 @@ function leadingAxesSum(original: tf.KernelFunc): (args: KernelArgs) => Info {
   };
 }
 
+/**
+ * Add of a bias over the last axis (every dense and convolution layer's bias while training) in
+ * one pass on the heap; the backend's broadcasting add takes about twice as long. Other adds go
+ * to the backend's kernel.
+ */
+function heapBiasAdd(native: tf.KernelFunc): (args: KernelArgs) => Info {
+  return ({ inputs, attrs, backend }) => {
+    const { a, b } = inputs;
+    const heap = backend as HeapBackend;
+    const kernels = kernelsOf(heap);
+    const cols = a.shape[a.shape.length - 1];
+    const bias =
+      kernels &&
+      a.dtype === 'float32' &&
+      b.dtype === 'float32' &&
+      a.shape.length >= 2 &&
+      b.shape.length === 1 &&
+      b.shape[0] === cols &&
+      cols % 4 === 0;
+    if (!bias) return native({ inputs, attrs, backend } as never) as Info;
+    const out = heap.makeOutput(a.shape, 'float32');
+    kernels.addRows(
+      addressOf(heap, a),
+      addressOf(heap, b),
+      addressOf(heap, out),
+      tf.util.sizeFromShape(a.shape) / cols,
+      cols,
+    );
+    return out;
+  };
+}
+
+/**
+ * Identity (TF.js clones every tensor it saves for the backward pass through it) shares the data,
+ * as the cpu backend does, where the wasm backend copies it.
+ */
+function sharedIdentity(native: tf.KernelFunc): (args: KernelArgs) => Info {
+  return ({ inputs, attrs, backend }) => {
+    const { x } = inputs;
+    if (x.dtype === 'string') return native({ inputs, attrs, backend } as never) as Info;
+    (backend as Backend).incRef(x.dataId);
+    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+  };
+}
+
 /** The ReLU gradient in one pass: dy where the ReLU's input is positive, else 0. */
 const RELU_GRAD = 'EdgeAiReluGrad';
 
@@ -670,6 +786,10 @@ function replace(kernelName: string, kernelFunc: (args: KernelArgs) => Info): vo
 
 /** Native kernels wrapped to take a faster path where they are slow. */
 const FASTER: Array<[string, (native: tf.KernelFunc) => (args: KernelArgs) => Info]> = [
+  ['Conv2D', heapConv2D],
+  ['Add', heapBiasAdd],
+  ['Identity', sharedIdentity],
+  ['FusedConv2D', heapConv2D],
   ['BatchMatMul', plainMatMul],
   ['_FusedMatMul', plainMatMul],
   ['Sum', leadingAxesSum],
@@ -680,7 +800,9 @@ let replacedSlowOrWrong = false;
 /**
  * Makes the wasm backend train convolutional and pooling models, and train fast: registers the
  * gradient kernels it lacks, replaces its slow Conv2DBackpropInput by a Conv2D-based one and its
- * wrong MaxPoolGrad by a heap one, and wraps BatchMatMul, _FusedMatMul and Sum with fast paths. Call once wasm is active; calling again is harmless.
+ * wrong MaxPoolGrad by a heap one, and wraps BatchMatMul, _FusedMatMul and Sum with fast paths;
+ * also puts the forward convolution, bias adds and Identity on theirs. Call once wasm is active;
+ * calling again is harmless.
  * Returns the kernel names registered or replaced now.
  */
 export function registerWasmGradients(): string[] {

@@ -62,6 +62,7 @@ export const op = {
   divS: (a: Code, b: Code): Code => [a, b, 0x6d],
   remS: (a: Code, b: Code): Code => [a, b, 0x6f],
   eqz: (a: Code): Code => [a, 0x45],
+  eq: (a: Code, b: Code): Code => [a, b, 0x46],
   ltS: (a: Code, b: Code): Code => [a, b, 0x48],
   gtS: (a: Code, b: Code): Code => [a, b, 0x4a],
   geS: (a: Code, b: Code): Code => [a, b, 0x4e],
@@ -95,6 +96,8 @@ export const op = {
   /** memory.fill(address, byte, length) */
   fill: (address: Code, byte: Code, length: Code): Code => [address, byte, length, 0xfc, uleb(11), 0],
   v128Load: (address: Code, offset = 0): Code => [address, 0xfd, uleb(0), 4, uleb(offset)],
+  /** One f32 loaded into all four lanes. */
+  v128Load32Splat: (address: Code, offset = 0): Code => [address, 0xfd, uleb(9), 2, uleb(offset)],
   v128Store: (address: Code, value: Code, offset = 0): Code => [
     address,
     value,
@@ -106,6 +109,7 @@ export const op = {
   f32x4Add: (a: Code, b: Code): Code => [a, b, 0xfd, uleb(228)],
   f32x4Mul: (a: Code, b: Code): Code => [a, b, 0xfd, uleb(230)],
   f32x4Splat: (a: Code): Code => [a, 0xfd, uleb(19)],
+  f32x4Max: (a: Code, b: Code): Code => [a, b, 0xfd, uleb(233)],
   /** Lanes 0-1 of an f32x4 widened to f64x2. */
   f64x2FromLow: (a: Code): Code => [a, 0xfd, uleb(95)],
   f64x2Add: (a: Code, b: Code): Code => [a, b, 0xfd, uleb(240)],

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { tf, useBackend } from '../../lib/models/runtime/tfjs';
-import { heapKernelsFor } from '../../lib/train/heap-kernels';
+import { convArgs, heapKernelsFor } from '../../lib/train/heap-kernels';
 import { registerWasmGradients, useHeapKernels } from '../../lib/train/wasm-gradients';
 
 type Grads = Float32Array[];
@@ -29,6 +29,23 @@ async function gradsOn(
   for (const g of grads) out.push((await g.data()) as Float32Array);
   tf.dispose(grads);
   assert.equal(tf.memory().numTensors, before, `${backend}: gradient leaked tensors`);
+  tf.dispose(inputs);
+  return out;
+}
+
+/** The outputs of f on one backend (inputs built there), checking that nothing leaked. */
+async function outputsOn(
+  backend: 'wasm' | 'cpu',
+  build: () => tf.Tensor[],
+  f: (...t: tf.Tensor[]) => tf.Tensor,
+) {
+  await useBackend([backend]);
+  const inputs = build();
+  const before = tf.memory().numTensors;
+  const y = f(...inputs);
+  const out = (await y.data()) as Float32Array;
+  y.dispose();
+  assert.equal(tf.memory().numTensors, before, `${backend}: leaked tensors`);
   tf.dispose(inputs);
   return out;
 }
@@ -95,7 +112,10 @@ function gradientSuite(heap: boolean): void {
           'leadingSum4',
           'reluGrad',
           'convFilterGrad2x16',
+          'convFilterGrad3x8',
           'convInputGrad32',
+          'convForward4x8',
+          'addRows',
         ]) {
           assert.equal(typeof (kernels as unknown as Record<string, unknown>)[name], 'function', name);
         }
@@ -135,6 +155,145 @@ function gradientSuite(heap: boolean): void {
         );
       });
     }
+
+    const forwardCases: Array<{
+      x: number[];
+      f: number[];
+      strides: number;
+      pad: 'same' | 'valid';
+      dilations?: number;
+    }> = [
+      // One input channel (each filter row one run of three values), 4-wide blocks and a last block
+      // that overlaps the one before it (10 outputs a row).
+      { x: [2, 12, 12, 1], f: [3, 3, 1, 8], strides: 1, pad: 'valid' },
+      { x: [2, 9, 9, 3], f: [3, 3, 3, 16], strides: 1, pad: 'same' },
+      { x: [2, 11, 10, 8], f: [3, 3, 8, 16], strides: 2, pad: 'same' },
+      // Three outputs a row: one output a block.
+      { x: [1, 11, 11, 4], f: [5, 5, 4, 8], strides: 3, pad: 'valid' },
+      // Output rows of two: one output a block, with 'same' padding.
+      { x: [2, 3, 2, 2], f: [3, 3, 2, 8], strides: 1, pad: 'same' },
+      // Dilated: the taps of a filter row are not one run.
+      { x: [2, 12, 12, 4], f: [3, 3, 4, 8], strides: 1, pad: 'valid', dilations: 2 },
+      { x: [2, 8, 8, 32], f: [3, 3, 32, 64], strides: 1, pad: 'valid' },
+      // Output channels not in eights: the backend's own kernel.
+      { x: [2, 7, 7, 3], f: [3, 3, 3, 6], strides: 1, pad: 'same' },
+    ];
+    for (const c of forwardCases) {
+      it(`forward conv2d x${c.x} filter ${c.f} stride ${c.strides} ${c.pad}${c.dilations ? ` dilation ${c.dilations}` : ''}, plain and with fused bias and ReLU, matches cpu`, async () => {
+        const build = (): tf.Tensor[] => [filled(c.x, 31), filled(c.f, 32), filled([c.f[3]], 33)];
+        const variants: Array<[string, (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => tf.Tensor]> = [
+          [
+            'conv2d',
+            (x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, c.strides, c.pad, 'NHWC', c.dilations),
+          ],
+          [
+            'fused conv2d, bias and relu',
+            (x, w, bias) =>
+              tf.fused.conv2d({
+                x: x as tf.Tensor4D,
+                filter: w as tf.Tensor4D,
+                strides: c.strides,
+                pad: c.pad,
+                dilations: c.dilations,
+                bias,
+                activation: 'relu',
+              }),
+          ],
+          [
+            'fused conv2d, bias',
+            (x, w, bias) =>
+              tf.fused.conv2d({
+                x: x as tf.Tensor4D,
+                filter: w as tf.Tensor4D,
+                strides: c.strides,
+                pad: c.pad,
+                dilations: c.dilations,
+                bias,
+              }),
+          ],
+        ];
+        for (const [name, f] of variants) {
+          const expected = await outputsOn('cpu', build, f as (...t: tf.Tensor[]) => tf.Tensor);
+          const actual = await outputsOn('wasm', build, f as (...t: tf.Tensor[]) => tf.Tensor);
+          assert.ok(
+            expected.some((v) => v === 0) === name.includes('relu'),
+            `${name}: ReLU zeros where expected`,
+          );
+          const diff = maxAbsDiff(actual, expected);
+          assert.ok(diff <= 1e-4 * Math.max(1, maxAbs(expected)), `${name}: max abs diff ${diff}`);
+        }
+      });
+    }
+
+    if (heap) {
+      it('the forward convolution kernel itself, called on the heap, gives the cpu result with bias and ReLU', async () => {
+        const shapes = { x: [2, 10, 9, 5], f: [3, 2, 5, 16] };
+        const build = (): tf.Tensor[] => [filled(shapes.x, 41), filled(shapes.f, 42), filled([16], 43)];
+        const expected = await outputsOn('cpu', build, (x, w, b) =>
+          tf.tidy(() => tf.relu(tf.add(tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'valid'), b))),
+        );
+        await useBackend(['wasm']);
+        const backend = tf.backend() as unknown as {
+          wasm: { asm: { memory: WebAssembly.Memory } };
+          typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
+        };
+        const kernels = heapKernelsFor(backend.wasm.asm.memory);
+        assert.ok(kernels);
+        const [x, w, b] = build();
+        const y = tf.zeros([2, 8, 8, 16]);
+        const at = (t: tf.Tensor): number => backend.typedArrayFromHeap(t).byteOffset;
+        const shape = { batch: 2, inH: 10, inW: 9, cin: 5, outH: 8, outW: 8, cout: 16, fh: 3, fw: 2 };
+        kernels.convForward4x8(
+          ...convArgs(at(x), at(w), at(y), { ...shape, sh: 1, sw: 1, dh: 1, dw: 1, top: 0, left: 0 }),
+          at(b),
+          1,
+        );
+        const diff = maxAbsDiff((await y.data()) as Float32Array, expected);
+        tf.dispose([x, w, b, y]);
+        assert.ok(diff <= 1e-4 * Math.max(1, maxAbs(expected)), `max abs diff ${diff}`);
+      });
+    }
+
+    it('adds a bias over the last axis, and every other add, as cpu does', async () => {
+      for (const [a, b] of [
+        [[2, 3, 4, 8], [8]],
+        [[5, 12], [12]],
+        [[5, 6], [6]],
+        [
+          [2, 3, 8],
+          [2, 3, 8],
+        ],
+        [[2, 3, 8], []],
+        [
+          [2, 3, 8],
+          [3, 1],
+        ],
+      ]) {
+        const build = (): tf.Tensor[] => [filled(a, 51), b.length ? filled(b, 52) : tf.scalar(0.25)];
+        const expected = await outputsOn('cpu', build, (x, y) => tf.add(x, y));
+        const actual = await outputsOn('wasm', build, (x, y) => tf.add(x, y));
+        assert.ok(maxAbsDiff(actual, expected) <= 1e-6, `add ${a} + ${b}`);
+      }
+      await compare(
+        'bias add',
+        () => [filled([3, 4, 8], 53), filled([8], 54)],
+        (x, y) => tf.add(x, y),
+      );
+    });
+
+    it('clones (as TF.js saves tensors for the backward pass) without copying, and the clone outlives its source', async () => {
+      await useBackend(['wasm']);
+      const backend = tf.backend() as unknown as { numDataIds(): number };
+      const x = filled([64, 26, 26, 8], 61);
+      const expected = (await x.data()) as Float32Array;
+      const buffers = backend.numDataIds();
+      const copy = tf.clone(x);
+      assert.equal(backend.numDataIds(), buffers, 'a clone shares its data');
+      x.dispose();
+      assert.deepEqual((await copy.data()) as Float32Array, expected);
+      copy.dispose();
+      assert.equal(backend.numDataIds(), buffers - 1, 'the data is freed with its last tensor');
+    });
 
     it('conv1d (as layers builds it) matches cpu', async () => {
       await compare(
