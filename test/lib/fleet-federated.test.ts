@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { promises as fs } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, promises as fs } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { isEdgeAiError, type EdgeAiError } from '../../lib/errors';
 import { FleetConnection } from '../../lib/fleet/connection';
@@ -22,6 +24,7 @@ import { FederatedClient, type FederatedRound } from '../../lib/fleet/federated-
 import { ModelStore } from '../../lib/models/store/store';
 import { seededRandom } from '../../lib/util/random';
 import { fleetBed, testFleetKeys } from '../helpers/fleet-bed';
+import { mosquittoMissing, startMosquitto, type TestBroker } from '../helpers/mqtt-brokers';
 import { until } from '../helpers/wait';
 
 const { privateKey, publicKey } = testFleetKeys();
@@ -446,3 +449,102 @@ for (const kind of ['embedded', 'mosquitto'] as const) {
     });
   });
 }
+
+describe('federated updates and broker ACLs (Mosquitto with users)', function () {
+  this.timeout(30000);
+  const PASSWD = '/usr/bin/mosquitto_passwd';
+  let broker: TestBroker | undefined;
+  let dir = '';
+  const open: { close(): Promise<void> }[] = [];
+  const users = ['aggregator', 'd1', 'd2'];
+
+  before(async function () {
+    const missing = mosquittoMissing() ?? (existsSync(PASSWD) ? undefined : `${PASSWD} is not installed`);
+    if (missing) {
+      console.log(`      skipped: ${missing}`);
+      this.skip();
+    }
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'fedacl-'));
+    // Each device logs in as its device id and may write only its own topics; the aggregator all.
+    broker = await startMosquitto(undefined, async (conf) => {
+      const passwords = path.join(conf, 'passwords');
+      for (const [i, u] of users.entries()) {
+        execFileSync(PASSWD, [...(i === 0 ? ['-c'] : []), '-b', passwords, u, `pw-${u}`]);
+      }
+      await fs.chmod(passwords, 0o644);
+      const acl = path.join(conf, 'acl');
+      await fs.writeFile(
+        acl,
+        [
+          'user aggregator',
+          'topic readwrite edge-ai/#',
+          'pattern read edge-ai/#',
+          'pattern readwrite edge-ai/+/devices/%u/#',
+          'pattern write edge-ai/+/federated/+/updates/%u',
+          '',
+        ].join('\n'),
+      );
+      return ['allow_anonymous false', `password_file ${passwords}`, `acl_file ${acl}`];
+    });
+  });
+  after(async () => {
+    for (const o of open.splice(0).reverse()) await o.close();
+    await broker?.stop();
+    if (dir) await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it("a device cannot publish on another device's update topic: the broker drops it", async () => {
+    const fleet = `acl${Date.now()}`;
+    const connect = async (user: string): Promise<FleetConnection> => {
+      const c = new FleetConnection({
+        url: broker!.url,
+        fleet,
+        deviceId: user,
+        username: user,
+        password: `pw-${user}`,
+        reconnectMs: 200,
+      });
+      open.push(c);
+      await c.waitConnected();
+      return c;
+    };
+    const store = new ModelStore(path.join(dir, 'aggregator', 'models'));
+    await saveInitialModel(store, 'm', {
+      architecture: 'dense-classifier',
+      inputShape: [4],
+      labels: ['a', 'b'],
+      sizes: { units: [3] },
+    });
+    const global = await readStoredWeights((await store.get('m'))!);
+    const aggregator = new FederatedAggregator(await connect('aggregator'), {
+      name: 'm',
+      store,
+      stateFile: path.join(dir, 'aggregator', 'round.json'),
+      privateKey,
+      minReports: 2,
+      roundMs: 20000,
+    });
+    const closed: RoundSummary[] = [];
+    const ignored: string[] = [];
+    aggregator.on('closed', (s: RoundSummary) => closed.push(s));
+    aggregator.on('ignored', (_d: string, reason: string) => ignored.push(reason));
+    open.push(aggregator);
+    await aggregator.start();
+    const round = aggregator.info!.round;
+    const [d1, d2] = await Promise.all(['d1', 'd2'].map(connect));
+    const update = (device: string, samples: number): Buffer =>
+      encodeUpdate({ fleet, name: 'm', device, round, samples }, global.specs, global.values, {
+        encoding: 'float32',
+      }).payload;
+    // d2 forges an update in d1's name, on d1's topic, before d1 reports.
+    await d2.publish(d2.topics.base + '/federated/m/updates/d1', update('d1', 500));
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(aggregator.info!.reports, 0, 'the forged update never reached the aggregator');
+    await d1.publish(d1.topics.base + '/federated/m/updates/d1', update('d1', 5));
+    await d2.publish(d2.topics.base + '/federated/m/updates/d2', update('d2', 7));
+    const summary = await until('the round to close', () => closed[0]);
+    assert.deepEqual([...summary.devices].sort(), ['d1', 'd2']);
+    assert.equal(summary.samples, 12, "d1's own update counted, not the forged one");
+    assert.deepEqual(ignored, []);
+  });
+});
