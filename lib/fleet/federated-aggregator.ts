@@ -594,6 +594,9 @@ export class FederatedAggregator extends EventEmitter {
       if (header.name !== this.options.name || header.version !== version) return undefined;
       if (JSON.stringify(header.sizes) !== JSON.stringify(sizes)) return undefined;
       let offset = 4 + length;
+      if (data.length !== offset + sizes.reduce((a, n) => a + n * 8, 0)) {
+        throw new FleetError('setting-invalid', `${this.velocityFile} is cut short: momentum restarts at 0`);
+      }
       return sizes.map((n) => {
         const out = new Float64Array(n);
         Buffer.from(out.buffer).set(data.subarray(offset, offset + n * 8));
