@@ -16,7 +16,7 @@ import {
   writeLayersModel,
   type ModelWeights,
 } from './federated';
-import { publishModel } from './rollout';
+import { clearChunks, publishModel } from './rollout';
 import { fileSaveHandler, tf } from '../models/runtime/tfjs';
 import {
   buildModel,
@@ -38,9 +38,15 @@ import {
  * every accepted update, as received) is on disk, written atomically, so a restarted aggregator
  * resumes the round where it was.
  *
+ * The server step: plain FedAvg adds the mean update to the global weights. With a server
+ * momentum beta (FedAvgM, Hsu et al. 2019) the aggregator keeps a velocity v <- beta v + mean and
+ * adds learning rate x v instead; the velocity is kept on disk with the round's state
+ * (`<stateFile without .json>-momentum.bin`, written atomically when a round closes).
+ *
  * Events: 'round' (RoundInfo) a round started or resumed; 'accepted' (device, header);
  * 'ignored' (device, reason); 'refused' (FleetError, device); 'closed' (RoundSummary);
- * 'extended' (RoundInfo) the deadline passed with no update; 'failed' (Error).
+ * 'extended' (RoundInfo) the deadline passed with no update; 'cleared' (versions) the retained
+ * chunks of older versions were removed from the broker; 'failed' (Error).
  */
 
 export interface AggregatorOptions {
@@ -60,6 +66,13 @@ export interface AggregatorOptions {
    */
   fraction?: number;
   chunkBytes?: number;
+  /**
+   * Server momentum beta in [0, 1) (FedAvgM, Hsu et al. 2019): the global step is the velocity
+   * v <- beta v + mean update. 0 (default) is plain FedAvg.
+   */
+  serverMomentum?: number;
+  /** Server learning rate: the global step is this x the (momentum of the) mean update; default 1. */
+  serverLearningRate?: number;
   /** Random numbers in [0, 1) for the selection (tests and benchmarks seed it). */
   random?: () => number;
 }
@@ -108,6 +121,11 @@ interface RoundState {
   reports: Report[];
   ignored: number;
   refused: number;
+  /**
+   * The versions this aggregator published whose retained chunks are still on the broker: the
+   * current one, and an older one until it is cleared (also after a restart).
+   */
+  published?: { version: number; chunks: number }[];
 }
 
 /** meta.federated of a global version: the round that made it and the devices asked to train on it. */
@@ -116,6 +134,8 @@ export interface FederatedMeta {
   previous?: number;
   reports?: number;
   samples?: number;
+  /** The server step, when not plain FedAvg. */
+  server?: { momentum: number; learningRate: number };
 }
 
 export class FederatedAggregator extends EventEmitter {
@@ -125,6 +145,7 @@ export class FederatedAggregator extends EventEmitter {
   private sum: WeightedSum | undefined;
   private readonly stateFile: StateFile;
   private readonly updatesDir: string;
+  private readonly velocityFile: string;
   private readonly online = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private queue: Promise<void> = Promise.resolve();
@@ -152,12 +173,21 @@ export class FederatedAggregator extends EventEmitter {
         `the fraction of devices per round must be in (0, 1], not ${fraction}`,
       );
     }
+    const momentum = options.serverMomentum ?? 0;
+    if (!(momentum >= 0 && momentum < 1)) {
+      throw new FleetError('setting-invalid', `the server momentum must be in [0, 1), not ${momentum}`);
+    }
+    const rate = options.serverLearningRate ?? 1;
+    if (!(rate > 0 && Number.isFinite(rate))) {
+      throw new FleetError('setting-invalid', `the server learning rate must be above 0, not ${rate}`);
+    }
     this.topics = new FederatedTopics(connection.topics, options.name);
     this.stateFile = new StateFile(options.stateFile, () => this.state, {
       delayMs: 0,
       onError: (err) => this.emit('failed', err),
     });
     this.updatesDir = `${options.stateFile.replace(/\.json$/, '')}-updates`;
+    this.velocityFile = `${options.stateFile.replace(/\.json$/, '')}-momentum.bin`;
   }
 
   /** The round in progress. */
@@ -255,6 +285,7 @@ export class FederatedAggregator extends EventEmitter {
     }
     saved.reports = kept;
     this.emit('round', this.info);
+    await this.clearSuperseded();
     this.arm();
     if (this.enough()) await this.closeRound('reports');
   }
@@ -263,6 +294,8 @@ export class FederatedAggregator extends EventEmitter {
   private async begin(stored: StoredModel): Promise<void> {
     await this.loadGlobal(stored);
     const fed = (stored.meta as { federated?: FederatedMeta }).federated;
+    const prior = this.state ?? this.readState();
+    const published = prior?.name === this.options.name ? (prior.published ?? []) : [];
     const now = Date.now();
     this.state = {
       name: this.options.name,
@@ -273,17 +306,49 @@ export class FederatedAggregator extends EventEmitter {
       reports: [],
       ignored: 0,
       refused: 0,
+      published,
     };
     await this.clearUpdates();
     this.stateFile.changed();
     await this.stateFile.flush();
-    await publishModel(this.connection, this.options.store, this.options.name, {
+    const { manifest } = await publishModel(this.connection, this.options.store, this.options.name, {
       privateKey: this.options.privateKey,
       version: stored.meta.version,
       chunkBytes: this.options.chunkBytes,
+      clearSuperseded: false,
     });
+    this.state.published = [
+      ...published.filter((p) => p.version !== manifest.version),
+      { version: manifest.version, chunks: manifest.chunks },
+    ];
+    this.stateFile.changed();
+    await this.stateFile.flush();
     this.emit('round', this.info);
+    await this.clearSuperseded();
     this.arm();
+  }
+
+  /**
+   * Clears the retained chunks of the versions published before the current one (an empty
+   * retained message each), so the broker keeps only the current global version.
+   */
+  private async clearSuperseded(): Promise<void> {
+    const s = this.state!;
+    const old = (s.published ?? []).filter((p) => p.version !== s.round);
+    if (old.length === 0) return;
+    try {
+      for (const p of old) await clearChunks(this.connection, { name: this.options.name, ...p });
+      s.published = (s.published ?? []).filter((p) => p.version === s.round);
+      this.stateFile.changed();
+      await this.stateFile.flush();
+      this.emit(
+        'cleared',
+        old.map((p) => p.version),
+      );
+    } catch (err) {
+      // Kept in the list: tried again when the next version is out.
+      this.emit('failed', err);
+    }
   }
 
   private async clearUpdates(): Promise<void> {
@@ -416,7 +481,7 @@ export class FederatedAggregator extends EventEmitter {
     const s = this.state!;
     const { stored, weights } = this.global!;
     if (this.timer) clearTimeout(this.timer);
-    const averaged = this.sum!.apply(weights);
+    const { averaged, velocity } = await this.serverStep(s.round, weights);
     const metrics: Record<string, number> = {};
     const weightOf: Record<string, number> = {};
     for (const r of s.reports) {
@@ -443,10 +508,11 @@ export class FederatedAggregator extends EventEmitter {
         entry: 'model.json',
         source: 'federated',
         metrics: Object.keys(metrics).length > 0 ? metrics : undefined,
-        federated: { previous: s.round, reports: s.reports.length, samples, selected },
+        federated: { previous: s.round, reports: s.reports.length, samples, selected, server: this.server },
       } as ModelInfo,
       (dir) => writeLayersModel(dir, template, averaged),
     );
+    if (velocity) await this.writeVelocity(next.meta.version, velocity);
     const summary: RoundSummary = {
       name: s.name,
       round: s.round,
@@ -468,6 +534,95 @@ export class FederatedAggregator extends EventEmitter {
     this.emit('closed', summary);
     await this.begin(next);
     return summary;
+  }
+
+  /** The server step's settings, undefined for plain FedAvg. */
+  private get server(): FederatedMeta['server'] {
+    const momentum = this.options.serverMomentum ?? 0;
+    const learningRate = this.options.serverLearningRate ?? 1;
+    return momentum === 0 && learningRate === 1 ? undefined : { momentum, learningRate };
+  }
+
+  /**
+   * The next global weights: plain FedAvg (global + mean update, exactly as WeightedSum.apply),
+   * or global + learning rate x velocity, with velocity = momentum x the previous round's
+   * velocity + mean update (FedAvgM); the new velocity is returned to be kept.
+   */
+  private async serverStep(
+    round: number,
+    global: ModelWeights,
+  ): Promise<{ averaged: ModelWeights; velocity?: Float64Array[] }> {
+    const server = this.server;
+    if (!server) return { averaged: this.sum!.apply(global) };
+    const mean = this.sum!.mean();
+    const previous = server.momentum > 0 ? await this.readVelocity(round, mean) : undefined;
+    const velocity = previous
+      ? mean.map((m, k) => m.map((v, i) => server.momentum * previous[k][i] + v))
+      : mean;
+    const values = global.values.map((g, k) => {
+      const v = velocity[k];
+      const out = new Float32Array(g.length);
+      for (let i = 0; i < g.length; i++) out[i] = g[i] + server.learningRate * v[i];
+      return out;
+    });
+    return {
+      averaged: { specs: global.specs, values },
+      velocity: server.momentum > 0 ? velocity : undefined,
+    };
+  }
+
+  /**
+   * The velocity kept when global version `version` was made; undefined (a fresh start at zero)
+   * when there is none for that version (the first round, or a crash between saving a version
+   * and its velocity).
+   */
+  private async readVelocity(version: number, like: Float64Array[]): Promise<Float64Array[] | undefined> {
+    let data: Buffer;
+    try {
+      data = await fs.readFile(this.velocityFile);
+    } catch {
+      return undefined;
+    }
+    try {
+      const length = data.readUInt32LE(0);
+      const header = JSON.parse(data.subarray(4, 4 + length).toString('utf8')) as {
+        name?: string;
+        version?: number;
+        sizes?: number[];
+      };
+      const sizes = like.map((m) => m.length);
+      if (header.name !== this.options.name || header.version !== version) return undefined;
+      if (JSON.stringify(header.sizes) !== JSON.stringify(sizes)) return undefined;
+      let offset = 4 + length;
+      if (data.length !== offset + sizes.reduce((a, n) => a + n * 8, 0)) {
+        throw new FleetError('setting-invalid', `${this.velocityFile} is cut short: momentum restarts at 0`);
+      }
+      return sizes.map((n) => {
+        const out = new Float64Array(n);
+        Buffer.from(out.buffer).set(data.subarray(offset, offset + n * 8));
+        offset += n * 8;
+        return out;
+      });
+    } catch (err) {
+      this.emit('failed', err);
+      return undefined;
+    }
+  }
+
+  private async writeVelocity(version: number, velocity: Float64Array[]): Promise<void> {
+    const header = Buffer.from(
+      JSON.stringify({ name: this.options.name, version, sizes: velocity.map((v) => v.length) }),
+    );
+    const length = Buffer.alloc(4);
+    length.writeUInt32LE(header.length, 0);
+    await writeFileAtomic(
+      this.velocityFile,
+      Buffer.concat([
+        length,
+        header,
+        ...velocity.map((v) => Buffer.from(v.buffer, v.byteOffset, v.byteLength)),
+      ]),
+    );
   }
 
   async close(): Promise<void> {

@@ -463,6 +463,11 @@ export class WeightedSum {
     });
     this.samples += samples;
   }
+  /** The sample-weighted mean update, in float64. */
+  mean(): Float64Array[] {
+    if (this.samples <= 0) throw new Error('no update to average');
+    return this.sums.map((sum) => sum.map((v) => v / this.samples));
+  }
   apply(global: ModelWeights): ModelWeights {
     if (this.samples <= 0) throw new Error('no update to average');
     const values = global.values.map((g, k) => {

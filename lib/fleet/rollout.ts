@@ -39,6 +39,11 @@ export interface PublishOptions {
   /** Store version to publish; the newest when omitted. */
   version?: number;
   chunkBytes?: number;
+  /**
+   * Clear the chunks of the version this connection published before (default true); a publisher
+   * that keeps track of its versions across restarts (the aggregator) clears them itself.
+   */
+  clearSuperseded?: boolean;
 }
 
 export interface PublishedModel {
@@ -109,12 +114,16 @@ export async function publishModel(
   lastPublished.set(connection, mine);
   const previous = mine.get(name);
   mine.set(name, manifest);
-  if (previous && previous.version !== manifest.version) await clearChunks(connection, previous);
+  if (previous && previous.version !== manifest.version && options.clearSuperseded !== false)
+    await clearChunks(connection, previous);
   return { manifest, bytes: bundle.length, ms: performance.now() - started };
 }
 
 /** Removes the retained chunks of a superseded version from the broker (an empty retained message). */
-export async function clearChunks(connection: FleetConnection, manifest: FleetManifest): Promise<void> {
+export async function clearChunks(
+  connection: FleetConnection,
+  manifest: Pick<FleetManifest, 'name' | 'version' | 'chunks'>,
+): Promise<void> {
   const clears: Promise<void>[] = [];
   for (let i = 0; i < manifest.chunks; i++) {
     clears.push(

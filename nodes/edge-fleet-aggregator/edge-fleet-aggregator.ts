@@ -65,6 +65,8 @@ export = function (RED: NodeAPI): void {
       const minReports = s.number('minReports', 3, { integer: true, min: 1 });
       const roundMs = s.number('roundSeconds', 300, { above: 0 }) * 1000;
       const fraction = s.number('fraction', 1, { above: 0, max: 1 });
+      const serverMomentum = s.number('serverMomentum', 0, { min: 0, max: 0.999 });
+      const serverLearningRate = s.number('serverLearningRate', 1, { above: 0 });
       const store = aggregatorStore(stateDir);
       if (!(await store.get(name))) {
         const start = s.text('startFrom');
@@ -107,6 +109,8 @@ export = function (RED: NodeAPI): void {
         minReports,
         roundMs,
         fraction,
+        serverMomentum,
+        serverLearningRate,
       });
       aggregator.on('round', (info: RoundInfo) => show(info, minReports));
       aggregator.on('accepted', () => show(aggregator.info, minReports));

@@ -49,16 +49,27 @@ export async function waitListening(port: number, ms: number): Promise<void> {
   }
 }
 
-/** Starts Mosquitto on a free loopback port (anonymous, no persistence) from a temp config. */
-export async function startMosquitto(port?: number): Promise<TestBroker> {
+/**
+ * Starts Mosquitto on a free loopback port (anonymous, no persistence) from a temp config.
+ * `configure` may write more files into the config's directory (readable by all: Mosquitto
+ * started as root reads them as the user mosquitto) and returns lines that replace
+ * `allow_anonymous true` (e.g. a password file and an ACL file).
+ */
+export async function startMosquitto(
+  port?: number,
+  configure?: (dir: string) => Promise<string[]>,
+): Promise<TestBroker> {
   const chosen = port ?? (await freePort());
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'mosquitto-'));
   const conf = path.join(dir, 'mosquitto.conf');
+  const access = configure ? await configure(dir) : ['allow_anonymous true'];
+  // Mosquitto started as root reads its password and ACL files as the user mosquitto.
+  if (configure) await fs.chmod(dir, 0o755);
   await fs.writeFile(
     conf,
     [
       `listener ${chosen} 127.0.0.1`,
-      'allow_anonymous true',
+      ...access,
       'persistence false',
       'log_dest none',
       'max_inflight_messages 0',

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { promises as fs } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { isEdgeAiError, type EdgeAiError } from '../../lib/errors';
@@ -20,27 +21,13 @@ import {
   type RoundSummary,
 } from '../../lib/fleet/federated-aggregator';
 import { FederatedClient, type FederatedRound } from '../../lib/fleet/federated-client';
-import { generateFleetKeys, readPrivateKey, readPublicKey } from '../../lib/fleet/keys';
 import { ModelStore } from '../../lib/models/store/store';
 import { seededRandom } from '../../lib/util/random';
-import { mosquittoMissing, startEmbedded, startMosquitto, type TestBroker } from '../helpers/mqtt-brokers';
+import { fleetBed, testFleetKeys } from '../helpers/fleet-bed';
+import { mosquittoMissing, startMosquitto, type TestBroker } from '../helpers/mqtt-brokers';
+import { until } from '../helpers/wait';
 
-const keys = generateFleetKeys();
-const privateKey = readPrivateKey(keys.privateKey);
-const publicKey = readPublicKey(keys.publicKey);
-
-function until<T>(what: string, check: () => T | undefined | false, ms = 10000): Promise<T> {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const tick = (): void => {
-      const value = check();
-      if (value !== undefined && value !== false) return resolve(value);
-      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(tick, 20);
-    };
-    tick();
-  });
-}
+const { privateKey, publicKey } = testFleetKeys();
 
 /** Weights whose every value is a multiple of 1/64 (global) or 1/1024 (updates): float32 sums stay exact. */
 function dyadic(like: ModelWeights, random: () => number, denominator: number, range: number): ModelWeights {
@@ -163,42 +150,13 @@ describe('federated updates: encoding and checks', () => {
 for (const kind of ['embedded', 'mosquitto'] as const) {
   describe(`federated rounds over MQTT (${kind} broker)`, function () {
     this.timeout(30000);
-    let broker: TestBroker;
-    let dir: string;
-    let fleet = '';
-    let seq = 0;
-    const open: { close(): Promise<void> }[] = [];
-
-    before(async function () {
-      if (kind === 'mosquitto') {
-        const missing = mosquittoMissing();
-        if (missing) {
-          console.log(`      skipped: ${missing}`);
-          this.skip();
-        }
-      }
-      broker = kind === 'embedded' ? await startEmbedded() : await startMosquitto();
-    });
-    after(async () => broker?.stop());
-    beforeEach(async () => {
-      dir = await fs.mkdtemp(path.join(os.tmpdir(), 'fedavg-'));
-      fleet = `fed${process.pid}-${Date.now()}-${seq++}`;
-    });
-    afterEach(async () => {
-      for (const o of open.splice(0).reverse()) await o.close();
-      await fs.rm(dir, { recursive: true, force: true });
-    });
-
-    async function connect(deviceId: string): Promise<FleetConnection> {
-      const connection = new FleetConnection({ url: broker.url, fleet, deviceId, reconnectMs: 200 });
-      open.push(connection);
-      await connection.waitConnected();
-      return connection;
-    }
+    const bed = fleetBed(kind, 'fed');
+    const { open } = bed;
+    const connect = (deviceId: string): Promise<FleetConnection> => bed.connect(deviceId);
 
     /** The aggregator's store with a start version of dyadic weights; resolves with those weights. */
     async function globalStore(): Promise<{ store: ModelStore; weights: ModelWeights }> {
-      const store = new ModelStore(path.join(dir, 'aggregator', 'models'));
+      const store = new ModelStore(path.join(bed.dir, 'aggregator', 'models'));
       const first = await saveInitialModel(store, 'm', {
         architecture: 'dense-classifier',
         inputShape: [4],
@@ -218,21 +176,29 @@ for (const kind of ['embedded', 'mosquitto'] as const) {
       closed: RoundSummary[];
       ignored: string[];
       refused: EdgeAiError[];
+      cleared: number[];
+      connection: FleetConnection;
     }
 
     async function startAggregator(
       store: ModelStore,
-      options: { minReports: number; roundMs: number },
+      options: {
+        minReports: number;
+        roundMs: number;
+        serverMomentum?: number;
+        serverLearningRate?: number;
+      },
     ): Promise<Agg> {
       const connection = await connect('aggregator');
       const aggregator = new FederatedAggregator(connection, {
         name: 'm',
         store,
-        stateFile: path.join(dir, 'aggregator', 'round.json'),
+        stateFile: path.join(bed.dir, 'aggregator', 'round.json'),
         privateKey,
         ...options,
       });
-      const agg: Agg = { aggregator, closed: [], ignored: [], refused: [] };
+      const agg: Agg = { aggregator, closed: [], ignored: [], refused: [], cleared: [], connection };
+      aggregator.on('cleared', (versions: number[]) => agg.cleared.push(...versions));
       aggregator.on('closed', (s: RoundSummary) => agg.closed.push(s));
       aggregator.on('ignored', (_d: string, reason: string) => agg.ignored.push(reason));
       aggregator.on('refused', (err: EdgeAiError) => agg.refused.push(err));
@@ -253,7 +219,7 @@ for (const kind of ['embedded', 'mosquitto'] as const) {
       const connection = await connect(id);
       const client = new FederatedClient(connection, {
         name: 'm',
-        store: new ModelStore(path.join(dir, id)),
+        store: new ModelStore(path.join(bed.dir, id)),
         publicKey,
         maxBytes: 1e6,
       });
@@ -354,7 +320,7 @@ for (const kind of ['embedded', 'mosquitto'] as const) {
       assert.ok(sent.bytes > 0);
       // The same update again (a retry, a replay): ignored.
       const { payload } = encodeUpdate(
-        { fleet, name: 'm', device: 'd1', round, samples: 500 },
+        { fleet: bed.fleet, name: 'm', device: 'd1', round, samples: 500 },
         global.specs,
         global.values,
         { encoding: 'float32' },
@@ -363,9 +329,14 @@ for (const kind of ['embedded', 'mosquitto'] as const) {
       await until('the duplicate to be ignored', () => agg.ignored.find((r) => r.startsWith('duplicate')));
       // NaN weights: refused, named.
       const nan = global.values.map((v) => v.map(() => NaN));
-      const bad = encodeUpdate({ fleet, name: 'm', device: 'd3', round, samples: 5 }, global.specs, nan, {
-        encoding: 'float32',
-      });
+      const bad = encodeUpdate(
+        { fleet: bed.fleet, name: 'm', device: 'd3', round, samples: 5 },
+        global.specs,
+        nan,
+        {
+          encoding: 'float32',
+        },
+      );
       await d3.connection.publish(d3.client.topics.update('d3'), bad.payload);
       const refusal = await until('the NaN update to be refused', () => agg.refused[0]);
       assert.equal(refusal.code, 'fleet-update-invalid');
@@ -378,7 +349,7 @@ for (const kind of ['embedded', 'mosquitto'] as const) {
       assert.equal(summary.refused, 1);
       // d3 answers the closed round late: ignored, the new round keeps 0 reports.
       const late = encodeUpdate(
-        { fleet, name: 'm', device: 'd3', round, samples: 5 },
+        { fleet: bed.fleet, name: 'm', device: 'd3', round, samples: 5 },
         global.specs,
         global.values,
         {
@@ -406,6 +377,7 @@ for (const kind of ['embedded', 'mosquitto'] as const) {
       }
       await until('2 updates', () => agg.aggregator.info!.reports === 2);
       await agg.aggregator.close();
+      await agg.connection.close();
       agg = await startAggregator(store, { minReports: 3, roundMs: 20000 });
       assert.equal(agg.aggregator.info!.round, round, 'the same round');
       assert.equal(agg.aggregator.info!.reports, 2, 'with its 2 updates');
@@ -415,6 +387,164 @@ for (const kind of ['embedded', 'mosquitto'] as const) {
       const summary = await until('the round to close', () => agg.closed[0]);
       assert.equal(summary.reports, 3);
       assert.deepEqual((await latestGlobal(store)).values, directAverage(locals, samples));
+      // The version out before the restart is cleared from the broker once the new one is out
+      // (the restarted aggregator has a new connection: it knows it from its state on disk).
+      await until('the old version cleared', () => agg.cleared.includes(round));
+      const watcher = await connect('watcher');
+      const chunks = new Map<number, number>();
+      for (const v of [round, round + 1]) {
+        await watcher.subscribe(watcher.topics.chunks('m', v), (_t, p) => {
+          if (p.length > 0) chunks.set(v, (chunks.get(v) ?? 0) + 1);
+        });
+      }
+      await until("the new version's chunks", () => chunks.get(round + 1));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(chunks.get(round), undefined, `version ${round}'s retained chunks are cleared`);
+    });
+
+    it('server momentum (FedAvgM): global + lr x velocity, the velocity kept across a restart', async () => {
+      const { store, weights: global } = await globalStore();
+      const server = { serverMomentum: 0.5, serverLearningRate: 0.5 };
+      let agg = await startAggregator(store, { minReports: 2, roundMs: 20000, ...server });
+      const round = agg.aggregator.info!.round;
+      const devices = await Promise.all(['d1', 'd2'].map(device));
+      const random = seededRandom(21);
+      const samples = [1, 3];
+      // Two rounds of updates; every value a multiple of 1/1024, so float64 sums are exact.
+      const updates = [0, 1].map(() => devices.map(() => dyadic(global, random, 1024, 16)));
+      const mean = (round: ModelWeights[]): Float64Array[] =>
+        round[0].values.map((v, k) =>
+          Float64Array.from(
+            v,
+            (_, i) => (samples[0] * round[0].values[k][i] + samples[1] * round[1].values[k][i]) / 4,
+          ),
+        );
+      const v1 = mean(updates[0]);
+      const g2 = global.values.map((g, k) => Float32Array.from(g, (x, i) => x + 0.5 * v1[k][i]));
+      const v2 = mean(updates[1]).map((m, k) => m.map((x, i) => 0.5 * v1[k][i] + x));
+      const g3 = g2.map((g, k) => Float32Array.from(g, (x, i) => x + 0.5 * v2[k][i]));
+      const g2w: ModelWeights = { specs: global.specs, values: g2 };
+      for (const [i, d] of devices.entries()) {
+        await d.client.sendUpdate(await roundOf(d, round), add(global, updates[0][i]), samples[i], {
+          encoding: 'float32',
+        });
+      }
+      await until('round 1 to close', () => agg.closed[0]);
+      assert.deepEqual((await latestGlobal(store)).values, g2, 'round 1: global + lr x mean');
+      const meta = (await store.get('m'))!.meta as unknown as { federated: { server: unknown } };
+      assert.deepEqual(meta.federated.server, { momentum: 0.5, learningRate: 0.5 });
+      // A restart between the rounds: the velocity comes back from disk.
+      await agg.aggregator.close();
+      await agg.connection.close();
+      agg = await startAggregator(store, { minReports: 2, roundMs: 20000, ...server });
+      assert.equal(agg.aggregator.info!.round, round + 1);
+      for (const [i, d] of devices.entries()) {
+        const r = await roundOf(d, round + 1);
+        assert.deepEqual((await d.client.globalWeights(r)).values, g2);
+        await d.client.sendUpdate(r, add(g2w, updates[1][i]), samples[i], { encoding: 'float32' });
+      }
+      await until('round 2 to close', () => agg.closed[0]);
+      const after = (await latestGlobal(store)).values;
+      assert.deepEqual(after, g3, 'round 2: global + lr x (momentum x velocity + mean)');
     });
   });
 }
+
+describe('federated updates and broker ACLs (Mosquitto with users)', function () {
+  this.timeout(30000);
+  const PASSWD = '/usr/bin/mosquitto_passwd';
+  let broker: TestBroker | undefined;
+  let dir = '';
+  const open: { close(): Promise<void> }[] = [];
+  const users = ['aggregator', 'd1', 'd2'];
+
+  before(async function () {
+    const missing = mosquittoMissing() ?? (existsSync(PASSWD) ? undefined : `${PASSWD} is not installed`);
+    if (missing) {
+      console.log(`      skipped: ${missing}`);
+      this.skip();
+    }
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'fedacl-'));
+    // Each device logs in as its device id and may write only its own topics; the aggregator all.
+    broker = await startMosquitto(undefined, async (conf) => {
+      const passwords = path.join(conf, 'passwords');
+      for (const [i, u] of users.entries()) {
+        execFileSync(PASSWD, [...(i === 0 ? ['-c'] : []), '-b', passwords, u, `pw-${u}`]);
+      }
+      await fs.chmod(passwords, 0o644);
+      const acl = path.join(conf, 'acl');
+      await fs.writeFile(
+        acl,
+        [
+          'user aggregator',
+          'topic readwrite edge-ai/#',
+          'pattern read edge-ai/#',
+          'pattern readwrite edge-ai/+/devices/%u/#',
+          'pattern write edge-ai/+/federated/+/updates/%u',
+          '',
+        ].join('\n'),
+      );
+      return ['allow_anonymous false', `password_file ${passwords}`, `acl_file ${acl}`];
+    });
+  });
+  after(async () => {
+    for (const o of open.splice(0).reverse()) await o.close();
+    await broker?.stop();
+    if (dir) await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it("a device cannot publish on another device's update topic: the broker drops it", async () => {
+    const fleet = `acl${Date.now()}`;
+    const connect = async (user: string): Promise<FleetConnection> => {
+      const c = new FleetConnection({
+        url: broker!.url,
+        fleet,
+        deviceId: user,
+        username: user,
+        password: `pw-${user}`,
+        reconnectMs: 200,
+      });
+      open.push(c);
+      await c.waitConnected();
+      return c;
+    };
+    const store = new ModelStore(path.join(dir, 'aggregator', 'models'));
+    await saveInitialModel(store, 'm', {
+      architecture: 'dense-classifier',
+      inputShape: [4],
+      labels: ['a', 'b'],
+      sizes: { units: [3] },
+    });
+    const global = await readStoredWeights((await store.get('m'))!);
+    const aggregator = new FederatedAggregator(await connect('aggregator'), {
+      name: 'm',
+      store,
+      stateFile: path.join(dir, 'aggregator', 'round.json'),
+      privateKey,
+      minReports: 2,
+      roundMs: 20000,
+    });
+    const closed: RoundSummary[] = [];
+    const ignored: string[] = [];
+    aggregator.on('closed', (s: RoundSummary) => closed.push(s));
+    aggregator.on('ignored', (_d: string, reason: string) => ignored.push(reason));
+    open.push(aggregator);
+    await aggregator.start();
+    const round = aggregator.info!.round;
+    const [d1, d2] = await Promise.all(['d1', 'd2'].map(connect));
+    const update = (device: string, samples: number): Buffer =>
+      encodeUpdate({ fleet, name: 'm', device, round, samples }, global.specs, global.values, {
+        encoding: 'float32',
+      }).payload;
+    // d2 forges an update in d1's name, on d1's topic, before d1 reports.
+    await d2.publish(d2.topics.base + '/federated/m/updates/d1', update('d1', 500));
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(aggregator.info!.reports, 0, 'the forged update never reached the aggregator');
+    await d1.publish(d1.topics.base + '/federated/m/updates/d1', update('d1', 5));
+    await d2.publish(d2.topics.base + '/federated/m/updates/d2', update('d2', 7));
+    const summary = await until('the round to close', () => closed[0]);
+    assert.deepEqual([...summary.devices].sort(), ['d1', 'd2']);
+    assert.equal(summary.samples, 12, "d1's own update counted, not the forged one");
+    assert.deepEqual(ignored, []);
+  });
+});

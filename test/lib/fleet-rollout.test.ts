@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { isEdgeAiError, type EdgeAiError } from '../../lib/errors';
 import { FleetConnection } from '../../lib/fleet/connection';
@@ -14,11 +13,10 @@ import {
   type DeviceModelReport,
 } from '../../lib/fleet/rollout';
 import { ModelStore } from '../../lib/models/store/store';
-import { mosquittoMissing, startEmbedded, startMosquitto, type TestBroker } from '../helpers/mqtt-brokers';
+import { fleetBed, testFleetKeys } from '../helpers/fleet-bed';
+import { until } from '../helpers/wait';
 
-const keys = generateFleetKeys();
-const privateKey = readPrivateKey(keys.privateKey);
-const publicKey = readPublicKey(keys.publicKey);
+const { privateKey, publicKey } = testFleetKeys();
 
 interface Device {
   connection: FleetConnection;
@@ -27,64 +25,19 @@ interface Device {
   refusals: EdgeAiError[];
 }
 
-function until<T>(what: string, check: () => T | undefined, ms = 10000): Promise<T> {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const tick = (): void => {
-      const value = check();
-      if (value !== undefined && value !== false) return resolve(value);
-      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(tick, 20);
-    };
-    tick();
-  });
-}
-
 for (const kind of ['embedded', 'mosquitto'] as const) {
   describe(`fleet model roll-out over MQTT (${kind} broker)`, function () {
     this.timeout(30000);
-    let broker: TestBroker;
-    let dir: string;
-    const open: { close(): Promise<void> }[] = [];
-
-    before(async function () {
-      if (kind === 'mosquitto') {
-        const missing = mosquittoMissing();
-        if (missing) {
-          console.log(`      skipped: ${missing}`);
-          this.skip();
-        }
-      }
-      broker = kind === 'embedded' ? await startEmbedded() : await startMosquitto();
-    });
-    after(async () => broker?.stop());
-    beforeEach(async () => {
-      dir = await fs.mkdtemp(path.join(os.tmpdir(), 'fleet-'));
-    });
-    afterEach(async () => {
-      for (const o of open.splice(0).reverse()) await o.close();
-      await fs.rm(dir, { recursive: true, force: true });
-    });
-
-    let fleetSeq = 0;
-    let fleet = '';
-    beforeEach(() => {
-      fleet = `f${process.pid}-${Date.now()}-${fleetSeq++}`;
-    });
-
-    async function connect(deviceId: string): Promise<FleetConnection> {
-      const connection = new FleetConnection({ url: broker.url, fleet, deviceId, reconnectMs: 200 });
-      open.push(connection);
-      await connection.waitConnected();
-      return connection;
-    }
+    const bed = fleetBed(kind, 'fleet');
+    const { open } = bed;
+    const connect = (deviceId: string): Promise<FleetConnection> => bed.connect(deviceId);
 
     async function device(
       id: string,
       options: { maxBytes?: number; stallMs?: number } = {},
     ): Promise<Device> {
       const connection = await connect(id);
-      const store = new ModelStore(path.join(dir, id));
+      const store = new ModelStore(path.join(bed.dir, id));
       const follower = new FleetModelFollower(connection, {
         name: 'sensor',
         store,
@@ -103,7 +56,7 @@ for (const kind of ['embedded', 'mosquitto'] as const) {
     async function publisherModel(
       weightBytes = 150_000,
     ): Promise<{ store: ModelStore; files: Map<string, Buffer> }> {
-      const store = new ModelStore(path.join(dir, 'publisher'));
+      const store = new ModelStore(path.join(bed.dir, 'publisher'));
       const files = new Map<string, Buffer>([
         ['model.json', Buffer.from(JSON.stringify({ format: 'layers-model', weights: 'weights.bin' }))],
         ['weights.bin', randomBytes(weightBytes)],

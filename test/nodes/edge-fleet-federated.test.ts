@@ -142,4 +142,34 @@ describe('edge-train (federated) and edge-fleet-aggregator in a Node-RED runtime
     assert.ok(versions.length >= 2, `the device stored the global versions (${versions.join(', ')})`);
     assert.ok(updates.some((m) => m.topic === 'progress' && m.payload.round === 2));
   });
+
+  it('a server momentum out of range is a clear error and a red status; the flow keeps running', async () => {
+    await helper.unload();
+    const flow: FlowNode[] = [
+      { id: 'f', type: 'edge-fleet', broker: broker.url, fleet: `fedbad${Date.now()}`, deviceId: 'pi1' },
+      {
+        id: 'agg',
+        type: 'edge-fleet-aggregator',
+        fleet: 'f',
+        model: 'sensor',
+        serverMomentum: '1.5',
+        architecture: 'dense-classifier',
+        inputShape: '4',
+        classes: 'low, high',
+        wires: [['rounds']],
+      },
+      { id: 'rounds', type: 'helper' },
+    ];
+    await helper.load(nodes, flow, { f: { signingKey: keys.privateKey } });
+    const errors: string[] = [];
+    const statuses: { fill?: string; text?: string }[] = [];
+    const agg = helper.getNode('agg') as unknown as Emitter;
+    agg.on('call:error', (c: { args: unknown[] }) => errors.push(String(c.args[0])));
+    agg.on('call:status', (c: { args: [{ fill?: string; text?: string }] }) => statuses.push(c.args[0]));
+    await until('the error', () => errors.find((e) => /serverMomentum/.test(e)));
+    await until('a red status', () => statuses.find((st) => st.fill === 'red'));
+    // The command input still answers (with the same error) instead of throwing.
+    agg.receive({ command: 'close' });
+    await until('the input answered', () => (errors.length >= 2 ? true : undefined));
+  });
 });
