@@ -20,18 +20,12 @@ const exampleFiles = readdirSync(EXAMPLES)
   .filter((f) => f.endsWith('.json'))
   .sort();
 
-const PACKAGE_TYPES = [
-  'edge-sensor',
-  'edge-normalise',
-  'edge-model',
-  'edge-infer',
-  'edge-model-loader',
-  'edge-train',
-  'edge-anomaly',
-  'edge-fleet',
-  'edge-fleet-aggregator',
-  'edge-fleet-telemetry',
-];
+/** The package's node types, as package.json registers them with Node-RED. */
+const PACKAGE_TYPES = Object.keys(
+  (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { 'node-red': { nodes: object } })[
+    'node-red'
+  ].nodes,
+);
 
 /** Core node types the examples may use, and the core module that registers each. */
 const CORE_MODULES: Record<string, string> = {
@@ -152,6 +146,14 @@ describe('example flows', function () {
         }
       }
     }
+  });
+
+  it('every node type of the package is used by an example (Import > Examples shows each one at work)', () => {
+    const used = new Set(exampleFiles.flatMap((file) => readExample(file).map((n) => n.type)));
+    assert.deepEqual(
+      PACKAGE_TYPES.filter((type) => !used.has(type)),
+      [],
+    );
   });
 
   it('every example is documented with comment nodes', () => {
@@ -425,6 +427,16 @@ describe('example flows in a Node-RED runtime', function () {
       assert.ok(['normal', 'fault'].includes(r.label), r.label);
       assert.equal((m.inference as Msg).model, 'vibration-fed');
     }
+    // The device's own model, from this machine's store to the fleet through edge-fleet-rollout.
+    const rolledOut = until('e6.rolledOut', (got) => got.length >= 1, 20000);
+    helper.getNode('e6.rolloutInject').receive({});
+    const published = (await rolledOut)[0].payload as Msg;
+    assert.equal(published.name, 'vibration-local');
+    assert.ok((published.version as number) >= 1, JSON.stringify(published));
+    assert.ok(
+      (published.chunks as number) >= 1 && (published.bytes as number) > 0,
+      JSON.stringify(published),
+    );
   });
 
   it('07 fleet telemetry: three devices on the embedded broker, listed with model version, score and episodes', async () => {
