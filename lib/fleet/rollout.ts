@@ -55,6 +55,52 @@ export interface PublishedModel {
 /** Versions each connection published per model, so the chunks of a superseded one are cleared. */
 const lastPublished = new WeakMap<FleetConnection, Map<string, FleetManifest>>();
 
+/**
+ * How long a publisher waits for the broker's retained manifest of a model it has not published
+ * since it started (e.g. after a Node-RED restart); brokers send it right after subscribing.
+ */
+export const RETAINED_MANIFEST_WAIT_MS = 500;
+
+/** The manifest the broker retains for `name`, if one signed with this fleet's key is there. */
+async function retainedManifest(
+  connection: FleetConnection,
+  name: string,
+  publicKey: KeyObject,
+): Promise<FleetManifest | undefined> {
+  let found: FleetManifest | undefined;
+  let arrived: () => void = () => undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const wait = new Promise<void>((resolve) => {
+    arrived = resolve;
+    timer = setTimeout(resolve, RETAINED_MANIFEST_WAIT_MS);
+  });
+  const unsubscribe = await connection.subscribe(
+    connection.topics.manifest(name),
+    (_topic, payload, retained) => {
+      if (found || !retained || payload.length === 0) return;
+      try {
+        const options = {
+          name,
+          fleet: connection.topics.fleet,
+          publicKey,
+          maxBytes: Number.MAX_SAFE_INTEGER,
+        };
+        found = decodeManifest(payload, options);
+        arrived();
+      } catch {
+        // Not ours to clear: a manifest this key did not sign says nothing about our chunks.
+      }
+    },
+  );
+  try {
+    await wait;
+  } finally {
+    clearTimeout(timer);
+    await unsubscribe();
+  }
+  return found;
+}
+
 export async function publishModel(
   connection: FleetConnection,
   store: ModelStore,
@@ -99,6 +145,13 @@ export async function publishModel(
     published: new Date().toISOString(),
     keyId: keyIdOf(publicKeyOf(options.privateKey)),
   };
+  const mine = lastPublished.get(connection) ?? new Map<string, FleetManifest>();
+  lastPublished.set(connection, mine);
+  const clear = options.clearSuperseded !== false;
+  // After a restart the version to supersede is the one the broker still retains.
+  const previous =
+    mine.get(name) ??
+    (clear ? await retainedManifest(connection, name, publicKeyOf(options.privateKey)) : undefined);
   const sends: Promise<void>[] = [];
   for (let i = 0; i < manifest.chunks; i++) {
     const data = bundle.subarray(i * chunkSize, (i + 1) * chunkSize);
@@ -110,12 +163,8 @@ export async function publishModel(
   await connection.publish(connection.topics.manifest(name), encodeManifest(manifest, options.privateKey), {
     retain: true,
   });
-  const mine = lastPublished.get(connection) ?? new Map<string, FleetManifest>();
-  lastPublished.set(connection, mine);
-  const previous = mine.get(name);
   mine.set(name, manifest);
-  if (previous && previous.version !== manifest.version && options.clearSuperseded !== false)
-    await clearChunks(connection, previous);
+  if (previous && previous.version !== manifest.version && clear) await clearChunks(connection, previous);
   return { manifest, bytes: bundle.length, ms: performance.now() - started };
 }
 

@@ -240,6 +240,34 @@ for (const kind of ['embedded', 'mosquitto'] as const) {
       assert.deepEqual(stale, []);
     });
 
+    it('a restarted publisher clears the chunks of the version the broker still retains', async () => {
+      const pub = await publisherModel(30_000);
+      const first = await connect('publisher');
+      const v1 = await publishModel(first, pub.store, 'sensor', { privateKey });
+      await first.close();
+      await pub.store.save('sensor', { format: 'tfjs-layers', entry: 'model.json' }, async (dd) => {
+        await fs.writeFile(path.join(dd, 'model.json'), '{"v":2}');
+        await fs.writeFile(path.join(dd, 'weights.bin'), randomBytes(30_000));
+      });
+      // A new connection knows nothing of version 1 but what the broker retains.
+      const restarted = await connect('publisher');
+      const v2 = await publishModel(restarted, pub.store, 'sensor', { privateKey });
+      assert.equal(v2.manifest.version, v1.manifest.version + 1);
+      const retained = async (version: number): Promise<string[]> => {
+        const topics: string[] = [];
+        await restarted.subscribe(restarted.topics.chunks('sensor', version), (t, p) => {
+          if (p.length > 0) topics.push(t);
+        });
+        return topics;
+      };
+      const [old, current] = [await retained(v1.manifest.version), await retained(v2.manifest.version)];
+      await until('the retained chunks of version 2', () =>
+        current.length === v2.manifest.chunks ? true : undefined,
+      );
+      await new Promise((r) => setTimeout(r, 200));
+      assert.deepEqual(old, [], 'the chunks of version 1 are cleared');
+    });
+
     it('each device reports the version it runs, retained on its own topic', async () => {
       const a = await connect('a');
       const b = await connect('b');
