@@ -76,6 +76,11 @@ export interface DetectorOptions {
   /** Weight with which samples judged normal update the model after learning (0 = fixed). */
   adaptRate: number;
   /**
+   * The learned spread of each z-score statistic follows samples judged normal with this share
+   * of `adaptRate` (0 = the learning period's spread stays).
+   */
+  spreadShare: number;
+  /**
    * Samples an episode may last before its data becomes the new normal: the detector re-learns
    * from the episode's samples and the episode ends (0 = never). Used when `relearnMs` is 0.
    */
@@ -114,6 +119,7 @@ export const DEFAULT_OPTIONS: DetectorOptions = {
   minDuration: 5,
   nanPolicy: 'hold',
   adaptRate: 0.01,
+  spreadShare: 0.25,
   relearnAfter: 400,
   relearnMs: 0,
   keepAlarm: false,
@@ -413,6 +419,7 @@ export class AnomalyDetector {
     if (!['hold', 'mean', 'error'].includes(o.nanPolicy))
       throw new Error(`unknown NaN policy "${o.nanPolicy}"`);
     if (!(o.adaptRate >= 0 && o.adaptRate < 1)) throw new Error('adapt rate must be in [0, 1)');
+    if (!(o.spreadShare >= 0 && o.spreadShare <= 1)) throw new Error('spread share must be in [0, 1]');
     if (!(o.relearnAfter >= 0 && o.relearnMs >= 0)) throw new Error('re-learning time must be >= 0');
     if (o.method === 'model' && !hooks.externalModel)
       throw new Error('method "model" needs a model (edge-model) to be supplied');
@@ -644,7 +651,8 @@ export class AnomalyDetector {
     ) {
       pipelines.forEach((pipeline, i) => {
         const f = p.features[i];
-        if (f && pipeline.spec.adapt !== false) pipeline.model.update(f, o.adaptRate);
+        if (f && pipeline.spec.adapt !== false)
+          pipeline.model.update(f, o.adaptRate, o.adaptRate * o.spreadShare);
       });
     }
     let top: string | undefined;

@@ -144,8 +144,13 @@ export class Featurizer {
     }
     const out = new Array<number>(d);
     for (let j = 0; j < d; j++) {
-      const column = rows.map((r) => r[j]);
-      out[j] = this.kind === 'median' ? median(column) : column.reduce((a, b) => a + b, 0) / column.length;
+      if (this.kind === 'median') {
+        out[j] = median(rows.map((r) => r[j]));
+        continue;
+      }
+      let sum = 0;
+      for (const r of rows) sum += r[j];
+      out[j] = sum / rows.length;
     }
     return out;
   }

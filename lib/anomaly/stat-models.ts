@@ -23,14 +23,25 @@ export interface ScoreModel {
   readonly statistics: string[];
   /** Raw statistics for each feature vector. */
   evaluate(features: readonly number[][]): Promise<number[][]>;
-  /** Moves the model towards a feature vector judged normal, with weight `rate` (0..1). */
-  update(feature: readonly number[], rate: number): void;
+  /**
+   * Moves the model towards a feature vector judged normal, with weight `rate` (0..1); a model
+   * with a learned spread per statistic may widen it with weight `spreadRate`.
+   */
+  update(feature: readonly number[], rate: number, spreadRate?: number): void;
   state(): ScoreModelState;
   dispose(): Promise<void>;
 }
 
 export type ScoreModelState =
-  | { type: 'univariate'; robust: boolean; centre: number[]; scale: number[]; channels: string[] }
+  | {
+      type: 'univariate';
+      robust: boolean;
+      centre: number[];
+      scale: number[];
+      channels: string[];
+      learnedScale?: number[];
+      variance?: number[];
+    }
   | {
       type: 'pca';
       mean: number[];
@@ -53,16 +64,26 @@ export function scaleFloor(scale: number, centre: number): number {
  * `robust`. One statistic per channel, so a single deviating channel is not diluted by the
  * others and a channel that wanders even in normal operation is judged against its own spread.
  */
+/** Largest factor by which a z-score statistic's spread widens after learning. */
+export const MAX_SPREAD_GROWTH = 1.5;
+
 export class UnivariateModel implements ScoreModel {
   readonly statistics: string[];
+
+  /** The spread of the learning period, and the running variance of later normal features. */
+  private readonly learnedScale: number[];
+  private readonly variance: number[];
 
   constructor(
     readonly robust: boolean,
     private centre: number[],
     private scale: number[],
     channels: string[],
+    adapted?: { learnedScale: number[]; variance: number[] },
   ) {
     this.statistics = channels;
+    this.learnedScale = adapted?.learnedScale.slice() ?? scale.slice();
+    this.variance = adapted?.variance.slice() ?? scale.map((s) => s * s);
   }
 
   static fit(features: readonly number[][], robust: boolean, channels: string[]): UnivariateModel {
@@ -88,9 +109,21 @@ export class UnivariateModel implements ScoreModel {
     return features.map((f) => this.zScores(f).map((z) => (Math.abs(z) < 1e-6 ? 0 : Math.abs(z))));
   }
 
-  /** Follows a slowly moving level; the learned spread stays (it calibrates the scores). */
-  update(feature: readonly number[], rate: number): void {
-    for (let j = 0; j < feature.length; j++) this.centre[j] += rate * (feature[j] - this.centre[j]);
+  /**
+   * Follows a slowly moving level and, with `spreadRate`, a spread wider than the learning period
+   * showed (a short learning period rarely sees all of normal operation). The spread grows at
+   * most to MAX_SPREAD_GROWTH times the learned one and never shrinks below it, so a slow climb far
+   * beyond the learned range still alarms. A robust model's spread (a median) stays as learned.
+   */
+  update(feature: readonly number[], rate: number, spreadRate = 0): void {
+    for (let j = 0; j < feature.length; j++) {
+      const deviation = feature[j] - this.centre[j];
+      this.centre[j] += rate * deviation;
+      if (!(spreadRate > 0) || this.robust) continue;
+      const learned = this.learnedScale[j];
+      this.variance[j] = (1 - spreadRate) * this.variance[j] + spreadRate * deviation ** 2;
+      this.scale[j] = Math.min(MAX_SPREAD_GROWTH * learned, Math.max(learned, Math.sqrt(this.variance[j])));
+    }
   }
 
   state(): ScoreModelState {
@@ -100,6 +133,8 @@ export class UnivariateModel implements ScoreModel {
       centre: this.centre.slice(),
       scale: this.scale.slice(),
       channels: this.statistics.slice(),
+      learnedScale: this.learnedScale.slice(),
+      variance: this.variance.slice(),
     };
   }
 
@@ -245,7 +280,13 @@ export class MahalanobisModel implements ScoreModel {
 export function restoreStatModel(s: ScoreModelState): ScoreModel {
   switch (s.type) {
     case 'univariate':
-      return new UnivariateModel(s.robust, s.centre.slice(), s.scale.slice(), s.channels.slice());
+      return new UnivariateModel(
+        s.robust,
+        s.centre.slice(),
+        s.scale.slice(),
+        s.channels.slice(),
+        s.learnedScale && s.variance ? { learnedScale: s.learnedScale, variance: s.variance } : undefined,
+      );
     case 'pca':
       return new PcaModel(
         s.mean.slice(),

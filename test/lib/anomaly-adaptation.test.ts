@@ -147,6 +147,37 @@ describe('anomaly detector adapts after a lasting change', () => {
   });
 });
 
+describe('anomaly detector widens a spread the learning period saw too narrow', () => {
+  /** Noise of sd 1 while learning, `wider` times that afterwards, and a step of 6 at the end. */
+  async function run(spreadShare: number, wider: number): Promise<{ alarms: number; stepAfter: number }> {
+    const g = gaussian(prng(7));
+    const d = new AnomalyDetector({ ...BASE, relearnAfter: 0, spreadShare });
+    let alarms = 0;
+    let stepAfter = -1;
+    for (let t = 0; t < 4300; t++) {
+      const v = 10 + (t < 300 ? 1 : wider) * g() + (t >= 3800 ? 6 : 0);
+      const r = await d.process([v], ['x'], t * 1000);
+      if (t >= 1300 && t < 3800 && r.isAnomaly) alarms++;
+      if (t >= 3800 && stepAfter < 0 && r.isAnomaly) stepAfter = t - 3800;
+    }
+    await d.dispose();
+    return { alarms, stepAfter };
+  }
+
+  it('stops alarming on normal data 1.3 times wider than learned, and still flags a step', async () => {
+    const fixed = await run(0, 1.3);
+    const widened = await run(0.25, 1.3);
+    assert.ok(fixed.alarms > 0, `a fixed spread alarms on the wider noise (${fixed.alarms})`);
+    assert.equal(widened.alarms, 0);
+    assert.ok(widened.stepAfter >= 0 && widened.stepAfter <= 15, `step flagged after ${widened.stepAfter}`);
+  });
+
+  it('widens at most 1.5 times: noise 3 times wider than learned keeps alarming', async () => {
+    const r = await run(1, 3);
+    assert.ok(r.alarms > 100, `${r.alarms} alarms`);
+  });
+});
+
 describe('anomaly detector masks repeated detections', () => {
   it('halves the scores after a detection and decides on the unmasked score', async () => {
     const d = new AnomalyDetector({ ...BASE, suppress: 50, relearnAfter: 0 });
