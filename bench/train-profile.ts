@@ -2,8 +2,9 @@
  * Where does a training step's time go? Runs training steps of the classic MNIST CNN and of an
  * LSTM(64) forecaster on the wasm backend (one thread) under tf.profile and prints, per kernel,
  * the milliseconds per step and the share of the step (forward and gradient kernels alike), side
- * by side in one run: with the compiled heap kernels and with the composed / JavaScript paths
- * they replace (alternating rounds, medians), plus the unprofiled step time of each.
+ * by side in one run: with the compiled heap kernels (3x3 stride-1 convolutions by Winograd and
+ * by the direct kernel) and with the composed / JavaScript paths they replace (alternating rounds,
+ * medians), plus the unprofiled step time of each.
  *
  * Usage: npm run bench:train-profile [-- --steps 5 --batch 64 --rounds 3]
  */
@@ -12,7 +13,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { tf } from '../lib/models/runtime/tfjs';
 import { buildModel, lossFor, type ArchitectureName } from '../lib/train/architectures';
 import { prepareBackend } from '../lib/train/trainer';
-import { useHeapKernels } from '../lib/train/wasm-gradients';
+import { useHeapKernels, useWinograd } from '../lib/train/wasm-gradients';
 import { numberArg } from './cli';
 
 interface Case {
@@ -67,12 +68,14 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
       : tf.randomUniform([batch, c.outputSize]);
   const loss = lossFor(task);
   const sides = [
-    { name: 'composed / JS', heap: false },
-    { name: 'heap kernels', heap: true },
+    { name: 'composed / JS', heap: false, winograd: false },
+    { name: 'heap, direct', heap: true, winograd: false },
+    { name: 'heap, Winograd', heap: true, winograd: true },
   ];
   const run = () => step(model, optimizer, x, y, loss);
   for (const side of sides) {
     useHeapKernels(side.heap);
+    useWinograd(side.winograd);
     for (let i = 0; i < 2; i++) run();
   }
   // Per side: per-kernel milliseconds per step and unprofiled step times, one list entry a round.
@@ -81,6 +84,7 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
   for (let round = 0; round < rounds; round++) {
     for (const [s, side] of sides.entries()) {
       useHeapKernels(side.heap);
+      useWinograd(side.winograd);
       const started = performance.now();
       for (let i = 0; i < steps; i++) run();
       await tf.ready();
@@ -97,11 +101,12 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
     }
   }
   useHeapKernels(true);
+  useWinograd(true);
   const of = (s: number, name: string): number => median(kernels[s].get(name) ?? [0]);
-  const names = [...new Set([...kernels[0].keys(), ...kernels[1].keys()])].sort(
-    (p, q) => Math.max(of(0, q), of(1, q)) - Math.max(of(0, p), of(1, p)),
-  );
+  const peak = (name: string): number => Math.max(...sides.map((_, s) => of(s, name)));
+  const names = [...new Set(kernels.flatMap((k) => [...k.keys()]))].sort((p, q) => peak(q) - peak(p));
   const total = (s: number): number => names.reduce((sum, name) => sum + of(s, name), 0);
+  const last = sides.length - 1;
   console.log(
     `\n${c.title}, batch ${batch}, wasm, one thread; medians of ${rounds} rounds of ${steps} steps`,
   );
@@ -112,16 +117,19 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
       .join(' ')}`,
   );
   console.log(
-    `step (unprofiled): ${median(walls[0]).toFixed(1)} ms composed / JS, ${median(walls[1]).toFixed(1)} ms heap kernels (${(
-      median(walls[0]) / median(walls[1])
-    ).toFixed(2)}x)\n`,
+    `step (unprofiled): ${sides
+      .map((side, s) => `${median(walls[s]).toFixed(1)} ms ${side.name}`)
+      .join(', ')} (${(median(walls[0]) / median(walls[last])).toFixed(2)}x)\n`,
   );
-  console.log('kernel                        | composed / JS ms | heap kernels ms | share (heap)');
-  console.log('------------------------------|------------------|-----------------|-------------');
+  const cell = (text: string): string => text.padStart(15);
+  console.log(
+    `${'kernel'.padEnd(30)}|${sides.map((side) => ` ${cell(`${side.name} ms`)} |`).join('')} share (last)`,
+  );
+  console.log(`${'-'.repeat(30)}|${sides.map(() => `${'-'.repeat(17)}|`).join('')}-------------`);
   for (const name of names.slice(0, 18)) {
     console.log(
-      `${name.padEnd(30)}| ${of(0, name).toFixed(2).padStart(16)} | ${of(1, name).toFixed(2).padStart(15)} | ${(
-        (of(1, name) / total(1)) *
+      `${name.padEnd(30)}|${sides.map((_, s) => ` ${cell(of(s, name).toFixed(2))} |`).join('')} ${(
+        (of(last, name) / total(last)) *
         100
       )
         .toFixed(1)
@@ -129,7 +137,7 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
     );
   }
   console.log(
-    `${'all kernels'.padEnd(30)}| ${total(0).toFixed(2).padStart(16)} | ${total(1).toFixed(2).padStart(15)} |`,
+    `${'all kernels'.padEnd(30)}|${sides.map((_, s) => ` ${cell(total(s).toFixed(2))} |`).join('')}`,
   );
   tf.dispose([x, y]);
   model.dispose();

@@ -26,6 +26,7 @@ import {
   CONV_INPUT_BLOCKS,
   convArgs,
   heapKernelsFor,
+  winogradFilter,
   type ConvShape,
   type HeapKernels,
 } from './heap-kernels';
@@ -53,6 +54,17 @@ function kernelsOf(backend: HeapBackend): HeapKernels | undefined {
 }
 
 let heapKernelsOn = true;
+let winogradOn = true;
+
+/**
+ * Turns the Winograd path of 3x3 stride-1 convolutions off (they then run on the direct heap
+ * kernel) or back on; for side-by-side measurements and tests. Returns the previous setting.
+ */
+export function useWinograd(on: boolean): boolean {
+  const previous = winogradOn;
+  winogradOn = on;
+  return previous;
+}
 
 /**
  * Turns the compiled heap kernels off (every kernel then takes its composed or JavaScript path,
@@ -395,6 +407,141 @@ function conv2DBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
   });
 }
 
+/** Images per pass of the Winograd path: about this many tiles, so its planes stay in cache. */
+const WINOGRAD_TILES = 256;
+
+/**
+ * Whether a convolution takes the Winograd path: 3x3 filter, stride 1, no dilation, channels in
+ * fours in and eights out, and at least four tiles an image (the product kernel's block).
+ */
+function winogradFits(info: ConvInfo): boolean {
+  const tiles = Math.ceil(info.outHeight / 2) * Math.ceil(info.outWidth / 2);
+  return (
+    winogradOn &&
+    info.filterHeight === 3 &&
+    info.filterWidth === 3 &&
+    info.strideHeight === 1 &&
+    info.strideWidth === 1 &&
+    info.dilationHeight === 1 &&
+    info.dilationWidth === 1 &&
+    info.inChannels % 4 === 0 &&
+    info.outChannels % 8 === 0 &&
+    tiles >= 4
+  );
+}
+
+/**
+ * Which path a float32 NHWC Conv2D of these shapes takes on wasm: 'winograd', the 'direct' heap
+ * kernel, or the backend's 'native' one (for tests and diagnostics).
+ */
+export function conv2DPath(
+  xShape: [number, number, number, number],
+  filterShape: [number, number, number, number],
+  strides: number | [number, number],
+  pad: 'same' | 'valid',
+  dilations: number | [number, number] = 1,
+): 'winograd' | 'direct' | 'native' {
+  if (!kernelsOf(tf.backend() as unknown as HeapBackend)) return 'native';
+  const info = tf.backend_util.computeConv2DInfo(xShape, filterShape, strides, dilations, pad);
+  if (winogradFits(info)) return 'winograd';
+  return CONV_FORWARD_BLOCKS.some(([p, c]) => info.outWidth >= p && info.outChannels % c === 0)
+    ? 'direct'
+    : 'native';
+}
+
+/**
+ * A 3x3 stride-1 convolution by Winograd F(2x2, 3x3) (see heap-kernels): the filter transformed
+ * once, then, a group of images at a time, the input transform, one matrix product per plane on
+ * the forward kernel, and the output transform with the bias and ReLU fused into its stores.
+ */
+function winogradConv2D(
+  s: KernelScope,
+  heap: HeapBackend,
+  kernels: HeapKernels,
+  x: Info,
+  filter: Info,
+  info: ConvInfo,
+  bias: Info | undefined,
+  relu: boolean,
+): Info {
+  const { batchSize, outHeight, outWidth, inChannels: cin, outChannels: cout } = info;
+  const tilesH = Math.ceil(outHeight / 2);
+  const tilesW = Math.ceil(outWidth / 2);
+  const { top, left } = info.padInfo;
+  // Padded so that the last tile's 4x4 patch lies inside.
+  const padded = s.run(
+    'PadV2',
+    { x },
+    {
+      paddings: [
+        [0, 0],
+        [top, Math.max(0, 2 * tilesH + 2 - top - info.inHeight)],
+        [left, Math.max(0, 2 * tilesW + 2 - left - info.inWidth)],
+        [0, 0],
+      ],
+      constantValue: 0,
+    },
+  );
+  const [, inH, inW] = padded.shape;
+  const u = s.adopt(heap.makeOutput([16, cin, cout], 'float32'));
+  winogradFilter(
+    heap.typedArrayFromHeap(filter) as Float32Array,
+    heap.typedArrayFromHeap(u) as Float32Array,
+    cin,
+    cout,
+  );
+  const perImage = tilesH * tilesW;
+  const group = Math.max(1, Math.min(batchSize, Math.floor(WINOGRAD_TILES / perImage)));
+  const v = s.adopt(heap.makeOutput([16, group * perImage, cin], 'float32'));
+  const m = s.adopt(heap.makeOutput([16, group * perImage, cout], 'float32'));
+  const out = heap.makeOutput(info.outShape, 'float32');
+  const [pu, pv, pm, pIn, pOut] = [u, v, m, padded, out].map((t) => addressOf(heap, t));
+  const pBias = bias ? addressOf(heap, bias) : 0;
+  const product = kernels['convForward4x8'];
+  for (let n = 0; n < batchSize; n += group) {
+    const images = Math.min(group, batchSize - n);
+    const tiles = images * perImage;
+    kernels.winogradInput(pIn + n * inH * inW * cin * 4, pv, images, inH, inW, cin, tilesH, tilesW);
+    for (let p = 0; p < 16; p++) {
+      // M[p] (tiles x cout) = V[p] (tiles x cin) U[p] (cin x cout): a 1x1 convolution.
+      product(
+        ...convArgs(pv + p * tiles * cin * 4, pu + p * cin * cout * 4, pm + p * tiles * cout * 4, {
+          batch: 1,
+          inH: 1,
+          inW: tiles,
+          cin,
+          outH: 1,
+          outW: tiles,
+          cout,
+          fh: 1,
+          fw: 1,
+          sh: 1,
+          sw: 1,
+          dh: 1,
+          dw: 1,
+          top: 0,
+          left: 0,
+        }),
+        0,
+        0,
+      );
+    }
+    kernels.winogradOutput(
+      pm,
+      pOut + n * outHeight * outWidth * cout * 4,
+      pBias,
+      relu ? 1 : 0,
+      images,
+      outHeight,
+      outWidth,
+      cout,
+      tilesH,
+      tilesW,
+    );
+  }
+  return out;
+}
+
 /**
  * Conv2D and FusedConv2D on the heap: the input padded once, then one register-blocked SIMD pass
  * with the bias and ReLU applied as each output block is stored. Shapes the kernel has no block
@@ -430,6 +577,11 @@ function heapConv2D(native: tf.KernelFunc): (args: KernelArgs) => Info {
       a.pad,
       a.dimRoundingMode,
     );
+    if (winogradFits(info)) {
+      return scoped(backend, (s) =>
+        winogradConv2D(s, heap, kernels, x, filter, info, bias, activation === 'relu'),
+      );
+    }
     const block = CONV_FORWARD_BLOCKS.find(([p, c]) => info.outWidth >= p && outChannels % c === 0);
     if (!block) return native({ inputs, attrs, backend } as never) as Info;
     return scoped(backend, (s) => {
