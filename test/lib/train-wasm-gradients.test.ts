@@ -265,9 +265,9 @@ function gradientSuite(heap: boolean): void {
       // tolerance, while a wrong transform coefficient is off by the size of the values.
       const winogradCases: Array<{ x: number[]; f: number[]; pad: 'same' | 'valid'; grads?: boolean }> = [
         // Odd output (7x7): the last tile of each row and column is half outside.
-        { x: [2, 9, 9, 4], f: [3, 3, 4, 8], pad: 'valid', grads: true },
-        // dx: a Winograd convolution of dy (16 channels in, 8 out).
-        { x: [3, 8, 7, 8], f: [3, 3, 8, 16], pad: 'same', grads: true },
+        { x: [2, 9, 9, 16], f: [3, 3, 16, 32], pad: 'valid', grads: true },
+        // dx: a Winograd convolution of dy (64 channels in, 8 out).
+        { x: [3, 8, 7, 8], f: [3, 3, 8, 64], pad: 'same', grads: true },
         // The MNIST CNN's second convolution: several groups of images (outputs only: the cpu
         // backend takes tens of seconds for its gradients).
         { x: [9, 13, 13, 32], f: [3, 3, 32, 64], pad: 'valid' },
@@ -318,17 +318,19 @@ function gradientSuite(heap: boolean): void {
       it('takes the direct kernel where Winograd does not apply, and when Winograd is turned off', async () => {
         await useBackend(['wasm']);
         assert.equal(
-          conv2DPath([2, 9, 9, 3], [3, 3, 3, 8], 1, 'valid'),
+          conv2DPath([2, 9, 9, 63], [3, 3, 63, 32], 1, 'valid'),
           'direct',
           'input channels not in fours',
         );
-        assert.equal(conv2DPath([2, 9, 9, 4], [3, 3, 4, 8], 2, 'valid'), 'direct', 'strided');
-        assert.equal(conv2DPath([2, 9, 9, 4], [3, 3, 4, 8], 1, 'valid', 2), 'direct', 'dilated');
-        assert.equal(conv2DPath([2, 9, 9, 4], [5, 5, 4, 8], 1, 'valid'), 'direct', '5x5');
-        assert.equal(conv2DPath([2, 4, 4, 4], [3, 3, 4, 8], 1, 'valid'), 'direct', 'one tile an image');
+        assert.equal(conv2DPath([2, 9, 9, 16], [3, 3, 16, 16], 1, 'valid'), 'direct', 'few channels');
+        assert.equal(conv2DPath([2, 9, 9, 32], [3, 3, 32, 32], 2, 'valid'), 'direct', 'strided');
+        assert.equal(conv2DPath([2, 9, 9, 32], [3, 3, 32, 32], 1, 'valid', 2), 'direct', 'dilated');
+        assert.equal(conv2DPath([2, 9, 9, 32], [5, 5, 32, 32], 1, 'valid'), 'direct', '5x5');
+        assert.equal(conv2DPath([2, 4, 4, 32], [3, 3, 32, 32], 1, 'valid'), 'direct', 'one tile an image');
+        assert.equal(conv2DPath([2, 9, 9, 32], [3, 3, 32, 32], 1, 'valid'), 'winograd');
         const previous = useWinograd(false);
         try {
-          assert.equal(conv2DPath([2, 9, 9, 4], [3, 3, 4, 8], 1, 'valid'), 'direct');
+          assert.equal(conv2DPath([2, 9, 9, 32], [3, 3, 32, 32], 1, 'valid'), 'direct');
         } finally {
           useWinograd(previous);
         }
