@@ -9,7 +9,10 @@
  * - addRows: a bias added over the last axis, one pass;
  * - convForward: Conv2D with the bias and ReLU fused into its stores;
  * - convFilterGrad / convInputGrad: the two Conv2D gradients as register-blocked SIMD loops
- *   (every convolution kernel takes the parameters CONV_PARAMS describes).
+ *   (every convolution kernel takes the parameters CONV_PARAMS describes);
+ * - winogradInput / winogradOutput / winogradOutputGrad: the tile transforms of Winograd
+ *   F(2x2, 3x3) for 3x3 stride-1 convolutions and their filter gradient (the products between
+ *   them run on convForward and convFilterGrad as 1x1 convolutions).
  * Addresses are byte offsets on the shared heap; shapes and strides are element counts.
  */
 import {
@@ -961,18 +964,130 @@ function winogradOutput(): FunctionSpec {
   };
 }
 
+/** G of Winograd F(2x2, 3x3): the filter transform is G g G^T. */
+const WINOGRAD_G = [
+  [1, 0, 0],
+  [0.5, 0.5, 0.5],
+  [0.5, -0.5, 0.5],
+  [0, 0, 1],
+];
+
+/**
+ * winogradOutputGrad(dy, m, batch, outH, outW, cout, tilesH, tilesW): the output transform's
+ * gradient, A dY A^T, of each tile's 2x2 block of dy (zero outside outH x outW) into 16 planes
+ * [16, tiles, cout] laid out as winogradOutput reads them (for the filter gradient: the sum over
+ * tiles of V[p]^T times plane p is the gradient of the transformed filter).
+ */
+function winogradOutputGrad(): FunctionSpec {
+  const names = ['dy', 'm', 'batch', 'outH', 'outW', 'cout', 'tilesH', 'tilesW'] as const;
+  const ints = ['n', 'th', 'tw', 'k', 't', 'q', 'plane', 'pd', 'oh', 'ow', 'ostep', 'rstep'] as const;
+  const W: Record<(typeof names)[number] | (typeof ints)[number], number> = Object.fromEntries(
+    [...names, ...ints].map((name, i) => [name, i]),
+  ) as never;
+  const first = names.length + ints.length;
+  const y = [first, first + 1, first + 2, first + 3];
+  const r = (i: number, j: number): number => first + 4 + i * 2 + j;
+  const add4 = op.f32x4Add;
+  const sub4 = op.f32x4Sub;
+  const load = (v: number, cond: Code | undefined, address: Code): Code =>
+    cond === undefined
+      ? set(v, op.v128Load(address))
+      : op.if(cond, set(v, op.v128Load(address)), set(v, op.v128Zero()));
+  const right = op.ltS(add(get(W.ow), i32(1)), get(W.outW));
+  const below = op.ltS(add(get(W.oh), i32(1)), get(W.outH));
+  const body: Code[] = [
+    set(
+      W.pd,
+      at4(
+        get(W.dy),
+        add(mul(index(get(W.n), [get(W.outH), get(W.oh)], [get(W.outW), get(W.ow)]), get(W.cout)), get(W.k)),
+      ),
+    ),
+    load(y[0], undefined, get(W.pd)),
+    load(y[1], right, add(get(W.pd), get(W.ostep))),
+    load(y[2], below, add(get(W.pd), get(W.rstep))),
+    load(y[3], op.and(right, below), add(add(get(W.pd), get(W.rstep)), get(W.ostep))),
+    // R = A Y (4 x 2): rows Y0, Y0 + Y1, Y0 - Y1, -Y1.
+    ...[0, 1].flatMap((j) => [
+      set(r(0, j), get(y[j])),
+      set(r(1, j), add4(get(y[j]), get(y[2 + j]))),
+      set(r(2, j), sub4(get(y[j]), get(y[2 + j]))),
+      set(r(3, j), sub4(op.v128Zero(), get(y[2 + j]))),
+    ]),
+    set(W.q, at4(get(W.m), add(mul(get(W.t), get(W.cout)), get(W.k)))),
+  ];
+  // dM = R A^T: row i is r0, r0 + r1, r0 - r1, -r1.
+  for (let i = 0; i < 4; i++) {
+    const row = [
+      get(r(i, 0)),
+      add4(get(r(i, 0)), get(r(i, 1))),
+      sub4(get(r(i, 0)), get(r(i, 1))),
+      sub4(op.v128Zero(), get(r(i, 1))),
+    ];
+    for (let j = 0; j < 4; j++) {
+      body.push(op.v128Store(get(W.q), row[j]));
+      if (i * 4 + j < 15) body.push(set(W.q, add(get(W.q), get(W.plane))));
+    }
+  }
+  return {
+    name: 'winogradOutputGrad',
+    params: new Array<ValueType>(names.length).fill(I32),
+    locals: [...new Array<ValueType>(ints.length).fill(I32), ...new Array<ValueType>(12).fill(V128)],
+    body: [
+      set(W.ostep, mul(get(W.cout), i32(4))),
+      set(W.rstep, mul(get(W.outW), get(W.ostep))),
+      set(W.plane, mul(mul(mul(mul(get(W.batch), get(W.tilesH)), get(W.tilesW)), get(W.cout)), i32(4))),
+      set(W.t, i32(0)),
+      op.for(
+        W.n,
+        i32(0),
+        get(W.batch),
+        op.for(W.th, i32(0), get(W.tilesH), [
+          set(W.oh, mul(get(W.th), i32(2))),
+          op.for(W.tw, i32(0), get(W.tilesW), [
+            set(W.ow, mul(get(W.tw), i32(2))),
+            op.for(W.k, i32(0), get(W.cout), body, 4),
+            set(W.t, add(get(W.t), i32(1))),
+          ]),
+        ]),
+      ),
+    ],
+  };
+}
+
+/**
+ * The filter gradient from the transformed filter's (du, [16, cin, cout]) into dg
+ * ([3, 3, cin, cout]): dg = G^T du G for each channel pair.
+ */
+export function winogradFilterGrad(du: Float32Array, dg: Float32Array, cin: number, cout: number): void {
+  const pairs = cin * cout;
+  const t = new Float64Array(12);
+  for (let at = 0; at < pairs; at++) {
+    // t = G^T du (3 x 4)
+    for (let a = 0; a < 3; a++) {
+      for (let j = 0; j < 4; j++) {
+        let sum = 0;
+        for (let i = 0; i < 4; i++) sum += WINOGRAD_G[i][a] * du[(i * 4 + j) * pairs + at];
+        t[a * 4 + j] = sum;
+      }
+    }
+    for (let a = 0; a < 3; a++) {
+      for (let b = 0; b < 3; b++) {
+        let sum = 0;
+        for (let j = 0; j < 4; j++) sum += t[a * 4 + j] * WINOGRAD_G[j][b];
+        dg[(a * 3 + b) * pairs + at] = sum;
+      }
+    }
+  }
+}
+
 /**
  * The Winograd F(2x2, 3x3) transform of a [3, 3, cin, cout] filter g into u, [16, cin, cout]:
  * u[i * 4 + j] = (G g G^T)[i, j] for each channel pair (plain arithmetic, once per call).
  */
 export function winogradFilter(g: Float32Array, u: Float32Array, cin: number, cout: number): void {
   const pairs = cin * cout;
-  const G = [
-    [1, 0, 0],
-    [0.5, 0.5, 0.5],
-    [0.5, -0.5, 0.5],
-    [0, 0, 1],
-  ];
+  const G = WINOGRAD_G;
   const t = new Float64Array(12);
   for (let at = 0; at < pairs; at++) {
     // t = G g (4 x 3), g[a][b] at ((a * 3 + b) * pairs + at)
@@ -1021,6 +1136,7 @@ export interface HeapKernels {
   addRows(x: number, b: number, out: number, rows: number, cols: number): void;
   winogradInput(...args: number[]): void;
   winogradOutput(...args: number[]): void;
+  winogradOutputGrad(...args: number[]): void;
   [conv: `convForward${number}x${number}` | `convFilterGrad${number}x${number}` | `convInputGrad${number}`]: (
     ...args: number[]
   ) => void;
@@ -1038,6 +1154,7 @@ const FUNCTIONS = [
   ...CONV_FORWARD_BLOCKS.map(([p, c]) => convForward(p, c / 4)),
   winogradInput(),
   winogradOutput(),
+  winogradOutputGrad(),
 ];
 const instances = new WeakMap<WebAssembly.Memory, HeapKernels | null>();
 

@@ -268,6 +268,8 @@ function gradientSuite(heap: boolean): void {
         { x: [2, 9, 9, 16], f: [3, 3, 16, 32], pad: 'valid', grads: true },
         // dx: a Winograd convolution of dy (64 channels in, 8 out).
         { x: [3, 8, 7, 8], f: [3, 3, 8, 64], pad: 'same', grads: true },
+        // The filter gradient by Winograd too (1024 channel pairs), 7x5 outputs.
+        { x: [2, 7, 5, 32], f: [3, 3, 32, 32], pad: 'same', grads: true },
         // The MNIST CNN's second convolution: several groups of images (outputs only: the cpu
         // backend takes tens of seconds for its gradients).
         { x: [9, 13, 13, 32], f: [3, 3, 32, 64], pad: 'valid' },
@@ -305,8 +307,21 @@ function gradientSuite(heap: boolean): void {
               `${activation ?? 'plain'}: max abs diff ${diff}`,
             );
           }
-          // dx is a 3x3 stride-1 convolution of dy too (Winograd again); dfilter stays direct.
+          // dx is a 3x3 stride-1 convolution of dy too (Winograd again); dfilter by Winograd
+          // from 1024 channel pairs on.
           if (!c.grads) return;
+          const [cin, cout] = [c.f[2], c.f[3]];
+          assert.equal(
+            conv2DPath(
+              c.x as [number, number, number, number],
+              c.f as [number, number, number, number],
+              1,
+              c.pad,
+              1,
+              true,
+            ),
+            cin * cout >= 1024 ? 'winograd' : 'direct',
+          );
           await compare(
             'Winograd conv2d',
             () => [filled(c.x, 74), filled(c.f, 75)],
@@ -328,6 +343,12 @@ function gradientSuite(heap: boolean): void {
         assert.equal(conv2DPath([2, 9, 9, 32], [5, 5, 32, 32], 1, 'valid'), 'direct', '5x5');
         assert.equal(conv2DPath([2, 4, 4, 32], [3, 3, 32, 32], 1, 'valid'), 'direct', 'one tile an image');
         assert.equal(conv2DPath([2, 9, 9, 32], [3, 3, 32, 32], 1, 'valid'), 'winograd');
+        assert.equal(
+          conv2DPath([2, 9, 9, 16], [3, 3, 16, 32], 1, 'valid', 1, true),
+          'direct',
+          'filter gradient',
+        );
+        assert.equal(conv2DPath([2, 9, 9, 32], [3, 3, 32, 32], 1, 'valid', 1, true), 'winograd');
         const previous = useWinograd(false);
         try {
           assert.equal(conv2DPath([2, 9, 9, 32], [3, 3, 32, 32], 1, 'valid'), 'direct');
