@@ -420,7 +420,21 @@ function conv2DBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
 }
 
 /** Images per pass of the Winograd path: about this many tiles, so its planes stay in cache. */
-const WINOGRAD_TILES = 256;
+let WINOGRAD_TILES = 256;
+
+/** Tiles the Winograd filter gradient transforms at once (bounds its scratch memory). */
+let WINOGRAD_CHUNK_TILES = 2048;
+
+/**
+ * Sets the tiles of a Winograd pass and of a filter-gradient chunk (for tests that need several
+ * of them on small tensors); returns the previous sizes.
+ */
+export function setWinogradTiles(sizes: { pass: number; chunk: number }): { pass: number; chunk: number } {
+  const previous = { pass: WINOGRAD_TILES, chunk: WINOGRAD_CHUNK_TILES };
+  WINOGRAD_TILES = sizes.pass;
+  WINOGRAD_CHUNK_TILES = sizes.chunk;
+  return previous;
+}
 
 /**
  * Fewest input x output channel pairs for which the Winograd path pays (measured side by side
@@ -603,43 +617,65 @@ function winogradFilterGradient(
   const padded = winogradPad(s, x, info, tilesH, tilesW);
   const [, inH, inW] = padded.shape;
   const perImage = tilesH * tilesW;
-  const tiles = batchSize * perImage;
-  const v = s.adopt(heap.makeOutput([16, tiles, cin], 'float32'));
-  const m = s.adopt(heap.makeOutput([16, tiles, cout], 'float32'));
-  const du = s.adopt(heap.makeOutput([16, cin, cout], 'float32'));
-  const out = heap.makeOutput([3, 3, cin, cout], 'float32');
-  const [pv, pm, pu] = [v, m, du].map((t) => addressOf(heap, t));
-  kernels.winogradInput(addressOf(heap, padded), pv, batchSize, inH, inW, cin, tilesH, tilesW);
-  kernels.winogradOutputGrad(addressOf(heap, dy), pm, batchSize, outHeight, outWidth, cout, tilesH, tilesW);
-  // Images per pass of the product kernel: the most that divide the batch within WINOGRAD_TILES.
+  // Images per pass of the product kernel: the most that divide the batch within WINOGRAD_TILES;
+  // passes per chunk of images transformed at once: as many as fit WINOGRAD_CHUNK_TILES.
   let group = 1;
   for (let k = 1; k <= batchSize && k * perImage <= WINOGRAD_TILES; k++) if (batchSize % k === 0) group = k;
+  const chunk = group * Math.max(1, Math.floor(WINOGRAD_CHUNK_TILES / (group * perImage)));
+  const most = Math.min(chunk, batchSize) * perImage;
+  const v = s.adopt(heap.makeOutput([16, most, cin], 'float32'));
+  const m = s.adopt(heap.makeOutput([16, most, cout], 'float32'));
+  const du = s.adopt(heap.makeOutput([16, cin, cout], 'float32'));
+  const out = heap.makeOutput([3, 3, cin, cout], 'float32');
+  const [pv, pm, pu, pIn, pDy] = [v, m, du, padded, dy].map((t) => addressOf(heap, t));
   const block = CONV_FILTER_BLOCKS.find(([i, o]) => cin % i === 0 && cout % o === 0) as readonly [
     number,
     number,
   ];
   const product = kernels[`convFilterGrad${block[0]}x${block[1]}`];
-  for (let p = 0; p < 16; p++) {
-    product(
-      ...convArgs(pv + p * tiles * cin * 4, pm + p * tiles * cout * 4, pu + p * cin * cout * 4, {
-        batch: batchSize / group,
-        inH: 1,
-        inW: group * perImage,
-        cin,
-        outH: 1,
-        outW: group * perImage,
-        cout,
-        fh: 1,
-        fw: 1,
-        sh: 1,
-        sw: 1,
-        dh: 1,
-        dw: 1,
-        top: 0,
-        left: 0,
-      }),
+  // Over several chunks, dU is summed here (in f64).
+  const total = batchSize > chunk ? new Float64Array(16 * cin * cout) : undefined;
+  for (let n = 0; n < batchSize; n += chunk) {
+    const images = Math.min(chunk, batchSize - n);
+    const tiles = images * perImage;
+    kernels.winogradInput(pIn + n * inH * inW * cin * 4, pv, images, inH, inW, cin, tilesH, tilesW);
+    kernels.winogradOutputGrad(
+      pDy + n * outHeight * outWidth * cout * 4,
+      pm,
+      images,
+      outHeight,
+      outWidth,
+      cout,
+      tilesH,
+      tilesW,
     );
+    for (let p = 0; p < 16; p++) {
+      product(
+        ...convArgs(pv + p * tiles * cin * 4, pm + p * tiles * cout * 4, pu + p * cin * cout * 4, {
+          batch: images / group,
+          inH: 1,
+          inW: group * perImage,
+          cin,
+          outH: 1,
+          outW: group * perImage,
+          cout,
+          fh: 1,
+          fw: 1,
+          sh: 1,
+          sw: 1,
+          dh: 1,
+          dw: 1,
+          top: 0,
+          left: 0,
+        }),
+      );
+    }
+    if (total) {
+      const part = heap.typedArrayFromHeap(du) as Float32Array;
+      for (let i = 0; i < total.length; i++) total[i] += part[i];
+    }
   }
+  if (total) (heap.typedArrayFromHeap(du) as Float32Array).set(total);
   winogradFilterGrad(
     heap.typedArrayFromHeap(du) as Float32Array,
     heap.typedArrayFromHeap(out) as Float32Array,

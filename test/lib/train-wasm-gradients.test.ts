@@ -4,6 +4,7 @@ import { convArgs, heapKernelsFor } from '../../lib/train/heap-kernels';
 import {
   conv2DPath,
   registerWasmGradients,
+  setWinogradTiles,
   useHeapKernels,
   useWinograd,
 } from '../../lib/train/wasm-gradients';
@@ -329,6 +330,20 @@ function gradientSuite(heap: boolean): void {
           );
         });
       }
+
+      it('Winograd over several passes and chunks of images (forward, dx and dfilter) matches cpu', async () => {
+        // 9 tiles an image: one image a pass, the filter gradient in chunks of 2 + 2 + 1 images.
+        const previous = setWinogradTiles({ pass: 9, chunk: 18 });
+        try {
+          await compare(
+            'Winograd conv2d in chunks',
+            () => [filled([5, 6, 6, 32], 81), filled([3, 3, 32, 32], 82)],
+            (x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'),
+          );
+        } finally {
+          setWinogradTiles(previous);
+        }
+      });
 
       it('takes the direct kernel where Winograd does not apply, and when Winograd is turned off', async () => {
         await useBackend(['wasm']);
