@@ -185,8 +185,10 @@ export interface ParallelOptions {
   /** Longest a step may wait for the helpers. */
   stepTimeoutMs?: number;
   /**
-   * Split each batch by the threads' measured speeds (default), or always evenly (for
-   * side-by-side measurements).
+   * Split each batch by the threads' measured speeds instead of evenly. Off by default: on the
+   * shared 2-core development machine a shard's time followed the CPU time it got, not its rows,
+   * and the balanced split measured 0.87-0.89x the even one's speed in 2 of 3 runs
+   * (`npm run bench:train-profile`).
    */
   balance?: boolean;
 }
@@ -425,7 +427,7 @@ export class ParallelTrainer {
         this.helperBusy[t] = total;
       }
       const rows = bounds[t + 1] - bounds[t];
-      if (rows > 0 && busy > 0 && this.options.balance !== false) {
+      if (rows > 0 && busy > 0 && this.options.balance === true) {
         this.speeds[t] += SPEED_SMOOTHING * (rows / busy - this.speeds[t]);
       }
     }
