@@ -2,17 +2,19 @@
  * Where does a training step's time go? Runs training steps of the classic MNIST CNN and of an
  * LSTM(64) forecaster on the wasm backend (one thread) under tf.profile and prints, per kernel,
  * the milliseconds per step and the share of the step (forward and gradient kernels alike), side
- * by side in one run: with the compiled heap kernels and with the composed / JavaScript paths
- * they replace (alternating rounds, medians), plus the unprofiled step time of each.
+ * by side in one run: with the compiled heap kernels (3x3 stride-1 convolutions by Winograd and
+ * by the direct kernel) and with the composed / JavaScript paths they replace (alternating rounds,
+ * medians), plus the unprofiled step time of each.
  *
- * Usage: npm run bench:train-profile [-- --steps 5 --batch 64 --rounds 3]
+ * Usage: npm run bench:train-profile [-- --steps 5 --batch 64 --rounds 3 --parallel-steps 10 --split-only]
  */
 import os from 'node:os';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { tf } from '../lib/models/runtime/tfjs';
 import { buildModel, lossFor, type ArchitectureName } from '../lib/train/architectures';
+import { COORDINATOR_PHASES, HELPER_PHASES, ParallelTrainer, type StepProfile } from '../lib/train/parallel';
 import { prepareBackend } from '../lib/train/trainer';
-import { useHeapKernels } from '../lib/train/wasm-gradients';
+import { useHeapKernels, useWinograd } from '../lib/train/wasm-gradients';
 import { numberArg } from './cli';
 
 interface Case {
@@ -67,12 +69,14 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
       : tf.randomUniform([batch, c.outputSize]);
   const loss = lossFor(task);
   const sides = [
-    { name: 'composed / JS', heap: false },
-    { name: 'heap kernels', heap: true },
+    { name: 'composed / JS', heap: false, winograd: false },
+    { name: 'heap, direct', heap: true, winograd: false },
+    { name: 'heap, Winograd', heap: true, winograd: true },
   ];
   const run = () => step(model, optimizer, x, y, loss);
   for (const side of sides) {
     useHeapKernels(side.heap);
+    useWinograd(side.winograd);
     for (let i = 0; i < 2; i++) run();
   }
   // Per side: per-kernel milliseconds per step and unprofiled step times, one list entry a round.
@@ -81,6 +85,7 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
   for (let round = 0; round < rounds; round++) {
     for (const [s, side] of sides.entries()) {
       useHeapKernels(side.heap);
+      useWinograd(side.winograd);
       const started = performance.now();
       for (let i = 0; i < steps; i++) run();
       await tf.ready();
@@ -97,11 +102,12 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
     }
   }
   useHeapKernels(true);
+  useWinograd(true);
   const of = (s: number, name: string): number => median(kernels[s].get(name) ?? [0]);
-  const names = [...new Set([...kernels[0].keys(), ...kernels[1].keys()])].sort(
-    (p, q) => Math.max(of(0, q), of(1, q)) - Math.max(of(0, p), of(1, p)),
-  );
+  const peak = (name: string): number => Math.max(...sides.map((_, s) => of(s, name)));
+  const names = [...new Set(kernels.flatMap((k) => [...k.keys()]))].sort((p, q) => peak(q) - peak(p));
   const total = (s: number): number => names.reduce((sum, name) => sum + of(s, name), 0);
+  const last = sides.length - 1;
   console.log(
     `\n${c.title}, batch ${batch}, wasm, one thread; medians of ${rounds} rounds of ${steps} steps`,
   );
@@ -112,16 +118,19 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
       .join(' ')}`,
   );
   console.log(
-    `step (unprofiled): ${median(walls[0]).toFixed(1)} ms composed / JS, ${median(walls[1]).toFixed(1)} ms heap kernels (${(
-      median(walls[0]) / median(walls[1])
-    ).toFixed(2)}x)\n`,
+    `step (unprofiled): ${sides
+      .map((side, s) => `${median(walls[s]).toFixed(1)} ms ${side.name}`)
+      .join(', ')} (${(median(walls[0]) / median(walls[last])).toFixed(2)}x)\n`,
   );
-  console.log('kernel                        | composed / JS ms | heap kernels ms | share (heap)');
-  console.log('------------------------------|------------------|-----------------|-------------');
+  const cell = (text: string): string => text.padStart(15);
+  console.log(
+    `${'kernel'.padEnd(30)}|${sides.map((side) => ` ${cell(`${side.name} ms`)} |`).join('')} share (last)`,
+  );
+  console.log(`${'-'.repeat(30)}|${sides.map(() => `${'-'.repeat(17)}|`).join('')}-------------`);
   for (const name of names.slice(0, 18)) {
     console.log(
-      `${name.padEnd(30)}| ${of(0, name).toFixed(2).padStart(16)} | ${of(1, name).toFixed(2).padStart(15)} | ${(
-        (of(1, name) / total(1)) *
+      `${name.padEnd(30)}|${sides.map((_, s) => ` ${cell(of(s, name).toFixed(2))} |`).join('')} ${(
+        (of(last, name) / total(last)) *
         100
       )
         .toFixed(1)
@@ -129,11 +138,108 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
     );
   }
   console.log(
-    `${'all kernels'.padEnd(30)}| ${total(0).toFixed(2).padStart(16)} | ${total(1).toFixed(2).padStart(15)} |`,
+    `${'all kernels'.padEnd(30)}|${sides.map((_, s) => ` ${cell(total(s).toFixed(2))} |`).join('')}`,
   );
   tf.dispose([x, y]);
   model.dispose();
   optimizer.dispose();
+}
+
+/**
+ * The data-parallel step split: where each thread's time goes per step of the MNIST CNN at
+ * `threads` threads (this thread: writing weights and batch to shared memory, its own shard,
+ * waiting for the helpers, summing their gradients, the optimizer step; each helper: waking,
+ * reading weights and shard, its shard, writing its gradients), with the batch split evenly and
+ * by the threads' measured speeds, next to the one-thread step, alternating rounds in one run.
+ */
+async function parallelSplit(threads: number, steps: number, batch: number, rounds: number): Promise<void> {
+  const c = CASES[0];
+  const model = buildModel(c.arch, {
+    inputShape: c.inputShape,
+    outputSize: c.outputSize,
+    ...c.sizes,
+    seed: 1,
+  });
+  const loss = lossFor('classification');
+  model.compile({ optimizer: tf.train.adam(0.001), loss, metrics: ['accuracy'] });
+  const core = (model as unknown as { model: { makeTrainFunction: unknown } }).model;
+  const ownTrainFunction = core.makeTrainFunction;
+  const x = tf.randomUniform([batch * steps, ...c.inputShape]);
+  const y = tf.cast(
+    tf.oneHot(tf.randomUniform([batch * steps], 0, c.outputSize, 'int32'), c.outputSize),
+    'float32',
+  );
+  const fit = async (): Promise<number> => {
+    const started = performance.now();
+    await model.fit(x, y, { batchSize: batch, epochs: 1, shuffle: false, verbose: 0 });
+    return (performance.now() - started) / steps;
+  };
+  const sides = ['1 thread', `${threads} threads, even`, `${threads} threads, balanced`];
+  const walls = sides.map((): number[] => []);
+  const profiles: Array<{ before: StepProfile; after: StepProfile; split: number[] }> = [];
+  const trainers = await Promise.all(
+    [false, true].map((balance) =>
+      ParallelTrainer.start(model, {
+        threads,
+        backend: 'wasm',
+        loss,
+        metrics: ['accuracy'],
+        inputShape: c.inputShape,
+        targetShape: [c.outputSize],
+        maxRows: batch,
+        balance,
+      }),
+    ),
+  );
+  try {
+    for (let round = 0; round <= rounds; round++) {
+      for (const [s] of sides.entries()) {
+        core.makeTrainFunction = ownTrainFunction;
+        const trainer = s > 0 ? trainers[s - 1] : undefined;
+        trainer?.install();
+        const before = trainer?.profile();
+        const ms = await fit();
+        // Round 0 warms up (and lets the balanced split find the threads' speeds).
+        if (round === 0) continue;
+        walls[s].push(ms);
+        if (trainer && before && round === rounds) {
+          profiles.push({ before, after: trainer.profile(), split: trainer.nextSplit(batch) });
+        }
+      }
+    }
+    console.log(
+      `\nData-parallel MNIST CNN step, batch ${batch}, medians of ${rounds} rounds of ${steps} steps: ${sides
+        .map(
+          (side, s) =>
+            `${side} ${median(walls[s]).toFixed(1)} ms (${(median(walls[0]) / median(walls[s])).toFixed(2)}x)`,
+        )
+        .join(', ')}`,
+    );
+    console.log(
+      `load average ${os
+        .loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}; ms per step in the last round:`,
+    );
+    profiles.forEach(({ before, after, split }, i) => {
+      const n = after.steps - before.steps;
+      const per = (a: number, b: number): string => ((a - b) / n).toFixed(2).padStart(7);
+      console.log(`${sides[i + 1]} (rows per thread next: ${split.join(' + ')})`);
+      console.log(
+        `  this thread: ${COORDINATOR_PHASES.map((p) => `${p} ${per(after.coordinator[p], before.coordinator[p])}`).join(' |')}`,
+      );
+      after.helpers.forEach((h, k) =>
+        console.log(
+          `  helper ${k + 1}:    ${HELPER_PHASES.map((p) => `${p} ${per(h[p], before.helpers[k][p])}`).join(' |')}`,
+        ),
+      );
+    });
+  } finally {
+    core.makeTrainFunction = ownTrainFunction;
+    await Promise.all(trainers.map((t) => t.close()));
+    tf.dispose([x, y]);
+    model.dispose();
+  }
 }
 
 async function main(): Promise<void> {
@@ -142,7 +248,8 @@ async function main(): Promise<void> {
   const steps = numberArg('steps', 5);
   const batch = numberArg('batch', 64);
   const rounds = numberArg('rounds', 3);
-  for (const c of CASES) await profile(c, steps, batch, rounds);
+  if (!process.argv.includes('--split-only')) for (const c of CASES) await profile(c, steps, batch, rounds);
+  await parallelSplit(Math.max(2, os.availableParallelism()), numberArg('parallel-steps', 10), batch, rounds);
 }
 
 main().catch((err: unknown) => {

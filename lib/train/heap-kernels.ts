@@ -9,7 +9,10 @@
  * - addRows: a bias added over the last axis, one pass;
  * - convForward: Conv2D with the bias and ReLU fused into its stores;
  * - convFilterGrad / convInputGrad: the two Conv2D gradients as register-blocked SIMD loops
- *   (every convolution kernel takes the parameters CONV_PARAMS describes).
+ *   (every convolution kernel takes the parameters CONV_PARAMS describes);
+ * - winogradInput / winogradOutput / winogradOutputGrad: the tile transforms of Winograd
+ *   F(2x2, 3x3) for 3x3 stride-1 convolutions and their filter gradient (the products between
+ *   them run on convForward and convFilterGrad as 1x1 convolutions).
  * Addresses are byte offsets on the shared heap; shapes and strides are element counts.
  */
 import {
@@ -776,6 +779,333 @@ function convInputGrad(vectors: number): FunctionSpec {
   };
 }
 
+/**
+ * Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions: each 2x2 block of outputs (a tile) is
+ * computed from the 4x4 input patch d around it as A^T [(G g G^T) . (B^T d B)] A, 16 products
+ * per channel pair where the direct kernel takes 36. The transformed filter U = G g G^T is
+ * [16, cin, cout]; the transformed input V = B^T d B of every tile is laid out as 16 planes
+ * [16, tiles, cin], so that each plane's products M[p] = V[p] U[p] are one plain matrix product
+ * (the forward kernel as a 1x1 convolution); the output transform folds M back into 2x2 outputs.
+ * Channels run four at a time (cin and cout divide by 4).
+ *
+ * winogradInput(a, v, batch, inH, inW, cin, tilesH, tilesW): a is the input already padded to
+ * at least 2 * tiles + 2 rows and columns; tile t = (n * tilesH + th) * tilesW + tw reads the
+ * patch whose top left corner is (2 th, 2 tw), and plane p of v starts p * tiles * cin floats in.
+ */
+function winogradInput(): FunctionSpec {
+  const names = ['a', 'v', 'batch', 'inH', 'inW', 'cin', 'tilesH', 'tilesW'] as const;
+  const ints = ['n', 'th', 'tw', 'c', 't', 'pa', 'q', 'row', 'col', 'plane'] as const;
+  const W: Record<(typeof names)[number] | (typeof ints)[number], number> = Object.fromEntries(
+    [...names, ...ints].map((name, i) => [name, i]),
+  ) as never;
+  const first = names.length + ints.length;
+  const d = (i: number, j: number): number => first + i * 4 + j;
+  const tmp = first + 16;
+  const sub4 = op.f32x4Sub;
+  const add4 = op.f32x4Add;
+  /** B^T applied to four values x0..x3 (in locals), in place. */
+  const bt = (x: number[]): Code[] => [
+    set(x[0], sub4(get(x[0]), get(x[2]))),
+    set(x[3], sub4(get(x[1]), get(x[3]))),
+    set(tmp, get(x[1])),
+    set(x[1], add4(get(tmp), get(x[2]))),
+    set(x[2], sub4(get(x[2]), get(tmp))),
+  ];
+  const body: Code[] = [];
+  for (let i = 0; i < 4; i++) {
+    body.push(set(W.q, i === 0 ? get(W.pa) : add(get(W.pa), mul(get(W.row), i32(i)))));
+    for (let j = 0; j < 4; j++) {
+      body.push(set(d(i, j), op.v128Load(j === 0 ? get(W.q) : add(get(W.q), mul(get(W.col), i32(j))))));
+    }
+  }
+  for (let j = 0; j < 4; j++) body.push(...bt([0, 1, 2, 3].map((i) => d(i, j))));
+  for (let i = 0; i < 4; i++) body.push(...bt([0, 1, 2, 3].map((j) => d(i, j))));
+  body.push(set(W.q, at4(get(W.v), add(mul(get(W.t), get(W.cin)), get(W.c)))));
+  for (let p = 0; p < 16; p++) {
+    body.push(op.v128Store(get(W.q), get(d(p >> 2, p & 3))));
+    if (p < 15) body.push(set(W.q, add(get(W.q), get(W.plane))));
+  }
+  return {
+    name: 'winogradInput',
+    params: new Array<ValueType>(names.length).fill(I32),
+    locals: [...new Array<ValueType>(ints.length).fill(I32), ...new Array<ValueType>(17).fill(V128)],
+    body: [
+      set(W.col, mul(get(W.cin), i32(4))),
+      set(W.row, mul(get(W.inW), get(W.col))),
+      set(W.plane, mul(mul(mul(mul(get(W.batch), get(W.tilesH)), get(W.tilesW)), get(W.cin)), i32(4))),
+      set(W.t, i32(0)),
+      op.for(
+        W.n,
+        i32(0),
+        get(W.batch),
+        op.for(
+          W.th,
+          i32(0),
+          get(W.tilesH),
+          op.for(W.tw, i32(0), get(W.tilesW), [
+            op.for(
+              W.c,
+              i32(0),
+              get(W.cin),
+              [
+                set(
+                  W.pa,
+                  at4(
+                    get(W.a),
+                    add(
+                      mul(
+                        index(
+                          get(W.n),
+                          [get(W.inH), mul(get(W.th), i32(2))],
+                          [get(W.inW), mul(get(W.tw), i32(2))],
+                        ),
+                        get(W.cin),
+                      ),
+                      get(W.c),
+                    ),
+                  ),
+                ),
+                ...body,
+              ],
+              4,
+            ),
+            set(W.t, add(get(W.t), i32(1))),
+          ]),
+        ),
+      ),
+    ],
+  };
+}
+
+/**
+ * winogradOutput(m, out, bias, relu, batch, outH, outW, cout, tilesH, tilesW): the products m
+ * ([16, tiles, cout]) folded into each tile's 2x2 outputs (those inside outH x outW), with the
+ * bias (address, 0 for none) and ReLU (1) applied as they are stored.
+ */
+function winogradOutput(): FunctionSpec {
+  const names = ['m', 'out', 'bias', 'relu', 'batch', 'outH', 'outW', 'cout', 'tilesH', 'tilesW'] as const;
+  const ints = ['n', 'th', 'tw', 'k', 't', 'q', 'plane', 'po', 'oh', 'ow', 'ostep', 'rstep'] as const;
+  const W: Record<(typeof names)[number] | (typeof ints)[number], number> = Object.fromEntries(
+    [...names, ...ints].map((name, i) => [name, i]),
+  ) as never;
+  const first = names.length + ints.length;
+  const m = (i: number, j: number): number => first + i * 4 + j;
+  const bv = first + 16;
+  const add4 = op.f32x4Add;
+  const sub4 = op.f32x4Sub;
+  const body: Code[] = [set(W.q, at4(get(W.m), add(mul(get(W.t), get(W.cout)), get(W.k))))];
+  for (let p = 0; p < 16; p++) {
+    body.push(set(m(p >> 2, p & 3), op.v128Load(get(W.q))));
+    if (p < 15) body.push(set(W.q, add(get(W.q), get(W.plane))));
+  }
+  // A^T over rows (s0j into m(0, j), s1j into m(1, j)), then over columns.
+  for (let j = 0; j < 4; j++) {
+    body.push(
+      set(m(0, j), add4(add4(get(m(0, j)), get(m(1, j))), get(m(2, j)))),
+      set(m(1, j), sub4(sub4(get(m(1, j)), get(m(2, j))), get(m(3, j)))),
+    );
+  }
+  const y: number[] = [];
+  for (let i = 0; i < 2; i++) {
+    body.push(
+      set(m(i, 3), sub4(sub4(get(m(i, 1)), get(m(i, 2))), get(m(i, 3)))),
+      set(m(i, 0), add4(add4(get(m(i, 0)), get(m(i, 1))), get(m(i, 2)))),
+    );
+    y.push(m(i, 0), m(i, 3));
+  }
+  body.push(
+    op.if(get(W.bias), set(bv, op.v128Load(at4(get(W.bias), get(W.k)))), set(bv, op.v128Zero())),
+    ...y.map((v) => set(v, add4(get(v), get(bv)))),
+    op.if(
+      get(W.relu),
+      y.map((v) => set(v, op.f32x4Max(get(v), op.v128Zero()))),
+    ),
+    set(
+      W.po,
+      at4(
+        get(W.out),
+        add(mul(index(get(W.n), [get(W.outH), get(W.oh)], [get(W.outW), get(W.ow)]), get(W.cout)), get(W.k)),
+      ),
+    ),
+    op.v128Store(get(W.po), get(y[0])),
+    op.if(op.ltS(add(get(W.ow), i32(1)), get(W.outW)), op.v128Store(add(get(W.po), get(W.ostep)), get(y[1]))),
+    op.if(op.ltS(add(get(W.oh), i32(1)), get(W.outH)), [
+      set(W.po, add(get(W.po), get(W.rstep))),
+      op.v128Store(get(W.po), get(y[2])),
+      op.if(
+        op.ltS(add(get(W.ow), i32(1)), get(W.outW)),
+        op.v128Store(add(get(W.po), get(W.ostep)), get(y[3])),
+      ),
+    ]),
+  );
+  return {
+    name: 'winogradOutput',
+    params: new Array<ValueType>(names.length).fill(I32),
+    locals: [...new Array<ValueType>(ints.length).fill(I32), ...new Array<ValueType>(17).fill(V128)],
+    body: [
+      set(W.ostep, mul(get(W.cout), i32(4))),
+      set(W.rstep, mul(get(W.outW), get(W.ostep))),
+      set(W.plane, mul(mul(mul(mul(get(W.batch), get(W.tilesH)), get(W.tilesW)), get(W.cout)), i32(4))),
+      set(W.t, i32(0)),
+      op.for(
+        W.n,
+        i32(0),
+        get(W.batch),
+        op.for(W.th, i32(0), get(W.tilesH), [
+          set(W.oh, mul(get(W.th), i32(2))),
+          op.for(W.tw, i32(0), get(W.tilesW), [
+            set(W.ow, mul(get(W.tw), i32(2))),
+            op.for(W.k, i32(0), get(W.cout), body, 4),
+            set(W.t, add(get(W.t), i32(1))),
+          ]),
+        ]),
+      ),
+    ],
+  };
+}
+
+/** G of Winograd F(2x2, 3x3): the filter transform is G g G^T. */
+const WINOGRAD_G = [
+  [1, 0, 0],
+  [0.5, 0.5, 0.5],
+  [0.5, -0.5, 0.5],
+  [0, 0, 1],
+];
+
+/**
+ * winogradOutputGrad(dy, m, batch, outH, outW, cout, tilesH, tilesW): the output transform's
+ * gradient, A dY A^T, of each tile's 2x2 block of dy (zero outside outH x outW) into 16 planes
+ * [16, tiles, cout] laid out as winogradOutput reads them (for the filter gradient: the sum over
+ * tiles of V[p]^T times plane p is the gradient of the transformed filter).
+ */
+function winogradOutputGrad(): FunctionSpec {
+  const names = ['dy', 'm', 'batch', 'outH', 'outW', 'cout', 'tilesH', 'tilesW'] as const;
+  const ints = ['n', 'th', 'tw', 'k', 't', 'q', 'plane', 'pd', 'oh', 'ow', 'ostep', 'rstep'] as const;
+  const W: Record<(typeof names)[number] | (typeof ints)[number], number> = Object.fromEntries(
+    [...names, ...ints].map((name, i) => [name, i]),
+  ) as never;
+  const first = names.length + ints.length;
+  const y = [first, first + 1, first + 2, first + 3];
+  const r = (i: number, j: number): number => first + 4 + i * 2 + j;
+  const add4 = op.f32x4Add;
+  const sub4 = op.f32x4Sub;
+  const load = (v: number, cond: Code | undefined, address: Code): Code =>
+    cond === undefined
+      ? set(v, op.v128Load(address))
+      : op.if(cond, set(v, op.v128Load(address)), set(v, op.v128Zero()));
+  const right = op.ltS(add(get(W.ow), i32(1)), get(W.outW));
+  const below = op.ltS(add(get(W.oh), i32(1)), get(W.outH));
+  const body: Code[] = [
+    set(
+      W.pd,
+      at4(
+        get(W.dy),
+        add(mul(index(get(W.n), [get(W.outH), get(W.oh)], [get(W.outW), get(W.ow)]), get(W.cout)), get(W.k)),
+      ),
+    ),
+    load(y[0], undefined, get(W.pd)),
+    load(y[1], right, add(get(W.pd), get(W.ostep))),
+    load(y[2], below, add(get(W.pd), get(W.rstep))),
+    load(y[3], op.and(right, below), add(add(get(W.pd), get(W.rstep)), get(W.ostep))),
+    // R = A Y (4 x 2): rows Y0, Y0 + Y1, Y0 - Y1, -Y1.
+    ...[0, 1].flatMap((j) => [
+      set(r(0, j), get(y[j])),
+      set(r(1, j), add4(get(y[j]), get(y[2 + j]))),
+      set(r(2, j), sub4(get(y[j]), get(y[2 + j]))),
+      set(r(3, j), sub4(op.v128Zero(), get(y[2 + j]))),
+    ]),
+    set(W.q, at4(get(W.m), add(mul(get(W.t), get(W.cout)), get(W.k)))),
+  ];
+  // dM = R A^T: row i is r0, r0 + r1, r0 - r1, -r1.
+  for (let i = 0; i < 4; i++) {
+    const row = [
+      get(r(i, 0)),
+      add4(get(r(i, 0)), get(r(i, 1))),
+      sub4(get(r(i, 0)), get(r(i, 1))),
+      sub4(op.v128Zero(), get(r(i, 1))),
+    ];
+    for (let j = 0; j < 4; j++) {
+      body.push(op.v128Store(get(W.q), row[j]));
+      if (i * 4 + j < 15) body.push(set(W.q, add(get(W.q), get(W.plane))));
+    }
+  }
+  return {
+    name: 'winogradOutputGrad',
+    params: new Array<ValueType>(names.length).fill(I32),
+    locals: [...new Array<ValueType>(ints.length).fill(I32), ...new Array<ValueType>(12).fill(V128)],
+    body: [
+      set(W.ostep, mul(get(W.cout), i32(4))),
+      set(W.rstep, mul(get(W.outW), get(W.ostep))),
+      set(W.plane, mul(mul(mul(mul(get(W.batch), get(W.tilesH)), get(W.tilesW)), get(W.cout)), i32(4))),
+      set(W.t, i32(0)),
+      op.for(
+        W.n,
+        i32(0),
+        get(W.batch),
+        op.for(W.th, i32(0), get(W.tilesH), [
+          set(W.oh, mul(get(W.th), i32(2))),
+          op.for(W.tw, i32(0), get(W.tilesW), [
+            set(W.ow, mul(get(W.tw), i32(2))),
+            op.for(W.k, i32(0), get(W.cout), body, 4),
+            set(W.t, add(get(W.t), i32(1))),
+          ]),
+        ]),
+      ),
+    ],
+  };
+}
+
+/**
+ * The filter gradient from the transformed filter's (du, [16, cin, cout]) into dg
+ * ([3, 3, cin, cout]): dg = G^T du G for each channel pair.
+ */
+export function winogradFilterGrad(du: Float32Array, dg: Float32Array, cin: number, cout: number): void {
+  const pairs = cin * cout;
+  const t = new Float64Array(12);
+  for (let at = 0; at < pairs; at++) {
+    // t = G^T du (3 x 4)
+    for (let a = 0; a < 3; a++) {
+      for (let j = 0; j < 4; j++) {
+        let sum = 0;
+        for (let i = 0; i < 4; i++) sum += WINOGRAD_G[i][a] * du[(i * 4 + j) * pairs + at];
+        t[a * 4 + j] = sum;
+      }
+    }
+    for (let a = 0; a < 3; a++) {
+      for (let b = 0; b < 3; b++) {
+        let sum = 0;
+        for (let j = 0; j < 4; j++) sum += t[a * 4 + j] * WINOGRAD_G[j][b];
+        dg[(a * 3 + b) * pairs + at] = sum;
+      }
+    }
+  }
+}
+
+/**
+ * The Winograd F(2x2, 3x3) transform of a [3, 3, cin, cout] filter g into u, [16, cin, cout]:
+ * u[i * 4 + j] = (G g G^T)[i, j] for each channel pair (plain arithmetic, once per call).
+ */
+export function winogradFilter(g: Float32Array, u: Float32Array, cin: number, cout: number): void {
+  const pairs = cin * cout;
+  const G = WINOGRAD_G;
+  const t = new Float64Array(12);
+  for (let at = 0; at < pairs; at++) {
+    // t = G g (4 x 3), g[a][b] at ((a * 3 + b) * pairs + at)
+    for (let i = 0; i < 4; i++) {
+      for (let b = 0; b < 3; b++) {
+        let sum = 0;
+        for (let a = 0; a < 3; a++) sum += G[i][a] * g[(a * 3 + b) * pairs + at];
+        t[i * 3 + b] = sum;
+      }
+    }
+    for (let i = 0; i < 4; i++) {
+      for (let j = 0; j < 4; j++) {
+        u[(i * 4 + j) * pairs + at] = t[i * 3] * G[j][0] + t[i * 3 + 1] * G[j][1] + t[i * 3 + 2] * G[j][2];
+      }
+    }
+  }
+}
+
 /** Output positions x output channels of the forward kernel, the first that fits wins. */
 export const CONV_FORWARD_BLOCKS: ReadonlyArray<readonly [number, number]> = [
   [4, 8],
@@ -804,6 +1134,9 @@ export interface HeapKernels {
   leadingSum4(x: number, out: number, rows: number, cols: number, scratch: number): void;
   reluGrad(dy: number, y: number, out: number, count: number): void;
   addRows(x: number, b: number, out: number, rows: number, cols: number): void;
+  winogradInput(...args: number[]): void;
+  winogradOutput(...args: number[]): void;
+  winogradOutputGrad(...args: number[]): void;
   [conv: `convForward${number}x${number}` | `convFilterGrad${number}x${number}` | `convInputGrad${number}`]: (
     ...args: number[]
   ) => void;
@@ -819,6 +1152,9 @@ const FUNCTIONS = [
   ...CONV_FILTER_BLOCKS.map(([i, o]) => convFilterGrad(i, o / 4)),
   ...CONV_INPUT_BLOCKS.map((c) => convInputGrad(c / 4)),
   ...CONV_FORWARD_BLOCKS.map(([p, c]) => convForward(p, c / 4)),
+  winogradInput(),
+  winogradOutput(),
+  winogradOutputGrad(),
 ];
 const instances = new WeakMap<WebAssembly.Memory, HeapKernels | null>();
 

@@ -8,10 +8,11 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { tf } from '../models/runtime/tfjs';
 import {
   Ctrl,
+  HELPER_PHASES,
   compiledFunctions,
+  sharedNow,
   shardGradients,
   trainableVariables,
-  shardRows,
   type HelperInit,
   type ShardResult,
 } from './parallel';
@@ -33,6 +34,14 @@ async function main(init: HelperInit): Promise<void> {
   const swAll = new Float32Array(init.sampleWeights);
   const grads = new Float32Array(init.grads);
   const stats = new Float64Array(init.stats);
+  const timing = new Float64Array(init.timing);
+  const timingBase = 1 + init.index * HELPER_PHASES.length;
+  let mark = 0;
+  const phase = (name: (typeof HELPER_PHASES)[number]): void => {
+    const now = sharedNow();
+    timing[timingBase + HELPER_PHASES.indexOf(name)] += now - mark;
+    mark = now;
+  };
   const inSize = init.inputShape.reduce((a, b) => a * b, 1);
   const outSize = init.targetShape.reduce((a, b) => a * b, 1);
   const paramCount = params.length;
@@ -46,9 +55,12 @@ async function main(init: HelperInit): Promise<void> {
     Atomics.wait(ctrl, Ctrl.Generation, seen);
     seen = Atomics.load(ctrl, Ctrl.Generation);
     if (Atomics.load(ctrl, Ctrl.Stop) !== 0) return;
+    mark = timing[0];
+    phase('wake');
     try {
       const rows = Atomics.load(ctrl, Ctrl.Rows);
-      const [start, end] = shardRows(rows, init.index, init.threads);
+      const start = Atomics.load(ctrl, Ctrl.Shards + init.index);
+      const end = Atomics.load(ctrl, Ctrl.Shards + init.index + 1);
       if (end > start) {
         let at = 0;
         for (const v of variables) {
@@ -61,12 +73,14 @@ async function main(init: HelperInit): Promise<void> {
           tf.tensor(yAll.subarray(start * outSize, end * outSize), [n, ...init.targetShape]),
         ];
         if (Atomics.load(ctrl, Ctrl.Weighted)) inputs.push(tf.tensor(swAll.subarray(start, end), [n]));
+        phase('load');
         let result: ShardResult;
         try {
           result = shardGradients(model, fns, variables, inputs[0], inputs[1], inputs[2], rows);
         } finally {
           tf.dispose(inputs);
         }
+        phase('compute');
         at = gradBase;
         for (const g of result.grads) {
           grads.set(g.dataSync() as Float32Array, at);
@@ -74,6 +88,7 @@ async function main(init: HelperInit): Promise<void> {
         }
         tf.dispose(result.grads);
         result.stats.forEach((v, k) => (stats[init.index * statWidth + k] = v));
+        phase('write');
       } else {
         grads.fill(0, gradBase, gradBase + paramCount);
         stats.fill(0, init.index * statWidth, (init.index + 1) * statWidth);

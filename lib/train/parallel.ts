@@ -30,7 +30,8 @@ export const enum Ctrl {
   Failed = 4,
   /** 1 when the batch carries sample weights. */
   Weighted = 5,
-  Size = 6,
+  /** Control words before the shard bounds: shard i is rows [Shards + i, Shards + i + 1). */
+  Shards = 6,
 }
 
 /** What a helper thread is started with (workerData). */
@@ -54,6 +55,29 @@ export interface HelperInit {
   grads: SharedArrayBuffer;
   /** Float64 per shard: loss sum, loss count, then sum and count per metric. */
   stats: SharedArrayBuffer;
+  /** Float64: when the current step started, then per helper its HELPER_PHASES totals (ms). */
+  timing: SharedArrayBuffer;
+}
+
+/** Where a helper's time goes, per step: summed over steps in the shared timing buffer. */
+export const HELPER_PHASES = ['wake', 'load', 'compute', 'write'] as const;
+
+/** Where the coordinating thread's time goes, per step. */
+export const COORDINATOR_PHASES = ['share', 'compute', 'wait', 'sum', 'apply'] as const;
+
+/** A time stamp that threads of one process agree on (ms). */
+export function sharedNow(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/**
+ * Milliseconds spent per phase, summed over the steps so far: this thread's COORDINATOR_PHASES
+ * and, per helper, its HELPER_PHASES (wake: from the step's start until the helper runs).
+ */
+export interface StepProfile {
+  steps: number;
+  coordinator: Record<(typeof COORDINATOR_PHASES)[number], number>;
+  helpers: Array<Record<(typeof HELPER_PHASES)[number], number>>;
 }
 
 // Kept in its own module so callers in the main thread need not load TF.js for it.
@@ -63,6 +87,26 @@ export { defaultTrainingThreads } from './threads';
 export function shardRows(rows: number, index: number, threads: number): [number, number] {
   return [Math.ceil((index * rows) / threads), Math.ceil(((index + 1) * rows) / threads)];
 }
+
+/**
+ * Shard bounds (threads + 1 of them) that split `rows` in proportion to each thread's speed in
+ * rows per millisecond, so that the shards finish together; shard 0 gets at least one row, and
+ * equal speeds give shardRows' split.
+ */
+export function balancedShards(rows: number, speeds: number[]): number[] {
+  const total = speeds.reduce((a, b) => a + b, 0);
+  const bounds = [0];
+  let share = 0;
+  for (let i = 0; i < speeds.length; i++) {
+    share += speeds[i];
+    const end = i === speeds.length - 1 ? rows : Math.ceil((share / total) * rows - 1e-9);
+    bounds.push(Math.min(rows, Math.max(i === 0 ? 1 : bounds[i], end)));
+  }
+  return bounds;
+}
+
+/** Weight of the latest step in each thread's running speed. */
+const SPEED_SMOOTHING = 0.3;
 
 type LossFn = (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor;
 
@@ -140,6 +184,13 @@ export interface ParallelOptions {
   maxRows: number;
   /** Longest a step may wait for the helpers. */
   stepTimeoutMs?: number;
+  /**
+   * Split each batch by the threads' measured speeds instead of evenly. Off by default: on the
+   * shared 2-core development machine a shard's time followed the CPU time it got, not its rows,
+   * and the balanced split measured 0.87-0.89x the even one's speed in 2 of 3 runs
+   * (`npm run bench:train-profile`).
+   */
+  balance?: boolean;
 }
 
 /** Path of the compiled helper thread script (beside this file). */
@@ -153,7 +204,15 @@ export class ParallelTrainer {
   private readonly sampleWeights: Float32Array;
   private readonly grads: Float32Array;
   private readonly stats: Float64Array;
+  private readonly timing: Float64Array;
   private readonly sizes: number[];
+  private steps = 0;
+  /** Rows per millisecond of each thread's shard (running average), for the next split. */
+  private readonly speeds: number[];
+  private helperBusy: number[];
+  private readonly phases = Object.fromEntries(
+    COORDINATOR_PHASES.map((p) => [p, 0]),
+  ) as StepProfile['coordinator'];
   private failure: Error | undefined;
   private closed = false;
 
@@ -182,6 +241,9 @@ export class ParallelTrainer {
     this.sampleWeights = new Float32Array(buffers.sampleWeights);
     this.grads = new Float32Array(buffers.grads);
     this.stats = new Float64Array(buffers.stats);
+    this.timing = new Float64Array(buffers.timing);
+    this.speeds = new Array<number>(options.threads).fill(1);
+    this.helperBusy = new Array<number>(options.threads).fill(0);
     this.sizes = sizes(this.variables.map((v) => v.shape));
     for (const helper of helpers) {
       helper.on('message', (m: { error?: string }) => {
@@ -211,13 +273,14 @@ export class ParallelTrainer {
     const outSize = sizes([options.targetShape])[0];
     const shards = threads - 1;
     const buffers = {
-      ctrl: new SharedArrayBuffer(Ctrl.Size * 4),
+      ctrl: new SharedArrayBuffer((Ctrl.Shards + threads + 1) * 4),
       params: new SharedArrayBuffer(paramCount * 4),
       x: new SharedArrayBuffer(options.maxRows * inSize * 4),
       y: new SharedArrayBuffer(options.maxRows * outSize * 4),
       sampleWeights: new SharedArrayBuffer(options.maxRows * 4),
       grads: new SharedArrayBuffer(shards * paramCount * 4),
       stats: new SharedArrayBuffer(threads * (2 + 2 * options.metrics.length) * 8),
+      timing: new SharedArrayBuffer((1 + threads * HELPER_PHASES.length) * 8),
     };
     const topology = model.toJSON(null, false) as object;
     const weights = model.getWeights().map((w) => w.dataSync() as Float32Array);
@@ -276,6 +339,12 @@ export class ParallelTrainer {
     const rows = x.shape[0];
     if (rows > this.options.maxRows)
       throw new Error(`a batch of ${rows} rows exceeds ${this.options.maxRows}`);
+    let mark = sharedNow();
+    const phase = (name: keyof StepProfile['coordinator']): void => {
+      const now = sharedNow();
+      this.phases[name] += now - mark;
+      mark = now;
+    };
     const variables = this.variables;
     let offset = 0;
     for (const v of variables) {
@@ -287,14 +356,18 @@ export class ParallelTrainer {
     this.y.set(y.dataSync() as Float32Array);
     if (sw) this.sampleWeights.set(sw.dataSync() as Float32Array);
     const threads = this.options.threads;
+    const bounds = balancedShards(rows, this.speeds);
+    bounds.forEach((b, i) => Atomics.store(this.ctrl, Ctrl.Shards + i, b));
     Atomics.store(this.ctrl, Ctrl.Rows, rows);
     Atomics.store(this.ctrl, Ctrl.Weighted, sw ? 1 : 0);
     Atomics.store(this.ctrl, Ctrl.Done, 0);
+    this.timing[0] = sharedNow();
     Atomics.add(this.ctrl, Ctrl.Generation, 1);
     Atomics.notify(this.ctrl, Ctrl.Generation);
+    phase('share');
 
     const fns = compiledFunctions(this.model);
-    const [start, end] = shardRows(rows, 0, threads);
+    const [start, end] = [bounds[0], bounds[1]];
     const part = (t: tf.Tensor) => tf.slice(t, start, end - start);
     const inputs = sw ? [part(x), part(y), part(sw)] : [part(x), part(y)];
     let own: ShardResult;
@@ -303,7 +376,11 @@ export class ParallelTrainer {
     } finally {
       tf.dispose(inputs);
     }
+    const ownMs = sharedNow() - mark;
+    phase('compute');
     this.waitForHelpers();
+    phase('wait');
+    this.updateSpeeds(bounds, ownMs);
     const statWidth = 2 + 2 * fns.metrics.length;
     const totals = own.stats.slice();
     for (let h = 1; h < threads; h++) {
@@ -324,12 +401,56 @@ export class ParallelTrainer {
       });
     });
     tf.dispose(own.grads);
+    phase('sum');
     const optimizer = trainingCore(this.model).optimizer;
     optimizer.applyGradients(named);
     tf.dispose(Object.values(named));
+    phase('apply');
+    this.steps++;
     const out = [tf.scalar(totals[0] / totals[1])];
     for (let k = 0; k < fns.metrics.length; k++) out.push(tf.scalar(totals[2 + 2 * k] / totals[3 + 2 * k]));
     return out;
+  }
+
+  /**
+   * Each thread's speed from this step: its rows over its busy time (here: its shard; a helper:
+   * from the step's start until its gradients are written), as a running average.
+   */
+  private updateSpeeds(bounds: number[], ownMs: number): void {
+    const width = HELPER_PHASES.length;
+    for (let t = 0; t < this.options.threads; t++) {
+      let busy = ownMs;
+      if (t > 0) {
+        let total = 0;
+        for (let k = 0; k < width; k++) total += this.timing[1 + t * width + k];
+        busy = total - this.helperBusy[t];
+        this.helperBusy[t] = total;
+      }
+      const rows = bounds[t + 1] - bounds[t];
+      if (rows > 0 && busy > 0 && this.options.balance === true) {
+        this.speeds[t] += SPEED_SMOOTHING * (rows / busy - this.speeds[t]);
+      }
+    }
+  }
+
+  /** Rows of the next batch of `rows` each thread computes (from the measured speeds). */
+  nextSplit(rows: number): number[] {
+    const bounds = balancedShards(rows, this.speeds);
+    return bounds.slice(1).map((b, i) => b - bounds[i]);
+  }
+
+  /** Where the steps' time went so far (see StepProfile). */
+  profile(): StepProfile {
+    const width = HELPER_PHASES.length;
+    const helpers = [];
+    for (let h = 1; h < this.options.threads; h++) {
+      helpers.push(
+        Object.fromEntries(
+          HELPER_PHASES.map((p, k) => [p, this.timing[1 + h * width + k]]),
+        ) as StepProfile['helpers'][number],
+      );
+    }
+    return { steps: this.steps, coordinator: { ...this.phases }, helpers };
   }
 
   private waitForHelpers(): void {

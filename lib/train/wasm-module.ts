@@ -107,6 +107,7 @@ export const op = {
     uleb(offset),
   ],
   f32x4Add: (a: Code, b: Code): Code => [a, b, 0xfd, uleb(228)],
+  f32x4Sub: (a: Code, b: Code): Code => [a, b, 0xfd, uleb(229)],
   f32x4Mul: (a: Code, b: Code): Code => [a, b, 0xfd, uleb(230)],
   f32x4Splat: (a: Code): Code => [a, 0xfd, uleb(19)],
   f32x4Max: (a: Code, b: Code): Code => [a, b, 0xfd, uleb(233)],

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { tf } from '../../lib/models/runtime/tfjs';
 import { ARCHITECTURES, type ArchitectureName } from '../../lib/train/architectures';
-import { defaultTrainingThreads, shardRows } from '../../lib/train/parallel';
+import { balancedShards, defaultTrainingThreads, shardRows } from '../../lib/train/parallel';
 import { prepareBackend, trainModel, type TrainData, type TrainSettings } from '../../lib/train/trainer';
 import { seededRandom } from '../../lib/util/random';
 
@@ -57,6 +57,32 @@ describe('data-parallel training', function () {
       }
     }
     assert.ok(defaultTrainingThreads() >= 1);
+  });
+
+  it("splits a batch by the threads' speeds: equal speeds as evenly, a faster thread more rows", () => {
+    for (const rows of [1, 2, 5, 16, 17, 64]) {
+      for (const threads of [1, 2, 3, 4]) {
+        const even = [0, ...Array.from({ length: threads }, (_, i) => shardRows(rows, i, threads)[1])];
+        assert.deepEqual(balancedShards(rows, new Array<number>(threads).fill(0.7)), even);
+      }
+    }
+    // Twice as fast: twice the rows.
+    assert.deepEqual(balancedShards(64, [2, 1]), [0, 43, 64]);
+    assert.deepEqual(balancedShards(60, [1, 2, 3]), [0, 10, 30, 60]);
+    // However slow, the first thread keeps a row; bounds never go backwards and cover the batch.
+    for (const speeds of [
+      [1e-9, 1],
+      [1, 1e-9, 1],
+      [5, 1e-9, 1e-9],
+    ]) {
+      for (const rows of [1, 3, 64]) {
+        const bounds = balancedShards(rows, speeds);
+        assert.equal(bounds[0], 0);
+        assert.ok(bounds[1] >= 1);
+        assert.equal(bounds[speeds.length], rows);
+        for (let i = 1; i < bounds.length; i++) assert.ok(bounds[i] >= bounds[i - 1], String(bounds));
+      }
+    }
   });
 
   const cases: Array<{

@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { tf, useBackend } from '../../lib/models/runtime/tfjs';
 import { convArgs, heapKernelsFor } from '../../lib/train/heap-kernels';
-import { registerWasmGradients, useHeapKernels } from '../../lib/train/wasm-gradients';
+import {
+  conv2DPath,
+  registerWasmGradients,
+  setWinogradTiles,
+  useHeapKernels,
+  useWinograd,
+} from '../../lib/train/wasm-gradients';
 
 type Grads = Float32Array[];
 
@@ -251,6 +257,119 @@ function gradientSuite(heap: boolean): void {
         const diff = maxAbsDiff((await y.data()) as Float32Array, expected);
         tf.dispose([x, w, b, y]);
         assert.ok(diff <= 1e-4 * Math.max(1, maxAbs(expected)), `max abs diff ${diff}`);
+      });
+    }
+
+    if (heap) {
+      // 3x3 stride-1 convolutions with channels in fours in and eights out run by Winograd
+      // F(2x2, 3x3): its transforms round differently from the direct sum, well inside the
+      // tolerance, while a wrong transform coefficient is off by the size of the values.
+      const winogradCases: Array<{ x: number[]; f: number[]; pad: 'same' | 'valid'; grads?: boolean }> = [
+        // Odd output (7x7): the last tile of each row and column is half outside.
+        { x: [2, 9, 9, 16], f: [3, 3, 16, 32], pad: 'valid', grads: true },
+        // dx: a Winograd convolution of dy (64 channels in, 8 out).
+        { x: [3, 8, 7, 8], f: [3, 3, 8, 64], pad: 'same', grads: true },
+        // The filter gradient by Winograd too (1024 channel pairs), 7x5 outputs.
+        { x: [2, 7, 5, 32], f: [3, 3, 32, 32], pad: 'same', grads: true },
+        // The MNIST CNN's second convolution: several groups of images (outputs only: the cpu
+        // backend takes tens of seconds for its gradients).
+        { x: [9, 13, 13, 32], f: [3, 3, 32, 64], pad: 'valid' },
+      ];
+      for (const c of winogradCases) {
+        it(`Winograd conv2d x${c.x} filter ${c.f} ${c.pad}: output (plain, bias, bias and ReLU)${c.grads ? ' and gradients' : ''} match cpu`, async () => {
+          await useBackend(['wasm']);
+          assert.equal(
+            conv2DPath(
+              c.x as [number, number, number, number],
+              c.f as [number, number, number, number],
+              1,
+              c.pad,
+            ),
+            'winograd',
+          );
+          const build = (): tf.Tensor[] => [filled(c.x, 71), filled(c.f, 72), filled([c.f[3]], 73)];
+          for (const activation of [undefined, 'linear', 'relu'] as const) {
+            const f = (x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor): tf.Tensor =>
+              activation
+                ? tf.fused.conv2d({
+                    x: x as tf.Tensor4D,
+                    filter: w as tf.Tensor4D,
+                    strides: 1,
+                    pad: c.pad,
+                    bias,
+                    activation,
+                  })
+                : tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, c.pad);
+            const expected = await outputsOn('cpu', build, f as (...t: tf.Tensor[]) => tf.Tensor);
+            const actual = await outputsOn('wasm', build, f as (...t: tf.Tensor[]) => tf.Tensor);
+            const diff = maxAbsDiff(actual, expected);
+            assert.ok(
+              diff <= 1e-4 * Math.max(1, maxAbs(expected)),
+              `${activation ?? 'plain'}: max abs diff ${diff}`,
+            );
+          }
+          // dx is a 3x3 stride-1 convolution of dy too (Winograd again); dfilter by Winograd
+          // from 1024 channel pairs on.
+          if (!c.grads) return;
+          const [cin, cout] = [c.f[2], c.f[3]];
+          assert.equal(
+            conv2DPath(
+              c.x as [number, number, number, number],
+              c.f as [number, number, number, number],
+              1,
+              c.pad,
+              1,
+              true,
+            ),
+            cin * cout >= 1024 ? 'winograd' : 'direct',
+          );
+          await compare(
+            'Winograd conv2d',
+            () => [filled(c.x, 74), filled(c.f, 75)],
+            (x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, c.pad),
+          );
+        });
+      }
+
+      it('Winograd over several passes and chunks of images (forward, dx and dfilter) matches cpu', async () => {
+        // 9 tiles an image: one image a pass, the filter gradient in chunks of 2 + 2 + 1 images.
+        const previous = setWinogradTiles({ pass: 9, chunk: 18 });
+        try {
+          await compare(
+            'Winograd conv2d in chunks',
+            () => [filled([5, 6, 6, 32], 81), filled([3, 3, 32, 32], 82)],
+            (x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'),
+          );
+        } finally {
+          setWinogradTiles(previous);
+        }
+      });
+
+      it('takes the direct kernel where Winograd does not apply, and when Winograd is turned off', async () => {
+        await useBackend(['wasm']);
+        assert.equal(
+          conv2DPath([2, 9, 9, 63], [3, 3, 63, 32], 1, 'valid'),
+          'direct',
+          'input channels not in fours',
+        );
+        assert.equal(conv2DPath([2, 9, 9, 16], [3, 3, 16, 16], 1, 'valid'), 'direct', 'few channels');
+        assert.equal(conv2DPath([2, 9, 9, 32], [3, 3, 32, 32], 2, 'valid'), 'direct', 'strided');
+        assert.equal(conv2DPath([2, 9, 9, 32], [3, 3, 32, 32], 1, 'valid', 2), 'direct', 'dilated');
+        assert.equal(conv2DPath([2, 9, 9, 32], [5, 5, 32, 32], 1, 'valid'), 'direct', '5x5');
+        assert.equal(conv2DPath([2, 4, 4, 32], [3, 3, 32, 32], 1, 'valid'), 'direct', 'one tile an image');
+        assert.equal(conv2DPath([2, 9, 9, 32], [3, 3, 32, 32], 1, 'valid'), 'winograd');
+        assert.equal(
+          conv2DPath([2, 9, 9, 16], [3, 3, 16, 32], 1, 'valid', 1, true),
+          'direct',
+          'filter gradient',
+        );
+        assert.equal(conv2DPath([2, 9, 9, 32], [3, 3, 32, 32], 1, 'valid', 1, true), 'winograd');
+        const previous = useWinograd(false);
+        try {
+          assert.equal(conv2DPath([2, 9, 9, 32], [3, 3, 32, 32], 1, 'valid'), 'direct');
+        } finally {
+          useWinograd(previous);
+        }
       });
     }
 
