@@ -56,6 +56,8 @@ export interface FedAvgOptions {
   /** Server momentum of the aggregator (FedAvgM; 0: plain FedAvg) and its server learning rate. */
   serverMomentum: number;
   serverLearningRate: number;
+  /** Client learning-rate decay per round announced by the aggregator (1: none). */
+  learningRateDecay: number;
   /**
    * Digits carved from the training digits (class-balanced) to measure on instead of the
    * held-out digits, to compare settings without looking at the held-out digits; 0: held-out.
@@ -164,9 +166,10 @@ function table(header: string[], rows: string[][]): void {
 }
 
 const serverStep = (o: FedAvgOptions): string =>
-  o.serverMomentum === 0 && o.serverLearningRate === 1
+  (o.serverMomentum === 0 && o.serverLearningRate === 1
     ? 'FedAvg'
-    : `FedAvgM (momentum ${o.serverMomentum}, server lr ${o.serverLearningRate})`;
+    : `FedAvgM (momentum ${o.serverMomentum}, server lr ${o.serverLearningRate})`) +
+  (o.learningRateDecay === 1 ? '' : `, lr decay ${o.learningRateDecay}/round`);
 
 const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)] ?? NaN;
 
@@ -248,6 +251,7 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
           const result = await w.request<TrainResult>('train', {
             settings: {
               ...settings,
+              learningRate: settings.learningRate * r.learningRateScale,
               seed: r.round * 1000 + Number(device.id.slice(1)),
               base: { modelJsonPath: path.join(r.stored.dir, r.stored.meta.entry), freeze: 0, whole: true },
             },
@@ -306,6 +310,7 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
       fraction: o.fraction,
       serverMomentum: o.serverMomentum,
       serverLearningRate: o.serverLearningRate,
+      learningRateDecay: o.learningRateDecay,
       random: seededRandom(17),
     });
     const summaries: RoundSummary[] = [];
