@@ -58,6 +58,8 @@ export interface FedAvgOptions {
   serverLearningRate: number;
   /** Client learning-rate decay per round announced by the aggregator (1: none). */
   learningRateDecay: number;
+  /** Devices train on copies of their digits shifted by up to this many pixels (0: none). */
+  augmentShift: number;
   /**
    * Digits carved from the training digits (class-balanced) to measure on instead of the
    * held-out digits, to compare settings without looking at the held-out digits; 0: held-out.
@@ -169,7 +171,8 @@ const serverStep = (o: FedAvgOptions): string =>
   (o.serverMomentum === 0 && o.serverLearningRate === 1
     ? 'FedAvg'
     : `FedAvgM (momentum ${o.serverMomentum}, server lr ${o.serverLearningRate})`) +
-  (o.learningRateDecay === 1 ? '' : `, lr decay ${o.learningRateDecay}/round`);
+  (o.learningRateDecay === 1 ? '' : `, lr decay ${o.learningRateDecay}/round`) +
+  (o.augmentShift > 0 ? `, devices shift digits by up to ${o.augmentShift} px` : '');
 
 const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)] ?? NaN;
 
@@ -236,6 +239,7 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
       batchSize: o.batch,
       epochs: o.epochs,
       validationSplit: 0,
+      augmentShift: o.augmentShift > 0 ? o.augmentShift : undefined,
       backend: 'wasm',
       threads: 1,
     };
