@@ -53,7 +53,7 @@ import {
  * The client learning-rate decay per round an aggregator node uses unless set: chosen on the
  * validation digits of the federated MNIST benchmark (bench/fleet-fedavg.ts, README).
  */
-export const DEFAULT_LEARNING_RATE_DECAY = 0.95;
+export const DEFAULT_LEARNING_RATE_DECAY = 0.97;
 
 export interface AggregatorOptions {
   name: string;
