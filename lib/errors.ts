@@ -48,6 +48,7 @@
  *   fleet-truncated          a fleet model's chunks stopped short or never all arrived  params: name, version
  *   fleet-update-invalid     a federated weight update is malformed, mis-shaped or not finite  params: device, round
  *   fleet-tls-untrusted      the broker's TLS certificate is not trusted (wrong CA, host or expired)  params: url
+ *   fleet-duplicate-id       another connection uses the same MQTT client id: the broker keeps ending one  params: url, clientId, device
  */
 
 export type ErrorCode =
@@ -94,7 +95,8 @@ export type ErrorCode =
   | 'fleet-tampered'
   | 'fleet-truncated'
   | 'fleet-update-invalid'
-  | 'fleet-tls-untrusted';
+  | 'fleet-tls-untrusted'
+  | 'fleet-duplicate-id';
 
 export type ErrorParams = Record<string, string | number>;
 

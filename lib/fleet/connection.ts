@@ -9,6 +9,13 @@ import { FleetTopics, checkSegment, topicMatches } from './topics';
  * HiveMQ, VerneMQ, or the embedded one). Reconnects by itself; subscriptions are renewed on
  * reconnect, so retained messages (manifests) are delivered again and a device catches up.
  * The broker holds a retained last will "false" on the device's online topic.
+ *
+ * Two connections with the same client id (e.g. two devices given the same device id) would end
+ * each other's session at every reconnect, forever: when the broker ends this connection's session
+ * right after it began (no network error, three times in a row) or says the session was taken over
+ * (MQTT 5 reason 0x8E), the connection stops reconnecting and reports a 'fleet-duplicate-id'
+ * error naming the client id ('connect-error' and 'duplicate' events); the other connection keeps
+ * its session.
  */
 
 export interface FleetTlsOptions {
@@ -37,7 +44,17 @@ export interface FleetConnectionOptions {
   keepaliveSec?: number;
   reconnectMs?: number;
   connectTimeoutMs?: number;
+  /**
+   * A session the broker ends sooner than this after it began, with no error, counts as taken
+   * over by another connection with the same client id; default max(5 s, 3 x reconnectMs).
+   */
+  takeoverMs?: number;
 }
+
+/** Sessions ended right after they began, in a row, taken as a duplicate client id. */
+const TAKEOVERS = 3;
+/** MQTT 5 DISCONNECT reason: "Session taken over". */
+const SESSION_TAKEN_OVER = 0x8e;
 
 export type MessageHandler = (topic: string, payload: Buffer, retained: boolean) => void;
 
@@ -99,8 +116,13 @@ export class FleetConnection extends EventEmitter {
   readonly deviceId: string;
   private readonly handlers: { filter: string; handler: MessageHandler }[] = [];
   private closed = false;
+  private sessionStart = 0;
+  private sessionError = false;
+  private shortSessions = 0;
   /** Last connection error, while not connected. */
   lastError: Error | undefined;
+  /** Set when another connection uses this client id (see the class comment): no more reconnects. */
+  duplicate: FleetError | undefined;
 
   constructor(readonly options: FleetConnectionOptions) {
     super();
@@ -126,15 +148,38 @@ export class FleetConnection extends EventEmitter {
       will: { topic: this.topics.online(this.deviceId), payload: Buffer.from('false'), qos: 1, retain: true },
     };
     this.client = mqtt.connect(options.url, clientOptions);
+    const clientId = clientOptions.clientId!;
+    const takeoverMs = options.takeoverMs ?? Math.max(5000, 3 * (options.reconnectMs ?? 2000));
     this.client.on('connect', () => {
+      this.sessionStart = Date.now();
+      this.sessionError = false;
       this.lastError = undefined;
       this.client.publish(this.topics.online(this.deviceId), 'true', { qos: 1, retain: true });
       this.emit('connect');
     });
     this.client.on('close', () => {
-      if (!this.closed) this.emit('offline');
+      if (this.closed || this.duplicate) return;
+      if (this.sessionStart > 0) {
+        const short = Date.now() - this.sessionStart < takeoverMs && !this.sessionError;
+        this.sessionStart = 0;
+        this.shortSessions = short ? this.shortSessions + 1 : 0;
+        if (this.shortSessions >= TAKEOVERS) {
+          this.stopAsDuplicate(
+            clientId,
+            `${TAKEOVERS} sessions in a row ended by the broker right after they began`,
+          );
+          return;
+        }
+      }
+      this.emit('offline');
+    });
+    this.client.on('disconnect', (packet) => {
+      if (packet.reasonCode === SESSION_TAKEN_OVER) {
+        this.stopAsDuplicate(clientId, 'the broker says the session was taken over');
+      }
     });
     this.client.on('error', (err) => {
+      this.sessionError = true;
       this.lastError = connectionError(options.url, err);
       this.emit('connect-error', this.lastError);
     });
@@ -150,6 +195,21 @@ export class FleetConnection extends EventEmitter {
     });
   }
 
+  private stopAsDuplicate(clientId: string, why: string): void {
+    if (this.duplicate || this.closed) return;
+    this.duplicate = new FleetError(
+      'fleet-duplicate-id',
+      `MQTT client id "${clientId}" (device "${this.deviceId}") is used by another connection to ${this.options.url}: ` +
+        `${why}. Give every device its own device id (or client id); this connection stopped reconnecting.`,
+      { url: this.options.url, clientId, device: this.deviceId },
+    );
+    this.lastError = this.duplicate;
+    this.client.end(true);
+    this.emit('connect-error', this.duplicate);
+    this.emit('duplicate', this.duplicate);
+    this.emit('offline');
+  }
+
   get connected(): boolean {
     return this.client.connected;
   }
@@ -157,6 +217,7 @@ export class FleetConnection extends EventEmitter {
   /** Resolves once connected (at once if already), or rejects after `timeoutMs`. */
   waitConnected(timeoutMs = 10000): Promise<void> {
     if (this.client.connected) return Promise.resolve();
+    if (this.duplicate) return Promise.reject(this.duplicate);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.off('connect', onConnect);

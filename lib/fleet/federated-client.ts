@@ -43,6 +43,11 @@ export interface FederatedRound {
   /** The global version in this device's store. */
   stored: StoredModel;
   selected: boolean;
+  /**
+   * The factor on the device's own learning rate the aggregator announced for this round
+   * (learning-rate decay over rounds); 1 without decay.
+   */
+  learningRateScale: number;
 }
 
 export interface UpdateOptions {
@@ -57,6 +62,12 @@ export interface SentUpdate {
   round: number;
   bytes: number;
   header: UpdateHeader;
+}
+
+/** The learning-rate factor a global version announces to the devices (1 when none). */
+export function learningRateScaleOf(fed: FederatedMeta | undefined): number {
+  const scale = fed?.learningRateScale;
+  return typeof scale === 'number' && Number.isFinite(scale) && scale > 0 ? scale : 1;
 }
 
 export class FederatedClient extends EventEmitter {
@@ -84,7 +95,13 @@ export class FederatedClient extends EventEmitter {
       if (this.current && this.current.round >= manifest.version) return;
       const fed = (manifest.info as { federated?: FederatedMeta }).federated;
       const selected = !Array.isArray(fed?.selected) || fed.selected.includes(connection.deviceId);
-      this.current = { name: options.name, round: manifest.version, stored, selected };
+      this.current = {
+        name: options.name,
+        round: manifest.version,
+        stored,
+        selected,
+        learningRateScale: learningRateScaleOf(fed),
+      };
       this.emit(selected ? 'round' : 'skipped', this.current);
     };
     this.follower.on('stored', onVersion);

@@ -44,6 +44,8 @@ export interface DeviceTrainerConfig {
 export interface FederatedRoundBase {
   base: { name: string; version?: number };
   labels?: string[];
+  /** The factor on the configured learning rate announced for the round (decay over rounds). */
+  learningRateScale?: number;
 }
 
 /** When training starts without a 'train' command. */
@@ -249,6 +251,7 @@ export class DeviceTrainer {
       }
       const settings: TrainSettings = {
         ...this.config.training,
+        learningRate: this.config.training.learningRate * (round?.learningRateScale ?? 1),
         threads: this.config.training.threads || defaultTrainingThreads(),
         task: this.task,
         architecture: this.config.architecture,

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import type { EdgeAiError } from '../../lib/errors';
 import {
+  DEFAULT_LEARNING_RATE_DECAY,
   aggregatorStore,
   saveInitialModel,
   type FederatedAggregator,
@@ -67,6 +68,10 @@ export = function (RED: NodeAPI): void {
       const fraction = s.number('fraction', 1, { above: 0, max: 1 });
       const serverMomentum = s.number('serverMomentum', 0, { min: 0, max: 0.999 });
       const serverLearningRate = s.number('serverLearningRate', 1, { above: 0 });
+      const learningRateDecay = s.number('learningRateDecay', DEFAULT_LEARNING_RATE_DECAY, {
+        above: 0,
+        max: 1,
+      });
       const store = aggregatorStore(stateDir);
       if (!(await store.get(name))) {
         const start = s.text('startFrom');
@@ -111,6 +116,7 @@ export = function (RED: NodeAPI): void {
         fraction,
         serverMomentum,
         serverLearningRate,
+        learningRateDecay,
       });
       aggregator.on('round', (info: RoundInfo) => show(info, minReports));
       aggregator.on('accepted', () => show(aggregator.info, minReports));

@@ -83,8 +83,10 @@ export = function (RED: NodeAPI): void {
       });
       connection.on('connect', () => node.log(t('log.connected', { url, fleet, device: deviceId })));
       let lastWarned = '';
+      // Another connection with this client id: an error, not a warning, once (it stopped reconnecting).
+      connection.on('duplicate', (err: Error) => node.error(describe(err)));
       connection.on('connect-error', (err: Error) => {
-        if (err.message === lastWarned) return;
+        if (err === connection.duplicate || err.message === lastWarned) return;
         lastWarned = err.message;
         node.warn(describe(err));
       });

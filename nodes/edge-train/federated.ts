@@ -120,7 +120,11 @@ export function startFederated(
           });
           send({ topic: 'progress', payload: { ...progressPayload(p), round: round.round } });
         },
-        { base: { name, version: round.stored.meta.version }, labels },
+        {
+          base: { name, version: round.stored.meta.version },
+          labels,
+          learningRateScale: round.learningRateScale,
+        },
       );
       if (federatedClient.current && federatedClient.current.round !== round.round) {
         // A newer global version arrived while training: this update would come too late.
@@ -152,6 +156,7 @@ export function startFederated(
           round: round.round,
           bytes: sent.bytes,
           encoding,
+          learningRateScale: round.learningRateScale,
           norm: sent.header.norm,
           clipNorm: sent.header.clipNorm,
           noiseStd: sent.header.noiseStd,

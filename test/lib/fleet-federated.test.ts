@@ -187,6 +187,7 @@ for (const kind of ['embedded', 'mosquitto'] as const) {
         roundMs: number;
         serverMomentum?: number;
         serverLearningRate?: number;
+        learningRateDecay?: number;
       },
     ): Promise<Agg> {
       const connection = await connect('aggregator');
@@ -400,6 +401,41 @@ for (const kind of ['embedded', 'mosquitto'] as const) {
       await until("the new version's chunks", () => chunks.get(round + 1));
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(chunks.get(round), undefined, `version ${round}'s retained chunks are cleared`);
+    });
+
+    it('learning-rate decay: version k+1 announces decay^k to the devices, counted on across a restart; the average is unchanged', async () => {
+      const { store, weights: global } = await globalStore();
+      let agg = await startAggregator(store, { minReports: 2, roundMs: 20000, learningRateDecay: 0.5 });
+      const round = agg.aggregator.info!.round;
+      const devices = await Promise.all(['d1', 'd2'].map(device));
+      const random = seededRandom(33);
+      const samples = [3, 5];
+      let current = global;
+      const scales: number[] = [];
+      for (const n of [0, 1, 2]) {
+        if (n === 2) {
+          // A restart between rounds 2 and 3: the count comes from the signed global version.
+          await agg.aggregator.close();
+          await agg.connection.close();
+          agg = await startAggregator(store, { minReports: 2, roundMs: 20000, learningRateDecay: 0.5 });
+        }
+        const rs = await Promise.all(devices.map((d) => roundOf(d, round + n)));
+        scales.push(...rs.map((r) => r.learningRateScale));
+        const locals = devices.map(() => add(current, dyadic(global, random, 1024, 16)));
+        for (const [i, d] of devices.entries()) {
+          await d.client.sendUpdate(rs[i], locals[i], samples[i], { encoding: 'float32' });
+        }
+        const summary = await until(`round ${n + 1} to close`, () => agg.closed[n === 2 ? 0 : n]);
+        assert.equal(summary.learningRateScale, 0.5 ** (n + 1), 'the summary names the next factor');
+        current = await latestGlobal(store);
+        assert.deepEqual(current.values, directAverage(locals, samples), 'still the plain weighted average');
+      }
+      assert.deepEqual(scales, [1, 1, 0.5, 0.5, 0.25, 0.25], 'each device reads 0.5^k in round k+1');
+      const meta = (await store.get('m'))!.meta as unknown as {
+        federated: { step: number; learningRateScale: number };
+      };
+      assert.deepEqual([meta.federated.step, meta.federated.learningRateScale], [3, 0.125]);
+      assert.equal((await roundOf(devices[0], round + 3)).learningRateScale, 0.125);
     });
 
     it('server momentum (FedAvgM): global + lr x velocity, the velocity kept across a restart', async () => {

@@ -68,6 +68,7 @@ describe('edge-train (federated) and edge-fleet-aggregator in a Node-RED runtime
         model: 'sensor',
         minReports: 1,
         roundSeconds: 60,
+        learningRateDecay: 0.5,
         architecture: 'dense-classifier',
         inputShape: '4',
         classes: 'low, high',
@@ -141,6 +142,24 @@ describe('edge-train (federated) and edge-fleet-aggregator in a Node-RED runtime
     const versions = await deviceStore.versions('sensor');
     assert.ok(versions.length >= 2, `the device stored the global versions (${versions.join(', ')})`);
     assert.ok(updates.some((m) => m.topic === 'progress' && m.payload.round === 2));
+    // Learning-rate decay 0.5 per round: round 1 trains with the node's 0.1, round 2 with 0.05.
+    assert.equal(first.payload.learningRateScale, 0.5);
+    const update2 = await until('the round 2 update', () =>
+      updates.find((m) => m.topic === 'update' && m.payload.round === 2),
+    );
+    const rates = await Promise.all(
+      [update, update2].map(async (m) => {
+        const stored = await deviceStore.get('sensor-local', m.payload.version as number);
+        return [
+          m.payload.learningRateScale,
+          (stored!.meta.training as { learningRate: number }).learningRate,
+        ];
+      }),
+    );
+    assert.deepEqual(rates, [
+      [1, 0.1],
+      [0.5, 0.05],
+    ]);
   });
 
   it('a server momentum out of range is a clear error and a red status; the flow keeps running', async () => {
