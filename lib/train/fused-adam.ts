@@ -2,13 +2,15 @@
  * Adam with each variable's update in one pass: tf.train.adam's arithmetic (moments, bias
  * correction by the accumulated beta powers, epsilon added after the square root), but as one
  * loop over the variable's data instead of about ten TF.js kernels a variable. On the cpu and wasm
- * backends the loop reads gradient and weights where they lie (on the wasm heap, no copies),
+ * backends the loop (on wasm: a SIMD heap kernel) reads gradient and weights where they lie (on
+ * the wasm heap, no copies),
  * writes the new weights to fresh data, and updates the moments in place when nothing else shares
  * them (else, e.g. for moments handed to setWeights, it writes fresh tensors and assigns them).
  * Other backends take tf.train.adam's own path. State (moments, iterations) is the same as
  * tf.train.adam's, so getWeights/setWeights and saving carry over unchanged.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { heapKernelsFor } from './heap-kernels';
 
 type GradientList = Parameters<tf.AdamOptimizer['applyGradients']>[0];
 type NamedTensors = Parameters<tf.Optimizer['setWeights']>[0];
@@ -27,6 +29,8 @@ interface DataBackend {
   refCount(dataId: object): number;
   /** wasm: a view of the tensor's data on the heap. */
   typedArrayFromHeap?(info: tf.TensorInfo): Float32Array;
+  /** wasm: the module whose memory holds the heap. */
+  wasm?: { asm?: { memory?: WebAssembly.Memory } };
   /** wasm: new data on the heap. */
   makeOutput?(shape: number[], dtype: 'float32'): tf.TensorInfo;
   /** cpu: the tensor's values. */
@@ -153,7 +157,33 @@ export class FusedAdamOptimizer extends tf.AdamOptimizer {
     const g = viewOf(backend, gradient) ?? (gradient.dataSync() as Float32Array);
     const values = viewOf(backend, x) ?? (x.dataSync() as Float32Array);
     const outX = fresh ? backend.typedArrayFromHeap!(fresh) : new Float32Array(values.length);
-    if (ownM && ownV) {
+    const kernels = fresh && heapKernelsFor(backend.wasm?.asm?.memory);
+    if (kernels && ownM && ownV && g.byteOffset && values.byteOffset) {
+      // Four at a time on the heap, the last few here.
+      const n = g.length;
+      const body = n & ~3;
+      const f = Math.fround;
+      kernels.adam(
+        g.byteOffset,
+        values.byteOffset,
+        ownM.byteOffset,
+        ownV.byteOffset,
+        outX.byteOffset,
+        body,
+        params.beta1,
+        f(1 - params.beta1),
+        params.beta2,
+        f(1 - params.beta2),
+        params.c1,
+        params.c2,
+        -params.lr,
+        params.epsilon,
+      );
+      if (body < n) {
+        const [gt, xt, mt, vt, ot] = [g, values, ownM, ownV, outX].map((a) => a.subarray(body));
+        adamStep(gt, xt, mt, vt, ot, mt, vt, params);
+      }
+    } else if (ownM && ownV) {
       adamStep(g, values, ownM, ownV, outX, ownM, ownV, params);
     } else {
       const n = values.length;

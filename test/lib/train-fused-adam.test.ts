@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { tf, useBackend } from '../../lib/models/runtime/tfjs';
 import { adamStep, fusedAdam } from '../../lib/train/fused-adam';
+import { heapKernelsFor } from '../../lib/train/heap-kernels';
 import { registerWasmGradients } from '../../lib/train/wasm-gradients';
 
 /** Deterministic pseudo-random values so every run sees identical inputs. */
@@ -103,6 +104,14 @@ describe('fused Adam vs tf.train.adam (cpu backend)', () => {
   for (const backend of ['cpu', 'wasm'] as const) {
     it(`${STEPS} steps on ${backend} match tf.train.adam, without leaking tensors`, async () => {
       await useBackend([backend]);
+      if (backend === 'wasm') {
+        const memory = (tf.backend() as unknown as { wasm: { asm: { memory: WebAssembly.Memory } } }).wasm.asm
+          .memory;
+        assert.ok(
+          heapKernelsFor(memory)?.adam,
+          'the SIMD Adam kernel did not compile: the JavaScript loop runs',
+        );
+      }
       const before = tf.memory().numTensors;
       const fused = await train(backend, () => fusedAdam(LR), STEPS);
       assert.equal(tf.memory().numTensors, before, 'leaked tensors');
