@@ -148,6 +148,27 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
   console.log(
     `${'all kernels'.padEnd(30)}|${sides.map((_, s) => ` ${cell(total(s).toFixed(2))} |`).join('')}`,
   );
+  // The optimizer step alone (the same random gradients every step), both sides in each round.
+  const variables = model.trainableWeights.map((w) => (w as unknown as { read(): tf.Variable }).read());
+  const grads: tf.NamedTensorMap = {};
+  for (const v of variables) grads[v.name] = tf.randomNormal(v.shape, 0, 0.01);
+  const applyMs = { kernels: [] as number[], fused: [] as number[] };
+  for (let round = 0; round < rounds; round++) {
+    for (const key of ['kernels', 'fused'] as const) {
+      const started = performance.now();
+      for (let i = 0; i < 20; i++) (optimizers[key] as tf.Optimizer).applyGradients(grads);
+      await tf.ready();
+      applyMs[key].push((performance.now() - started) / 20);
+    }
+  }
+  console.log(
+    `Adam step alone (${variables.reduce((n, v) => n + v.size, 0)} values): tf.train.adam ${median(
+      applyMs.kernels,
+    ).toFixed(2)} ms, fused ${median(applyMs.fused).toFixed(2)} ms (${(
+      median(applyMs.kernels) / median(applyMs.fused)
+    ).toFixed(1)}x)`,
+  );
+  tf.dispose(Object.values(grads));
   tf.dispose([x, y]);
   model.dispose();
   optimizers.fused.dispose();
