@@ -3,8 +3,9 @@
  * LSTM(64) forecaster on the wasm backend (one thread) under tf.profile and prints, per kernel,
  * the milliseconds per step and the share of the step (forward and gradient kernels alike), side
  * by side in one run: with the compiled heap kernels (3x3 stride-1 convolutions by Winograd and
- * by the direct kernel) and with the composed / JavaScript paths they replace (alternating rounds,
- * medians), plus the unprofiled step time of each.
+ * by the direct kernel) and with the composed / JavaScript paths they replace, and with Adam as
+ * TF.js kernels and fused into one pass a variable (alternating rounds, medians), plus the
+ * unprofiled step time of each.
  *
  * Usage: npm run bench:train-profile [-- --steps 5 --batch 64 --rounds 3 --parallel-steps 10 --split-only]
  */
@@ -14,6 +15,7 @@ import { tf } from '../lib/models/runtime/tfjs';
 import { buildModel, lossFor, type ArchitectureName } from '../lib/train/architectures';
 import { COORDINATOR_PHASES, HELPER_PHASES, ParallelTrainer, type StepProfile } from '../lib/train/parallel';
 import { prepareBackend } from '../lib/train/trainer';
+import { fusedAdam } from '../lib/train/fused-adam';
 import { useHeapKernels, useWinograd } from '../lib/train/wasm-gradients';
 import { numberArg } from './cli';
 
@@ -60,7 +62,7 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
     ...c.sizes,
     seed: 1,
   });
-  const optimizer = tf.train.adam(0.001);
+  const optimizers = { fused: fusedAdam(0.001), kernels: tf.train.adam(0.001) };
   const task = c.arch === 'mnist-cnn' ? 'classification' : 'regression';
   const x = tf.randomUniform([batch, ...c.inputShape]);
   const y =
@@ -69,14 +71,17 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
       : tf.randomUniform([batch, c.outputSize]);
   const loss = lossFor(task);
   const sides = [
-    { name: 'composed / JS', heap: false, winograd: false },
-    { name: 'heap, direct', heap: true, winograd: false },
-    { name: 'heap, Winograd', heap: true, winograd: true },
+    { name: 'composed / JS', heap: false, winograd: false, fused: false },
+    { name: 'heap, direct', heap: true, winograd: false, fused: false },
+    { name: 'Winograd, tf Adam', heap: true, winograd: true, fused: false },
+    { name: 'Winograd, fused Adam', heap: true, winograd: true, fused: true },
   ];
+  let optimizer: tf.Optimizer = optimizers.kernels;
   const run = () => step(model, optimizer, x, y, loss);
   for (const side of sides) {
     useHeapKernels(side.heap);
     useWinograd(side.winograd);
+    optimizer = side.fused ? optimizers.fused : optimizers.kernels;
     for (let i = 0; i < 2; i++) run();
   }
   // Per side: per-kernel milliseconds per step and unprofiled step times, one list entry a round.
@@ -86,6 +91,7 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
     for (const [s, side] of sides.entries()) {
       useHeapKernels(side.heap);
       useWinograd(side.winograd);
+      optimizer = side.fused ? optimizers.fused : optimizers.kernels;
       const started = performance.now();
       for (let i = 0; i < steps; i++) run();
       await tf.ready();
@@ -120,13 +126,15 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
   console.log(
     `step (unprofiled): ${sides
       .map((side, s) => `${median(walls[s]).toFixed(1)} ms ${side.name}`)
-      .join(', ')} (${(median(walls[0]) / median(walls[last])).toFixed(2)}x)\n`,
+      .join(', ')} (${(median(walls[0]) / median(walls[last])).toFixed(2)}x; fused Adam ${(
+      median(walls[last - 1]) / median(walls[last])
+    ).toFixed(2)}x)\n`,
   );
-  const cell = (text: string): string => text.padStart(15);
+  const cell = (text: string): string => text.padStart(24);
   console.log(
     `${'kernel'.padEnd(30)}|${sides.map((side) => ` ${cell(`${side.name} ms`)} |`).join('')} share (last)`,
   );
-  console.log(`${'-'.repeat(30)}|${sides.map(() => `${'-'.repeat(17)}|`).join('')}-------------`);
+  console.log(`${'-'.repeat(30)}|${sides.map(() => `${'-'.repeat(26)}|`).join('')}-------------`);
   for (const name of names.slice(0, 18)) {
     console.log(
       `${name.padEnd(30)}|${sides.map((_, s) => ` ${cell(of(s, name).toFixed(2))} |`).join('')} ${(
@@ -140,9 +148,31 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
   console.log(
     `${'all kernels'.padEnd(30)}|${sides.map((_, s) => ` ${cell(total(s).toFixed(2))} |`).join('')}`,
   );
+  // The optimizer step alone (the same random gradients every step), both sides in each round.
+  const variables = model.trainableWeights.map((w) => (w as unknown as { read(): tf.Variable }).read());
+  const grads: tf.NamedTensorMap = {};
+  for (const v of variables) grads[v.name] = tf.randomNormal(v.shape, 0, 0.01);
+  const applyMs = { kernels: [] as number[], fused: [] as number[] };
+  for (let round = 0; round < rounds; round++) {
+    for (const key of ['kernels', 'fused'] as const) {
+      const started = performance.now();
+      for (let i = 0; i < 20; i++) (optimizers[key] as tf.Optimizer).applyGradients(grads);
+      await tf.ready();
+      applyMs[key].push((performance.now() - started) / 20);
+    }
+  }
+  console.log(
+    `Adam step alone (${variables.reduce((n, v) => n + v.size, 0)} values): tf.train.adam ${median(
+      applyMs.kernels,
+    ).toFixed(2)} ms, fused ${median(applyMs.fused).toFixed(2)} ms (${(
+      median(applyMs.kernels) / median(applyMs.fused)
+    ).toFixed(1)}x)`,
+  );
+  tf.dispose(Object.values(grads));
   tf.dispose([x, y]);
   model.dispose();
-  optimizer.dispose();
+  optimizers.fused.dispose();
+  optimizers.kernels.dispose();
 }
 
 /**
@@ -161,7 +191,7 @@ async function parallelSplit(threads: number, steps: number, batch: number, roun
     seed: 1,
   });
   const loss = lossFor('classification');
-  model.compile({ optimizer: tf.train.adam(0.001), loss, metrics: ['accuracy'] });
+  model.compile({ optimizer: fusedAdam(0.001), loss, metrics: ['accuracy'] });
   const core = (model as unknown as { model: { makeTrainFunction: unknown } }).model;
   const ownTrainFunction = core.makeTrainFunction;
   const x = tf.randomUniform([batch * steps, ...c.inputShape]);

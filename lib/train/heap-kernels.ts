@@ -7,6 +7,7 @@
  * - leadingSum: sums over the leading rows of a [rows, cols] matrix (bias gradients), in f64;
  * - reluGrad: dy where the activation is positive, else 0 (the fused ReLU gradient), one pass;
  * - addRows: a bias added over the last axis, one pass;
+ * - adam: one Adam step of a variable (moments in place, new values beside);
  * - convForward: Conv2D with the bias and ReLU fused into its stores;
  * - convFilterGrad / convInputGrad: the two Conv2D gradients as register-blocked SIMD loops
  *   (every convolution kernel takes the parameters CONV_PARAMS describes);
@@ -317,6 +318,77 @@ const addRows: FunctionSpec = {
     ),
   ]),
 };
+
+/**
+ * adam(g, x, m, v, outX, count, beta1, 1 - beta1, beta2, 1 - beta2, 1 - beta1^t, 1 - beta2^t, -lr,
+ * epsilon): one Adam step of `count` (a multiple of 4) values, tf.train.adam's arithmetic in f32:
+ * m and v updated in place, the new values written to outX.
+ */
+const A = {
+  g: 0,
+  x: 1,
+  m: 2,
+  v: 3,
+  outX: 4,
+  count: 5,
+  // f32 parameters, then their splats (v128 locals) at the same order from `splats`
+  beta1: 6,
+  i: 14,
+  splats: 15,
+  grad: 23,
+  m1: 24,
+  v1: 25,
+} as const;
+const ADAM_SCALARS = 8;
+const f32x4Div = (a: Code, b: Code): Code => [a, b, simd(231)];
+const f32x4Sqrt = (a: Code): Code => [a, simd(227)];
+const adam: FunctionSpec = (() => {
+  const splat = (k: number): Code => get(A.splats + k);
+  const [beta1, oneMinusBeta1, beta2, oneMinusBeta2, c1, c2, negLr, epsilon] = [0, 1, 2, 3, 4, 5, 6, 7].map(
+    splat,
+  );
+  const at = (base: number): Code => at4(get(base), get(A.i));
+  return {
+    name: 'adam',
+    params: [I32, I32, I32, I32, I32, I32, ...new Array<typeof F32>(ADAM_SCALARS).fill(F32)],
+    locals: [I32, ...new Array<typeof V128>(ADAM_SCALARS + 3).fill(V128)],
+    body: [
+      Array.from({ length: ADAM_SCALARS }, (_, k) => set(A.splats + k, op.f32x4Splat(get(A.beta1 + k)))),
+      op.for(
+        A.i,
+        i32(0),
+        get(A.count),
+        [
+          set(A.grad, op.v128Load(at(A.g))),
+          set(
+            A.m1,
+            op.f32x4Add(op.f32x4Mul(op.v128Load(at(A.m)), beta1), op.f32x4Mul(get(A.grad), oneMinusBeta1)),
+          ),
+          set(
+            A.v1,
+            op.f32x4Add(
+              op.f32x4Mul(op.v128Load(at(A.v)), beta2),
+              op.f32x4Mul(op.f32x4Mul(get(A.grad), get(A.grad)), oneMinusBeta2),
+            ),
+          ),
+          op.v128Store(at(A.m), get(A.m1)),
+          op.v128Store(at(A.v), get(A.v1)),
+          op.v128Store(
+            at(A.outX),
+            op.f32x4Add(
+              op.v128Load(at(A.x)),
+              op.f32x4Mul(
+                f32x4Div(f32x4Div(get(A.m1), c1), op.f32x4Add(f32x4Sqrt(f32x4Div(get(A.v1), c2)), epsilon)),
+                negLr,
+              ),
+            ),
+          ),
+        ],
+        4,
+      ),
+    ],
+  };
+})();
 
 /**
  * Every convolution kernel takes the same parameters, in this order: the byte addresses of its two
@@ -1134,6 +1206,7 @@ export interface HeapKernels {
   leadingSum4(x: number, out: number, rows: number, cols: number, scratch: number): void;
   reluGrad(dy: number, y: number, out: number, count: number): void;
   addRows(x: number, b: number, out: number, rows: number, cols: number): void;
+  adam(g: number, x: number, m: number, v: number, outX: number, count: number, ...scalars: number[]): void;
   winogradInput(...args: number[]): void;
   winogradOutput(...args: number[]): void;
   winogradOutputGrad(...args: number[]): void;
@@ -1155,6 +1228,7 @@ const FUNCTIONS = [
   winogradInput(),
   winogradOutput(),
   winogradOutputGrad(),
+  adam,
 ];
 const instances = new WeakMap<WebAssembly.Memory, HeapKernels | null>();
 

@@ -19,6 +19,7 @@ import {
 } from './architectures';
 import { registerWasmGradients } from './wasm-gradients';
 import { ParallelTrainer } from './parallel';
+import { fusedAdam } from './fused-adam';
 import { seededRandom } from '../util/random';
 import { CancelledError } from '../errors';
 import { sizeOf } from '../preprocess/shape';
@@ -189,7 +190,7 @@ function makeOptimizer(settings: TrainSettings): tf.Optimizer {
   if (!(lr > 0)) throw new Error(`the learning rate must be above 0, got ${lr}`);
   switch (settings.optimizer) {
     case 'adam':
-      return tf.train.adam(lr);
+      return fusedAdam(lr);
     case 'sgd':
       return settings.momentum ? tf.train.momentum(lr, settings.momentum) : tf.train.sgd(lr);
     case 'rmsprop':
