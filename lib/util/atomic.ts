@@ -88,6 +88,21 @@ export async function writeDirAtomic(target: string, fill: (tmpDir: string) => P
   await fsyncPath(path.dirname(target)).catch(() => undefined);
 }
 
+/**
+ * Removes a directory so that readers see it whole or not at all: it is renamed to a temp name
+ * first (a crash then leaves a temp entry that removeStaleTemps sweeps, never a half-deleted one).
+ */
+export async function removeDirAtomic(target: string): Promise<void> {
+  const tmp = tempName(target);
+  try {
+    await fs.rename(target, tmp);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  await fs.rm(tmp, { recursive: true, force: true });
+}
+
 export async function readJsonFile<T>(file: string): Promise<T> {
   return JSON.parse(await fs.readFile(file, 'utf8')) as T;
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fsSync, { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { writeDirAtomic, writeFileAtomic } from '../../lib/util/atomic';
+import { removeDirAtomic, writeDirAtomic, writeFileAtomic } from '../../lib/util/atomic';
 
 type Spied = { events: string[]; restore: () => void; failRename?: boolean };
 
@@ -100,6 +100,20 @@ describe('atomic writes: the contract', () => {
     ]);
     assert.deepEqual(events.slice(rename + 1), ['fsync <dir>']);
     assert.equal(fsSync.readFileSync(path.join(target, 'sub', 'weights.bin')).length, 1000);
+  });
+
+  it('a directory is removed by one rename to a temp entry first, so a crash never leaves part of it', async () => {
+    const target = path.join(dir, 'v3');
+    await writeDirAtomic(target, async (tmp) => {
+      await fs.writeFile(path.join(tmp, 'model.json'), '{}');
+      await fs.writeFile(path.join(tmp, 'weights.bin'), Buffer.alloc(1000, 7));
+    });
+    spied = await spy(dir);
+    await removeDirAtomic(target);
+    await removeDirAtomic(path.join(dir, 'never-there'));
+    spied.restore();
+    assert.deepEqual(spied.events, ['rename v3 -> .v3.tmp', 'rename never-there -> .never-there.tmp']);
+    assert.deepEqual(fsSync.readdirSync(dir), []);
   });
 
   it('a failing rename leaves the old content and no temp entry, for a file and a directory', async () => {

@@ -1,7 +1,14 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
-import { readJsonFile, removeStaleTemps, sha256, writeDirAtomic, writeFileAtomic } from '../../util/atomic';
+import {
+  readJsonFile,
+  removeDirAtomic,
+  removeStaleTemps,
+  sha256,
+  writeDirAtomic,
+  writeFileAtomic,
+} from '../../util/atomic';
 
 export type ModelFormat = 'tfjs-layers' | 'tfjs-graph' | 'onnx';
 
@@ -240,7 +247,7 @@ export class ModelStore {
     const removed: number[] = [];
     for (const v of versions.slice(0, Math.max(0, versions.length - keep))) {
       if (pinned.has(v) || held.has(heldKey(this.root, name, v))) continue;
-      await fs.rm(path.join(this.root, name, String(v)), { recursive: true, force: true });
+      await removeDirAtomic(path.join(this.root, name, String(v)));
       removed.push(v);
     }
     return removed;
