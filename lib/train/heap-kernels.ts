@@ -949,6 +949,52 @@ function winogradInput(): FunctionSpec {
   };
 }
 
+/** Locals of the loop over the 2x2 output tiles shared by winogradOutput and winogradOutputGrad. */
+type OutputTileLocals = Record<
+  | 'batch'
+  | 'outW'
+  | 'cout'
+  | 'tilesH'
+  | 'tilesW'
+  | 'n'
+  | 'th'
+  | 'tw'
+  | 'k'
+  | 't'
+  | 'plane'
+  | 'oh'
+  | 'ow'
+  | 'ostep'
+  | 'rstep',
+  number
+>;
+
+/**
+ * Runs `body` for every 2x2 output tile and four output channels (k), with the tile's output
+ * row and column (oh, ow), its index t, the output row/column steps and the transform plane size set.
+ */
+function outputTiles(W: OutputTileLocals, body: Code): Code[] {
+  return [
+    set(W.ostep, mul(get(W.cout), i32(4))),
+    set(W.rstep, mul(get(W.outW), get(W.ostep))),
+    set(W.plane, mul(mul(mul(mul(get(W.batch), get(W.tilesH)), get(W.tilesW)), get(W.cout)), i32(4))),
+    set(W.t, i32(0)),
+    op.for(
+      W.n,
+      i32(0),
+      get(W.batch),
+      op.for(W.th, i32(0), get(W.tilesH), [
+        set(W.oh, mul(get(W.th), i32(2))),
+        op.for(W.tw, i32(0), get(W.tilesW), [
+          set(W.ow, mul(get(W.tw), i32(2))),
+          op.for(W.k, i32(0), get(W.cout), body, 4),
+          set(W.t, add(get(W.t), i32(1))),
+        ]),
+      ]),
+    ),
+  ];
+}
+
 /**
  * winogradOutput(m, out, bias, relu, batch, outH, outW, cout, tilesH, tilesW): the products m
  * ([16, tiles, cout]) folded into each tile's 2x2 outputs (those inside outH x outW), with the
@@ -1014,25 +1060,7 @@ function winogradOutput(): FunctionSpec {
     name: 'winogradOutput',
     params: new Array<ValueType>(names.length).fill(I32),
     locals: [...new Array<ValueType>(ints.length).fill(I32), ...new Array<ValueType>(17).fill(V128)],
-    body: [
-      set(W.ostep, mul(get(W.cout), i32(4))),
-      set(W.rstep, mul(get(W.outW), get(W.ostep))),
-      set(W.plane, mul(mul(mul(mul(get(W.batch), get(W.tilesH)), get(W.tilesW)), get(W.cout)), i32(4))),
-      set(W.t, i32(0)),
-      op.for(
-        W.n,
-        i32(0),
-        get(W.batch),
-        op.for(W.th, i32(0), get(W.tilesH), [
-          set(W.oh, mul(get(W.th), i32(2))),
-          op.for(W.tw, i32(0), get(W.tilesW), [
-            set(W.ow, mul(get(W.tw), i32(2))),
-            op.for(W.k, i32(0), get(W.cout), body, 4),
-            set(W.t, add(get(W.t), i32(1))),
-          ]),
-        ]),
-      ),
-    ],
+    body: [...outputTiles(W, body)],
   };
 }
 
@@ -1105,25 +1133,7 @@ function winogradOutputGrad(): FunctionSpec {
     name: 'winogradOutputGrad',
     params: new Array<ValueType>(names.length).fill(I32),
     locals: [...new Array<ValueType>(ints.length).fill(I32), ...new Array<ValueType>(12).fill(V128)],
-    body: [
-      set(W.ostep, mul(get(W.cout), i32(4))),
-      set(W.rstep, mul(get(W.outW), get(W.ostep))),
-      set(W.plane, mul(mul(mul(mul(get(W.batch), get(W.tilesH)), get(W.tilesW)), get(W.cout)), i32(4))),
-      set(W.t, i32(0)),
-      op.for(
-        W.n,
-        i32(0),
-        get(W.batch),
-        op.for(W.th, i32(0), get(W.tilesH), [
-          set(W.oh, mul(get(W.th), i32(2))),
-          op.for(W.tw, i32(0), get(W.tilesW), [
-            set(W.ow, mul(get(W.tw), i32(2))),
-            op.for(W.k, i32(0), get(W.cout), body, 4),
-            set(W.t, add(get(W.t), i32(1))),
-          ]),
-        ]),
-      ),
-    ],
+    body: [...outputTiles(W, body)],
   };
 }
 

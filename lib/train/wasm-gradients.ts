@@ -517,6 +517,27 @@ function winogradPad(s: KernelScope, x: Info, info: ConvInfo, tilesH: number, ti
   );
 }
 
+/** Geometry of a 1x1 convolution over `batch` rows of `width` positions: a matrix product. */
+function pointwise(batch: number, width: number, cin: number, cout: number): ConvShape {
+  return {
+    batch,
+    inH: 1,
+    inW: width,
+    cin,
+    outH: 1,
+    outW: width,
+    cout,
+    fh: 1,
+    fw: 1,
+    sh: 1,
+    sw: 1,
+    dh: 1,
+    dw: 1,
+    top: 0,
+    left: 0,
+  };
+}
+
 /**
  * A 3x3 stride-1 convolution by Winograd F(2x2, 3x3) (see heap-kernels): the filter transformed
  * once, then, a group of images at a time, the input transform, one matrix product per plane on
@@ -559,23 +580,12 @@ function winogradConv2D(
     for (let p = 0; p < 16; p++) {
       // M[p] (tiles x cout) = V[p] (tiles x cin) U[p] (cin x cout): a 1x1 convolution.
       product(
-        ...convArgs(pv + p * tiles * cin * 4, pu + p * cin * cout * 4, pm + p * tiles * cout * 4, {
-          batch: 1,
-          inH: 1,
-          inW: tiles,
-          cin,
-          outH: 1,
-          outW: tiles,
-          cout,
-          fh: 1,
-          fw: 1,
-          sh: 1,
-          sw: 1,
-          dh: 1,
-          dw: 1,
-          top: 0,
-          left: 0,
-        }),
+        ...convArgs(
+          pv + p * tiles * cin * 4,
+          pu + p * cin * cout * 4,
+          pm + p * tiles * cout * 4,
+          pointwise(1, tiles, cin, cout),
+        ),
         0,
         0,
       );
@@ -651,23 +661,12 @@ function winogradFilterGradient(
     );
     for (let p = 0; p < 16; p++) {
       product(
-        ...convArgs(pv + p * tiles * cin * 4, pm + p * tiles * cout * 4, pu + p * cin * cout * 4, {
-          batch: images / group,
-          inH: 1,
-          inW: group * perImage,
-          cin,
-          outH: 1,
-          outW: group * perImage,
-          cout,
-          fh: 1,
-          fw: 1,
-          sh: 1,
-          sw: 1,
-          dh: 1,
-          dw: 1,
-          top: 0,
-          left: 0,
-        }),
+        ...convArgs(
+          pv + p * tiles * cin * 4,
+          pm + p * tiles * cout * 4,
+          pu + p * cin * cout * 4,
+          pointwise(images / group, group * perImage, cin, cout),
+        ),
       );
     }
     if (total) {
