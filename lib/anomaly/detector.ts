@@ -81,6 +81,12 @@ export interface DetectorOptions {
    */
   spreadShare: number;
   /**
+   * 'auto' on several channels also judges each channel's mean over this many windows, so a
+   * small lasting shift shows sooner than in one window's mean (0 = off). It needs a learning
+   * period of at least LONG_LEVEL_MIN_WINDOWS such spans to be calibrated.
+   */
+  longLevel: number;
+  /**
    * Samples an episode may last before its data becomes the new normal: the detector re-learns
    * from the episode's samples and the episode ends (0 = never). Used when `relearnMs` is 0.
    */
@@ -120,6 +126,7 @@ export const DEFAULT_OPTIONS: DetectorOptions = {
   nanPolicy: 'hold',
   adaptRate: 0.01,
   spreadShare: 0.25,
+  longLevel: 2,
   relearnAfter: 400,
   relearnMs: 0,
   keepAlarm: false,
@@ -135,6 +142,12 @@ export const DEFAULT_OPTIONS: DetectorOptions = {
  * wanders slowly (temperatures); 'auto' watches its changes as well as its level.
  */
 export const PERSISTENCE_LIMIT = 0.4;
+
+/**
+ * The long level is only used when the first learning period spans at least this many of its
+ * windows: a rolling mean over few independent spans is calibrated too narrow (chance alarms).
+ */
+export const LONG_LEVEL_MIN_WINDOWS = 20;
 
 /**
  * Largest magnitude accepted: far beyond any reading, small enough that sums of squares over a
@@ -277,9 +290,10 @@ const STATISTICAL_MODELS = new Set<PipelineSpec['model']>([
 /**
  * Which feature and model each method runs. 'auto' watches one channel by the shape of its
  * recent history (nothing else describes its context) and several channels by the level and
- * spread of each; `channels` is unknown (undefined) until the first sample.
+ * spread of each; `channels` is unknown (undefined) until the first sample, `learned` (rows of
+ * the first learning period) until it ends.
  */
-function pipelineSpecs(o: DetectorOptions, channels?: number): PipelineSpec[] {
+function pipelineSpecs(o: DetectorOptions, channels?: number, learned = 0): PipelineSpec[] {
   const w = o.window;
   const sw = o.sequence.window;
   switch (o.method) {
@@ -318,17 +332,37 @@ function pipelineSpecs(o: DetectorOptions, channels?: number): PipelineSpec[] {
           },
         ];
       // Level (or change, for wandering channels) and spread of every channel: shifts and
-      // drifts move the level, a stuck sensor loses its spread, spikes and vibration add to it.
+      // drifts move the level, a stuck sensor loses its spread, spikes and vibration add to it;
+      // the level over a longer span shows a small lasting shift sooner.
       return [
         { feature: 'level-change', window: w, model: 'univariate', label: '' },
         { feature: 'spread', window: Math.max(w, 3), model: 'univariate', label: 'spread' },
+        ...(o.longLevel > 1 && learned >= LONG_LEVEL_MIN_WINDOWS * w * o.longLevel
+          ? [
+              {
+                feature: 'mean' as const,
+                window: w * o.longLevel,
+                model: 'univariate' as const,
+                label: 'long',
+              },
+            ]
+          : []),
       ];
   }
 }
 
 function fingerprintOf(o: DetectorOptions): string {
   const { method, window, alpha, learningSamples, learningMs, explained, sequence, likelihood, horizon } = o;
-  const base = { method, window, alpha, learningSamples, learningMs, explained, sequence };
+  const base = {
+    method,
+    window,
+    alpha,
+    learningSamples,
+    learningMs,
+    explained,
+    sequence,
+    ...(o.longLevel > 1 ? { longLevel: o.longLevel } : {}),
+  };
   return JSON.stringify(likelihood > 0 ? { ...base, likelihood, horizon } : base);
 }
 
@@ -420,6 +454,8 @@ export class AnomalyDetector {
       throw new Error(`unknown NaN policy "${o.nanPolicy}"`);
     if (!(o.adaptRate >= 0 && o.adaptRate < 1)) throw new Error('adapt rate must be in [0, 1)');
     if (!(o.spreadShare >= 0 && o.spreadShare <= 1)) throw new Error('spread share must be in [0, 1]');
+    if (!(o.longLevel >= 0) || !Number.isInteger(o.longLevel))
+      throw new Error('long level must be an integer >= 0 (windows; 0 = off)');
     if (!(o.relearnAfter >= 0 && o.relearnMs >= 0)) throw new Error('re-learning time must be >= 0');
     if (o.method === 'model' && !hooks.externalModel)
       throw new Error('method "model" needs a model (edge-model) to be supplied');
@@ -798,6 +834,8 @@ export class AnomalyDetector {
     const channels = this.channels as string[];
     const d = channels.length;
     this.channelMeans = Array.from({ length: d }, (_, j) => rows.reduce((a, r) => a + r[j], 0) / rows.length);
+    // Re-learning keeps the views the first learning period allowed.
+    this.specs = pipelineSpecs(this.options, d, this.normalLimit || rows.length);
     const pipelines: Pipeline[] = [];
     const learned: number[][][] = [];
     try {
@@ -934,7 +972,7 @@ export class AnomalyDetector {
     if (state.version !== 1 || state.fingerprint !== fingerprintOf(this.options)) return false;
     if (!state.pipelines) return true;
     // The same settings may run other models in another release (e.g. 'auto' on one channel).
-    const specs = pipelineSpecs(this.options, state.channels?.length);
+    const specs = pipelineSpecs(this.options, state.channels?.length, state.normalLimit);
     return (
       state.pipelines.length === specs.length &&
       state.pipelines.every((p, i) => (p.model.type === 'neighbours') === (specs[i].model === 'knn'))
@@ -967,7 +1005,7 @@ export class AnomalyDetector {
   private async restoreNow(state: DetectorState): Promise<void> {
     if (!this.compatible(state)) throw new Error('saved state belongs to other detector settings');
     const pipelines: Pipeline[] = [];
-    this.specs = pipelineSpecs(this.options, state.channels?.length);
+    this.specs = pipelineSpecs(this.options, state.channels?.length, state.normalLimit);
     try {
       await this.restorePipelines(state, pipelines);
     } catch (err) {

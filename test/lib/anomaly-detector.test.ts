@@ -249,6 +249,70 @@ describe('anomaly detector: every statistical method flags the faults it is buil
   });
 });
 
+describe('anomaly detector: the long level of auto', () => {
+  it('flags a small lasting step that the one-window level misses in some runs', async () => {
+    // d steps by 1.5 noise standard deviations: 4.7 spreads of a 10-sample mean, 6.7 of a
+    // 20-sample mean, against many statistics at once.
+    const delays = async (longLevel: number): Promise<number[]> => {
+      const out: number[] = [];
+      for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
+        const detector = new AnomalyDetector({ learningSamples: PLANT_LEARN, longLevel });
+        const rows = plantSignal(PLANT_ONSET + 300, 'step', PLANT_ONSET, seed, { step: 1.5 });
+        const results = await runRows(detector, rows);
+        await detector.dispose();
+        assert.equal(results.slice(PLANT_LEARN, PLANT_ONSET).filter((r) => r.isAnomaly).length, 0);
+        out.push(results.findIndex((r, t) => t >= PLANT_ONSET && r.isAnomaly) - PLANT_ONSET);
+      }
+      return out;
+    };
+    const withLong = await delays(2);
+    const without = await delays(0);
+    assert.ok(
+      withLong.every((d) => d >= 0 && d <= 50),
+      `with the long level: ${withLong.join(', ')}`,
+    );
+    assert.ok(without.filter((d) => d < 0).length >= 1, `one window alone: ${without.join(', ')}`);
+  });
+
+  it('is used only after a learning period of 20 of its spans, and resumes exactly', async () => {
+    const statisticsAfter = async (learningSamples: number): Promise<string[]> => {
+      const detector = new AnomalyDetector({ learningSamples });
+      const results = await runRows(detector, plantSignal(learningSamples + 5, 'none', Infinity, 3));
+      await detector.dispose();
+      return Object.keys(results[results.length - 1].details.statistics ?? {});
+    };
+    // Window 10, long level 2: 20 spans of 20 samples.
+    assert.ok(!(await statisticsAfter(399)).some((s) => s.startsWith('long:')));
+    assert.deepEqual(
+      (await statisticsAfter(400)).filter((s) => s.startsWith('long:')),
+      PLANT_CHANNELS.map((c) => `long:${c}`),
+    );
+
+    const rows = plantSignal(PLANT_ONSET + 100, 'step', PLANT_ONSET, 4, { step: 2 });
+    const whole = new AnomalyDetector({ learningSamples: PLANT_LEARN });
+    const expected = await runRows(whole, rows);
+    await whole.dispose();
+    const first = new AnomalyDetector({ learningSamples: PLANT_LEARN });
+    await runRows(first, rows.slice(0, 800));
+    const saved = JSON.parse(JSON.stringify(first.state()));
+    await first.dispose();
+    const second = new AnomalyDetector({ learningSamples: PLANT_LEARN });
+    await second.restore(saved);
+    const resumed: DetectorResult[] = [];
+    for (let t = 800; t < rows.length; t++)
+      resumed.push(await second.process(rows[t], PLANT_CHANNELS, t * 1000));
+    await second.dispose();
+    assert.deepEqual(
+      resumed.map((r) => [r.score, r.isAnomaly, r.details.top]),
+      expected.slice(800).map((r) => [r.score, r.isAnomaly, r.details.top]),
+    );
+    assert.equal(
+      new AnomalyDetector({ learningSamples: PLANT_LEARN, longLevel: 0 }).compatible(saved),
+      false,
+    );
+  });
+});
+
 describe('anomaly detector: contract', () => {
   const options: Partial<DetectorOptions> = { learningSamples: 100 };
 
