@@ -87,6 +87,12 @@ export interface DetectorOptions {
    */
   longLevel: number;
   /**
+   * 'auto' on one channel: when the learning period repeats with at least this autocorrelation
+   * (a daily or weekly cycle), each window is also compared with the windows whole periods ago,
+   * so a cycle that changes its shape shows (0 = off).
+   */
+  season: number;
+  /**
    * Samples an episode may last before its data becomes the new normal: the detector re-learns
    * from the episode's samples and the episode ends (0 = never). Used when `relearnMs` is 0.
    */
@@ -127,6 +133,7 @@ export const DEFAULT_OPTIONS: DetectorOptions = {
   adaptRate: 0.01,
   spreadShare: 0.25,
   longLevel: 2,
+  season: 0.7,
   relearnAfter: 400,
   relearnMs: 0,
   keepAlarm: false,
@@ -203,6 +210,8 @@ interface PipelineSpec {
   pool?: number;
   /** False: the learned levels stay (adaptation would chase a cycle and then flag its peaks). */
   adapt?: boolean;
+  /** Seasonal shape view: the autocorrelation at which the learning period counts as periodic. */
+  season?: number;
 }
 
 interface PipelineState {
@@ -271,10 +280,13 @@ class Pipeline {
 /** Samples averaged into one by the long view of the shape model. */
 export const SHAPE_POOL = 4;
 
-function shapeSpecs(window: number): PipelineSpec[] {
+function shapeSpecs(window: number, season = 0): PipelineSpec[] {
   return [
     { feature: 'window', window, model: 'knn', label: '' },
     { feature: 'window', window: window * SHAPE_POOL, model: 'knn', label: 'long', pool: SHAPE_POOL },
+    ...(season > 0
+      ? [{ feature: 'window' as const, window, model: 'knn' as const, label: 'season', season }]
+      : []),
   ];
 }
 
@@ -318,11 +330,12 @@ function pipelineSpecs(o: DetectorOptions, channels?: number, learned = 0): Pipe
     case 'knn':
       return shapeSpecs(sw);
     case 'auto':
-      // One channel: its shape at two scales (the window, and four times as long averaged by 4)
-      // and its robust level (rolling median against the learned median, in robust spreads).
+      // One channel: its shape at two scales (the window, and four times as long averaged by 4),
+      // against the same phase of past cycles when it repeats, and its robust level (rolling
+      // median against the learned median, in robust spreads).
       if (channels === 1)
         return [
-          ...shapeSpecs(sw),
+          ...shapeSpecs(sw, o.season),
           {
             feature: w > 1 ? 'median' : 'identity',
             window: w,
@@ -362,6 +375,7 @@ function fingerprintOf(o: DetectorOptions): string {
     explained,
     sequence,
     ...(o.longLevel > 1 ? { longLevel: o.longLevel } : {}),
+    ...(o.season > 0 ? { season: o.season } : {}),
   };
   return JSON.stringify(likelihood > 0 ? { ...base, likelihood, horizon } : base);
 }
@@ -456,6 +470,8 @@ export class AnomalyDetector {
     if (!(o.spreadShare >= 0 && o.spreadShare <= 1)) throw new Error('spread share must be in [0, 1]');
     if (!(o.longLevel >= 0) || !Number.isInteger(o.longLevel))
       throw new Error('long level must be an integer >= 0 (windows; 0 = off)');
+    if (!(o.season >= 0 && o.season < 1))
+      throw new Error('season must be an autocorrelation in [0, 1) (0 = off)');
     if (!(o.relearnAfter >= 0 && o.relearnMs >= 0)) throw new Error('re-learning time must be >= 0');
     if (o.method === 'model' && !hooks.externalModel)
       throw new Error('method "model" needs a model (edge-model) to be supplied');
@@ -903,7 +919,12 @@ export class AnomalyDetector {
       case 'knn':
         return NeighbourModel.fit(
           rows,
-          { ...DEFAULT_NEIGHBOUR_OPTIONS, window: spec.window, ...(spec.pool ? { pool: spec.pool } : {}) },
+          {
+            ...DEFAULT_NEIGHBOUR_OPTIONS,
+            window: spec.window,
+            ...(spec.pool ? { pool: spec.pool } : {}),
+            ...(spec.season ? { season: spec.season } : {}),
+          },
           channels,
         );
       case 'univariate':

@@ -24,6 +24,48 @@ export interface NeighbourOptions {
   memory: number;
   /** Windows over which the distance statistics forget. */
   horizon: number;
+  /**
+   * Seasonal view: compare only with the windows whole periods ago, the period being the one
+   * the learning rows show with at least this autocorrelation (none: the view scores 0).
+   */
+  season?: number;
+}
+
+/**
+ * Shortest period of the seasonal view, in windows: a shorter cycle repeats so often that the
+ * nearest windows in memory are already windows of other cycles.
+ */
+const SEASON_MIN_WINDOWS = 4;
+/** Samples of phase jitter allowed when comparing with a window whole periods ago. */
+const SEASON_JITTER = 2;
+/** Latest samples searched for a period (bounds the work at the end of a long learning period). */
+const PERIOD_SEARCH_SAMPLES = 4000;
+
+/**
+ * The period of a series: the lag (from `minLag` to half the series) of the highest
+ * autocorrelation after it first dips below 0, if that is at least `minCorrelation`; else 0.
+ */
+export function periodOf(values: readonly number[], minLag: number, minCorrelation: number): number {
+  const recent = values.slice(-PERIOD_SEARCH_SAMPLES);
+  const n = recent.length;
+  const m = recent.reduce((a, b) => a + b, 0) / n;
+  const c = recent.map((v) => v - m);
+  const total = c.reduce((a, v) => a + v * v, 0);
+  if (!(total > 0)) return 0;
+  let dipped = false;
+  let best = 0;
+  let bestR = minCorrelation;
+  for (let lag = 1; lag <= n >> 1; lag++) {
+    let sum = 0;
+    for (let t = 0; t + lag < n; t++) sum += c[t] * c[t + lag];
+    const r = (sum / total) * (n / (n - lag));
+    if (r < 0) dipped = true;
+    if (dipped && lag >= minLag && r > bestR) {
+      bestR = r;
+      best = lag;
+    }
+  }
+  return best;
 }
 
 export const DEFAULT_NEIGHBOUR_OPTIONS: Omit<NeighbourOptions, 'window'> = {
@@ -54,6 +96,7 @@ export interface NeighbourState {
   mean: number;
   variance: number;
   count: number;
+  period?: number;
 }
 
 export class NeighbourModel implements ScoreModel {
@@ -73,6 +116,8 @@ export class NeighbourModel implements ScoreModel {
   private count = 0;
   /** Whether scored windows are remembered (off while a lasting alarm must stay in alarm). */
   learning = true;
+  /** Period of the seasonal view in samples (0: none found, the view scores 0). */
+  period = 0;
 
   private constructor(
     readonly options: NeighbourOptions,
@@ -111,6 +156,12 @@ export class NeighbourModel implements ScoreModel {
       scale.push(Math.max(1.4826 * mad(column, c), 0.1 * sd, 1e-9 * Math.max(1, Math.abs(c))));
     }
     const model = new NeighbourModel(options, channels, centre, scale);
+    if (options.season)
+      model.period = periodOf(
+        rows.map((r) => r[0]),
+        options.window * SEASON_MIN_WINDOWS,
+        options.season,
+      );
     const calibration: number[][] = [];
     const w = options.window;
     const logDistances: number[] = [];
@@ -135,6 +186,7 @@ export class NeighbourModel implements ScoreModel {
     m.mean = s.mean;
     m.variance = s.variance;
     m.count = s.count;
+    m.period = s.period ?? 0;
     return m;
   }
 
@@ -162,6 +214,7 @@ export class NeighbourModel implements ScoreModel {
       mean: this.mean,
       variance: this.variance,
       count: this.count,
+      ...(this.period ? { period: this.period } : {}),
     };
   }
 
@@ -175,6 +228,8 @@ export class NeighbourModel implements ScoreModel {
 
   /** Surprise of one raw window (row-major: window x channels); then learns it. */
   private step(raw: readonly number[]): number[] {
+    // A seasonal view without a period is off: no statistic, so it dilutes none of the others.
+    if (this.options.season && !this.period) return [];
     const d = this.channels.length;
     const pool = this.pool;
     const x = new Array<number>(this.dim).fill(0);
@@ -184,7 +239,7 @@ export class NeighbourModel implements ScoreModel {
       for (let q = 0; q < pool; q++) x[i] += raw[(t + q) * d + j];
       x[i] = (x[i] / pool - this.centre[j]) / this.scale[j];
     }
-    if (this.size < this.options.k) {
+    if (this.size < (this.period ? this.period + SEASON_JITTER : this.options.k)) {
       this.lastLogDistance = null;
       this.learn(x, null);
       return [0];
@@ -219,8 +274,41 @@ export class NeighbourModel implements ScoreModel {
     this.size = Math.min(this.size + 1, this.capacity);
   }
 
+  private squaredDistance(x: readonly number[], slot: number, worst: number): number {
+    const base = slot * this.dim;
+    let sum = 0;
+    for (let i = 0; i < this.dim && sum < worst; i++) {
+      const q = x[i] - this.store[base + i];
+      sum += q * q;
+    }
+    return sum;
+  }
+
+  /** Root mean square distance per value to the k nearest windows whole periods ago (each ± jitter). */
+  private seasonalDistance(x: readonly number[]): number {
+    // The newest remembered window ended window + 1 samples before the one scored.
+    const lagOfNewest = this.options.window + 1;
+    const best: number[] = [];
+    for (let lag = this.period; lag - SEASON_JITTER - lagOfNewest < this.size; lag += this.period) {
+      let nearest = Infinity;
+      for (let j = -SEASON_JITTER; j <= SEASON_JITTER; j++) {
+        const back = lag + j - lagOfNewest;
+        if (back < 0 || back >= this.size) continue;
+        const slot = (this.next - 1 - back + 2 * this.capacity) % this.capacity;
+        nearest = Math.min(nearest, this.squaredDistance(x, slot, nearest));
+      }
+      if (nearest < Infinity) best.push(nearest);
+    }
+    best.sort((a, b) => a - b);
+    const k = Math.min(this.options.k, best.length);
+    let total = 0;
+    for (let i = 0; i < k; i++) total += best[i];
+    return k ? Math.sqrt(total / k / this.dim) : 0;
+  }
+
   /** Root mean square distance per value to the k nearest remembered windows. */
   private neighbourDistance(x: readonly number[]): number {
+    if (this.period) return this.seasonalDistance(x);
     const k = Math.min(this.options.k, this.size);
     const best = new Array<number>(k).fill(Infinity);
     const dim = this.dim;

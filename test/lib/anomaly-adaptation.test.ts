@@ -6,8 +6,14 @@ import {
   scoreOf,
   scoreOfSurprise,
 } from '../../lib/anomaly/calibrate';
-import { AnomalyDetector, type DetectorOptions, type DetectorResult } from '../../lib/anomaly/detector';
+import {
+  AnomalyDetector,
+  DEFAULT_OPTIONS,
+  type DetectorOptions,
+  type DetectorResult,
+} from '../../lib/anomaly/detector';
 import { Likelihood, normalTailSurprise } from '../../lib/anomaly/likelihood';
+import { periodOf } from '../../lib/anomaly/neighbours';
 import { gaussian, prng } from '../helpers/signals';
 
 /** One noisy channel at level 10 (sd 1) with `shift` added from sample `onset` on. */
@@ -262,9 +268,14 @@ describe('anomaly detector on one channel: shape novelty (knn)', () => {
       d,
       cycle(700, 100, (_, v) => v),
     );
-    // The shape at two scales (the window, and a four times longer view averaged by 4) and the
-    // robust level.
-    assert.deepEqual(Object.keys(r[650].details.statistics ?? {}), ['shape', 'long:shape', 'level:x']);
+    // The shape at two scales (the window, and a four times longer view averaged by 4), the
+    // shape against whole periods ago (the cycle repeats) and the robust level.
+    assert.deepEqual(Object.keys(r[650].details.statistics ?? {}), [
+      'shape',
+      'long:shape',
+      'season:shape',
+      'level:x',
+    ]);
     await d.dispose();
   });
 
@@ -303,6 +314,57 @@ describe('anomaly detector on one channel: shape novelty (knn)', () => {
     await Promise.all([d.dispose(), z.dispose()]);
   });
 
+  it('flags a cycle that misses its plateau, which only the seasonal view can see', async () => {
+    // Each cycle of 100 samples holds a plateau (+4) from phase 20 to 50; one cycle misses it.
+    // Every window of that cycle looks like the flat part of other cycles: only the same phase
+    // one or more periods ago tells it is wrong.
+    const plateau = (t: number): number => (t % 100 >= 20 && t % 100 < 50 ? 4 : 0);
+    for (const seed of [7, 8, 9]) {
+      const values = cycle(2000, 100, (t) => 10 + (t >= 1500 && t < 1600 ? 0 : plateau(t)), seed);
+      const firstAlarm = async (season: number): Promise<number> => {
+        const d = new AnomalyDetector({ ...KNN, season });
+        const r = await feed(d, values);
+        await d.dispose();
+        assert.equal(r.slice(600, 1500).filter((x) => x.isAnomaly).length, 0, `season ${season}: before`);
+        return r.findIndex((x, t) => t >= 1500 && x.isAnomaly);
+      };
+      const seasonal = await firstAlarm(DEFAULT_OPTIONS.season);
+      assert.ok(seasonal >= 1520 && seasonal < 1535, `seed ${seed}: flagged at ${seasonal}`);
+      assert.equal(await firstAlarm(0), -1, `seed ${seed}: flagged without the seasonal view`);
+    }
+  });
+
+  it('finds the period of a repeating series, and none in noise or a trend', () => {
+    const g = gaussian(prng(4));
+    const noisyCycle = Array.from({ length: 600 }, (_, t) => Math.sin((2 * Math.PI * t) / 96) + 0.3 * g());
+    assert.ok(Math.abs(periodOf(noisyCycle, 16, 0.7) - 96) <= 2, String(periodOf(noisyCycle, 16, 0.7)));
+    assert.equal(
+      periodOf(
+        Array.from({ length: 600 }, () => g()),
+        16,
+        0.7,
+      ),
+      0,
+    );
+    assert.equal(
+      periodOf(
+        Array.from({ length: 600 }, (_, t) => t + g()),
+        16,
+        0.7,
+      ),
+      0,
+    );
+    let walk = 0;
+    assert.equal(
+      periodOf(
+        Array.from({ length: 600 }, () => (walk += g())),
+        16,
+        0.7,
+      ),
+      0,
+    );
+  });
+
   it('learns a lasting new level within a few windows, unless keepAlarm is set', async () => {
     const values = steps(1600, 900, () => 8);
     const d = new AnomalyDetector({ ...KNN, method: 'knn' });
@@ -322,7 +384,12 @@ describe('anomaly detector on one channel: shape novelty (knn)', () => {
 
   it('stays quiet on clean data: < 0.2 % alarms, < 1 % scores at the threshold', async () => {
     for (const seed of [31, 32, 33]) {
-      for (const values of [cycle(3600, 100, (_, v) => v, seed), steps(3600, Infinity, () => 0, seed)]) {
+      const plateau = cycle(3600, 100, (t) => 10 + (t % 100 >= 20 && t % 100 < 50 ? 4 : 0), seed);
+      for (const values of [
+        cycle(3600, 100, (_, v) => v, seed),
+        plateau,
+        steps(3600, Infinity, () => 0, seed),
+      ]) {
         const d = new AnomalyDetector({ ...KNN, suppress: 0 });
         const r = (await feed(d, values)).slice(600);
         await d.dispose();
