@@ -43,6 +43,7 @@ import { ModelStore } from '../lib/models/store/store';
 import { trainingWorkerClient } from '../lib/train/training-worker';
 import type { TrainResult, TrainSettings } from '../lib/train/trainer';
 import type { WorkerClient } from '../lib/util/worker-rpc';
+import { labelSkewAdjust, type LabelSkewCorrection } from '../lib/train/logit-adjust';
 import { seededRandom } from '../lib/util/random';
 import { MNIST_TRAINING, balancedSets, type Digit } from './train-data';
 
@@ -63,6 +64,8 @@ export interface FedAvgOptions {
   learningRateDecay: number;
   /** Devices train on copies of their digits shifted by up to this many pixels (0: none). */
   augmentShift: number;
+  /** The label-skew correction of the devices' local training (FedRS, FedLC; method 'none': off). */
+  labelSkew: LabelSkewCorrection;
   /**
    * Digits carved from the training digits (class-balanced) to measure on instead of the
    * held-out digits, to compare settings without looking at the held-out digits; 0: held-out.
@@ -175,7 +178,8 @@ const serverStep = (o: FedAvgOptions): string =>
     ? 'FedAvg'
     : `FedAvgM (momentum ${o.serverMomentum}, server lr ${o.serverLearningRate})`) +
   (o.learningRateDecay === 1 ? '' : `, lr decay ${o.learningRateDecay}/round`) +
-  (o.augmentShift > 0 ? `, devices shift digits by up to ${o.augmentShift} px` : '');
+  (o.augmentShift > 0 ? `, devices shift digits by up to ${o.augmentShift} px` : '') +
+  (o.labelSkew.method === 'none' ? '' : `, devices train with ${o.labelSkew.method} ${o.labelSkew.strength}`);
 
 const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)] ?? NaN;
 
@@ -260,6 +264,7 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
               ...settings,
               learningRate: settings.learningRate * r.learningRateScale,
               seed: r.round * 1000 + Number(device.id.slice(1)),
+              logitAdjust: labelSkewAdjust(o.labelSkew, device.y, LABELS.length),
               base: { modelJsonPath: path.join(r.stored.dir, r.stored.meta.entry), freeze: 0, whole: true },
             },
             data: {

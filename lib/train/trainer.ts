@@ -23,6 +23,7 @@ import { fusedAdam } from './fused-adam';
 import { seededRandom } from '../util/random';
 import { CancelledError } from '../errors';
 import { sizeOf } from '../preprocess/shape';
+import { adjustedLoss, logitsHead, type LogitAdjust } from './logit-adjust';
 
 export { CancelledError };
 
@@ -69,6 +70,13 @@ export interface TrainSettings {
    * order of the split, and a seeded architecture trains the same way every run.
    */
   shuffle?: boolean;
+  /**
+   * Classification with a softmax head only: per-class changes to the head's logits inside the
+   * training loss, `logit_c x scale[c] + offset[c]` before the softmax (an offset of -Infinity
+   * leaves class c out of the softmax). The loss trains on the changed logits; the saved model
+   * and its predictions are the plain softmax model. Trains on one thread. See logit-adjust.ts.
+   */
+  logitAdjust?: LogitAdjust;
 }
 
 export interface TrainData {
@@ -313,9 +321,19 @@ export async function trainModel(
   const owned: tf.Tensor[] = [];
   let parallel: ParallelTrainer | undefined;
   let best: { loss: number; epoch: number; weights: tf.Tensor[] } | undefined;
+  let head: { restore(): void } | undefined;
   try {
-    model.compile({ optimizer, loss: lossFor(task), metrics: metricsFor(task) });
-    const threads = Math.min(settings.threads ?? 1, settings.batchSize);
+    if (settings.logitAdjust && task === 'classification') {
+      head = logitsHead(model);
+      model.compile({
+        optimizer,
+        loss: adjustedLoss(settings.logitAdjust, data.outputSize),
+        metrics: metricsFor(task),
+      });
+    } else {
+      model.compile({ optimizer, loss: lossFor(task), metrics: metricsFor(task) });
+    }
+    const threads = head ? 1 : Math.min(settings.threads ?? 1, settings.batchSize);
     if (threads > 1) {
       parallel = await ParallelTrainer.start(model, {
         threads,
@@ -421,6 +439,7 @@ export async function trainModel(
     }
     const kept = best ? best.epoch : epochMs.length - 1;
     if (best && best.epoch !== epochMs.length - 1) model.setWeights(best.weights);
+    head?.restore();
     const metrics: Record<string, number> = {
       samples: data.count,
       epochs: epochMs.length,
@@ -452,6 +471,7 @@ export async function trainModel(
       epochMs,
     };
   } finally {
+    head?.restore();
     await parallel?.close();
     tf.dispose(owned);
     tf.dispose(best?.weights ?? []);
