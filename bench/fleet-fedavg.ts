@@ -66,6 +66,8 @@ export interface FedAvgOptions {
   augmentShift: number;
   /** The label-skew correction of the devices' local training (FedRS, FedLC; method 'none': off). */
   labelSkew: LabelSkewCorrection;
+  /** FedProx's mu on the devices (0: none). */
+  proximal: number;
   /**
    * Digits carved from the training digits (class-balanced) to measure on instead of the
    * held-out digits, to compare settings without looking at the held-out digits; 0: held-out.
@@ -179,7 +181,10 @@ const serverStep = (o: FedAvgOptions): string =>
     : `FedAvgM (momentum ${o.serverMomentum}, server lr ${o.serverLearningRate})`) +
   (o.learningRateDecay === 1 ? '' : `, lr decay ${o.learningRateDecay}/round`) +
   (o.augmentShift > 0 ? `, devices shift digits by up to ${o.augmentShift} px` : '') +
-  (o.labelSkew.method === 'none' ? '' : `, devices train with ${o.labelSkew.method} ${o.labelSkew.strength}`);
+  (o.labelSkew.method === 'none'
+    ? ''
+    : `, devices train with ${o.labelSkew.method} ${o.labelSkew.strength}`) +
+  (o.proximal > 0 ? `, FedProx mu ${o.proximal}` : '');
 
 const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)] ?? NaN;
 
@@ -265,6 +270,7 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
               learningRate: settings.learningRate * r.learningRateScale,
               seed: r.round * 1000 + Number(device.id.slice(1)),
               logitAdjust: labelSkewAdjust(o.labelSkew, device.y, LABELS.length),
+              proximal: o.proximal > 0 ? o.proximal : undefined,
               base: { modelJsonPath: path.join(r.stored.dir, r.stored.meta.entry), freeze: 0, whole: true },
             },
             data: {

@@ -13,7 +13,7 @@
  * Usage: npm run bench:fleet [-- --devices 100 --kb 120 --red 3 --mosquitto | --broker mqtt://127.0.0.1:1883]
  *        [--part rollout|fedavg] [--quick] [--rounds 50 --epochs 5 --batch 10 --fraction 0.2 --lr 0.1
  *        --momentum 0 --server-lr 1 --decay 1 --augment 0 --skew none|restricted-softmax|logit-calibration
- *        --skew-strength alpha|tau --validation N --encoding uint8|float16|float32 --threads N --no-central]
+ *        --skew-strength alpha|tau --prox mu --validation N --encoding uint8|float16|float32 --threads N --no-central]
  * Then the federated part (bench/fleet-fedavg.ts). --quick: 10 devices, 3 rounds of a small
  * federated run, checking the mechanics (rounds close, faults handled), not accuracy.
  * The default broker is the embedded one (aedes); --mosquitto starts /usr/sbin/mosquitto on a free
@@ -271,6 +271,7 @@ async function main(): Promise<void> {
         learningRateDecay: Number(arg('decay') ?? 1),
         augmentShift: Number(arg('augment') ?? 0),
         labelSkew: labelSkewArg(),
+        proximal: Number(arg('prox') ?? 0),
         validation: Number(arg('validation') ?? 0),
         encoding: (arg('encoding') || 'uint8') as UpdateEncoding,
         central: !QUICK && arg('no-central') === undefined,

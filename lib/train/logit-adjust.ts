@@ -157,3 +157,24 @@ export function logitsHead(model: tfl.LayersModel): { restore(): void } {
     },
   };
 }
+
+/**
+ * FedProx's proximal term: adds mu / 2 x sum (w - w0)^2 over the model's trainable weights to
+ * its training loss, w0 their values now. Returns the copies of w0 (the caller disposes them).
+ */
+export function addProximalTerm(model: tfl.LayersModel, mu: number): tf.Tensor[] {
+  if (!(mu > 0 && Number.isFinite(mu))) throw new Error(`the proximal term's mu must be above 0, got ${mu}`);
+  const anchors: tf.Tensor[] = [];
+  for (const layer of model.layers) {
+    const weights = layer.trainableWeights;
+    if (weights.length === 0) continue;
+    const start = weights.map((w) => tf.keep(w.read().clone()));
+    anchors.push(...start);
+    layer.addLoss(() =>
+      tf.tidy(() =>
+        tf.mul(mu / 2, tf.addN(weights.map((w, i) => tf.sum(tf.square(tf.sub(w.read(), start[i])))))),
+      ),
+    );
+  }
+  return anchors;
+}

@@ -23,7 +23,7 @@ import { fusedAdam } from './fused-adam';
 import { seededRandom } from '../util/random';
 import { CancelledError } from '../errors';
 import { sizeOf } from '../preprocess/shape';
-import { adjustedLoss, logitsHead, type LogitAdjust } from './logit-adjust';
+import { adjustedLoss, addProximalTerm, logitsHead, type LogitAdjust } from './logit-adjust';
 
 export { CancelledError };
 
@@ -77,6 +77,12 @@ export interface TrainSettings {
    * and its predictions are the plain softmax model. Trains on one thread. See logit-adjust.ts.
    */
   logitAdjust?: LogitAdjust;
+  /**
+   * FedProx's proximal term (Li et al., "Federated optimization in heterogeneous networks",
+   * MLSys 2020): mu / 2 x the squared distance of the trainable weights from those training
+   * started with is added to the loss (0 or unset: none). Trains on one thread.
+   */
+  proximal?: number;
 }
 
 export interface TrainData {
@@ -333,7 +339,8 @@ export async function trainModel(
     } else {
       model.compile({ optimizer, loss: lossFor(task), metrics: metricsFor(task) });
     }
-    const threads = head ? 1 : Math.min(settings.threads ?? 1, settings.batchSize);
+    if (settings.proximal) owned.push(...addProximalTerm(model, settings.proximal));
+    const threads = head || settings.proximal ? 1 : Math.min(settings.threads ?? 1, settings.batchSize);
     if (threads > 1) {
       parallel = await ParallelTrainer.start(model, {
         threads,

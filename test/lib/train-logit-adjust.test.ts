@@ -84,8 +84,12 @@ describe('logit adjustment (FedRS restricted softmax, FedLC logit calibration)',
     await fs.rm(dir, { recursive: true, force: true });
   });
 
-  /** One full-batch SGD step from the saved head with `adjust`; the trained kernel and bias. */
-  async function oneStep(adjust: LogitAdjust | undefined): Promise<{
+  /** Full-batch SGD steps (one by default) from the saved head; the trained kernel and bias. */
+  async function oneStep(
+    adjust: LogitAdjust | undefined,
+    steps = 1,
+    proximal?: number,
+  ): Promise<{
     kernel: number[][];
     bias: number[];
     topology: object;
@@ -105,11 +109,12 @@ describe('logit adjustment (FedRS restricted softmax, FedLC logit calibration)',
         optimizer: 'sgd',
         learningRate: LR,
         batchSize: X.length,
-        epochs: 1,
+        epochs: steps,
         validationSplit: 0,
         shuffle: false,
         backend: 'cpu',
         logitAdjust: adjust,
+        proximal,
       },
       data,
     );
@@ -258,5 +263,27 @@ describe('logit adjustment (FedRS restricted softmax, FedLC logit calibration)',
     } finally {
       await fs.rm(other, { recursive: true, force: true });
     }
+  });
+
+  it('FedProx: the proximal term mu/2 |w - w0|^2 adds mu (w - w0) to the gradient', async () => {
+    const mu = 0.3;
+    const w1 = await oneStep(undefined, 1);
+    const w2 = await oneStep(undefined, 2);
+    const prox = await oneStep(undefined, 2, mu);
+    // Step 1 starts at w0 (no pull); step 2 is the plain step minus lr x mu x (w1 - w0).
+    close(
+      prox.bias,
+      w2.bias.map((b, c) => b - LR * mu * (w1.bias[c] - BIAS[c])),
+      'bias',
+    );
+    prox.kernel.forEach((row, i) =>
+      close(
+        row,
+        w2.kernel[i].map((w, c) => w - LR * mu * (w1.kernel[i][c] - KERNEL[i][c])),
+        `kernel row ${i}`,
+      ),
+    );
+    assert.ok(Math.abs(prox.bias[2] - w2.bias[2]) > 1e-4, 'the pull is measurable');
+    for (const t of [w1, w2, prox]) t.model.dispose();
   });
 });
