@@ -52,6 +52,8 @@ export interface FederatedRoundBase {
    * calibration, from this device's class counts; see logit-adjust.ts). Unset: plain loss.
    */
   labelSkew?: LabelSkewCorrection;
+  /** FedProx's mu: the local loss adds mu/2 |w - w_global|^2 (0 or unset: none). */
+  proximal?: number;
 }
 
 /** When training starts without a 'train' command. */
@@ -267,6 +269,7 @@ export class DeviceTrainer {
           this.task === 'classification' && data.y
             ? labelSkewAdjust(round?.labelSkew, data.y, data.classes.length)
             : undefined,
+        proximal: round?.proximal ? round.proximal : undefined,
       };
       const outputSize = this.task === 'classification' ? data.classes.length : data.targetSize;
       const result = await worker.run(
@@ -303,6 +306,7 @@ export class DeviceTrainer {
             epochMs: result.epochMs.map((ms) => Math.round(ms)),
             stoppedBy: result.stoppedBy,
             ...(settings.logitAdjust && round?.labelSkew ? { labelSkew: round.labelSkew } : {}),
+            ...(settings.proximal ? { proximal: settings.proximal } : {}),
           },
         },
         async (dir) => {

@@ -50,6 +50,7 @@ export function startFederated(
   let clipNorm = 0;
   let noise = 0;
   let labelSkew: LabelSkewCorrection | undefined;
+  let proximal = 0;
   let trainer: DeviceTrainer | undefined;
   let client: FederatedClient | undefined;
   let pending: FederatedRound | undefined;
@@ -76,6 +77,7 @@ export function startFederated(
       );
       labelSkew = { method, strength };
     }
+    proximal = s.number('proximal', 0, { min: 0 });
     ModelStore.checkName(name);
     const fleet = getFleetNode(RED, config.fleet);
     if (!fleet) throw new Error(RED._('edge-train.errors.no-fleet'));
@@ -141,6 +143,7 @@ export function startFederated(
           labels,
           learningRateScale: round.learningRateScale,
           labelSkew,
+          proximal,
         },
       );
       if (federatedClient.current && federatedClient.current.round !== round.round) {
@@ -175,6 +178,7 @@ export function startFederated(
           encoding,
           learningRateScale: round.learningRateScale,
           labelSkew: labelSkew ?? null,
+          proximal,
           norm: sent.header.norm,
           clipNorm: sent.header.clipNorm,
           noiseStd: sent.header.noiseStd,
