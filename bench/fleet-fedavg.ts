@@ -21,7 +21,10 @@
  * from the training digits) against C = 0.1 and against server momentum (FedAvgM, Hsu et al. 2019);
  * a constant client learning rate: decay per round announced by the aggregator (--decay; Li et al.
  * 2020, "On the convergence of FedAvg on non-IID data") at 0.95 and 0.97, fewer local epochs (E = 2)
- * and devices training on shifted digits (--augment 2) did not beat it in --validation runs.
+ * and devices training on shifted digits (--augment 2) did not beat it in --validation runs; nor did
+ * the label-skew corrections of the devices' loss (--skew restricted-softmax: FedRS, Li and Zhan 2021;
+ * --skew logit-calibration: FedLC, Zhang et al. 2022), FedRS with server momentum, FedProx's
+ * proximal term (--prox, Li et al. 2020), 15 local epochs or float32 updates.
  */
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
