@@ -21,7 +21,10 @@
  * from the training digits) against C = 0.1 and against server momentum (FedAvgM, Hsu et al. 2019);
  * a constant client learning rate: decay per round announced by the aggregator (--decay; Li et al.
  * 2020, "On the convergence of FedAvg on non-IID data") at 0.95 and 0.97, fewer local epochs (E = 2)
- * and devices training on shifted digits (--augment 2) did not beat it in --validation runs.
+ * and devices training on shifted digits (--augment 2) did not beat it in --validation runs; nor did
+ * the label-skew corrections of the devices' loss (--skew restricted-softmax: FedRS, Li and Zhan 2021;
+ * --skew logit-calibration: FedLC, Zhang et al. 2022), FedRS with server momentum, FedProx's
+ * proximal term (--prox, Li et al. 2020), 15 local epochs or float32 updates.
  */
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
@@ -43,6 +46,7 @@ import { ModelStore } from '../lib/models/store/store';
 import { trainingWorkerClient } from '../lib/train/training-worker';
 import type { TrainResult, TrainSettings } from '../lib/train/trainer';
 import type { WorkerClient } from '../lib/util/worker-rpc';
+import { labelSkewAdjust, type LabelSkewCorrection } from '../lib/train/logit-adjust';
 import { seededRandom } from '../lib/util/random';
 import { MNIST_TRAINING, balancedSets, type Digit } from './train-data';
 
@@ -63,6 +67,10 @@ export interface FedAvgOptions {
   learningRateDecay: number;
   /** Devices train on copies of their digits shifted by up to this many pixels (0: none). */
   augmentShift: number;
+  /** The label-skew correction of the devices' local training (FedRS, FedLC; method 'none': off). */
+  labelSkew: LabelSkewCorrection;
+  /** FedProx's mu on the devices (0: none). */
+  proximal: number;
   /**
    * Digits carved from the training digits (class-balanced) to measure on instead of the
    * held-out digits, to compare settings without looking at the held-out digits; 0: held-out.
@@ -175,7 +183,11 @@ const serverStep = (o: FedAvgOptions): string =>
     ? 'FedAvg'
     : `FedAvgM (momentum ${o.serverMomentum}, server lr ${o.serverLearningRate})`) +
   (o.learningRateDecay === 1 ? '' : `, lr decay ${o.learningRateDecay}/round`) +
-  (o.augmentShift > 0 ? `, devices shift digits by up to ${o.augmentShift} px` : '');
+  (o.augmentShift > 0 ? `, devices shift digits by up to ${o.augmentShift} px` : '') +
+  (o.labelSkew.method === 'none'
+    ? ''
+    : `, devices train with ${o.labelSkew.method} ${o.labelSkew.strength}`) +
+  (o.proximal > 0 ? `, FedProx mu ${o.proximal}` : '');
 
 const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)] ?? NaN;
 
@@ -260,6 +272,8 @@ export async function runFedAvg(o: FedAvgOptions): Promise<string[]> {
               ...settings,
               learningRate: settings.learningRate * r.learningRateScale,
               seed: r.round * 1000 + Number(device.id.slice(1)),
+              logitAdjust: labelSkewAdjust(o.labelSkew, device.y, LABELS.length),
+              proximal: o.proximal > 0 ? o.proximal : undefined,
               base: { modelJsonPath: path.join(r.stored.dir, r.stored.meta.entry), freeze: 0, whole: true },
             },
             data: {

@@ -12,7 +12,8 @@
  *
  * Usage: npm run bench:fleet [-- --devices 100 --kb 120 --red 3 --mosquitto | --broker mqtt://127.0.0.1:1883]
  *        [--part rollout|fedavg] [--quick] [--rounds 50 --epochs 5 --batch 10 --fraction 0.2 --lr 0.1
- *        --momentum 0 --server-lr 1 --decay 1 --augment 0 --validation N --encoding uint8|float16|float32 --threads N --no-central]
+ *        --momentum 0 --server-lr 1 --decay 1 --augment 0 --skew none|restricted-softmax|logit-calibration
+ *        --skew-strength alpha|tau --prox mu --validation N --encoding uint8|float16|float32 --threads N --no-central]
  * Then the federated part (bench/fleet-fedavg.ts). --quick: 10 devices, 3 rounds of a small
  * federated run, checking the mechanics (rounds close, faults handled), not accuracy.
  * The default broker is the embedded one (aedes); --mosquitto starts /usr/sbin/mosquitto on a free
@@ -29,6 +30,12 @@ import { ModelStore } from '../lib/models/store/store';
 import { startEmbedded, startMosquitto, type TestBroker } from '../test/helpers/mqtt-brokers';
 import type { UpdateEncoding } from '../lib/fleet/federated';
 import { defaultTrainingThreads } from '../lib/train/threads';
+import {
+  LABEL_SKEW_METHODS,
+  LABEL_SKEW_STRENGTH,
+  type LabelSkewCorrection,
+  type LabelSkewMethod,
+} from '../lib/train/logit-adjust';
 import { runFedAvg } from './fleet-fedavg';
 import { printTable } from './cli';
 import { RedDevices } from './fleet-red';
@@ -228,6 +235,15 @@ async function rollout(broker: TestBroker): Promise<void> {
   }
 }
 
+/** --skew none|restricted-softmax|logit-calibration [--skew-strength alpha or tau]. */
+function labelSkewArg(): LabelSkewCorrection {
+  const method = (arg('skew') || 'none') as LabelSkewMethod;
+  if (!LABEL_SKEW_METHODS.includes(method))
+    throw new Error(`--skew ${method}: use ${LABEL_SKEW_METHODS.join(', ')}`);
+  const fallback = method === 'none' ? 0 : LABEL_SKEW_STRENGTH[method];
+  return { method, strength: Number(arg('skew-strength') || fallback) };
+}
+
 async function main(): Promise<void> {
   const brokerUrl = arg('broker');
   const broker: TestBroker =
@@ -254,6 +270,8 @@ async function main(): Promise<void> {
         serverLearningRate: Number(arg('server-lr') ?? 1),
         learningRateDecay: Number(arg('decay') ?? 1),
         augmentShift: Number(arg('augment') ?? 0),
+        labelSkew: labelSkewArg(),
+        proximal: Number(arg('prox') ?? 0),
         validation: Number(arg('validation') ?? 0),
         encoding: (arg('encoding') || 'uint8') as UpdateEncoding,
         central: !QUICK && arg('no-central') === undefined,

@@ -12,6 +12,7 @@ import { TrainingWorker } from './training-worker';
 import { defaultTrainingThreads } from './threads';
 import { balancedClassWeights, type EpochProgress, type TrainResult, type TrainSettings } from './trainer';
 import { CancelledError, TooFewSamplesError } from '../errors';
+import { labelSkewAdjust, type LabelSkewCorrection } from './logit-adjust';
 
 export { TooFewSamplesError };
 
@@ -46,6 +47,13 @@ export interface FederatedRoundBase {
   labels?: string[];
   /** The factor on the configured learning rate announced for the round (decay over rounds). */
   learningRateScale?: number;
+  /**
+   * The label-skew correction of the local loss (FedRS restricted softmax or FedLC logit
+   * calibration, from this device's class counts; see logit-adjust.ts). Unset: plain loss.
+   */
+  labelSkew?: LabelSkewCorrection;
+  /** FedProx's mu: the local loss adds mu/2 |w - w_global|^2 (0 or unset: none). */
+  proximal?: number;
 }
 
 /** When training starts without a 'train' command. */
@@ -257,6 +265,11 @@ export class DeviceTrainer {
         architecture: this.config.architecture,
         base,
         classWeights: data.y ? this.classWeights(data.y, data.classes) : undefined,
+        logitAdjust:
+          this.task === 'classification' && data.y
+            ? labelSkewAdjust(round?.labelSkew, data.y, data.classes.length)
+            : undefined,
+        proximal: round?.proximal ? round.proximal : undefined,
       };
       const outputSize = this.task === 'classification' ? data.classes.length : data.targetSize;
       const result = await worker.run(
@@ -292,6 +305,8 @@ export class DeviceTrainer {
             threads: settings.threads,
             epochMs: result.epochMs.map((ms) => Math.round(ms)),
             stoppedBy: result.stoppedBy,
+            ...(settings.logitAdjust && round?.labelSkew ? { labelSkew: round.labelSkew } : {}),
+            ...(settings.proximal ? { proximal: settings.proximal } : {}),
           },
         },
         async (dir) => {

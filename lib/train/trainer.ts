@@ -23,6 +23,7 @@ import { fusedAdam } from './fused-adam';
 import { seededRandom } from '../util/random';
 import { CancelledError } from '../errors';
 import { sizeOf } from '../preprocess/shape';
+import { adjustedLoss, addProximalTerm, logitsHead, type LogitAdjust } from './logit-adjust';
 
 export { CancelledError };
 
@@ -69,6 +70,19 @@ export interface TrainSettings {
    * order of the split, and a seeded architecture trains the same way every run.
    */
   shuffle?: boolean;
+  /**
+   * Classification with a softmax head only: per-class changes to the head's logits inside the
+   * training loss, `logit_c x scale[c] + offset[c]` before the softmax (an offset of -Infinity
+   * leaves class c out of the softmax). The loss trains on the changed logits; the saved model
+   * and its predictions are the plain softmax model. Trains on one thread. See logit-adjust.ts.
+   */
+  logitAdjust?: LogitAdjust;
+  /**
+   * FedProx's proximal term (Li et al., "Federated optimization in heterogeneous networks",
+   * MLSys 2020): mu / 2 x the squared distance of the trainable weights from those training
+   * started with is added to the loss (0 or unset: none). Trains on one thread.
+   */
+  proximal?: number;
 }
 
 export interface TrainData {
@@ -313,9 +327,20 @@ export async function trainModel(
   const owned: tf.Tensor[] = [];
   let parallel: ParallelTrainer | undefined;
   let best: { loss: number; epoch: number; weights: tf.Tensor[] } | undefined;
+  let head: { restore(): void } | undefined;
   try {
-    model.compile({ optimizer, loss: lossFor(task), metrics: metricsFor(task) });
-    const threads = Math.min(settings.threads ?? 1, settings.batchSize);
+    if (settings.logitAdjust && task === 'classification') {
+      head = logitsHead(model);
+      model.compile({
+        optimizer,
+        loss: adjustedLoss(settings.logitAdjust, data.outputSize),
+        metrics: metricsFor(task),
+      });
+    } else {
+      model.compile({ optimizer, loss: lossFor(task), metrics: metricsFor(task) });
+    }
+    if (settings.proximal) owned.push(...addProximalTerm(model, settings.proximal));
+    const threads = head || settings.proximal ? 1 : Math.min(settings.threads ?? 1, settings.batchSize);
     if (threads > 1) {
       parallel = await ParallelTrainer.start(model, {
         threads,
@@ -421,6 +446,7 @@ export async function trainModel(
     }
     const kept = best ? best.epoch : epochMs.length - 1;
     if (best && best.epoch !== epochMs.length - 1) model.setWeights(best.weights);
+    head?.restore();
     const metrics: Record<string, number> = {
       samples: data.count,
       epochs: epochMs.length,
@@ -452,6 +478,7 @@ export async function trainModel(
       epochMs,
     };
   } finally {
+    head?.restore();
     await parallel?.close();
     tf.dispose(owned);
     tf.dispose(best?.weights ?? []);

@@ -9,6 +9,12 @@ import { UPDATE_ENCODINGS, type UpdateEncoding } from '../../lib/fleet/federated
 import type { FederatedClient, FederatedRound } from '../../lib/fleet/federated-client';
 import { ModelStore } from '../../lib/models/store/store';
 import {
+  DEFAULT_LABEL_SKEW,
+  LABEL_SKEW_METHODS,
+  LABEL_SKEW_STRENGTH,
+  type LabelSkewCorrection,
+} from '../../lib/train/logit-adjust';
+import {
   outcomePayload,
   progressPayload,
   roundMetric,
@@ -43,6 +49,8 @@ export function startFederated(
   let encoding: UpdateEncoding = 'uint8';
   let clipNorm = 0;
   let noise = 0;
+  let labelSkew: LabelSkewCorrection | undefined;
+  let proximal = 0;
   let trainer: DeviceTrainer | undefined;
   let client: FederatedClient | undefined;
   let pending: FederatedRound | undefined;
@@ -60,6 +68,16 @@ export function startFederated(
     encoding = s.choice('encoding', UPDATE_ENCODINGS, 'uint8');
     clipNorm = s.number('clipNorm', 0, { min: 0 });
     noise = s.number('noise', 0, { min: 0 });
+    const method = s.choice('labelSkew', LABEL_SKEW_METHODS, DEFAULT_LABEL_SKEW);
+    if (method !== 'none') {
+      const strength = s.number(
+        'labelSkewStrength',
+        LABEL_SKEW_STRENGTH[method],
+        method === 'restricted-softmax' ? { min: 0, max: 1 } : { min: 0 },
+      );
+      labelSkew = { method, strength };
+    }
+    proximal = s.number('proximal', 0, { min: 0 });
     ModelStore.checkName(name);
     const fleet = getFleetNode(RED, config.fleet);
     if (!fleet) throw new Error(RED._('edge-train.errors.no-fleet'));
@@ -124,6 +142,8 @@ export function startFederated(
           base: { name, version: round.stored.meta.version },
           labels,
           learningRateScale: round.learningRateScale,
+          labelSkew,
+          proximal,
         },
       );
       if (federatedClient.current && federatedClient.current.round !== round.round) {
@@ -157,6 +177,8 @@ export function startFederated(
           bytes: sent.bytes,
           encoding,
           learningRateScale: round.learningRateScale,
+          labelSkew: labelSkew ?? null,
+          proximal,
           norm: sent.header.norm,
           clipNorm: sent.header.clipNorm,
           noiseStd: sent.header.noiseStd,

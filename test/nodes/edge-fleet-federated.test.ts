@@ -83,6 +83,9 @@ describe('edge-train (federated) and edge-fleet-aggregator in a Node-RED runtime
         fleetModel: 'sensor',
         modelName: 'sensor-local',
         encoding: 'float32',
+        labelSkew: 'restricted-softmax',
+        labelSkewStrength: 0.25,
+        proximal: 0.01,
         optimizer: 'sgd',
         momentum: 0,
         learningRate: 0.1,
@@ -111,6 +114,9 @@ describe('edge-train (federated) and edge-fleet-aggregator in a Node-RED runtime
     const update = updates.find((m) => m.topic === 'update')!;
     assert.equal(update.payload.round, 1);
     assert.equal(update.payload.encoding, 'float32');
+    // The local loss's corrections, as set (FedRS alpha 0.25, FedProx mu 0.01), reported and saved.
+    assert.deepEqual(update.payload.labelSkew, { method: 'restricted-softmax', strength: 0.25 });
+    assert.equal(update.payload.proximal, 0.01);
     assert.ok((update.payload.bytes as number) > 0);
     assert.deepEqual(
       {
@@ -146,6 +152,12 @@ describe('edge-train (federated) and edge-fleet-aggregator in a Node-RED runtime
     assert.equal(first.payload.learningRateScale, 0.5);
     const update2 = await until('the round 2 update', () =>
       updates.find((m) => m.topic === 'update' && m.payload.round === 2),
+    );
+    const training = (await deviceStore.get('sensor-local', update.payload.version as number))!.meta
+      .training as Record<string, unknown>;
+    assert.deepEqual(
+      { labelSkew: training.labelSkew, proximal: training.proximal },
+      { labelSkew: { method: 'restricted-softmax', strength: 0.25 }, proximal: 0.01 },
     );
     const rates = await Promise.all(
       [update, update2].map(async (m) => {
