@@ -59,6 +59,18 @@ function kernelsOf(backend: HeapBackend): HeapKernels | undefined {
 
 let heapKernelsOn = true;
 let winogradOn = true;
+let matMulOnHeap = true;
+
+/**
+ * Turns the heap matrix products (dense layers' forward pass and both gradients) off (the
+ * backend's kernels then run them) or back on; for side-by-side measurements and tests. Returns
+ * the previous setting.
+ */
+export function useHeapMatMul(on: boolean): boolean {
+  const previous = matMulOnHeap;
+  matMulOnHeap = on;
+  return previous;
+}
 
 /**
  * Turns the Winograd path of 3x3 stride-1 convolutions off (they then run on the direct heap
@@ -924,6 +936,10 @@ function swapLastTwo(s: KernelScope, t: Info): Info {
 function plainMatMul(original: tf.KernelFunc): (args: KernelArgs) => Info {
   return ({ inputs, attrs, backend }) => {
     const { transposeA, transposeB } = (attrs ?? {}) as { transposeA?: boolean; transposeB?: boolean };
+    const kernels = kernelsOf(backend as HeapBackend);
+    const onHeap =
+      kernels && matMulOnHeap ? heapMatMul(backend as HeapBackend, kernels, inputs, attrs ?? {}) : undefined;
+    if (onHeap) return onHeap;
     if (!transposeA && !transposeB) return original({ inputs, attrs, backend } as never) as Info;
     return scoped(backend, (s) => {
       const a = transposeA ? swapLastTwo(s, inputs.a) : inputs.a;
@@ -937,6 +953,117 @@ function plainMatMul(original: tf.KernelFunc): (args: KernelArgs) => Info {
       );
     });
   };
+}
+
+/** Which heap kernel multiplies these shapes (see heapMatMul), with the product's geometry. */
+interface MatMulPlan {
+  kernel: `convForward${number}x${number}` | `convFilterGrad${number}x${number}`;
+  lead: number[];
+  batch: number;
+  m: number;
+  k: number;
+  n: number;
+}
+
+function matMulPlan(
+  aShape: number[],
+  bShape: number[],
+  transposeA: boolean,
+  transposeB: boolean,
+  fused: boolean,
+): MatMulPlan | undefined {
+  const rank = aShape.length;
+  if (!matMulOnHeap || rank < 2 || bShape.length !== rank || (transposeA && transposeB)) return undefined;
+  const lead = aShape.slice(0, -2);
+  if (lead.some((d, i) => d !== bShape[i])) return undefined;
+  const batch = lead.reduce((p, q) => p * q, 1);
+  const [ar, ac] = aShape.slice(-2);
+  const [br, bc] = bShape.slice(-2);
+  const [m, k] = transposeA ? [ac, ar] : [ar, ac];
+  const n = transposeB ? br : bc;
+  if ((transposeB ? bc : br) !== k || batch * m * n === 0) return undefined;
+  if (transposeA) {
+    // a^T b sums over a's rows as positions: the filter gradient of a 1x1 convolution.
+    const block = fused ? undefined : CONV_FILTER_BLOCKS.find(([i, o]) => m % i === 0 && n % o === 0);
+    return block && { kernel: `convFilterGrad${block[0]}x${block[1]}`, lead, batch, m, k, n };
+  }
+  const block = CONV_FORWARD_BLOCKS.find(([p, c]) => m >= p && n % c === 0);
+  return block && { kernel: `convForward${block[0]}x${block[1]}`, lead, batch, m, k, n };
+}
+
+/**
+ * Where a float32 matMul of these shapes runs on wasm: 'heap' (the compiled kernels) or the
+ * backend's 'native' kernel (for tests and diagnostics); `fused` with a bias or activation.
+ */
+export function matMulPath(
+  aShape: number[],
+  bShape: number[],
+  transposeA = false,
+  transposeB = false,
+  fused = false,
+): 'heap' | 'native' {
+  if (!kernelsOf(tf.backend() as unknown as HeapBackend)) return 'native';
+  return matMulPlan(aShape, bShape, transposeA, transposeB, fused) ? 'heap' : 'native';
+}
+
+/**
+ * BatchMatMul and _FusedMatMul on the heap's convolution kernels where the shapes let them (the
+ * product of each batch entry as a 1x1 convolution, register-blocked SIMD, no weight packing):
+ * a plain product a (m x k) b (k x n) on the forward kernel, with a fused bias and ReLU; a^T b
+ * (the weight gradient x^T dy) on the filter gradient kernel; a b^T (the input gradient dy W^T)
+ * on the forward kernel after transposing the (small) b. `undefined` for other shapes, dtypes
+ * and activations.
+ */
+function heapMatMul(
+  backend: HeapBackend,
+  kernels: HeapKernels,
+  inputs: Record<string, Info>,
+  attrs: Attrs,
+): Info | undefined {
+  const { a, b, bias, preluActivationWeights } = inputs;
+  const { transposeA, transposeB, activation } = attrs as {
+    transposeA?: boolean;
+    transposeB?: boolean;
+    activation?: string;
+  };
+  const fused = Boolean(bias) || (activation !== undefined && activation !== 'linear');
+  if (
+    a.dtype !== 'float32' ||
+    b.dtype !== 'float32' ||
+    preluActivationWeights ||
+    (activation !== undefined && activation !== 'linear' && activation !== 'relu')
+  ) {
+    return undefined;
+  }
+  const plan = matMulPlan(a.shape, b.shape, Boolean(transposeA), Boolean(transposeB), fused);
+  if (!plan) return undefined;
+  const { kernel, lead, batch, m, k, n } = plan;
+  if (bias && (bias.dtype !== 'float32' || bias.shape.length !== 1 || bias.shape[0] !== n)) return undefined;
+  const step = (rows: number, cols: number): number => rows * cols * 4;
+  if (transposeA) {
+    const out = backend.makeOutput([...lead, m, n], 'float32');
+    const [pa, pb, po] = [a, b, out].map((t) => addressOf(backend, t));
+    for (let e = 0; e < batch; e++) {
+      kernels[kernel](
+        ...convArgs(pa + e * step(k, m), pb + e * step(k, n), po + e * step(m, n), pointwise(1, k, m, n)),
+      );
+    }
+    return out;
+  }
+  return scoped(backend, (s) => {
+    const right = transposeB ? swapLastTwo(s, b) : b;
+    const out = backend.makeOutput([...lead, m, n], 'float32');
+    const [pa, pb, po] = [a, right, out].map((t) => addressOf(backend, t));
+    const pBias = bias ? addressOf(backend, bias) : 0;
+    for (let e = 0; e < batch; e++) {
+      kernels[kernel](
+        ...convArgs(pa + e * step(m, k), pb + e * step(k, n), po + e * step(m, n), pointwise(1, m, k, n)),
+        pBias,
+        activation === 'relu' ? 1 : 0,
+      );
+    }
+    return out;
+  });
 }
 
 /**

@@ -3,6 +3,7 @@ import { tf, useBackend } from '../../lib/models/runtime/tfjs';
 import { convArgs, heapKernelsFor } from '../../lib/train/heap-kernels';
 import {
   conv2DPath,
+  matMulPath,
   registerWasmGradients,
   setWinogradTiles,
   useHeapKernels,
@@ -501,6 +502,60 @@ function gradientSuite(heap: boolean): void {
           (x, y, bias) =>
             tf.fused.matMul({ a: x, b: y, transposeA: ta, transposeB: tb, bias, activation: 'relu' }),
         );
+      });
+    }
+
+    for (const [m, k, n] of [
+      [64, 40, 16],
+      [5, 24, 8],
+      [2, 16, 24],
+    ] as const) {
+      it(`matMul ${m}x${k} by ${k}x${n} on the heap kernels (both gradients, batched, fused bias and ReLU) matches cpu`, async () => {
+        for (const [ta, tb] of [
+          [false, false],
+          [true, false],
+          [false, true],
+        ] as const) {
+          const a = ta ? [k, m] : [m, k];
+          const b = tb ? [n, k] : [k, n];
+          // The forward product and both products of its gradient take the heap kernels.
+          const heapPaths = heap ? 'heap' : 'native';
+          assert.equal(matMulPath(a, b, ta, tb), heapPaths, `path of ${a} x ${b} (${ta}, ${tb})`);
+          if (!ta && !tb) {
+            assert.equal(matMulPath([m, n], [k, n], false, true), heapPaths, 'dx path');
+            assert.equal(matMulPath([m, k], [m, n], true, false), heapPaths, 'dW path');
+            assert.equal(matMulPath(a, b, false, false, true), heapPaths, 'fused path');
+          }
+          const size = (shape: number[]): number => shape.reduce((p, q) => p * q, 1);
+          await compare(
+            `matMul ${a} x ${b}`,
+            () => [tf.tensor(values(size(a), 21), a), tf.tensor(values(size(b), 22), b)],
+            (x, y) => tf.matMul(x, y, ta, tb),
+          );
+          await compare(
+            `batched matMul ${a} x ${b}`,
+            () => [
+              tf.tensor(values(3 * size(a), 23), [3, ...a]),
+              tf.tensor(values(3 * size(b), 24), [3, ...b]),
+            ],
+            (x, y) => tf.matMul(x, y, ta, tb),
+          );
+          // Outside a gradient TF.js runs the fused kernel (inside it, a product, an add and a ReLU).
+          const build = () => [
+            tf.tensor(values(size(a), 25), a),
+            tf.tensor(values(size(b), 26), b),
+            tf.tensor(values(n, 27), [n]),
+          ];
+          const fusedProduct = (x: tf.Tensor, y: tf.Tensor, bias: tf.Tensor) =>
+            tf.fused.matMul({ a: x, b: y, transposeA: ta, transposeB: tb, bias, activation: 'relu' });
+          const expected = await outputsOn('cpu', build, fusedProduct);
+          const actual = await outputsOn('wasm', build, fusedProduct);
+          assert.ok(expected.some((v) => v === 0) && expected.some((v) => v > 0), 'ReLU cuts some outputs');
+          assert.ok(
+            maxAbsDiff(actual, expected) <= 1e-4 * Math.max(1, maxAbs(expected)),
+            `fused ${a} x ${b}`,
+          );
+        }
       });
     }
 
