@@ -4,6 +4,8 @@
  * pays neither JavaScript loops nor copies in and out:
  * - maxPoolGrad: each window's first maximum (as the cpu backend picks it) receives the window's
  *   gradient; four channels at a time when the channel count allows;
+ * - maxPoolGradTiled / maxPoolGrad2x2: the same where windows tile the input, each value of the
+ *   result written once (dy at the maximum, 0 elsewhere), with a ReLU's gradient fused in;
  * - leadingSum: sums over the leading rows of a [rows, cols] matrix (bias gradients), in f64;
  * - reluGrad: dy where the activation is positive, else 0 (the fused ReLU gradient), one pass;
  * - addRows: a bias added over the last axis, one pass;
@@ -187,6 +189,232 @@ const maxPoolGradVector: FunctionSpec = {
     ),
   ]),
 };
+
+/**
+ * maxPoolGradTiled(x, dy, dx, batch, inH, inW, c, outH, outW, fh, fw, relu): the pooling
+ * gradient where windows tile the input without overlap or padding (stride = window, as 2x2
+ * pooling after a convolution) and channels come in fours. Each window is read twice, four
+ * channels at a time: once for the tap of the first maximum, once to write dy there and 0 at
+ * every other tap, so each covered value of dx is written once (no zeroing pass, no scatter);
+ * rows and columns past the last window are zeroed. With `relu` 1 (x is a ReLU's output) a
+ * window whose maximum is not positive passes 0 (the ReLU's gradient fused in).
+ */
+const T = {
+  x: 0,
+  dy: 1,
+  dx: 2,
+  batch: 3,
+  inH: 4,
+  inW: 5,
+  c: 6,
+  outH: 7,
+  outW: 8,
+  fh: 9,
+  fw: 10,
+  relu: 11,
+  // locals
+  n: 12,
+  oh: 13,
+  ow: 14,
+  k: 15,
+  h: 16,
+  w: 17,
+  t: 18,
+  first: 19,
+  g: 20,
+  rowC: 21,
+  p: 22,
+  best: 23,
+  v: 24,
+  mask: 25,
+  idx: 26,
+  d: 27,
+} as const;
+const i32x4Eq = (a: Code, b: Code): Code => [a, b, simd(55)];
+const maxPoolGradTiled: FunctionSpec = (() => {
+  const overTaps = (body: Code): Code => [
+    set(T.t, i32(0)),
+    op.for(
+      T.h,
+      i32(0),
+      get(T.fh),
+      op.for(T.w, i32(0), get(T.fw), [
+        set(
+          T.p,
+          at4(
+            get(T.dx),
+            add(add(add(get(T.first), get(T.k)), mul(get(T.h), get(T.rowC))), mul(get(T.w), get(T.c))),
+          ),
+        ),
+        body,
+        set(T.t, add(get(T.t), i32(1))),
+      ]),
+    ),
+  ];
+  // T.p addresses dx; x sits at the same element offset from its own base.
+  const xAt = (): Code => add(get(T.x), sub(get(T.p), get(T.dx)));
+  return {
+    name: 'maxPoolGradTiled',
+    params: new Array<typeof I32>(12).fill(I32),
+    locals: [...new Array<typeof I32>(11).fill(I32), V128, V128, V128, V128, V128],
+    body: [
+      op.if(
+        op.and(
+          op.eq(get(T.inH), mul(get(T.outH), get(T.fh))),
+          op.eq(get(T.inW), mul(get(T.outW), get(T.fw))),
+        ),
+        [],
+        op.fill(
+          get(T.dx),
+          i32(0),
+          mul(mul(mul(mul(get(T.batch), get(T.inH)), get(T.inW)), get(T.c)), i32(4)),
+        ),
+      ),
+      set(T.rowC, mul(get(T.inW), get(T.c))),
+      op.for(
+        T.n,
+        i32(0),
+        get(T.batch),
+        op.for(
+          T.oh,
+          i32(0),
+          get(T.outH),
+          op.for(T.ow, i32(0), get(T.outW), [
+            set(
+              T.first,
+              add(
+                mul(add(mul(get(T.n), get(T.inH)), mul(get(T.oh), get(T.fh))), get(T.rowC)),
+                mul(mul(get(T.ow), get(T.fw)), get(T.c)),
+              ),
+            ),
+            set(
+              T.g,
+              mul(add(mul(add(mul(get(T.n), get(T.outH)), get(T.oh)), get(T.outW)), get(T.ow)), get(T.c)),
+            ),
+            op.for(
+              T.k,
+              i32(0),
+              get(T.c),
+              [
+                set(T.best, op.v128Load(at4(get(T.x), add(get(T.first), get(T.k))))),
+                set(T.idx, op.v128Zero()),
+                overTaps([
+                  set(T.v, op.v128Load(xAt(), 0)),
+                  set(T.mask, f32x4Gt(get(T.v), get(T.best))),
+                  set(T.best, bitselect(get(T.v), get(T.best), get(T.mask))),
+                  set(T.idx, bitselect(i32x4Splat(get(T.t)), get(T.idx), get(T.mask))),
+                ]),
+                set(T.d, op.v128Load(at4(get(T.dy), add(get(T.g), get(T.k))))),
+                op.if(get(T.relu), [
+                  set(T.d, bitselect(get(T.d), op.v128Zero(), f32x4Gt(get(T.best), op.v128Zero()))),
+                ]),
+                overTaps(
+                  op.v128Store(
+                    get(T.p),
+                    bitselect(get(T.d), op.v128Zero(), i32x4Eq(get(T.idx), i32x4Splat(get(T.t)))),
+                  ),
+                ),
+              ],
+              4,
+            ),
+          ]),
+        ),
+      ),
+    ],
+  };
+})();
+
+/**
+ * maxPoolGrad2x2: maxPoolGradTiled (the same parameters) for 2x2 windows, unrolled: the four
+ * taps' first maximum found by three compares, dy masked into each tap's store.
+ */
+const maxPoolGrad2x2: FunctionSpec = (() => {
+  const L = {
+    o: T.k,
+    xb: T.h,
+    db: T.w,
+    gb: T.t,
+    c4: T.first,
+    r4: T.g,
+    q: T.p,
+    end: T.rowC,
+  };
+  // Vector locals: four taps, three masks, best, d.
+  const V = T.best;
+  const v = (i: number): number => V + i;
+  const m1 = V + 4;
+  const m2 = V + 5;
+  const m3 = V + 6;
+  const best = V + 7;
+  const d = V + 8;
+  const vAnd = (a: Code, b: Code): Code => [a, b, simd(78)];
+  const vAndNot = (a: Code, b: Code): Code => [a, b, simd(79)];
+  const vOr = (a: Code, b: Code): Code => [a, b, simd(80)];
+  const vNot = (a: Code): Code => [a, simd(77)];
+  const perVector: Code = [
+    set(L.q, add(get(L.xb), get(L.o))),
+    set(v(0), op.v128Load(get(L.q))),
+    set(v(1), op.v128Load(add(get(L.q), get(L.c4)))),
+    set(L.q, add(get(L.q), get(L.r4))),
+    set(v(2), op.v128Load(get(L.q))),
+    set(v(3), op.v128Load(add(get(L.q), get(L.c4)))),
+    set(m1, f32x4Gt(get(v(1)), get(v(0)))),
+    set(best, bitselect(get(v(1)), get(v(0)), get(m1))),
+    set(m2, f32x4Gt(get(v(2)), get(best))),
+    set(best, bitselect(get(v(2)), get(best), get(m2))),
+    set(m3, f32x4Gt(get(v(3)), get(best))),
+    set(best, bitselect(get(v(3)), get(best), get(m3))),
+    set(d, op.v128Load(add(get(L.gb), get(L.o)))),
+    op.if(get(T.relu), [set(d, vAnd(get(d), f32x4Gt(get(best), op.v128Zero())))]),
+    // The winning tap: the last that beat the running maximum.
+    set(L.q, add(get(L.db), get(L.o))),
+    op.v128Store(add(get(L.q), get(L.r4)), vAnd(get(d), vAndNot(get(m2), get(m3)))),
+    op.v128Store(add(add(get(L.q), get(L.r4)), get(L.c4)), vAnd(get(d), get(m3))),
+    set(m2, vOr(get(m2), get(m3))),
+    op.v128Store(add(get(L.q), get(L.c4)), vAnd(get(d), vAndNot(get(m1), get(m2)))),
+    op.v128Store(get(L.q), vAnd(get(d), vNot(vOr(get(m1), get(m2))))),
+  ];
+  return {
+    name: 'maxPoolGrad2x2',
+    params: new Array<typeof I32>(12).fill(I32),
+    locals: [...new Array<typeof I32>(11).fill(I32), ...new Array<typeof V128>(9).fill(V128)],
+    body: [
+      op.if(
+        op.and(op.eq(get(T.inH), mul(get(T.outH), i32(2))), op.eq(get(T.inW), mul(get(T.outW), i32(2)))),
+        [],
+        op.fill(
+          get(T.dx),
+          i32(0),
+          mul(mul(mul(mul(get(T.batch), get(T.inH)), get(T.inW)), get(T.c)), i32(4)),
+        ),
+      ),
+      set(L.c4, mul(get(T.c), i32(4))),
+      set(L.r4, mul(mul(get(T.inW), get(T.c)), i32(4))),
+      set(L.gb, get(T.dy)),
+      op.for(
+        T.n,
+        i32(0),
+        get(T.batch),
+        op.for(T.oh, i32(0), get(T.outH), [
+          set(
+            L.xb,
+            at4(
+              get(T.x),
+              mul(add(mul(get(T.n), get(T.inH)), mul(get(T.oh), i32(2))), mul(get(T.inW), get(T.c))),
+            ),
+          ),
+          set(L.db, add(get(T.dx), sub(get(L.xb), get(T.x)))),
+          op.for(T.ow, i32(0), get(T.outW), [
+            op.for(L.o, i32(0), get(L.c4), perVector, 16),
+            set(L.xb, add(get(L.xb), mul(get(L.c4), i32(2)))),
+            set(L.db, add(get(L.db), mul(get(L.c4), i32(2)))),
+            set(L.gb, add(get(L.gb), get(L.c4))),
+          ]),
+        ]),
+      ),
+    ],
+  };
+})();
 
 /** Parameters and locals of the sums: x, out, rows, cols, scratch (cols f64), r, c, base. */
 const S = { x: 0, out: 1, rows: 2, cols: 3, scratch: 4, r: 5, c: 6, base: 7, v: 8 } as const;
@@ -1212,6 +1440,8 @@ export const CONV_FILTER_BLOCKS: ReadonlyArray<readonly [number, number]> = [
 export interface HeapKernels {
   maxPoolGrad(...args: number[]): void;
   maxPoolGrad4(...args: number[]): void;
+  maxPoolGradTiled(...args: number[]): void;
+  maxPoolGrad2x2(...args: number[]): void;
   leadingSum(x: number, out: number, rows: number, cols: number, scratch: number): void;
   leadingSum4(x: number, out: number, rows: number, cols: number, scratch: number): void;
   reluGrad(dy: number, y: number, out: number, count: number): void;
@@ -1227,6 +1457,8 @@ export interface HeapKernels {
 
 const FUNCTIONS = [
   maxPoolGradScalar,
+  maxPoolGradTiled,
+  maxPoolGrad2x2,
   maxPoolGradVector,
   leadingSum,
   leadingSum4,

@@ -7,9 +7,12 @@
  * - DepthwiseConv2dNativeBackpropFilter/Input (missing): a per-tap multiply-and-sum, and a
  *   depthwise convolution of the spread, framed dy with the flipped filter;
  * - MaxPoolGrad (present but wrong for windows of negative values, and slow): one pass on the
- *   wasm heap;
- * - BatchMatMul/_FusedMatMul with a transposed operand (present but about ten times slower than
- *   plain): the operand transposed first;
+ *   wasm heap; where windows tile the input, one write per value with the gradient of the ReLU
+ *   before the pooling fused in (its own gradient kernel then passes the result on);
+ * - BatchMatMul/_FusedMatMul (present, but repacking the weights whenever they change, as they do
+ *   every training step, and about ten times slower with a transposed operand): the heap's
+ *   convolution kernels as 1x1 convolutions where the shapes allow, else the operand transposed
+ *   first;
  * - Sum over leading axes (present but slow): one pass on the wasm heap;
  * - Conv2D/FusedConv2D (present): the heap kernel with fused bias and ReLU; Add of a bias over the
  *   last axis: one pass on the heap; Identity (present, copies): shares the data;
@@ -60,6 +63,18 @@ function kernelsOf(backend: HeapBackend): HeapKernels | undefined {
 let heapKernelsOn = true;
 let winogradOn = true;
 let matMulOnHeap = true;
+let tiledPoolGrad = true;
+
+/**
+ * Turns the max pooling gradient for windows that tile the input (with a ReLU's gradient fused
+ * in) off (the general heap kernel then runs it, and the ReLU gradient its own kernel) or back
+ * on; for side-by-side measurements and tests. Returns the previous setting.
+ */
+export function useTiledPoolGrad(on: boolean): boolean {
+  const previous = tiledPoolGrad;
+  tiledPoolGrad = on;
+  return previous;
+}
 
 /**
  * Turns the heap matrix products (dense layers' forward pass and both gradients) off (the
@@ -829,6 +844,37 @@ function depthwiseBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
   });
 }
 
+/** The input of the ReLU that produced a tensor, by data (to fuse the ReLU's gradient). */
+const reluInputs = new WeakMap<object, object>();
+/** Gradients that already hold the ReLU gradient of the input they map to. */
+const reluMasked = new WeakMap<object, object>();
+
+/**
+ * Relu as the backend runs it, remembering whose output the result is: a max pooling gradient
+ * over it can then apply the ReLU's gradient as it writes (see heapMaxPoolGrad).
+ */
+function trackedRelu(native: tf.KernelFunc): (args: KernelArgs) => Info {
+  return ({ inputs, attrs, backend }) => {
+    const out = native({ inputs, attrs, backend } as never) as Info;
+    if (inputs.x.dtype === 'float32') reluInputs.set(out.dataId, inputs.x.dataId);
+    return out;
+  };
+}
+
+/** Whether pooling windows tile the input: no padding, no overlap, none past its edges. */
+function tiles(info: ReturnType<typeof tf.backend_util.computePool2DInfo>): boolean {
+  return (
+    info.strideHeight === info.filterHeight &&
+    info.strideWidth === info.filterWidth &&
+    info.padInfo.top === 0 &&
+    info.padInfo.left === 0 &&
+    info.outHeight * info.filterHeight <= info.inHeight &&
+    info.outWidth * info.filterWidth <= info.inWidth &&
+    info.dilationHeight === 1 &&
+    info.dilationWidth === 1
+  );
+}
+
 /**
  * MaxPoolGrad computed on the wasm heap in one pass: each window's first maximum (as the cpu
  * backend picks it) receives the window's gradient. The native kernel is wrong for negative
@@ -856,6 +902,34 @@ function heapMaxPoolGrad({ inputs, attrs, backend }: KernelArgs): Info {
   const { top, left } = info.padInfo;
   const out = b.makeOutput(input.shape, 'float32');
   const kernels = kernelsOf(b);
+  if (
+    kernels &&
+    tiledPoolGrad &&
+    input.dtype === 'float32' &&
+    dy.dtype === 'float32' &&
+    c % 4 === 0 &&
+    tiles(info)
+  ) {
+    // Windows that tile the input: each value written once; after a ReLU, its gradient fused in.
+    const reluInput = reluInputs.get(input.dataId);
+    const tiled = filterHeight === 2 && filterWidth === 2 ? kernels.maxPoolGrad2x2 : kernels.maxPoolGradTiled;
+    tiled(
+      addressOf(b, input),
+      addressOf(b, dy),
+      addressOf(b, out),
+      batchSize,
+      inHeight,
+      inWidth,
+      c,
+      outHeight,
+      outWidth,
+      filterHeight,
+      filterWidth,
+      reluInput ? 1 : 0,
+    );
+    if (reluInput) reluMasked.set(out.dataId, reluInput);
+    return out;
+  }
   if (kernels && input.dtype === 'float32' && dy.dtype === 'float32') {
     const run = c % 4 === 0 ? kernels.maxPoolGrad4 : kernels.maxPoolGrad;
     run(
@@ -1154,6 +1228,11 @@ const RELU_GRAD = 'EdgeAiReluGrad';
 function heapReluGrad({ inputs, backend }: KernelArgs): Info {
   const { dy, x } = inputs;
   const heap = backend as HeapBackend;
+  if (reluMasked.get(dy.dataId) === x.dataId) {
+    // The pooling gradient that produced dy applied this ReLU's gradient already.
+    heap.incRef(dy.dataId);
+    return { dataId: dy.dataId, shape: dy.shape, dtype: dy.dtype };
+  }
   const kernels = kernelsOf(heap);
   if (!kernels) {
     return scoped(backend, (s) => s.run('Multiply', { a: dy, b: s.run('Step', { x }, { alpha: 0 }) }));
@@ -1214,6 +1293,7 @@ const FASTER: Array<[string, (native: tf.KernelFunc) => (args: KernelArgs) => In
   ['BatchMatMul', plainMatMul],
   ['_FusedMatMul', plainMatMul],
   ['Sum', leadingAxesSum],
+  ['Relu', trackedRelu],
 ];
 
 let replacedSlowOrWrong = false;

@@ -447,6 +447,9 @@ function gradientSuite(heap: boolean): void {
       // Channels in fours: the heap kernel's four-channel path.
       { x: [2, 11, 11, 8], size: 2, strides: 2, pad: 'valid' },
       { x: [2, 9, 7, 4], size: 3, strides: 2, pad: 'same' },
+      // Windows that tile the input: the tiling kernels (2x2 unrolled, and any size).
+      { x: [2, 10, 12, 8], size: 2, strides: 2, pad: 'valid' },
+      { x: [2, 10, 11, 4], size: 3, strides: 3, pad: 'valid' },
     ];
     for (const c of poolCases) {
       it(`max and average pooling ${c.size}x${c.size} stride ${c.strides} ${c.pad} on signed inputs match cpu`, async () => {
@@ -474,6 +477,12 @@ function gradientSuite(heap: boolean): void {
           `maxPool(relu) ${shape}`,
           () => [tf.tensor(values(n, 13), shape)],
           (x) => tf.maxPool(tf.relu(x) as tf.Tensor4D, 2, 2, 'valid'),
+        );
+        // Shifted, so that windows of zeros get a gradient the ReLU must stop (fused or not).
+        await compare(
+          `maxPool(relu) + 1 ${shape}`,
+          () => [tf.tensor(values(n, 13), shape)],
+          (x) => tf.add(tf.maxPool(tf.relu(x) as tf.Tensor4D, 2, 2, 'valid'), 1),
         );
       }
     });
