@@ -4,6 +4,7 @@
  * pays neither JavaScript loops nor copies in and out:
  * - maxPoolGrad: each window's first maximum (as the cpu backend picks it) receives the window's
  *   gradient; four channels at a time when the channel count allows;
+ * - maxPool2x2: 2x2 max pooling with stride 2;
  * - maxPoolGradTiled / maxPoolGrad2x2: the same where windows tile the input, each value of the
  *   result written once (dy at the maximum, 0 elsewhere), with a ReLU's gradient fused in;
  * - leadingSum: sums over the leading rows of a [rows, cols] matrix (bias gradients), in f64;
@@ -409,6 +410,63 @@ const maxPoolGrad2x2: FunctionSpec = (() => {
             set(L.xb, add(get(L.xb), mul(get(L.c4), i32(2)))),
             set(L.db, add(get(L.db), mul(get(L.c4), i32(2)))),
             set(L.gb, add(get(L.gb), get(L.c4))),
+          ]),
+        ]),
+      ),
+    ],
+  };
+})();
+
+/**
+ * maxPool2x2(x, out, batch, inH, inW, c, outH, outW): 2x2 max pooling with stride 2 and no
+ * padding, channels in fours; each window's maximum as the gradient kernels pick it (a later tap
+ * wins only when greater).
+ */
+const maxPool2x2: FunctionSpec = (() => {
+  const Q = { x: 0, out: 1, batch: 2, inH: 3, inW: 4, c: 5, outH: 6, outW: 7 } as const;
+  const L = { n: 8, oh: 9, ow: 10, o: 11, xb: 12, c4: 13, r4: 14, q: 15, ob: 16, best: 17, v: 18 } as const;
+  const greater = (a: Code): Code => [
+    set(L.v, a),
+    set(L.best, bitselect(get(L.v), get(L.best), f32x4Gt(get(L.v), get(L.best)))),
+  ];
+  return {
+    name: 'maxPool2x2',
+    params: new Array<typeof I32>(8).fill(I32),
+    locals: [...new Array<typeof I32>(9).fill(I32), V128, V128],
+    body: [
+      set(L.c4, mul(get(Q.c), i32(4))),
+      set(L.r4, mul(mul(get(Q.inW), get(Q.c)), i32(4))),
+      set(L.ob, get(Q.out)),
+      op.for(
+        L.n,
+        i32(0),
+        get(Q.batch),
+        op.for(L.oh, i32(0), get(Q.outH), [
+          set(
+            L.xb,
+            at4(
+              get(Q.x),
+              mul(add(mul(get(L.n), get(Q.inH)), mul(get(L.oh), i32(2))), mul(get(Q.inW), get(Q.c))),
+            ),
+          ),
+          op.for(L.ow, i32(0), get(Q.outW), [
+            op.for(
+              L.o,
+              i32(0),
+              get(L.c4),
+              [
+                set(L.q, add(get(L.xb), get(L.o))),
+                set(L.best, op.v128Load(get(L.q))),
+                greater(op.v128Load(add(get(L.q), get(L.c4)))),
+                set(L.q, add(get(L.q), get(L.r4))),
+                greater(op.v128Load(get(L.q))),
+                greater(op.v128Load(add(get(L.q), get(L.c4)))),
+                op.v128Store(add(get(L.ob), get(L.o)), get(L.best)),
+              ],
+              16,
+            ),
+            set(L.xb, add(get(L.xb), mul(get(L.c4), i32(2)))),
+            set(L.ob, add(get(L.ob), get(L.c4))),
           ]),
         ]),
       ),
@@ -1442,6 +1500,7 @@ export interface HeapKernels {
   maxPoolGrad4(...args: number[]): void;
   maxPoolGradTiled(...args: number[]): void;
   maxPoolGrad2x2(...args: number[]): void;
+  maxPool2x2(...args: number[]): void;
   leadingSum(x: number, out: number, rows: number, cols: number, scratch: number): void;
   leadingSum4(x: number, out: number, rows: number, cols: number, scratch: number): void;
   reluGrad(dy: number, y: number, out: number, count: number): void;
@@ -1459,6 +1518,7 @@ const FUNCTIONS = [
   maxPoolGradScalar,
   maxPoolGradTiled,
   maxPoolGrad2x2,
+  maxPool2x2,
   maxPoolGradVector,
   leadingSum,
   leadingSum4,

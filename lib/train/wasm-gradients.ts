@@ -66,9 +66,10 @@ let matMulOnHeap = true;
 let tiledPoolGrad = true;
 
 /**
- * Turns the max pooling gradient for windows that tile the input (with a ReLU's gradient fused
- * in) off (the general heap kernel then runs it, and the ReLU gradient its own kernel) or back
- * on; for side-by-side measurements and tests. Returns the previous setting.
+ * Turns the pooling kernels for windows that tile the input (2x2 max pooling, and the max pooling
+ * gradient with a ReLU's gradient fused in) off (the backend's pooling and the general heap
+ * gradient kernel then run, and the ReLU gradient its own kernel) or back on; for side-by-side
+ * measurements and tests. Returns the previous setting.
  */
 export function useTiledPoolGrad(on: boolean): boolean {
   const previous = tiledPoolGrad;
@@ -861,6 +862,50 @@ function trackedRelu(native: tf.KernelFunc): (args: KernelArgs) => Info {
   };
 }
 
+/**
+ * MaxPool with 2x2 windows and stride 2 (the pooling of convolutional networks) on the heap in
+ * one pass where channels come in fours; the backend's kernel otherwise.
+ */
+function heapMaxPool(native: tf.KernelFunc): (args: KernelArgs) => Info {
+  return ({ inputs, attrs, backend }) => {
+    const { x } = inputs;
+    const heap = backend as HeapBackend;
+    const kernels = kernelsOf(heap);
+    if (!kernels || !tiledPoolGrad || x.dtype !== 'float32' || x.shape.length !== 4) {
+      return native({ inputs, attrs, backend } as never) as Info;
+    }
+    const a = attrs as {
+      filterSize: number | [number, number];
+      strides: number | [number, number];
+      pad: 'valid' | 'same' | number;
+      dimRoundingMode?: 'floor' | 'round' | 'ceil';
+    };
+    const info = tf.backend_util.computePool2DInfo(
+      x.shape as [number, number, number, number],
+      a.filterSize,
+      a.strides,
+      1,
+      a.pad,
+      a.dimRoundingMode,
+    );
+    if (info.filterHeight !== 2 || info.filterWidth !== 2 || info.inChannels % 4 !== 0 || !tiles(info)) {
+      return native({ inputs, attrs, backend } as never) as Info;
+    }
+    const out = heap.makeOutput(info.outShape, 'float32');
+    kernels.maxPool2x2(
+      addressOf(heap, x),
+      addressOf(heap, out),
+      info.batchSize,
+      info.inHeight,
+      info.inWidth,
+      info.inChannels,
+      info.outHeight,
+      info.outWidth,
+    );
+    return out;
+  };
+}
+
 /** Whether pooling windows tile the input: no padding, no overlap, none past its edges. */
 function tiles(info: ReturnType<typeof tf.backend_util.computePool2DInfo>): boolean {
   return (
@@ -1294,6 +1339,7 @@ const FASTER: Array<[string, (native: tf.KernelFunc) => (args: KernelArgs) => In
   ['_FusedMatMul', plainMatMul],
   ['Sum', leadingAxesSum],
   ['Relu', trackedRelu],
+  ['MaxPool', heapMaxPool],
 ];
 
 let replacedSlowOrWrong = false;
