@@ -326,22 +326,29 @@ const maxPoolGradTiled: FunctionSpec = (() => {
 })();
 
 /**
- * maxPoolGrad2x2: maxPoolGradTiled (the same parameters) for 2x2 windows, unrolled: the four
- * taps' first maximum found by three compares, dy masked into each tap's store.
+ * maxPoolGrad2x2: maxPoolGradTiled (the same parameters, then `sums`) for 2x2 windows, unrolled:
+ * the four taps' first maximum found by three compares, dy masked into each tap's store. With
+ * `sums` (else 0) the address of c f64 values, it also sums dx over all but the channel axis
+ * (the gradient of a bias before the ReLU) as it goes.
  */
 const maxPoolGrad2x2: FunctionSpec = (() => {
+  // One more parameter than maxPoolGradTiled (sums), so every local sits one further.
+  const sums = T.relu + 1;
   const L = {
-    o: T.k,
-    xb: T.h,
-    db: T.w,
-    gb: T.t,
-    c4: T.first,
-    r4: T.g,
-    q: T.p,
-    end: T.rowC,
+    o: T.k + 1,
+    xb: T.h + 1,
+    db: T.w + 1,
+    gb: T.t + 1,
+    c4: T.first + 1,
+    r4: T.g + 1,
+    q: T.p + 1,
+    s: T.rowC + 1,
+    n: T.n + 1,
+    oh: T.oh + 1,
+    ow: T.ow + 1,
   };
   // Vector locals: four taps, three masks, best, d.
-  const V = T.best;
+  const V = T.best + 1;
   const v = (i: number): number => V + i;
   const m1 = V + 4;
   const m2 = V + 5;
@@ -374,12 +381,19 @@ const maxPoolGrad2x2: FunctionSpec = (() => {
     set(m2, vOr(get(m2), get(m3))),
     op.v128Store(add(get(L.q), get(L.c4)), vAnd(get(d), vAndNot(get(m1), get(m2)))),
     op.v128Store(get(L.q), vAnd(get(d), vNot(vOr(get(m1), get(m2))))),
+    // Each window's (masked) dy lands on one value of dx: their sums are dx's channel sums.
+    op.if(get(sums), [
+      set(L.s, add(get(sums), mul(get(L.o), i32(2)))),
+      op.v128Store(get(L.s), op.f64x2Add(op.v128Load(get(L.s)), op.f64x2FromLow(get(d)))),
+      op.v128Store(get(L.s), op.f64x2Add(op.v128Load(get(L.s), 16), op.f64x2FromLow(op.high64(get(d)))), 16),
+    ]),
   ];
   return {
     name: 'maxPoolGrad2x2',
-    params: new Array<typeof I32>(12).fill(I32),
+    params: new Array<typeof I32>(13).fill(I32),
     locals: [...new Array<typeof I32>(11).fill(I32), ...new Array<typeof V128>(9).fill(V128)],
     body: [
+      op.if(get(sums), op.fill(get(sums), i32(0), mul(get(T.c), i32(8)))),
       op.if(
         op.and(op.eq(get(T.inH), mul(get(T.outH), i32(2))), op.eq(get(T.inW), mul(get(T.outW), i32(2)))),
         [],
@@ -393,19 +407,19 @@ const maxPoolGrad2x2: FunctionSpec = (() => {
       set(L.r4, mul(mul(get(T.inW), get(T.c)), i32(4))),
       set(L.gb, get(T.dy)),
       op.for(
-        T.n,
+        L.n,
         i32(0),
         get(T.batch),
-        op.for(T.oh, i32(0), get(T.outH), [
+        op.for(L.oh, i32(0), get(T.outH), [
           set(
             L.xb,
             at4(
               get(T.x),
-              mul(add(mul(get(T.n), get(T.inH)), mul(get(T.oh), i32(2))), mul(get(T.inW), get(T.c))),
+              mul(add(mul(get(L.n), get(T.inH)), mul(get(L.oh), i32(2))), mul(get(T.inW), get(T.c))),
             ),
           ),
           set(L.db, add(get(T.dx), sub(get(L.xb), get(T.x)))),
-          op.for(T.ow, i32(0), get(T.outW), [
+          op.for(L.ow, i32(0), get(T.outW), [
             op.for(L.o, i32(0), get(L.c4), perVector, 16),
             set(L.xb, add(get(L.xb), mul(get(L.c4), i32(2)))),
             set(L.db, add(get(L.db), mul(get(L.c4), i32(2)))),

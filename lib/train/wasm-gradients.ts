@@ -8,7 +8,8 @@
  *   depthwise convolution of the spread, framed dy with the flipped filter;
  * - MaxPoolGrad (present but wrong for windows of negative values, and slow): one pass on the
  *   wasm heap; where windows tile the input, one write per value with the gradient of the ReLU
- *   before the pooling fused in (its own gradient kernel then passes the result on);
+ *   before the pooling fused in (its own gradient kernel then passes the result on) and, for 2x2
+ *   windows, the channel sums (the bias gradient) taken as it writes;
  * - BatchMatMul/_FusedMatMul (present, but repacking the weights whenever they change, as they do
  *   every training step, and about ten times slower with a transposed operand): the heap's
  *   convolution kernels as 1x1 convolutions where the shapes allow, else the operand transposed
@@ -849,6 +850,8 @@ function depthwiseBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
 const reluInputs = new WeakMap<object, object>();
 /** Gradients that already hold the ReLU gradient of the input they map to. */
 const reluMasked = new WeakMap<object, object>();
+/** Sums over all but the last axis of gradients, computed as they were written. */
+const channelSums = new WeakMap<object, Float32Array>();
 
 /**
  * Relu as the backend runs it, remembering whose output the result is: a max pooling gradient
@@ -957,7 +960,11 @@ function heapMaxPoolGrad({ inputs, attrs, backend }: KernelArgs): Info {
   ) {
     // Windows that tile the input: each value written once; after a ReLU, its gradient fused in.
     const reluInput = reluInputs.get(input.dataId);
-    const tiled = filterHeight === 2 && filterWidth === 2 ? kernels.maxPoolGrad2x2 : kernels.maxPoolGradTiled;
+    const twoByTwo = filterHeight === 2 && filterWidth === 2;
+    // After a ReLU (and a bias add before it, as layers build it), the bias gradient sums dx
+    // over all but the channels: the 2x2 kernel sums as it writes (c f64 values).
+    const sums = twoByTwo && reluInput ? b.makeOutput([c * 2], 'float32') : undefined;
+    const tiled = twoByTwo ? kernels.maxPoolGrad2x2 : kernels.maxPoolGradTiled;
     tiled(
       addressOf(b, input),
       addressOf(b, dy),
@@ -971,8 +978,14 @@ function heapMaxPoolGrad({ inputs, attrs, backend }: KernelArgs): Info {
       filterHeight,
       filterWidth,
       reluInput ? 1 : 0,
+      sums ? addressOf(b, sums) : 0,
     );
     if (reluInput) reluMasked.set(out.dataId, reluInput);
+    if (sums) {
+      const f64 = b.typedArrayFromHeap(sums) as Float32Array;
+      channelSums.set(out.dataId, Float32Array.from(new Float64Array(f64.buffer, f64.byteOffset, c)));
+      b.disposeData(sums.dataId);
+    }
     return out;
   }
   if (kernels && input.dtype === 'float32' && dy.dtype === 'float32') {
@@ -1202,6 +1215,11 @@ function leadingAxesSum(original: tf.KernelFunc): (args: KernelArgs) => Info {
     const cols = kept.reduce((p, q) => p * q, 1);
     const heap = backend as HeapBackend;
     const out = heap.makeOutput(keepDims ? [...axes.map(() => 1), ...kept] : kept, 'float32');
+    const known = channelSums.get(x.dataId);
+    if (known && known.length === cols && kept.length === 1) {
+      (heap.typedArrayFromHeap(out) as Float32Array).set(known);
+      return out;
+    }
     const kernels = kernelsOf(heap);
     if (kernels) {
       // cols f64 accumulators, as float32 pairs on the heap.

@@ -484,6 +484,13 @@ function gradientSuite(heap: boolean): void {
           () => [tf.tensor(values(n, 13), shape)],
           (x) => tf.add(tf.maxPool(tf.relu(x) as tf.Tensor4D, 2, 2, 'valid'), 1),
         );
+        // As layers build it: a bias, the ReLU, the pooling (the bias gradient summed as the
+        // pooling gradient is written, where the 2x2 kernel runs).
+        await compare(
+          `maxPool(relu(x + bias)) + 1 ${shape}`,
+          () => [tf.tensor(values(n, 13), shape), tf.tensor(values(shape[3], 14), [shape[3]])],
+          (x, bias) => tf.add(tf.maxPool(tf.relu(tf.add(x, bias)) as tf.Tensor4D, 2, 2, 'valid'), 1),
+        );
       }
     });
 
