@@ -8,7 +8,7 @@
  * tiling max pooling gradient (ReLU gradient fused) on the heap or not (alternating rounds,
  * medians), plus the unprofiled step time of each.
  *
- * Usage: npm run bench:train-profile [-- --steps 5 --batch 64 --rounds 3 --parallel-steps 10 --split-only]
+ * Usage: npm run bench:train-profile [-- --steps 5 --batch 64 --rounds 3 --ab-rounds 21 --parallel-steps 10 --split-only]
  */
 import os from 'node:os';
 import * as tfl from '@tensorflow/tfjs-layers';
@@ -184,6 +184,57 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
 }
 
 /**
+ * The unprofiled MNIST CNN step without and with the heap dense products and the tiling pooling
+ * kernels (everything else on), `rounds` alternating rounds of `steps` steps: medians and minima
+ * (the profiled table above adds its own overhead to every kernel call).
+ */
+async function denseAndPooling(steps: number, batch: number, rounds: number): Promise<void> {
+  const c = CASES[0];
+  const model = buildModel(c.arch, {
+    inputShape: c.inputShape,
+    outputSize: c.outputSize,
+    ...c.sizes,
+    seed: 1,
+  });
+  const optimizer = fusedAdam(0.001);
+  const x = tf.randomUniform([batch, ...c.inputShape]);
+  const y = tf.cast(tf.oneHot(tf.randomUniform([batch], 0, c.outputSize, 'int32'), c.outputSize), 'float32');
+  const loss = lossFor('classification');
+  const sides = [
+    { name: 'without', on: false },
+    { name: 'with', on: true },
+  ];
+  const walls = sides.map((): number[] => []);
+  for (let round = 0; round < rounds; round++) {
+    for (const [s, side] of sides.entries()) {
+      useHeapMatMul(side.on);
+      useTiledPoolGrad(side.on);
+      step(model, optimizer, x, y, loss);
+      const started = performance.now();
+      for (let i = 0; i < steps; i++) step(model, optimizer, x, y, loss);
+      await tf.ready();
+      walls[s].push((performance.now() - started) / steps);
+    }
+  }
+  useHeapMatMul(true);
+  useTiledPoolGrad(true);
+  const min = (v: number[]): number => Math.min(...v);
+  console.log(
+    `\nMNIST CNN step without / with the heap dense products and tiling pooling kernels, ${rounds} alternating rounds of ${steps} steps (load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}): median ${median(walls[0]).toFixed(1)} / ${median(walls[1]).toFixed(1)} ms (${(
+      median(walls[0]) / median(walls[1])
+    ).toFixed(2)}x), minimum ${min(walls[0]).toFixed(1)} / ${min(walls[1]).toFixed(1)} ms (${(
+      min(walls[0]) / min(walls[1])
+    ).toFixed(2)}x)`,
+  );
+  tf.dispose([x, y]);
+  model.dispose();
+  optimizer.dispose();
+}
+
+/**
  * The data-parallel step split: where each thread's time goes per step of the MNIST CNN at
  * `threads` threads (this thread: writing weights and batch to shared memory, its own shard,
  * waiting for the helpers, summing their gradients, the optimizer step; each helper: waking,
@@ -286,7 +337,10 @@ async function main(): Promise<void> {
   const steps = numberArg('steps', 5);
   const batch = numberArg('batch', 64);
   const rounds = numberArg('rounds', 3);
-  if (!process.argv.includes('--split-only')) for (const c of CASES) await profile(c, steps, batch, rounds);
+  if (!process.argv.includes('--split-only')) {
+    for (const c of CASES) await profile(c, steps, batch, rounds);
+    await denseAndPooling(steps, batch, numberArg('ab-rounds', 21));
+  }
   await parallelSplit(Math.max(2, os.availableParallelism()), numberArg('parallel-steps', 10), batch, rounds);
 }
 
