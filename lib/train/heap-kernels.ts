@@ -326,6 +326,46 @@ const maxPoolGradTiled: FunctionSpec = (() => {
 })();
 
 /**
+ * The walk of both 2x2 pooling kernels over their windows: `xb` the byte address of a window's
+ * first input value, `o` the byte offset of four channels in it (the taps sit `c4` bytes apart
+ * across, `r4` down), `out` (their output's address, advanced by `c4` a window) and `perRow` /
+ * `perWindow` for any further pointers.
+ */
+function over2x2Windows(
+  at: { x: number; batch: number; inH: number; inW: number; c: number; outH: number; outW: number },
+  l: { n: number; oh: number; ow: number; o: number; xb: number; c4: number; r4: number; out: number },
+  perVector: Code,
+  perRow: Code = [],
+  perWindow: Code = [],
+): Code {
+  return [
+    set(l.c4, mul(get(at.c), i32(4))),
+    set(l.r4, mul(mul(get(at.inW), get(at.c)), i32(4))),
+    op.for(
+      l.n,
+      i32(0),
+      get(at.batch),
+      op.for(l.oh, i32(0), get(at.outH), [
+        set(
+          l.xb,
+          at4(
+            get(at.x),
+            mul(add(mul(get(l.n), get(at.inH)), mul(get(l.oh), i32(2))), mul(get(at.inW), get(at.c))),
+          ),
+        ),
+        perRow,
+        op.for(l.ow, i32(0), get(at.outW), [
+          op.for(l.o, i32(0), get(l.c4), perVector, 16),
+          set(l.xb, add(get(l.xb), mul(get(l.c4), i32(2)))),
+          set(l.out, add(get(l.out), get(l.c4))),
+          perWindow,
+        ]),
+      ]),
+    ),
+  ];
+}
+
+/**
  * maxPoolGrad2x2: maxPoolGradTiled (the same parameters, then `sums`) for 2x2 windows, unrolled:
  * the four taps' first maximum found by three compares, dy masked into each tap's store. With
  * `sums` (else 0) the address of c f64 values, it also sums dx over all but the channel axis
@@ -403,29 +443,13 @@ const maxPoolGrad2x2: FunctionSpec = (() => {
           mul(mul(mul(mul(get(T.batch), get(T.inH)), get(T.inW)), get(T.c)), i32(4)),
         ),
       ),
-      set(L.c4, mul(get(T.c), i32(4))),
-      set(L.r4, mul(mul(get(T.inW), get(T.c)), i32(4))),
       set(L.gb, get(T.dy)),
-      op.for(
-        L.n,
-        i32(0),
-        get(T.batch),
-        op.for(L.oh, i32(0), get(T.outH), [
-          set(
-            L.xb,
-            at4(
-              get(T.x),
-              mul(add(mul(get(L.n), get(T.inH)), mul(get(L.oh), i32(2))), mul(get(T.inW), get(T.c))),
-            ),
-          ),
-          set(L.db, add(get(T.dx), sub(get(L.xb), get(T.x)))),
-          op.for(L.ow, i32(0), get(T.outW), [
-            op.for(L.o, i32(0), get(L.c4), perVector, 16),
-            set(L.xb, add(get(L.xb), mul(get(L.c4), i32(2)))),
-            set(L.db, add(get(L.db), mul(get(L.c4), i32(2)))),
-            set(L.gb, add(get(L.gb), get(L.c4))),
-          ]),
-        ]),
+      over2x2Windows(
+        T,
+        { ...L, out: L.gb },
+        perVector,
+        set(L.db, add(get(T.dx), sub(get(L.xb), get(T.x)))),
+        set(L.db, add(get(L.db), mul(get(L.c4), i32(2)))),
       ),
     ],
   };
@@ -448,42 +472,16 @@ const maxPool2x2: FunctionSpec = (() => {
     params: new Array<typeof I32>(8).fill(I32),
     locals: [...new Array<typeof I32>(9).fill(I32), V128, V128],
     body: [
-      set(L.c4, mul(get(Q.c), i32(4))),
-      set(L.r4, mul(mul(get(Q.inW), get(Q.c)), i32(4))),
       set(L.ob, get(Q.out)),
-      op.for(
-        L.n,
-        i32(0),
-        get(Q.batch),
-        op.for(L.oh, i32(0), get(Q.outH), [
-          set(
-            L.xb,
-            at4(
-              get(Q.x),
-              mul(add(mul(get(L.n), get(Q.inH)), mul(get(L.oh), i32(2))), mul(get(Q.inW), get(Q.c))),
-            ),
-          ),
-          op.for(L.ow, i32(0), get(Q.outW), [
-            op.for(
-              L.o,
-              i32(0),
-              get(L.c4),
-              [
-                set(L.q, add(get(L.xb), get(L.o))),
-                set(L.best, op.v128Load(get(L.q))),
-                greater(op.v128Load(add(get(L.q), get(L.c4)))),
-                set(L.q, add(get(L.q), get(L.r4))),
-                greater(op.v128Load(get(L.q))),
-                greater(op.v128Load(add(get(L.q), get(L.c4)))),
-                op.v128Store(add(get(L.ob), get(L.o)), get(L.best)),
-              ],
-              16,
-            ),
-            set(L.xb, add(get(L.xb), mul(get(L.c4), i32(2)))),
-            set(L.ob, add(get(L.ob), get(L.c4))),
-          ]),
-        ]),
-      ),
+      over2x2Windows(Q, { ...L, out: L.ob }, [
+        set(L.q, add(get(L.xb), get(L.o))),
+        set(L.best, op.v128Load(get(L.q))),
+        greater(op.v128Load(add(get(L.q), get(L.c4)))),
+        set(L.q, add(get(L.q), get(L.r4))),
+        greater(op.v128Load(get(L.q))),
+        greater(op.v128Load(add(get(L.q), get(L.c4)))),
+        op.v128Store(add(get(L.ob), get(L.o)), get(L.best)),
+      ]),
     ],
   };
 })();

@@ -58,56 +58,50 @@ interface HeapBackend extends Backend {
 
 /** The compiled heap kernels for this backend's memory, when they can run there. */
 function kernelsOf(backend: HeapBackend): HeapKernels | undefined {
-  return heapKernelsOn ? heapKernelsFor(backend.wasm?.asm?.memory) : undefined;
+  return paths.heapKernels ? heapKernelsFor(backend.wasm?.asm?.memory) : undefined;
 }
 
-let heapKernelsOn = true;
-let winogradOn = true;
-let matMulOnHeap = true;
-let tiledPoolGrad = true;
+/** The paths that can be turned off, for side-by-side measurements and tests (see the use* functions). */
+const paths = { heapKernels: true, winograd: true, matMul: true, tiledPool: true };
+
+function turn(path: keyof typeof paths, on: boolean): boolean {
+  const previous = paths[path];
+  paths[path] = on;
+  return previous;
+}
 
 /**
  * Turns the pooling kernels for windows that tile the input (2x2 max pooling, and the max pooling
  * gradient with a ReLU's gradient fused in) off (the backend's pooling and the general heap
- * gradient kernel then run, and the ReLU gradient its own kernel) or back on; for side-by-side
- * measurements and tests. Returns the previous setting.
+ * gradient kernel then run, and the ReLU gradient its own kernel) or back on. Returns the
+ * previous setting.
  */
 export function useTiledPoolGrad(on: boolean): boolean {
-  const previous = tiledPoolGrad;
-  tiledPoolGrad = on;
-  return previous;
+  return turn('tiledPool', on);
 }
 
 /**
  * Turns the heap matrix products (dense layers' forward pass and both gradients) off (the
- * backend's kernels then run them) or back on; for side-by-side measurements and tests. Returns
- * the previous setting.
+ * backend's kernels then run them) or back on. Returns the previous setting.
  */
 export function useHeapMatMul(on: boolean): boolean {
-  const previous = matMulOnHeap;
-  matMulOnHeap = on;
-  return previous;
+  return turn('matMul', on);
 }
 
 /**
  * Turns the Winograd path of 3x3 stride-1 convolutions off (they then run on the direct heap
- * kernel) or back on; for side-by-side measurements and tests. Returns the previous setting.
+ * kernel) or back on. Returns the previous setting.
  */
 export function useWinograd(on: boolean): boolean {
-  const previous = winogradOn;
-  winogradOn = on;
-  return previous;
+  return turn('winograd', on);
 }
 
 /**
  * Turns the compiled heap kernels off (every kernel then takes its composed or JavaScript path,
- * as on a shared memory) or back on; for side-by-side measurements and tests. Returns the
- * previous setting.
+ * as on a shared memory) or back on. Returns the previous setting.
  */
 export function useHeapKernels(on: boolean): boolean {
-  const previous = heapKernelsOn;
-  heapKernelsOn = on;
-  return previous;
+  return turn('heapKernels', on);
 }
 
 /** Byte address of a tensor's data on the wasm heap. */
@@ -486,7 +480,7 @@ const WINOGRAD_FILTER_MIN_PAIRS = 1024;
 function winogradFits(info: ConvInfo, minPairs = WINOGRAD_MIN_PAIRS): boolean {
   const tiles = Math.ceil(info.outHeight / 2) * Math.ceil(info.outWidth / 2);
   return (
-    winogradOn &&
+    paths.winograd &&
     info.filterHeight === 3 &&
     info.filterWidth === 3 &&
     info.strideHeight === 1 &&
@@ -865,6 +859,26 @@ function trackedRelu(native: tf.KernelFunc): (args: KernelArgs) => Info {
   };
 }
 
+type PoolInfo = ReturnType<typeof tf.backend_util.computePool2DInfo>;
+
+/** The geometry of a pooling of x with the kernel's attributes. */
+function poolInfo(x: Info, attrs: Attrs): PoolInfo {
+  const a = attrs as {
+    filterSize: number | [number, number];
+    strides: number | [number, number];
+    pad: 'valid' | 'same' | number;
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+  };
+  return tf.backend_util.computePool2DInfo(
+    x.shape as [number, number, number, number],
+    a.filterSize,
+    a.strides,
+    1,
+    a.pad,
+    a.dimRoundingMode,
+  );
+}
+
 /**
  * MaxPool with 2x2 windows and stride 2 (the pooling of convolutional networks) on the heap in
  * one pass where channels come in fours; the backend's kernel otherwise.
@@ -874,23 +888,10 @@ function heapMaxPool(native: tf.KernelFunc): (args: KernelArgs) => Info {
     const { x } = inputs;
     const heap = backend as HeapBackend;
     const kernels = kernelsOf(heap);
-    if (!kernels || !tiledPoolGrad || x.dtype !== 'float32' || x.shape.length !== 4) {
+    if (!kernels || !paths.tiledPool || x.dtype !== 'float32' || x.shape.length !== 4) {
       return native({ inputs, attrs, backend } as never) as Info;
     }
-    const a = attrs as {
-      filterSize: number | [number, number];
-      strides: number | [number, number];
-      pad: 'valid' | 'same' | number;
-      dimRoundingMode?: 'floor' | 'round' | 'ceil';
-    };
-    const info = tf.backend_util.computePool2DInfo(
-      x.shape as [number, number, number, number],
-      a.filterSize,
-      a.strides,
-      1,
-      a.pad,
-      a.dimRoundingMode,
-    );
+    const info = poolInfo(x, attrs as Attrs);
     if (info.filterHeight !== 2 || info.filterWidth !== 2 || info.inChannels % 4 !== 0 || !tiles(info)) {
       return native({ inputs, attrs, backend } as never) as Info;
     }
@@ -910,7 +911,7 @@ function heapMaxPool(native: tf.KernelFunc): (args: KernelArgs) => Info {
 }
 
 /** Whether pooling windows tile the input: no padding, no overlap, none past its edges. */
-function tiles(info: ReturnType<typeof tf.backend_util.computePool2DInfo>): boolean {
+function tiles(info: PoolInfo): boolean {
   return (
     info.strideHeight === info.filterHeight &&
     info.strideWidth === info.filterWidth &&
@@ -931,20 +932,7 @@ function tiles(info: ReturnType<typeof tf.backend_util.computePool2DInfo>): bool
 function heapMaxPoolGrad({ inputs, attrs, backend }: KernelArgs): Info {
   const { dy, input } = inputs;
   const b = backend as HeapBackend;
-  const a = attrs as {
-    filterSize: number | [number, number];
-    strides: number | [number, number];
-    pad: 'valid' | 'same' | number;
-    dimRoundingMode?: 'floor' | 'round' | 'ceil';
-  };
-  const info = tf.backend_util.computePool2DInfo(
-    input.shape as [number, number, number, number],
-    a.filterSize,
-    a.strides,
-    1,
-    a.pad,
-    a.dimRoundingMode,
-  );
+  const info = poolInfo(input, attrs as Attrs);
   const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth } = info;
   const { strideHeight, strideWidth, filterHeight, filterWidth } = info;
   const { top, left } = info.padInfo;
@@ -952,7 +940,7 @@ function heapMaxPoolGrad({ inputs, attrs, backend }: KernelArgs): Info {
   const kernels = kernelsOf(b);
   if (
     kernels &&
-    tiledPoolGrad &&
+    paths.tiledPool &&
     input.dtype === 'float32' &&
     dy.dtype === 'float32' &&
     c % 4 === 0 &&
@@ -1070,7 +1058,7 @@ function plainMatMul(original: tf.KernelFunc): (args: KernelArgs) => Info {
     const { transposeA, transposeB } = (attrs ?? {}) as { transposeA?: boolean; transposeB?: boolean };
     const kernels = kernelsOf(backend as HeapBackend);
     const onHeap =
-      kernels && matMulOnHeap ? heapMatMul(backend as HeapBackend, kernels, inputs, attrs ?? {}) : undefined;
+      kernels && paths.matMul ? heapMatMul(backend as HeapBackend, kernels, inputs, attrs ?? {}) : undefined;
     if (onHeap) return onHeap;
     if (!transposeA && !transposeB) return original({ inputs, attrs, backend } as never) as Info;
     return scoped(backend, (s) => {
@@ -1105,7 +1093,7 @@ function matMulPlan(
   fused: boolean,
 ): MatMulPlan | undefined {
   const rank = aShape.length;
-  if (!matMulOnHeap || rank < 2 || bShape.length !== rank || (transposeA && transposeB)) return undefined;
+  if (!paths.matMul || rank < 2 || bShape.length !== rank || (transposeA && transposeB)) return undefined;
   const lead = aShape.slice(0, -2);
   if (lead.some((d, i) => d !== bShape[i])) return undefined;
   const batch = lead.reduce((p, q) => p * q, 1);
