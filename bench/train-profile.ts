@@ -4,10 +4,11 @@
  * the milliseconds per step and the share of the step (forward and gradient kernels alike), side
  * by side in one run: with the compiled heap kernels (3x3 stride-1 convolutions by Winograd and
  * by the direct kernel) and with the composed / JavaScript paths they replace, and with Adam as
- * TF.js kernels and fused into one pass a variable (alternating rounds, medians), plus the
- * unprofiled step time of each.
+ * TF.js kernels and fused into one pass a variable, and with the dense products and the
+ * tiling max pooling gradient (ReLU gradient fused) on the heap or not (alternating rounds,
+ * medians), plus the unprofiled step time of each.
  *
- * Usage: npm run bench:train-profile [-- --steps 5 --batch 64 --rounds 3 --parallel-steps 10 --split-only]
+ * Usage: npm run bench:train-profile [-- --steps 5 --batch 64 --rounds 3 --ab-rounds 21 --parallel-steps 10 --split-only]
  */
 import os from 'node:os';
 import * as tfl from '@tensorflow/tfjs-layers';
@@ -16,7 +17,7 @@ import { buildModel, lossFor, type ArchitectureName } from '../lib/train/archite
 import { COORDINATOR_PHASES, HELPER_PHASES, ParallelTrainer, type StepProfile } from '../lib/train/parallel';
 import { prepareBackend } from '../lib/train/trainer';
 import { fusedAdam } from '../lib/train/fused-adam';
-import { useHeapKernels, useWinograd } from '../lib/train/wasm-gradients';
+import { useHeapKernels, useHeapMatMul, useTiledPoolGrad, useWinograd } from '../lib/train/wasm-gradients';
 import { numberArg } from './cli';
 
 interface Case {
@@ -71,16 +72,19 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
       : tf.randomUniform([batch, c.outputSize]);
   const loss = lossFor(task);
   const sides = [
-    { name: 'composed / JS', heap: false, winograd: false, fused: false },
-    { name: 'heap, direct', heap: true, winograd: false, fused: false },
-    { name: 'Winograd, tf Adam', heap: true, winograd: true, fused: false },
-    { name: 'Winograd, fused Adam', heap: true, winograd: true, fused: true },
+    { name: 'composed / JS', heap: false, winograd: false, fused: false, dense: false, pool: false },
+    { name: 'heap, direct', heap: true, winograd: false, fused: false, dense: false, pool: false },
+    { name: 'Winograd, tf Adam', heap: true, winograd: true, fused: false, dense: false, pool: false },
+    { name: 'Winograd, fused Adam', heap: true, winograd: true, fused: true, dense: false, pool: false },
+    { name: '+ heap dense, pool', heap: true, winograd: true, fused: true, dense: true, pool: true },
   ];
   let optimizer: tf.Optimizer = optimizers.kernels;
   const run = () => step(model, optimizer, x, y, loss);
   for (const side of sides) {
     useHeapKernels(side.heap);
     useWinograd(side.winograd);
+    useHeapMatMul(side.dense);
+    useTiledPoolGrad(side.pool);
     optimizer = side.fused ? optimizers.fused : optimizers.kernels;
     for (let i = 0; i < 2; i++) run();
   }
@@ -91,6 +95,8 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
     for (const [s, side] of sides.entries()) {
       useHeapKernels(side.heap);
       useWinograd(side.winograd);
+      useHeapMatMul(side.dense);
+      useTiledPoolGrad(side.pool);
       optimizer = side.fused ? optimizers.fused : optimizers.kernels;
       const started = performance.now();
       for (let i = 0; i < steps; i++) run();
@@ -109,6 +115,8 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
   }
   useHeapKernels(true);
   useWinograd(true);
+  useHeapMatMul(true);
+  useTiledPoolGrad(true);
   const of = (s: number, name: string): number => median(kernels[s].get(name) ?? [0]);
   const peak = (name: string): number => Math.max(...sides.map((_, s) => of(s, name)));
   const names = [...new Set(kernels.flatMap((k) => [...k.keys()]))].sort((p, q) => peak(q) - peak(p));
@@ -127,8 +135,8 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
     `step (unprofiled): ${sides
       .map((side, s) => `${median(walls[s]).toFixed(1)} ms ${side.name}`)
       .join(', ')} (${(median(walls[0]) / median(walls[last])).toFixed(2)}x; fused Adam ${(
-      median(walls[last - 1]) / median(walls[last])
-    ).toFixed(2)}x)\n`,
+      median(walls[2]) / median(walls[3])
+    ).toFixed(2)}x; heap dense and pool ${(median(walls[3]) / median(walls[4])).toFixed(2)}x)\n`,
   );
   const cell = (text: string): string => text.padStart(24);
   console.log(
@@ -173,6 +181,57 @@ async function profile(c: Case, steps: number, batch: number, rounds: number): P
   model.dispose();
   optimizers.fused.dispose();
   optimizers.kernels.dispose();
+}
+
+/**
+ * The unprofiled MNIST CNN step without and with the heap dense products and the tiling pooling
+ * kernels (everything else on), `rounds` alternating rounds of `steps` steps: medians and minima
+ * (the profiled table above adds its own overhead to every kernel call).
+ */
+async function denseAndPooling(steps: number, batch: number, rounds: number): Promise<void> {
+  const c = CASES[0];
+  const model = buildModel(c.arch, {
+    inputShape: c.inputShape,
+    outputSize: c.outputSize,
+    ...c.sizes,
+    seed: 1,
+  });
+  const optimizer = fusedAdam(0.001);
+  const x = tf.randomUniform([batch, ...c.inputShape]);
+  const y = tf.cast(tf.oneHot(tf.randomUniform([batch], 0, c.outputSize, 'int32'), c.outputSize), 'float32');
+  const loss = lossFor('classification');
+  const sides = [
+    { name: 'without', on: false },
+    { name: 'with', on: true },
+  ];
+  const walls = sides.map((): number[] => []);
+  for (let round = 0; round < rounds; round++) {
+    for (const [s, side] of sides.entries()) {
+      useHeapMatMul(side.on);
+      useTiledPoolGrad(side.on);
+      step(model, optimizer, x, y, loss);
+      const started = performance.now();
+      for (let i = 0; i < steps; i++) step(model, optimizer, x, y, loss);
+      await tf.ready();
+      walls[s].push((performance.now() - started) / steps);
+    }
+  }
+  useHeapMatMul(true);
+  useTiledPoolGrad(true);
+  const min = (v: number[]): number => Math.min(...v);
+  console.log(
+    `\nMNIST CNN step without / with the heap dense products and tiling pooling kernels, ${rounds} alternating rounds of ${steps} steps (load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}): median ${median(walls[0]).toFixed(1)} / ${median(walls[1]).toFixed(1)} ms (${(
+      median(walls[0]) / median(walls[1])
+    ).toFixed(2)}x), minimum ${min(walls[0]).toFixed(1)} / ${min(walls[1]).toFixed(1)} ms (${(
+      min(walls[0]) / min(walls[1])
+    ).toFixed(2)}x)`,
+  );
+  tf.dispose([x, y]);
+  model.dispose();
+  optimizer.dispose();
 }
 
 /**
@@ -278,7 +337,10 @@ async function main(): Promise<void> {
   const steps = numberArg('steps', 5);
   const batch = numberArg('batch', 64);
   const rounds = numberArg('rounds', 3);
-  if (!process.argv.includes('--split-only')) for (const c of CASES) await profile(c, steps, batch, rounds);
+  if (!process.argv.includes('--split-only')) {
+    for (const c of CASES) await profile(c, steps, batch, rounds);
+    await denseAndPooling(steps, batch, numberArg('ab-rounds', 21));
+  }
   await parallelSplit(Math.max(2, os.availableParallelism()), numberArg('parallel-steps', 10), batch, rounds);
 }
 

@@ -4,6 +4,9 @@
  * pays neither JavaScript loops nor copies in and out:
  * - maxPoolGrad: each window's first maximum (as the cpu backend picks it) receives the window's
  *   gradient; four channels at a time when the channel count allows;
+ * - maxPool2x2: 2x2 max pooling with stride 2;
+ * - maxPoolGradTiled / maxPoolGrad2x2: the same where windows tile the input, each value of the
+ *   result written once (dy at the maximum, 0 elsewhere), with a ReLU's gradient fused in;
  * - leadingSum: sums over the leading rows of a [rows, cols] matrix (bias gradients), in f64;
  * - reluGrad: dy where the activation is positive, else 0 (the fused ReLU gradient), one pass;
  * - addRows: a bias added over the last axis, one pass;
@@ -187,6 +190,301 @@ const maxPoolGradVector: FunctionSpec = {
     ),
   ]),
 };
+
+/**
+ * maxPoolGradTiled(x, dy, dx, batch, inH, inW, c, outH, outW, fh, fw, relu): the pooling
+ * gradient where windows tile the input without overlap or padding (stride = window, as 2x2
+ * pooling after a convolution) and channels come in fours. Each window is read twice, four
+ * channels at a time: once for the tap of the first maximum, once to write dy there and 0 at
+ * every other tap, so each covered value of dx is written once (no zeroing pass, no scatter);
+ * rows and columns past the last window are zeroed. With `relu` 1 (x is a ReLU's output) a
+ * window whose maximum is not positive passes 0 (the ReLU's gradient fused in).
+ */
+const T = {
+  x: 0,
+  dy: 1,
+  dx: 2,
+  batch: 3,
+  inH: 4,
+  inW: 5,
+  c: 6,
+  outH: 7,
+  outW: 8,
+  fh: 9,
+  fw: 10,
+  relu: 11,
+  // locals
+  n: 12,
+  oh: 13,
+  ow: 14,
+  k: 15,
+  h: 16,
+  w: 17,
+  t: 18,
+  first: 19,
+  g: 20,
+  rowC: 21,
+  p: 22,
+  best: 23,
+  v: 24,
+  mask: 25,
+  idx: 26,
+  d: 27,
+} as const;
+const i32x4Eq = (a: Code, b: Code): Code => [a, b, simd(55)];
+const maxPoolGradTiled: FunctionSpec = (() => {
+  const overTaps = (body: Code): Code => [
+    set(T.t, i32(0)),
+    op.for(
+      T.h,
+      i32(0),
+      get(T.fh),
+      op.for(T.w, i32(0), get(T.fw), [
+        set(
+          T.p,
+          at4(
+            get(T.dx),
+            add(add(add(get(T.first), get(T.k)), mul(get(T.h), get(T.rowC))), mul(get(T.w), get(T.c))),
+          ),
+        ),
+        body,
+        set(T.t, add(get(T.t), i32(1))),
+      ]),
+    ),
+  ];
+  // T.p addresses dx; x sits at the same element offset from its own base.
+  const xAt = (): Code => add(get(T.x), sub(get(T.p), get(T.dx)));
+  return {
+    name: 'maxPoolGradTiled',
+    params: new Array<typeof I32>(12).fill(I32),
+    locals: [...new Array<typeof I32>(11).fill(I32), V128, V128, V128, V128, V128],
+    body: [
+      op.if(
+        op.and(
+          op.eq(get(T.inH), mul(get(T.outH), get(T.fh))),
+          op.eq(get(T.inW), mul(get(T.outW), get(T.fw))),
+        ),
+        [],
+        op.fill(
+          get(T.dx),
+          i32(0),
+          mul(mul(mul(mul(get(T.batch), get(T.inH)), get(T.inW)), get(T.c)), i32(4)),
+        ),
+      ),
+      set(T.rowC, mul(get(T.inW), get(T.c))),
+      op.for(
+        T.n,
+        i32(0),
+        get(T.batch),
+        op.for(
+          T.oh,
+          i32(0),
+          get(T.outH),
+          op.for(T.ow, i32(0), get(T.outW), [
+            set(
+              T.first,
+              add(
+                mul(add(mul(get(T.n), get(T.inH)), mul(get(T.oh), get(T.fh))), get(T.rowC)),
+                mul(mul(get(T.ow), get(T.fw)), get(T.c)),
+              ),
+            ),
+            set(
+              T.g,
+              mul(add(mul(add(mul(get(T.n), get(T.outH)), get(T.oh)), get(T.outW)), get(T.ow)), get(T.c)),
+            ),
+            op.for(
+              T.k,
+              i32(0),
+              get(T.c),
+              [
+                set(T.best, op.v128Load(at4(get(T.x), add(get(T.first), get(T.k))))),
+                set(T.idx, op.v128Zero()),
+                overTaps([
+                  set(T.v, op.v128Load(xAt(), 0)),
+                  set(T.mask, f32x4Gt(get(T.v), get(T.best))),
+                  set(T.best, bitselect(get(T.v), get(T.best), get(T.mask))),
+                  set(T.idx, bitselect(i32x4Splat(get(T.t)), get(T.idx), get(T.mask))),
+                ]),
+                set(T.d, op.v128Load(at4(get(T.dy), add(get(T.g), get(T.k))))),
+                op.if(get(T.relu), [
+                  set(T.d, bitselect(get(T.d), op.v128Zero(), f32x4Gt(get(T.best), op.v128Zero()))),
+                ]),
+                overTaps(
+                  op.v128Store(
+                    get(T.p),
+                    bitselect(get(T.d), op.v128Zero(), i32x4Eq(get(T.idx), i32x4Splat(get(T.t)))),
+                  ),
+                ),
+              ],
+              4,
+            ),
+          ]),
+        ),
+      ),
+    ],
+  };
+})();
+
+/**
+ * The walk of both 2x2 pooling kernels over their windows: `xb` the byte address of a window's
+ * first input value, `o` the byte offset of four channels in it (the taps sit `c4` bytes apart
+ * across, `r4` down), `out` (their output's address, advanced by `c4` a window) and `perRow` /
+ * `perWindow` for any further pointers.
+ */
+function over2x2Windows(
+  at: { x: number; batch: number; inH: number; inW: number; c: number; outH: number; outW: number },
+  l: { n: number; oh: number; ow: number; o: number; xb: number; c4: number; r4: number; out: number },
+  perVector: Code,
+  perRow: Code = [],
+  perWindow: Code = [],
+): Code {
+  return [
+    set(l.c4, mul(get(at.c), i32(4))),
+    set(l.r4, mul(mul(get(at.inW), get(at.c)), i32(4))),
+    op.for(
+      l.n,
+      i32(0),
+      get(at.batch),
+      op.for(l.oh, i32(0), get(at.outH), [
+        set(
+          l.xb,
+          at4(
+            get(at.x),
+            mul(add(mul(get(l.n), get(at.inH)), mul(get(l.oh), i32(2))), mul(get(at.inW), get(at.c))),
+          ),
+        ),
+        perRow,
+        op.for(l.ow, i32(0), get(at.outW), [
+          op.for(l.o, i32(0), get(l.c4), perVector, 16),
+          set(l.xb, add(get(l.xb), mul(get(l.c4), i32(2)))),
+          set(l.out, add(get(l.out), get(l.c4))),
+          perWindow,
+        ]),
+      ]),
+    ),
+  ];
+}
+
+/**
+ * maxPoolGrad2x2: maxPoolGradTiled (the same parameters, then `sums`) for 2x2 windows, unrolled:
+ * the four taps' first maximum found by three compares, dy masked into each tap's store. With
+ * `sums` (else 0) the address of c f64 values, it also sums dx over all but the channel axis
+ * (the gradient of a bias before the ReLU) as it goes.
+ */
+const maxPoolGrad2x2: FunctionSpec = (() => {
+  // One more parameter than maxPoolGradTiled (sums), so every local sits one further.
+  const sums = T.relu + 1;
+  const L = {
+    o: T.k + 1,
+    xb: T.h + 1,
+    db: T.w + 1,
+    gb: T.t + 1,
+    c4: T.first + 1,
+    r4: T.g + 1,
+    q: T.p + 1,
+    s: T.rowC + 1,
+    n: T.n + 1,
+    oh: T.oh + 1,
+    ow: T.ow + 1,
+  };
+  // Vector locals: four taps, three masks, best, d.
+  const V = T.best + 1;
+  const v = (i: number): number => V + i;
+  const m1 = V + 4;
+  const m2 = V + 5;
+  const m3 = V + 6;
+  const best = V + 7;
+  const d = V + 8;
+  const vAnd = (a: Code, b: Code): Code => [a, b, simd(78)];
+  const vAndNot = (a: Code, b: Code): Code => [a, b, simd(79)];
+  const vOr = (a: Code, b: Code): Code => [a, b, simd(80)];
+  const vNot = (a: Code): Code => [a, simd(77)];
+  const perVector: Code = [
+    set(L.q, add(get(L.xb), get(L.o))),
+    set(v(0), op.v128Load(get(L.q))),
+    set(v(1), op.v128Load(add(get(L.q), get(L.c4)))),
+    set(L.q, add(get(L.q), get(L.r4))),
+    set(v(2), op.v128Load(get(L.q))),
+    set(v(3), op.v128Load(add(get(L.q), get(L.c4)))),
+    set(m1, f32x4Gt(get(v(1)), get(v(0)))),
+    set(best, bitselect(get(v(1)), get(v(0)), get(m1))),
+    set(m2, f32x4Gt(get(v(2)), get(best))),
+    set(best, bitselect(get(v(2)), get(best), get(m2))),
+    set(m3, f32x4Gt(get(v(3)), get(best))),
+    set(best, bitselect(get(v(3)), get(best), get(m3))),
+    set(d, op.v128Load(add(get(L.gb), get(L.o)))),
+    op.if(get(T.relu), [set(d, vAnd(get(d), f32x4Gt(get(best), op.v128Zero())))]),
+    // The winning tap: the last that beat the running maximum.
+    set(L.q, add(get(L.db), get(L.o))),
+    op.v128Store(add(get(L.q), get(L.r4)), vAnd(get(d), vAndNot(get(m2), get(m3)))),
+    op.v128Store(add(add(get(L.q), get(L.r4)), get(L.c4)), vAnd(get(d), get(m3))),
+    set(m2, vOr(get(m2), get(m3))),
+    op.v128Store(add(get(L.q), get(L.c4)), vAnd(get(d), vAndNot(get(m1), get(m2)))),
+    op.v128Store(get(L.q), vAnd(get(d), vNot(vOr(get(m1), get(m2))))),
+    // Each window's (masked) dy lands on one value of dx: their sums are dx's channel sums.
+    op.if(get(sums), [
+      set(L.s, add(get(sums), mul(get(L.o), i32(2)))),
+      op.v128Store(get(L.s), op.f64x2Add(op.v128Load(get(L.s)), op.f64x2FromLow(get(d)))),
+      op.v128Store(get(L.s), op.f64x2Add(op.v128Load(get(L.s), 16), op.f64x2FromLow(op.high64(get(d)))), 16),
+    ]),
+  ];
+  return {
+    name: 'maxPoolGrad2x2',
+    params: new Array<typeof I32>(13).fill(I32),
+    locals: [...new Array<typeof I32>(11).fill(I32), ...new Array<typeof V128>(9).fill(V128)],
+    body: [
+      op.if(get(sums), op.fill(get(sums), i32(0), mul(get(T.c), i32(8)))),
+      op.if(
+        op.and(op.eq(get(T.inH), mul(get(T.outH), i32(2))), op.eq(get(T.inW), mul(get(T.outW), i32(2)))),
+        [],
+        op.fill(
+          get(T.dx),
+          i32(0),
+          mul(mul(mul(mul(get(T.batch), get(T.inH)), get(T.inW)), get(T.c)), i32(4)),
+        ),
+      ),
+      set(L.gb, get(T.dy)),
+      over2x2Windows(
+        T,
+        { ...L, out: L.gb },
+        perVector,
+        set(L.db, add(get(T.dx), sub(get(L.xb), get(T.x)))),
+        set(L.db, add(get(L.db), mul(get(L.c4), i32(2)))),
+      ),
+    ],
+  };
+})();
+
+/**
+ * maxPool2x2(x, out, batch, inH, inW, c, outH, outW): 2x2 max pooling with stride 2 and no
+ * padding, channels in fours; each window's maximum as the gradient kernels pick it (a later tap
+ * wins only when greater).
+ */
+const maxPool2x2: FunctionSpec = (() => {
+  const Q = { x: 0, out: 1, batch: 2, inH: 3, inW: 4, c: 5, outH: 6, outW: 7 } as const;
+  const L = { n: 8, oh: 9, ow: 10, o: 11, xb: 12, c4: 13, r4: 14, q: 15, ob: 16, best: 17, v: 18 } as const;
+  const greater = (a: Code): Code => [
+    set(L.v, a),
+    set(L.best, bitselect(get(L.v), get(L.best), f32x4Gt(get(L.v), get(L.best)))),
+  ];
+  return {
+    name: 'maxPool2x2',
+    params: new Array<typeof I32>(8).fill(I32),
+    locals: [...new Array<typeof I32>(9).fill(I32), V128, V128],
+    body: [
+      set(L.ob, get(Q.out)),
+      over2x2Windows(Q, { ...L, out: L.ob }, [
+        set(L.q, add(get(L.xb), get(L.o))),
+        set(L.best, op.v128Load(get(L.q))),
+        greater(op.v128Load(add(get(L.q), get(L.c4)))),
+        set(L.q, add(get(L.q), get(L.r4))),
+        greater(op.v128Load(get(L.q))),
+        greater(op.v128Load(add(get(L.q), get(L.c4)))),
+        op.v128Store(add(get(L.ob), get(L.o)), get(L.best)),
+      ]),
+    ],
+  };
+})();
 
 /** Parameters and locals of the sums: x, out, rows, cols, scratch (cols f64), r, c, base. */
 const S = { x: 0, out: 1, rows: 2, cols: 3, scratch: 4, r: 5, c: 6, base: 7, v: 8 } as const;
@@ -1212,6 +1510,9 @@ export const CONV_FILTER_BLOCKS: ReadonlyArray<readonly [number, number]> = [
 export interface HeapKernels {
   maxPoolGrad(...args: number[]): void;
   maxPoolGrad4(...args: number[]): void;
+  maxPoolGradTiled(...args: number[]): void;
+  maxPoolGrad2x2(...args: number[]): void;
+  maxPool2x2(...args: number[]): void;
   leadingSum(x: number, out: number, rows: number, cols: number, scratch: number): void;
   leadingSum4(x: number, out: number, rows: number, cols: number, scratch: number): void;
   reluGrad(dy: number, y: number, out: number, count: number): void;
@@ -1227,6 +1528,9 @@ export interface HeapKernels {
 
 const FUNCTIONS = [
   maxPoolGradScalar,
+  maxPoolGradTiled,
+  maxPoolGrad2x2,
+  maxPool2x2,
   maxPoolGradVector,
   leadingSum,
   leadingSum4,

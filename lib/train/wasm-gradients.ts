@@ -7,9 +7,13 @@
  * - DepthwiseConv2dNativeBackpropFilter/Input (missing): a per-tap multiply-and-sum, and a
  *   depthwise convolution of the spread, framed dy with the flipped filter;
  * - MaxPoolGrad (present but wrong for windows of negative values, and slow): one pass on the
- *   wasm heap;
- * - BatchMatMul/_FusedMatMul with a transposed operand (present but about ten times slower than
- *   plain): the operand transposed first;
+ *   wasm heap; where windows tile the input, one write per value with the gradient of the ReLU
+ *   before the pooling fused in (its own gradient kernel then passes the result on) and, for 2x2
+ *   windows, the channel sums (the bias gradient) taken as it writes;
+ * - BatchMatMul/_FusedMatMul (present, but repacking the weights whenever they change, as they do
+ *   every training step, and about ten times slower with a transposed operand): the heap's
+ *   convolution kernels as 1x1 convolutions where the shapes allow, else the operand transposed
+ *   first;
  * - Sum over leading axes (present but slow): one pass on the wasm heap;
  * - Conv2D/FusedConv2D (present): the heap kernel with fused bias and ReLU; Add of a bias over the
  *   last axis: one pass on the heap; Identity (present, copies): shares the data;
@@ -54,31 +58,50 @@ interface HeapBackend extends Backend {
 
 /** The compiled heap kernels for this backend's memory, when they can run there. */
 function kernelsOf(backend: HeapBackend): HeapKernels | undefined {
-  return heapKernelsOn ? heapKernelsFor(backend.wasm?.asm?.memory) : undefined;
+  return paths.heapKernels ? heapKernelsFor(backend.wasm?.asm?.memory) : undefined;
 }
 
-let heapKernelsOn = true;
-let winogradOn = true;
+/** The paths that can be turned off, for side-by-side measurements and tests (see the use* functions). */
+const paths = { heapKernels: true, winograd: true, matMul: true, tiledPool: true };
+
+function turn(path: keyof typeof paths, on: boolean): boolean {
+  const previous = paths[path];
+  paths[path] = on;
+  return previous;
+}
+
+/**
+ * Turns the pooling kernels for windows that tile the input (2x2 max pooling, and the max pooling
+ * gradient with a ReLU's gradient fused in) off (the backend's pooling and the general heap
+ * gradient kernel then run, and the ReLU gradient its own kernel) or back on. Returns the
+ * previous setting.
+ */
+export function useTiledPoolGrad(on: boolean): boolean {
+  return turn('tiledPool', on);
+}
+
+/**
+ * Turns the heap matrix products (dense layers' forward pass and both gradients) off (the
+ * backend's kernels then run them) or back on. Returns the previous setting.
+ */
+export function useHeapMatMul(on: boolean): boolean {
+  return turn('matMul', on);
+}
 
 /**
  * Turns the Winograd path of 3x3 stride-1 convolutions off (they then run on the direct heap
- * kernel) or back on; for side-by-side measurements and tests. Returns the previous setting.
+ * kernel) or back on. Returns the previous setting.
  */
 export function useWinograd(on: boolean): boolean {
-  const previous = winogradOn;
-  winogradOn = on;
-  return previous;
+  return turn('winograd', on);
 }
 
 /**
  * Turns the compiled heap kernels off (every kernel then takes its composed or JavaScript path,
- * as on a shared memory) or back on; for side-by-side measurements and tests. Returns the
- * previous setting.
+ * as on a shared memory) or back on. Returns the previous setting.
  */
 export function useHeapKernels(on: boolean): boolean {
-  const previous = heapKernelsOn;
-  heapKernelsOn = on;
-  return previous;
+  return turn('heapKernels', on);
 }
 
 /** Byte address of a tensor's data on the wasm heap. */
@@ -457,7 +480,7 @@ const WINOGRAD_FILTER_MIN_PAIRS = 1024;
 function winogradFits(info: ConvInfo, minPairs = WINOGRAD_MIN_PAIRS): boolean {
   const tiles = Math.ceil(info.outHeight / 2) * Math.ceil(info.outWidth / 2);
   return (
-    winogradOn &&
+    paths.winograd &&
     info.filterHeight === 3 &&
     info.filterWidth === 3 &&
     info.strideHeight === 1 &&
@@ -817,6 +840,90 @@ function depthwiseBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
   });
 }
 
+/** The input of the ReLU that produced a tensor, by data (to fuse the ReLU's gradient). */
+const reluInputs = new WeakMap<object, object>();
+/** Gradients that already hold the ReLU gradient of the input they map to. */
+const reluMasked = new WeakMap<object, object>();
+/** Sums over all but the last axis of gradients, computed as they were written. */
+const channelSums = new WeakMap<object, Float32Array>();
+
+/**
+ * Relu as the backend runs it, remembering whose output the result is: a max pooling gradient
+ * over it can then apply the ReLU's gradient as it writes (see heapMaxPoolGrad).
+ */
+function trackedRelu(native: tf.KernelFunc): (args: KernelArgs) => Info {
+  return ({ inputs, attrs, backend }) => {
+    const out = native({ inputs, attrs, backend } as never) as Info;
+    if (inputs.x.dtype === 'float32') reluInputs.set(out.dataId, inputs.x.dataId);
+    return out;
+  };
+}
+
+type PoolInfo = ReturnType<typeof tf.backend_util.computePool2DInfo>;
+
+/** The geometry of a pooling of x with the kernel's attributes. */
+function poolInfo(x: Info, attrs: Attrs): PoolInfo {
+  const a = attrs as {
+    filterSize: number | [number, number];
+    strides: number | [number, number];
+    pad: 'valid' | 'same' | number;
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+  };
+  return tf.backend_util.computePool2DInfo(
+    x.shape as [number, number, number, number],
+    a.filterSize,
+    a.strides,
+    1,
+    a.pad,
+    a.dimRoundingMode,
+  );
+}
+
+/**
+ * MaxPool with 2x2 windows and stride 2 (the pooling of convolutional networks) on the heap in
+ * one pass where channels come in fours; the backend's kernel otherwise.
+ */
+function heapMaxPool(native: tf.KernelFunc): (args: KernelArgs) => Info {
+  return ({ inputs, attrs, backend }) => {
+    const { x } = inputs;
+    const heap = backend as HeapBackend;
+    const kernels = kernelsOf(heap);
+    if (!kernels || !paths.tiledPool || x.dtype !== 'float32' || x.shape.length !== 4) {
+      return native({ inputs, attrs, backend } as never) as Info;
+    }
+    const info = poolInfo(x, attrs as Attrs);
+    if (info.filterHeight !== 2 || info.filterWidth !== 2 || info.inChannels % 4 !== 0 || !tiles(info)) {
+      return native({ inputs, attrs, backend } as never) as Info;
+    }
+    const out = heap.makeOutput(info.outShape, 'float32');
+    kernels.maxPool2x2(
+      addressOf(heap, x),
+      addressOf(heap, out),
+      info.batchSize,
+      info.inHeight,
+      info.inWidth,
+      info.inChannels,
+      info.outHeight,
+      info.outWidth,
+    );
+    return out;
+  };
+}
+
+/** Whether pooling windows tile the input: no padding, no overlap, none past its edges. */
+function tiles(info: PoolInfo): boolean {
+  return (
+    info.strideHeight === info.filterHeight &&
+    info.strideWidth === info.filterWidth &&
+    info.padInfo.top === 0 &&
+    info.padInfo.left === 0 &&
+    info.outHeight * info.filterHeight <= info.inHeight &&
+    info.outWidth * info.filterWidth <= info.inWidth &&
+    info.dilationHeight === 1 &&
+    info.dilationWidth === 1
+  );
+}
+
 /**
  * MaxPoolGrad computed on the wasm heap in one pass: each window's first maximum (as the cpu
  * backend picks it) receives the window's gradient. The native kernel is wrong for negative
@@ -825,25 +932,50 @@ function depthwiseBackpropInput({ inputs, attrs, backend }: KernelArgs): Info {
 function heapMaxPoolGrad({ inputs, attrs, backend }: KernelArgs): Info {
   const { dy, input } = inputs;
   const b = backend as HeapBackend;
-  const a = attrs as {
-    filterSize: number | [number, number];
-    strides: number | [number, number];
-    pad: 'valid' | 'same' | number;
-    dimRoundingMode?: 'floor' | 'round' | 'ceil';
-  };
-  const info = tf.backend_util.computePool2DInfo(
-    input.shape as [number, number, number, number],
-    a.filterSize,
-    a.strides,
-    1,
-    a.pad,
-    a.dimRoundingMode,
-  );
+  const info = poolInfo(input, attrs as Attrs);
   const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth } = info;
   const { strideHeight, strideWidth, filterHeight, filterWidth } = info;
   const { top, left } = info.padInfo;
   const out = b.makeOutput(input.shape, 'float32');
   const kernels = kernelsOf(b);
+  if (
+    kernels &&
+    paths.tiledPool &&
+    input.dtype === 'float32' &&
+    dy.dtype === 'float32' &&
+    c % 4 === 0 &&
+    tiles(info)
+  ) {
+    // Windows that tile the input: each value written once; after a ReLU, its gradient fused in.
+    const reluInput = reluInputs.get(input.dataId);
+    const twoByTwo = filterHeight === 2 && filterWidth === 2;
+    // After a ReLU (and a bias add before it, as layers build it), the bias gradient sums dx
+    // over all but the channels: the 2x2 kernel sums as it writes (c f64 values).
+    const sums = twoByTwo && reluInput ? b.makeOutput([c * 2], 'float32') : undefined;
+    const tiled = twoByTwo ? kernels.maxPoolGrad2x2 : kernels.maxPoolGradTiled;
+    tiled(
+      addressOf(b, input),
+      addressOf(b, dy),
+      addressOf(b, out),
+      batchSize,
+      inHeight,
+      inWidth,
+      c,
+      outHeight,
+      outWidth,
+      filterHeight,
+      filterWidth,
+      reluInput ? 1 : 0,
+      sums ? addressOf(b, sums) : 0,
+    );
+    if (reluInput) reluMasked.set(out.dataId, reluInput);
+    if (sums) {
+      const f64 = b.typedArrayFromHeap(sums) as Float32Array;
+      channelSums.set(out.dataId, Float32Array.from(new Float64Array(f64.buffer, f64.byteOffset, c)));
+      b.disposeData(sums.dataId);
+    }
+    return out;
+  }
   if (kernels && input.dtype === 'float32' && dy.dtype === 'float32') {
     const run = c % 4 === 0 ? kernels.maxPoolGrad4 : kernels.maxPoolGrad;
     run(
@@ -924,6 +1056,10 @@ function swapLastTwo(s: KernelScope, t: Info): Info {
 function plainMatMul(original: tf.KernelFunc): (args: KernelArgs) => Info {
   return ({ inputs, attrs, backend }) => {
     const { transposeA, transposeB } = (attrs ?? {}) as { transposeA?: boolean; transposeB?: boolean };
+    const kernels = kernelsOf(backend as HeapBackend);
+    const onHeap =
+      kernels && paths.matMul ? heapMatMul(backend as HeapBackend, kernels, inputs, attrs ?? {}) : undefined;
+    if (onHeap) return onHeap;
     if (!transposeA && !transposeB) return original({ inputs, attrs, backend } as never) as Info;
     return scoped(backend, (s) => {
       const a = transposeA ? swapLastTwo(s, inputs.a) : inputs.a;
@@ -937,6 +1073,117 @@ function plainMatMul(original: tf.KernelFunc): (args: KernelArgs) => Info {
       );
     });
   };
+}
+
+/** Which heap kernel multiplies these shapes (see heapMatMul), with the product's geometry. */
+interface MatMulPlan {
+  kernel: `convForward${number}x${number}` | `convFilterGrad${number}x${number}`;
+  lead: number[];
+  batch: number;
+  m: number;
+  k: number;
+  n: number;
+}
+
+function matMulPlan(
+  aShape: number[],
+  bShape: number[],
+  transposeA: boolean,
+  transposeB: boolean,
+  fused: boolean,
+): MatMulPlan | undefined {
+  const rank = aShape.length;
+  if (!paths.matMul || rank < 2 || bShape.length !== rank || (transposeA && transposeB)) return undefined;
+  const lead = aShape.slice(0, -2);
+  if (lead.some((d, i) => d !== bShape[i])) return undefined;
+  const batch = lead.reduce((p, q) => p * q, 1);
+  const [ar, ac] = aShape.slice(-2);
+  const [br, bc] = bShape.slice(-2);
+  const [m, k] = transposeA ? [ac, ar] : [ar, ac];
+  const n = transposeB ? br : bc;
+  if ((transposeB ? bc : br) !== k || batch * m * n === 0) return undefined;
+  if (transposeA) {
+    // a^T b sums over a's rows as positions: the filter gradient of a 1x1 convolution.
+    const block = fused ? undefined : CONV_FILTER_BLOCKS.find(([i, o]) => m % i === 0 && n % o === 0);
+    return block && { kernel: `convFilterGrad${block[0]}x${block[1]}`, lead, batch, m, k, n };
+  }
+  const block = CONV_FORWARD_BLOCKS.find(([p, c]) => m >= p && n % c === 0);
+  return block && { kernel: `convForward${block[0]}x${block[1]}`, lead, batch, m, k, n };
+}
+
+/**
+ * Where a float32 matMul of these shapes runs on wasm: 'heap' (the compiled kernels) or the
+ * backend's 'native' kernel (for tests and diagnostics); `fused` with a bias or activation.
+ */
+export function matMulPath(
+  aShape: number[],
+  bShape: number[],
+  transposeA = false,
+  transposeB = false,
+  fused = false,
+): 'heap' | 'native' {
+  if (!kernelsOf(tf.backend() as unknown as HeapBackend)) return 'native';
+  return matMulPlan(aShape, bShape, transposeA, transposeB, fused) ? 'heap' : 'native';
+}
+
+/**
+ * BatchMatMul and _FusedMatMul on the heap's convolution kernels where the shapes let them (the
+ * product of each batch entry as a 1x1 convolution, register-blocked SIMD, no weight packing):
+ * a plain product a (m x k) b (k x n) on the forward kernel, with a fused bias and ReLU; a^T b
+ * (the weight gradient x^T dy) on the filter gradient kernel; a b^T (the input gradient dy W^T)
+ * on the forward kernel after transposing the (small) b. `undefined` for other shapes, dtypes
+ * and activations.
+ */
+function heapMatMul(
+  backend: HeapBackend,
+  kernels: HeapKernels,
+  inputs: Record<string, Info>,
+  attrs: Attrs,
+): Info | undefined {
+  const { a, b, bias, preluActivationWeights } = inputs;
+  const { transposeA, transposeB, activation } = attrs as {
+    transposeA?: boolean;
+    transposeB?: boolean;
+    activation?: string;
+  };
+  const fused = Boolean(bias) || (activation !== undefined && activation !== 'linear');
+  if (
+    a.dtype !== 'float32' ||
+    b.dtype !== 'float32' ||
+    preluActivationWeights ||
+    (activation !== undefined && activation !== 'linear' && activation !== 'relu')
+  ) {
+    return undefined;
+  }
+  const plan = matMulPlan(a.shape, b.shape, Boolean(transposeA), Boolean(transposeB), fused);
+  if (!plan) return undefined;
+  const { kernel, lead, batch, m, k, n } = plan;
+  if (bias && (bias.dtype !== 'float32' || bias.shape.length !== 1 || bias.shape[0] !== n)) return undefined;
+  const step = (rows: number, cols: number): number => rows * cols * 4;
+  if (transposeA) {
+    const out = backend.makeOutput([...lead, m, n], 'float32');
+    const [pa, pb, po] = [a, b, out].map((t) => addressOf(backend, t));
+    for (let e = 0; e < batch; e++) {
+      kernels[kernel](
+        ...convArgs(pa + e * step(k, m), pb + e * step(k, n), po + e * step(m, n), pointwise(1, k, m, n)),
+      );
+    }
+    return out;
+  }
+  return scoped(backend, (s) => {
+    const right = transposeB ? swapLastTwo(s, b) : b;
+    const out = backend.makeOutput([...lead, m, n], 'float32');
+    const [pa, pb, po] = [a, right, out].map((t) => addressOf(backend, t));
+    const pBias = bias ? addressOf(backend, bias) : 0;
+    for (let e = 0; e < batch; e++) {
+      kernels[kernel](
+        ...convArgs(pa + e * step(m, k), pb + e * step(k, n), po + e * step(m, n), pointwise(1, m, k, n)),
+        pBias,
+        activation === 'relu' ? 1 : 0,
+      );
+    }
+    return out;
+  });
 }
 
 /**
@@ -956,6 +1203,11 @@ function leadingAxesSum(original: tf.KernelFunc): (args: KernelArgs) => Info {
     const cols = kept.reduce((p, q) => p * q, 1);
     const heap = backend as HeapBackend;
     const out = heap.makeOutput(keepDims ? [...axes.map(() => 1), ...kept] : kept, 'float32');
+    const known = channelSums.get(x.dataId);
+    if (known && known.length === cols && kept.length === 1) {
+      (heap.typedArrayFromHeap(out) as Float32Array).set(known);
+      return out;
+    }
     const kernels = kernelsOf(heap);
     if (kernels) {
       // cols f64 accumulators, as float32 pairs on the heap.
@@ -1027,6 +1279,11 @@ const RELU_GRAD = 'EdgeAiReluGrad';
 function heapReluGrad({ inputs, backend }: KernelArgs): Info {
   const { dy, x } = inputs;
   const heap = backend as HeapBackend;
+  if (reluMasked.get(dy.dataId) === x.dataId) {
+    // The pooling gradient that produced dy applied this ReLU's gradient already.
+    heap.incRef(dy.dataId);
+    return { dataId: dy.dataId, shape: dy.shape, dtype: dy.dtype };
+  }
   const kernels = kernelsOf(heap);
   if (!kernels) {
     return scoped(backend, (s) => s.run('Multiply', { a: dy, b: s.run('Step', { x }, { alpha: 0 }) }));
@@ -1087,6 +1344,8 @@ const FASTER: Array<[string, (native: tf.KernelFunc) => (args: KernelArgs) => In
   ['BatchMatMul', plainMatMul],
   ['_FusedMatMul', plainMatMul],
   ['Sum', leadingAxesSum],
+  ['Relu', trackedRelu],
+  ['MaxPool', heapMaxPool],
 ];
 
 let replacedSlowOrWrong = false;

@@ -3,6 +3,7 @@ import { tf, useBackend } from '../../lib/models/runtime/tfjs';
 import { convArgs, heapKernelsFor } from '../../lib/train/heap-kernels';
 import {
   conv2DPath,
+  matMulPath,
   registerWasmGradients,
   setWinogradTiles,
   useHeapKernels,
@@ -446,6 +447,9 @@ function gradientSuite(heap: boolean): void {
       // Channels in fours: the heap kernel's four-channel path.
       { x: [2, 11, 11, 8], size: 2, strides: 2, pad: 'valid' },
       { x: [2, 9, 7, 4], size: 3, strides: 2, pad: 'same' },
+      // Windows that tile the input: the tiling kernels (2x2 unrolled, and any size).
+      { x: [2, 10, 12, 8], size: 2, strides: 2, pad: 'valid' },
+      { x: [2, 10, 11, 4], size: 3, strides: 3, pad: 'valid' },
     ];
     for (const c of poolCases) {
       it(`max and average pooling ${c.size}x${c.size} stride ${c.strides} ${c.pad} on signed inputs match cpu`, async () => {
@@ -474,6 +478,19 @@ function gradientSuite(heap: boolean): void {
           () => [tf.tensor(values(n, 13), shape)],
           (x) => tf.maxPool(tf.relu(x) as tf.Tensor4D, 2, 2, 'valid'),
         );
+        // Shifted, so that windows of zeros get a gradient the ReLU must stop (fused or not).
+        await compare(
+          `maxPool(relu) + 1 ${shape}`,
+          () => [tf.tensor(values(n, 13), shape)],
+          (x) => tf.add(tf.maxPool(tf.relu(x) as tf.Tensor4D, 2, 2, 'valid'), 1),
+        );
+        // As layers build it: a bias, the ReLU, the pooling (the bias gradient summed as the
+        // pooling gradient is written, where the 2x2 kernel runs).
+        await compare(
+          `maxPool(relu(x + bias)) + 1 ${shape}`,
+          () => [tf.tensor(values(n, 13), shape), tf.tensor(values(shape[3], 14), [shape[3]])],
+          (x, bias) => tf.add(tf.maxPool(tf.relu(tf.add(x, bias)) as tf.Tensor4D, 2, 2, 'valid'), 1),
+        );
       }
     });
 
@@ -501,6 +518,60 @@ function gradientSuite(heap: boolean): void {
           (x, y, bias) =>
             tf.fused.matMul({ a: x, b: y, transposeA: ta, transposeB: tb, bias, activation: 'relu' }),
         );
+      });
+    }
+
+    for (const [m, k, n] of [
+      [64, 40, 16],
+      [5, 24, 8],
+      [2, 16, 24],
+    ] as const) {
+      it(`matMul ${m}x${k} by ${k}x${n} on the heap kernels (both gradients, batched, fused bias and ReLU) matches cpu`, async () => {
+        for (const [ta, tb] of [
+          [false, false],
+          [true, false],
+          [false, true],
+        ] as const) {
+          const a = ta ? [k, m] : [m, k];
+          const b = tb ? [n, k] : [k, n];
+          // The forward product and both products of its gradient take the heap kernels.
+          const heapPaths = heap ? 'heap' : 'native';
+          assert.equal(matMulPath(a, b, ta, tb), heapPaths, `path of ${a} x ${b} (${ta}, ${tb})`);
+          if (!ta && !tb) {
+            assert.equal(matMulPath([m, n], [k, n], false, true), heapPaths, 'dx path');
+            assert.equal(matMulPath([m, k], [m, n], true, false), heapPaths, 'dW path');
+            assert.equal(matMulPath(a, b, false, false, true), heapPaths, 'fused path');
+          }
+          const size = (shape: number[]): number => shape.reduce((p, q) => p * q, 1);
+          await compare(
+            `matMul ${a} x ${b}`,
+            () => [tf.tensor(values(size(a), 21), a), tf.tensor(values(size(b), 22), b)],
+            (x, y) => tf.matMul(x, y, ta, tb),
+          );
+          await compare(
+            `batched matMul ${a} x ${b}`,
+            () => [
+              tf.tensor(values(3 * size(a), 23), [3, ...a]),
+              tf.tensor(values(3 * size(b), 24), [3, ...b]),
+            ],
+            (x, y) => tf.matMul(x, y, ta, tb),
+          );
+          // Outside a gradient TF.js runs the fused kernel (inside it, a product, an add and a ReLU).
+          const build = () => [
+            tf.tensor(values(size(a), 25), a),
+            tf.tensor(values(size(b), 26), b),
+            tf.tensor(values(n, 27), [n]),
+          ];
+          const fusedProduct = (x: tf.Tensor, y: tf.Tensor, bias: tf.Tensor) =>
+            tf.fused.matMul({ a: x, b: y, transposeA: ta, transposeB: tb, bias, activation: 'relu' });
+          const expected = await outputsOn('cpu', build, fusedProduct);
+          const actual = await outputsOn('wasm', build, fusedProduct);
+          assert.ok(expected.some((v) => v === 0) && expected.some((v) => v > 0), 'ReLU cuts some outputs');
+          assert.ok(
+            maxAbsDiff(actual, expected) <= 1e-4 * Math.max(1, maxAbs(expected)),
+            `fused ${a} x ${b}`,
+          );
+        }
       });
     }
 
