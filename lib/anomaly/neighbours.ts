@@ -311,17 +311,9 @@ export class NeighbourModel implements ScoreModel {
     if (this.period) return this.seasonalDistance(x);
     const k = Math.min(this.options.k, this.size);
     const best = new Array<number>(k).fill(Infinity);
-    const dim = this.dim;
-    const store = this.store;
     for (let s = 0; s < this.size; s++) {
-      const base = s * dim;
-      const worst = best[k - 1];
-      let sum = 0;
-      for (let i = 0; i < dim && sum < worst; i++) {
-        const q = x[i] - store[base + i];
-        sum += q * q;
-      }
-      if (sum < worst) {
+      const sum = this.squaredDistance(x, s, best[k - 1]);
+      if (sum < best[k - 1]) {
         let i = k - 1;
         while (i > 0 && best[i - 1] > sum) {
           best[i] = best[i - 1];
@@ -332,6 +324,6 @@ export class NeighbourModel implements ScoreModel {
     }
     let total = 0;
     for (const b of best) total += b;
-    return Math.sqrt(total / k / dim);
+    return Math.sqrt(total / k / this.dim);
   }
 }

@@ -48,3 +48,14 @@ export function sensorSignal(
   }
   return out;
 }
+
+/** Deterministic pseudo-random values in [-0.5, 0.5) so every run and backend sees identical inputs. */
+export function values(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed;
+  for (let i = 0; i < n; i++) {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    out[i] = s / 2 ** 32 - 0.5;
+  }
+  return out;
+}

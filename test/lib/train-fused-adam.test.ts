@@ -4,17 +4,7 @@ import { tf, useBackend } from '../../lib/models/runtime/tfjs';
 import { adamStep, fusedAdam } from '../../lib/train/fused-adam';
 import { heapKernelsFor } from '../../lib/train/heap-kernels';
 import { registerWasmGradients } from '../../lib/train/wasm-gradients';
-
-/** Deterministic pseudo-random values so every run sees identical inputs. */
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed;
-  for (let i = 0; i < n; i++) {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    out[i] = s / 2 ** 32 - 0.5;
-  }
-  return out;
-}
+import { values } from '../helpers/signals';
 
 const SHAPES = { w1: [6, 5], b1: [5], w2: [5, 3], b2: [3] } as const;
 const LR = 0.02;

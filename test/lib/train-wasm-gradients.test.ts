@@ -9,19 +9,9 @@ import {
   useHeapKernels,
   useWinograd,
 } from '../../lib/train/wasm-gradients';
+import { values } from '../helpers/signals';
 
 type Grads = Float32Array[];
-
-/** Deterministic pseudo-random values so both backends see identical inputs. */
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed;
-  for (let i = 0; i < n; i++) {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    out[i] = s / 2 ** 32 - 0.5;
-  }
-  return out;
-}
 
 async function gradsOn(
   backend: 'wasm' | 'cpu',
