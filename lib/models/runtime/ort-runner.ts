@@ -8,7 +8,7 @@ import {
   type OrtRuntimeName,
   type OrtSession,
 } from './ort-session';
-import { missingFeeds, zeroFeeds } from './feeds';
+import { missingFeeds, runSampleBySample, zeroFeeds } from './feeds';
 import { sizeOf } from '../../preprocess/shape';
 import { dequantizeReal, ioQuantizationOf, quantizeReal, type IoQuantization } from './io-quantization';
 import { chooseQdqKernels, hasQdqNodes, type QdqKernels } from './qdq-kernels';
@@ -60,6 +60,34 @@ export interface OrtRunnerOptions {
 }
 
 type Dims = readonly (number | string)[];
+
+type ValueMetadata = OrtTypes.InferenceSession.ValueMetadata | undefined;
+
+/**
+ * A value's declared dimensions, unknown ones as their symbol ('' when unnamed): ONNX Runtime Web
+ * reports an unnamed one as 4294967295 (-1 read unsigned), ONNX Runtime Node as ''.
+ */
+function dimsOf(meta: ValueMetadata): Dims {
+  if (!meta || !meta.isTensor) return [];
+  return meta.shape.map((d) => (typeof d === 'number' && (d < 0 || d > 0x7fffffff) ? '' : d));
+}
+
+/**
+ * A declared shape at a batch of 1, when every dimension is known but the batch: the batch
+ * symbol, or an unnamed one in first place only (unnamed ones elsewhere say nothing).
+ */
+function declaredShape(dims: Dims, batchSymbol: string | undefined): number[] | undefined {
+  const shape = dims.map((d, k) => (d === batchSymbol && (d !== '' || k === 0) ? 1 : d));
+  return shape.every((d) => typeof d === 'number') ? (shape as number[]) : undefined;
+}
+
+function outputType(meta: ValueMetadata): string {
+  return meta && meta.isTensor ? meta.type : 'float32';
+}
+
+function firstLine(err: unknown): string {
+  return String((err as Error)?.message ?? err).split('\n')[0];
+}
 
 function describeDims(dims: Dims): string {
   return `[${dims.join(', ')}]`;
@@ -146,12 +174,11 @@ export class OrtRunner implements ModelRunner {
       let singleSample = false;
       // The first input's symbolic batch dimension ('batch', 'N'...) marks the batch axis of the
       // other inputs too, e.g. an LSTM state [1, batch, hidden].
-      const first = session.inputMetadata?.[0];
-      const batchSymbol =
-        first && first.isTensor && typeof first.shape[0] === 'string' ? first.shape[0] : undefined;
+      const inputDims = session.inputNames.map((_, index) => dimsOf(session.inputMetadata?.[index]));
+      const batchSymbol = typeof inputDims[0][0] === 'string' ? inputDims[0][0] : undefined;
       const inputs = session.inputNames.map((name, index): TensorSpec => {
         const meta = session.inputMetadata?.[index];
-        const dims: Dims = meta && meta.isTensor ? meta.shape : [];
+        const dims = inputDims[index];
         const dtype = ioQuant[name] ? 'float32' : meta && meta.isTensor ? meta.type : 'float32';
         if (!NUMERIC_TYPES.includes(dtype)) {
           throw new ModelLoadError(
@@ -206,18 +233,47 @@ export class OrtRunner implements ModelRunner {
         runner.qdqKernels = kernels.kernels;
         runner.notes.push(kernels.note);
       }
-      const outputs = await runner.runOnce(zeroFeeds(inputs, 1), 1);
-      runner.outputs = session.outputNames.map((name, index) => {
-        const dims = outputs[name].dims;
-        const meta = session.outputMetadata?.[index];
-        const axis = batchSymbol !== undefined && meta?.isTensor ? meta.shape.indexOf(batchSymbol) : -1;
+      const outputDims = session.outputNames.map((_, index) => dimsOf(session.outputMetadata?.[index]));
+      const outputSpec = (name: string, dims: number[], declared: Dims, dtype: string): TensorSpec => {
+        const axis = batchSymbol !== undefined ? declared.indexOf(batchSymbol) : -1;
         if (axis > 0 && dims[axis] === 1) {
           const shape = dims.filter((_, k) => k !== axis);
-          return { name, shape, dtype: outputs[name].dtype, batched: true, batchAxis: axis };
+          return { name, shape, dtype, batched: true, batchAxis: axis };
         }
         const batched = dims.length > 0 && dims[0] === 1;
-        return { name, shape: batched ? dims.slice(1) : dims, dtype: outputs[name].dtype, batched };
-      });
+        return { name, shape: batched ? dims.slice(1) : dims, dtype, batched };
+      };
+      let probed: Awaited<ReturnType<OrtRunner['runOnce']>> | undefined;
+      try {
+        probed = await runner.runOnce(zeroFeeds(inputs, 1), 1);
+      } catch (err) {
+        // A model can refuse zeros (e.g. a sample-rate input it branches on): its declared
+        // output shapes serve when they are complete.
+        const declared = outputDims.map((dims) => declaredShape(dims, batchSymbol));
+        if (batchSymbol === undefined || declared.some((d) => d === undefined)) {
+          throw new ModelLoadError(
+            `the model failed on a probe of zeros and does not declare its output shapes: ${firstLine(err)}`,
+            'runtime-failed',
+          );
+        }
+        runner.notes.push(
+          `output shapes as the model declares them (it refused a probe of zeros: ${firstLine(err)})`,
+        );
+        runner.outputs = session.outputNames.map((name, index) =>
+          outputSpec(
+            name,
+            declared[index] as number[],
+            outputDims[index],
+            ioQuant[name] ? 'float32' : outputType(session.outputMetadata?.[index]),
+          ),
+        );
+      }
+      if (probed) {
+        const outputs = probed;
+        runner.outputs = session.outputNames.map((name, index) =>
+          outputSpec(name, outputs[name].dims, outputDims[index], outputs[name].dtype),
+        );
+      }
       runner.outputShape = runner.outputs[0].shape;
       return runner;
     } catch (err) {
@@ -323,19 +379,9 @@ export class OrtRunner implements ModelRunner {
       const data = (r: Record<string, { data: Float32Array }>): Record<string, Float32Array> =>
         Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v.data]));
       if (!this.singleSample || batchSize === 1) return data(await this.runOnce(feeds, batchSize));
-      const parts: Record<string, Float32Array[]> = {};
-      for (let i = 0; i < batchSize; i++) {
-        const one: Record<string, Float32Array> = {};
-        for (const spec of this.inputs) {
-          const all = feeds[spec.name];
-          const per = spec.batched ? all.length / batchSize : all.length;
-          one[spec.name] = spec.batched ? all.slice(i * per, (i + 1) * per) : all;
-        }
-        for (const [name, value] of Object.entries(await this.runOnce(one, 1))) {
-          (parts[name] ??= []).push(value.data);
-        }
-      }
-      return Object.fromEntries(Object.entries(parts).map(([name, list]) => [name, concat(list)]));
+      return runSampleBySample(this.inputs, feeds, batchSize, async (one) =>
+        data(await this.runOnce(one, 1)),
+      );
     });
     this.queue = result.catch(() => undefined);
     return result;
@@ -374,16 +420,6 @@ function interleave(data: Float32Array, n: number, outer: number, toModel: boole
       if (toModel) out.set(data.subarray(bySample, bySample + inner), byAxis);
       else out.set(data.subarray(byAxis, byAxis + inner), bySample);
     }
-  }
-  return out;
-}
-
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
   }
   return out;
 }

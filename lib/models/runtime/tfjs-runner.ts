@@ -1,7 +1,7 @@
 import * as tfl from '@tensorflow/tfjs-layers';
 import * as tfconv from '@tensorflow/tfjs-converter';
 import { ModelLoadError } from '../../errors';
-import { missingFeeds, zeroFeeds } from './feeds';
+import { missingFeeds, runSampleBySample, zeroFeeds } from './feeds';
 import type { ModelRunner, RuntimeName, TensorSpec } from './runner';
 import { activeBackend, tf, useBackend, type TfBackendName } from './tfjs';
 import { shapeText } from '../../preprocess/shape';
@@ -86,6 +86,8 @@ export class TfjsRunner implements ModelRunner {
     readonly backend: TfBackendName,
     inputs: TensorSpec[],
     private readonly outputNames: string[],
+    /** A model whose inputs have a fixed batch of 1 runs one sample per call. */
+    private readonly singleSample: boolean,
     readonly layersModel?: tfl.LayersModel,
     private readonly graphModel?: tfconv.GraphModel,
   ) {
@@ -130,6 +132,7 @@ export class TfjsRunner implements ModelRunner {
         backend,
         inputs,
         graph.outputs.map((o) => o.name),
+        graph.inputs.some((input) => input.shape?.[0] === 1),
         undefined,
         graph,
       );
@@ -157,7 +160,8 @@ export class TfjsRunner implements ModelRunner {
       }));
       const names = model.outputs.map(layerName);
       const outputNames = names.map((name, i) => uniqueName(name, i, names));
-      const runner = new TfjsRunner(active, inputs, outputNames, model);
+      const singleSample = model.inputs.some((input) => input.shape[0] === 1);
+      const runner = new TfjsRunner(active, inputs, outputNames, singleSample, model);
       await runner.discoverOutputShape();
       return runner;
     } catch (err) {
@@ -233,8 +237,14 @@ export class TfjsRunner implements ModelRunner {
   ): Promise<Record<string, Float32Array>> {
     const missing = missingFeeds(this.inputs, feeds);
     if (missing) throw missing;
-    const outputs = await this.runTensors(feeds, batchSize);
-    return Object.fromEntries(Object.entries(outputs).map(([name, v]) => [name, v.data]));
+    if (!this.singleSample || batchSize === 1) {
+      const outputs = await this.runTensors(feeds, batchSize);
+      return Object.fromEntries(Object.entries(outputs).map(([name, v]) => [name, v.data]));
+    }
+    return runSampleBySample(this.inputs, feeds, batchSize, async (one) => {
+      const outputs = await this.runTensors(one, 1);
+      return Object.fromEntries(Object.entries(outputs).map(([name, v]) => [name, v.data]));
+    });
   }
 
   async predict(input: Float32Array, batchSize: number): Promise<Float32Array> {

@@ -281,10 +281,17 @@ export class ModelHandle extends EventEmitter {
       const warmup = Math.max(0, Math.floor(options.warmup ?? 1));
       const inputs = [...inputsOf(runner)];
       const outputs = [...outputsOf(runner)];
-      for (let i = 0; i < warmup; i++) {
-        if (runner instanceof VerifyingRunner) await runner.warmup(zeroFeeds(inputs, 1), 1);
-        else if (runner.run) await runner.run(zeroFeeds(inputs, 1), 1);
-        else await runner.predict(new Float32Array(sizeOf(runner.inputShape)), 1);
+      try {
+        for (let i = 0; i < warmup; i++) {
+          if (runner instanceof VerifyingRunner) await runner.warmup(zeroFeeds(inputs, 1), 1);
+          else if (runner.run) await runner.run(zeroFeeds(inputs, 1), 1);
+          else await runner.predict(new Float32Array(sizeOf(runner.inputShape)), 1);
+        }
+      } catch (err) {
+        // Only a model that refused the load probe of zeros gets here; real inputs will do.
+        selection.notes.push(
+          `no warm-up: the model refuses zeros (${(err as Error).message.split('\n')[0]})`,
+        );
       }
       let normalisation: Normalisation | undefined;
       if (meta?.normalisation !== undefined) {

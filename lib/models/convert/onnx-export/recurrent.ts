@@ -2,6 +2,7 @@
 import { OnnxExportUnsupported } from '../../../errors';
 import { attr } from '../onnx-graph';
 import { configOf, weightsOf, type Exporter, type Layer, type LayerEmitter, type Value } from './core';
+import { concatFloat32 } from '../../../util/arrays';
 
 export type RnnKind = 'LSTM' | 'GRU' | 'SimpleRNN';
 
@@ -110,16 +111,6 @@ export function rnnParts(layer: Layer, kind: RnnKind, inDim: number): RnnParts {
   };
 }
 
-function concatArrays(arrays: Float32Array[]): Float32Array {
-  const out = new Float32Array(arrays.reduce((n, a) => n + a.length, 0));
-  let offset = 0;
-  for (const a of arrays) {
-    out.set(a, offset);
-    offset += a.length;
-  }
-  return out;
-}
-
 /** Adds the ONNX recurrent node; returns Y [T, dirs, B, H] and Y_h [dirs, B, H]. */
 export function rnnNode(
   ex: Exporter,
@@ -133,9 +124,9 @@ export function rnnNode(
   const gateRows = GATES[kind].length * units;
   const inDim = x.shape[2] as number;
   const dirs = parts.length;
-  const w = ex.g.floats(`${layer.name}/W`, concatArrays(parts.map((p) => p.w)), [dirs, gateRows, inDim]);
-  const r = ex.g.floats(`${layer.name}/R`, concatArrays(parts.map((p) => p.r)), [dirs, gateRows, units]);
-  const b = ex.g.floats(`${layer.name}/B`, concatArrays(parts.map((p) => p.b)), [dirs, 2 * gateRows]);
+  const w = ex.g.floats(`${layer.name}/W`, concatFloat32(parts.map((p) => p.w)), [dirs, gateRows, inDim]);
+  const r = ex.g.floats(`${layer.name}/R`, concatFloat32(parts.map((p) => p.r)), [dirs, gateRows, units]);
+  const b = ex.g.floats(`${layer.name}/B`, concatFloat32(parts.map((p) => p.b)), [dirs, 2 * gateRows]);
   const acts = parts.flatMap((p) => p.activations);
   const attrs = [
     attr.int('hidden_size', units),

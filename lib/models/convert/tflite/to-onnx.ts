@@ -13,6 +13,7 @@ import {
 } from './read';
 import { IO_QUANTIZATION_KEY, type IoQuantization } from '../../runtime/io-quantization';
 import { ActivationFunctionType as Act, Padding, TensorType } from './schema/tflite-schema';
+import { concatFloat32 } from '../../../util/arrays';
 
 /** Opset of converted models: 21 for int16 QuantizeLinear/DequantizeLinear (16x8 models). */
 export const TFLITE_ONNX_OPSET = 21;
@@ -1138,25 +1139,15 @@ interface LstmSpec {
   state(slot: number): Float32Array | undefined;
 }
 
-function concatFloats(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-  let k = 0;
-  for (const p of parts) {
-    out.set(p, k);
-    k += p.length;
-  }
-  return out;
-}
-
 /** ONNX's own LSTM (one fused kernel) for the plain configuration. Returns Y without the direction axis folded. */
 function fusedLstm(c: Converter, s: LstmSpec, input: string, act: string): string {
   const g = c.graph();
   const { hidden, batch, timeMajor } = s;
   // ONNX gate order is i, o, f, c.
   const order = [0, 3, 1, 2];
-  const W = concatFloats(order.map((k) => s.w(k)));
-  const R = concatFloats(order.map((k) => s.r(k)));
-  const B = concatFloats([...order.map((k) => s.b(k)), new Float32Array(4 * hidden)]);
+  const W = concatFloat32(order.map((k) => s.w(k)));
+  const R = concatFloat32(order.map((k) => s.r(k)));
+  const B = concatFloat32([...order.map((k) => s.b(k)), new Float32Array(4 * hidden)]);
   const inputs = [
     input,
     g.floats('lstm_W', W, [1, 4 * hidden, s.inputSize]),
@@ -1173,7 +1164,7 @@ function fusedLstm(c: Converter, s: LstmSpec, input: string, act: string): strin
   const peeps = [0, 3, 1].map((k) => s.peep(k));
   if (peeps.some((p) => p)) {
     inputs.push(
-      g.floats('lstm_P', concatFloats(peeps.map((p) => p ?? new Float32Array(hidden))), [1, 3 * hidden]),
+      g.floats('lstm_P', concatFloat32(peeps.map((p) => p ?? new Float32Array(hidden))), [1, 3 * hidden]),
     );
   }
   while (inputs[inputs.length - 1] === '') inputs.pop();
@@ -1199,9 +1190,9 @@ function unrolledLstm(c: Converter, s: LstmSpec, input: string, op: TfliteOp): s
   const n = gates.length;
   const hasLn = gates.some((k) => s.ln(k));
   // Input weights of all gates at once, transposed to [inputSize, n*hidden].
-  const wT = permute(concatFloats(gates.map((k) => s.w(k))), [n * hidden, s.inputSize], [1, 0]);
-  const rT = permute(concatFloats(gates.map((k) => s.r(k))), [n * hidden, outSize], [1, 0]);
-  const bias = concatFloats(gates.map((k) => s.b(k)));
+  const wT = permute(concatFloat32(gates.map((k) => s.w(k))), [n * hidden, s.inputSize], [1, 0]);
+  const rT = permute(concatFloat32(gates.map((k) => s.r(k))), [n * hidden, outSize], [1, 0]);
+  const bias = concatFloat32(gates.map((k) => s.b(k)));
   let xw = g.op('MatMul', [input, g.floats('lstm_Wt', wT, [s.inputSize, n * hidden])]);
   if (!hasLn) xw = g.op('Add', [xw, g.floats('lstm_bias', bias, [n * hidden])]);
   const rName = g.floats('lstm_Rt', rT, [outSize, n * hidden]);
