@@ -8,7 +8,8 @@ import { useBackend } from '../../lib/models/runtime/tfjs';
 import { readModelFiles } from '../../lib/models/store/model-files';
 import { graphCnnLayersTwin } from '../fixtures/graph-cnn-twin';
 import { maxAbsDiff, randomValues } from '../fixtures/reference';
-import { graphCnn, graphCnnWeights, graphMlp } from '../fixtures/tfjs-fixtures';
+import { graphCnn, graphCnnWeights, graphMlp, graphPublishedOps } from '../fixtures/tfjs-fixtures';
+import { runNamed } from '../../lib/models/runtime/runner';
 
 describe('TF.js graph models on ONNX Runtime', function () {
   this.timeout(60000);
@@ -57,6 +58,46 @@ describe('TF.js graph models on ONNX Runtime', function () {
     } finally {
       await chosen.runner.dispose();
     }
+  });
+
+  it('converts PReLU (fused and alone), AddN, ResizeBilinear and Cast, outputs matched by name', async () => {
+    const files = await readModelFiles(await graphPublishedOps(path.join(root, 'published')), { root });
+    const onOrt = await createRunner(files, {});
+    const onTfjs = await createRunner(files, { runtime: 'tfjs' });
+    try {
+      assert.equal(onOrt.exported, true, onOrt.fallbackReason);
+      assert.deepEqual(onOrt.runner.outputs?.map((o) => o.name).sort(), ['truncated', 'up']);
+      // Three samples of a model with a fixed batch of 1.
+      const x = randomValues(32 * 3, 17, 2);
+      const got = await runNamed(onOrt.runner, { x }, 3);
+      const want = await runNamed(onTfjs.runner, { x }, 3);
+      assert.equal(got.up.length, 8 * 8 * 2 * 3);
+      assert.ok(maxAbsDiff(got.up, want.up) < 1e-5, `up: ${maxAbsDiff(got.up, want.up)}`);
+      assert.deepEqual(Array.from(got.truncated), Array.from(want.truncated));
+      assert.ok(got.truncated.some((v) => v !== 0) && got.truncated.every(Number.isInteger));
+    } finally {
+      await onOrt.runner.dispose();
+      await onTfjs.runner.dispose();
+    }
+  });
+
+  it('refuses a graph input of unknown rank other than the first, rather than guessing its shape', async () => {
+    const fixture = await graphMlp(path.join(root, 'rankless'));
+    const json = JSON.parse(await fs.readFile(fixture.entry, 'utf8'));
+    json.modelTopology.node.push({
+      name: 'state',
+      op: 'Placeholder',
+      attr: { dtype: { type: 'DT_FLOAT' }, shape: { shape: { unknownRank: true } } },
+    });
+    const out = json.modelTopology.node.find((n: { name: string }) => n.name === 'Identity');
+    out.op = 'AddV2';
+    out.input = ['Softmax', 'state'];
+    delete json.signature;
+    await fs.writeFile(fixture.entry, JSON.stringify(json));
+    await assert.rejects(
+      createRunner(await readModelFiles(fixture.entry, { root }), { runtime: 'tfjs' }),
+      /input state has no known rank; inputs of any shape other than the first are not supported/,
+    );
   });
 
   it('keeps TF.js, naming the op, for a graph op without a translation', async () => {

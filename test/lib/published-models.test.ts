@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { availableOrtRuntimes } from '../../lib/models/runtime/ort-session';
 import { OrtRunner } from '../../lib/models/runtime/ort-runner';
-import { runNamed } from '../../lib/models/runtime/runner';
+import { renamedRunner, runNamed, type ModelRunner, type TensorSpec } from '../../lib/models/runtime/runner';
 import { createRunner } from '../../lib/models/runtime/select';
 import { useBackend } from '../../lib/models/runtime/tfjs';
 import { readModelFiles } from '../../lib/models/store/model-files';
@@ -86,6 +86,42 @@ describe('models as others publish them', function () {
     } finally {
       await handle.close();
     }
+  });
+
+  it('maps a converted model onto its original by output name when it lists them in another order', async () => {
+    const spec = (name: string, size: number): TensorSpec => ({
+      name,
+      shape: [size],
+      dtype: 'float32',
+      batched: true,
+    });
+    const inner: ModelRunner = {
+      runtime: 'onnxruntime-node',
+      inputShape: [2],
+      outputShape: [3],
+      inputs: [spec('x', 2)],
+      outputs: [spec('boxes', 3), spec('scores', 1)],
+      predict: () => Promise.resolve(Float32Array.of(7, 8, 9)),
+      run: (feeds) =>
+        Promise.resolve({ boxes: Float32Array.of(7, 8, 9), scores: Float32Array.of(feeds.x[0]) }),
+      dispose: () => Promise.resolve(),
+    };
+    const renamed = renamedRunner(inner, [spec('x', 2)], [spec('scores', 1), spec('boxes', 3)]);
+    assert.deepEqual(
+      renamed.outputs?.map((o) => [o.name, o.shape]),
+      [
+        ['scores', [1]],
+        ['boxes', [3]],
+      ],
+    );
+    assert.deepEqual(renamed.outputShape, [1]);
+    const out = await runNamed(renamed, { x: Float32Array.of(5, 6) }, 1);
+    assert.deepEqual([Array.from(out.scores), Array.from(out.boxes)], [[5], [7, 8, 9]]);
+    assert.deepEqual(Array.from(await renamed.predict(Float32Array.of(4, 0), 1)), [4]);
+    // Other names (a layers model's export): by position.
+    const exported = renamedRunner(inner, [spec('sensor', 2)], [spec('first', 3), spec('second', 1)]);
+    const byPosition = await runNamed(exported, { sensor: Float32Array.of(3, 0) }, 1);
+    assert.deepEqual([Array.from(byPosition.first), Array.from(byPosition.second)], [[7, 8, 9], [3]]);
   });
 
   it('runs a TF.js graph model with a fixed batch of 1 on a batch of several samples, and verifies its ONNX export', async () => {

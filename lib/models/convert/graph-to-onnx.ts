@@ -34,6 +34,13 @@ interface Constant {
   dims: number[];
 }
 
+/** TensorFlow dtypes a Cast may produce, as ONNX element types. */
+const CAST_TYPES: Record<string, number> = {
+  DT_FLOAT: OnnxType.FLOAT,
+  DT_INT32: OnnxType.INT32,
+  DT_BOOL: OnnxType.BOOL,
+};
+
 const NHWC_TO_NCHW = [0, 3, 1, 2];
 const NCHW_TO_NHWC = [0, 2, 3, 1];
 
@@ -142,8 +149,8 @@ export function convertGraphModelToOnnx(artifacts: tf.io.ModelArtifacts): Uint8A
     let at = 0;
     ops.forEach((op, k) => {
       const last = k === ops.length - 1;
-      if (op === 'BiasAdd' || op === 'Add') {
-        current = g.node('Add', [current, value(extra[at++])], {
+      if (op === 'BiasAdd' || op === 'Add' || op === 'Prelu') {
+        current = g.node(op === 'Prelu' ? 'PRelu' : 'Add', [current, value(extra[at++])], {
           outputs: last ? [out] : 1,
           name: node.name,
         })[0];
@@ -205,6 +212,52 @@ export function convertGraphModelToOnnx(artifacts: tf.io.ModelArtifacts): Uint8A
       case 'Abs':
         activation(x(), node.op, node, out);
         break;
+      case 'Prelu':
+        g.node('PRelu', [x(), value(inputsOf[1])], { outputs: [out], name: out });
+        break;
+      case 'AddN':
+        g.node('Sum', inputsOf.map(value), { outputs: [out], name: out });
+        break;
+      case 'Cast': {
+        const to = CAST_TYPES[node.attr?.DstT?.type ?? ''];
+        if (to === undefined)
+          throw new OnnxExportUnsupported(`Cast to ${node.attr?.DstT?.type} (node ${out})`);
+        g.node('Cast', [x()], { attrs: [attr.int('to', to)], outputs: [out], name: out });
+        break;
+      }
+      case 'ResizeBilinear': {
+        const a = node.attr ?? {};
+        const mode = a.align_corners?.b
+          ? 'align_corners'
+          : a.half_pixel_centers?.b
+            ? 'half_pixel'
+            : 'asymmetric';
+        const size = Array.from(constOf(inputsOf[1]).values);
+        const xn = nchw(x());
+        // Sizes: the input's own batch and channels, then the new height and width.
+        const batchAndChannels = g.op('Slice', [
+          g.op('Shape', [xn]),
+          int64Const(`${out}/from`, [0]),
+          int64Const(`${out}/to`, [2]),
+        ]);
+        const sizes = g.op(
+          'Concat',
+          [batchAndChannels, int64Const(`${out}/size`, size)],
+          [attr.int('axis', 0)],
+        );
+        const resized = g.op(
+          'Resize',
+          [xn, '', '', sizes],
+          [attr.string('mode', 'linear'), attr.string('coordinate_transformation_mode', mode)],
+          node.name,
+        );
+        g.node('Transpose', [resized], {
+          attrs: [attr.ints('perm', NCHW_TO_NHWC)],
+          outputs: [out],
+          name: out,
+        });
+        break;
+      }
       case 'BiasAdd':
         checkNhwc(node);
         g.node('Add', [x(), value(inputsOf[1])], { outputs: [out], name: out });

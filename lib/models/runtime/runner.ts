@@ -67,8 +67,10 @@ export async function runNamed(
 }
 
 /**
- * `runner` under the input and output names of another model of the same signature (e.g. a
- * layers model's ONNX export under the layers model's names), matched by position.
+ * `runner` under the input and output names and order of another model of the same signature
+ * (e.g. a layers model's ONNX export under the layers model's names). Names both share are
+ * matched by name (a converted graph keeps its names but may list them in another order), the
+ * others by position.
  */
 export function renamedRunner(
   runner: ModelRunner,
@@ -77,27 +79,43 @@ export function renamedRunner(
 ): ModelRunner {
   const innerIn = inputsOf(runner);
   const innerOut = outputsOf(runner);
-  const rename = async (
+  const pair = (inner: readonly TensorSpec[], outer: readonly TensorSpec[]): TensorSpec[] => {
+    const sameNames =
+      outer.length === inner.length && outer.every((o) => inner.some((s) => s.name === o.name));
+    return inner.map((_, i) => {
+      const spec = sameNames ? (inner.find((s) => s.name === outer[i].name) as TensorSpec) : inner[i];
+      return { ...spec, name: outer[i]?.name ?? spec.name, inner: spec.name } as TensorSpec & {
+        inner: string;
+      };
+    });
+  };
+  const ins = pair(innerIn, inputs) as (TensorSpec & { inner: string })[];
+  const outs = pair(innerOut, outputs) as (TensorSpec & { inner: string })[];
+  const run = async (
     feeds: Readonly<Record<string, Float32Array>>,
     batchSize: number,
   ): Promise<Record<string, Float32Array>> => {
     const inner: Record<string, Float32Array> = {};
-    innerIn.forEach((spec, i) => (inner[spec.name] = feeds[inputs[i]?.name ?? spec.name]));
+    for (const spec of ins) inner[spec.inner] = feeds[spec.name];
     const result = await runNamed(runner, inner, batchSize);
     const out: Record<string, Float32Array> = {};
-    innerOut.forEach((spec, i) => (out[outputs[i]?.name ?? spec.name] = result[spec.name]));
+    for (const spec of outs) out[spec.name] = result[spec.inner];
     return out;
   };
+  const strip = ({ inner: _inner, ...spec }: TensorSpec & { inner: string }): TensorSpec => spec;
   return {
     get runtime() {
       return runner.runtime;
     },
-    inputShape: runner.inputShape,
-    outputShape: runner.outputShape,
-    inputs: innerIn.map((spec, i) => ({ ...spec, name: inputs[i]?.name ?? spec.name })),
-    outputs: innerOut.map((spec, i) => ({ ...spec, name: outputs[i]?.name ?? spec.name })),
-    predict: (input, batchSize) => runner.predict(input, batchSize),
-    run: rename,
+    inputShape: ins[0].shape,
+    outputShape: outs[0].shape,
+    inputs: ins.map(strip),
+    outputs: outs.map(strip),
+    predict:
+      ins[0].inner === innerIn[0].name && outs[0].inner === innerOut[0].name
+        ? (input, batchSize) => runner.predict(input, batchSize)
+        : async (input, batchSize) => (await run({ [ins[0].name]: input }, batchSize))[outs[0].name],
+    run,
     dispose: () => runner.dispose(),
   };
 }

@@ -124,7 +124,7 @@ export class TfjsRunner implements ModelRunner {
       if (graph.inputs.length === 0) throw new ModelLoadError('the graph model has no inputs');
       const inputs = graph.inputs.map((input, i) => ({
         name: input.name,
-        shape: inputShapeOf((input.shape ?? [-1]).slice(1), i, options, 'input shape'),
+        shape: inputShapeOf(knownRank(input, i, options).slice(1), i, options, 'input shape'),
         dtype: input.dtype ?? 'float32',
         batched: true,
       }));
@@ -258,6 +258,22 @@ export class TfjsRunner implements ModelRunner {
     this.layersModel?.dispose();
     this.graphModel?.dispose();
   }
+}
+
+/**
+ * A graph input's dimensions with the batch first. Without a rank (a placeholder of any shape,
+ * e.g. a recurrent state a model starts from a scalar), only the first input can run, as a batch
+ * of the configured shape: feeding zeros of a guessed rank can crash the backend.
+ */
+function knownRank(input: tf.ModelTensorInfo, index: number, options: TfjsRunnerOptions): number[] {
+  if (input.shape) return input.shape;
+  if (index === 0 && options.inputShape && options.inputShape.length > 0) return [-1, ...options.inputShape];
+  throw new ModelLoadError(
+    `the graph model's input ${input.name} has no known rank` +
+      (index === 0
+        ? ': configure the input shape'
+        : '; inputs of any shape other than the first are not supported'),
+  );
 }
 
 /** The first input takes the configured shape; the others must have known dimensions. */
