@@ -88,6 +88,19 @@ describe('models as others publish them', function () {
     }
   });
 
+  it('names the runtime and the cause when TF.js cannot run a graph model', async () => {
+    const fixture = await graphMlp(path.join(root, 'unknown-op'));
+    const json = JSON.parse(await fs.readFile(fixture.entry, 'utf8'));
+    json.modelTopology.node.find((n: { op: string }) => n.op === 'Relu').op = 'FancyRelu';
+    await fs.writeFile(fixture.entry, JSON.stringify(json));
+    await assert.rejects(
+      createRunner(await readModelFiles(fixture.entry, { root }), { runtime: 'tfjs' }),
+      (err: Error & { code?: string }) =>
+        err.code === 'runtime-failed' &&
+        /^TF\.js \((wasm|cpu)\) could not run the model on a probe of zeros: .*FancyRelu/.test(err.message),
+    );
+  });
+
   it('maps a converted model onto its original by output name when it lists them in another order', async () => {
     const spec = (name: string, size: number): TensorSpec => ({
       name,

@@ -137,7 +137,8 @@ async function startOrt(
     } catch (err) {
       // The file's own fault leads, whatever runtimes are missing.
       if (err instanceof ModelLoadError && err.code === 'model-invalid-onnx') throw err;
-      reasons.push((err as Error).message);
+      // The same refusal from both ONNX Runtimes is said once.
+      if (!reasons.includes((err as Error).message)) reasons.push((err as Error).message);
       failed = true;
       // A model one ONNX Runtime rejects, the other rejects too; keep the first message.
       if (err instanceof ModelLoadError && /could not load/.test(err.message)) break;

@@ -171,7 +171,16 @@ export class TfjsRunner implements ModelRunner {
   }
 
   private async discoverOutputShape(): Promise<void> {
-    const outputs = await this.runTensors(zeroFeeds(this.inputs, 1), 1);
+    let outputs: Awaited<ReturnType<TfjsRunner['runTensors']>>;
+    try {
+      outputs = await this.runTensors(zeroFeeds(this.inputs, 1), 1);
+    } catch (err) {
+      if (err instanceof ModelLoadError) throw err;
+      throw new ModelLoadError(
+        `TF.js (${this.backend}) could not run the model on a probe of zeros: ${(err as Error).message}`,
+        'runtime-failed',
+      );
+    }
     this.outputs = this.outputNames.map((name) => ({
       name,
       shape: outputs[name].shape.slice(1),
