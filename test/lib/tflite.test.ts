@@ -520,6 +520,35 @@ describe('TFLite models converted to ONNX', function () {
         n.b.op(Op.TANH, [x], [t]);
         return [[x], [s, l, t]];
       },
+      'RESIZE_BILINEAR (half-pixel centers; corners aligned) and RESIZE_NEAREST_NEIGHBOR': (n) => {
+        const x = n.act([1, 3, 4, 2]);
+        const size = n.b.int32('size', [6, 7]);
+        const half = n.act([1, 6, 7, 2]);
+        n.b.op(
+          Op.RESIZE_BILINEAR,
+          [x, size],
+          [half],
+          O.ResizeBilinearOptions,
+          new S.ResizeBilinearOptionsT(false, true),
+        );
+        const corners = n.act([1, 6, 7, 2]);
+        n.b.op(
+          Op.RESIZE_BILINEAR,
+          [x, size],
+          [corners],
+          O.ResizeBilinearOptions,
+          new S.ResizeBilinearOptionsT(true, false),
+        );
+        const nearest = n.act([1, 6, 7, 2]);
+        n.b.op(
+          Op.RESIZE_NEAREST_NEIGHBOR,
+          [x, size],
+          [nearest],
+          O.ResizeNearestNeighborOptions,
+          new S.ResizeNearestNeighborOptionsT(false, true),
+        );
+        return [[x], [half, corners, nearest]];
+      },
       'RELU / RELU6 / LEAKY_RELU / HARD_SWISH': (n) => {
         const x = n.act([1, 4, 4, 2], -8, 8);
         const r = n.act([1, 4, 4, 2], 0, 8);

@@ -607,6 +607,40 @@ class Converter {
     );
   }
 
+  /** RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR to the output tensor's (static) height and width. */
+  resize(op: TfliteOp, mode: 'linear' | 'nearest'): void {
+    const xi = op.inputs[0];
+    const [n, h, w, ch] = this.t(op.outputs[0]).shape;
+    const align = opt(op, 'alignCorners', false);
+    const half = opt(op, 'halfPixelCenters', false);
+    // TensorFlow's coordinate conventions; nearest picks floor (round with corners aligned).
+    const attrs =
+      mode === 'linear'
+        ? [
+            attr.string(
+              'coordinate_transformation_mode',
+              align ? 'align_corners' : half ? 'half_pixel' : 'asymmetric',
+            ),
+          ]
+        : [
+            attr.string(
+              'coordinate_transformation_mode',
+              align ? 'align_corners' : half ? 'tf_half_pixel_for_nn' : 'asymmetric',
+            ),
+            attr.string('nearest_mode', align ? 'round_prefer_ceil' : 'floor'),
+          ];
+    const xT = this.toReal(
+      this.g.op('Transpose', [this.stored(xi)], [attr.ints('perm', NHWC_TO_NCHW)]),
+      this.t(xi),
+    );
+    const y = this.g.op(
+      'Resize',
+      [xT, '', '', this.ints([n, ch, h, w])],
+      [attr.string('mode', mode), ...attrs],
+    );
+    this.emit(op.outputs[0], y, (v) => this.g.op('Transpose', [v], [attr.ints('perm', NCHW_TO_NHWC)]));
+  }
+
   fullyConnected(op: TfliteOp): void {
     const [xi, wi, bi] = op.inputs;
     const x = this.t(xi);
@@ -937,6 +971,8 @@ const HANDLERS: Record<string, Handler> = {
   FULLY_CONNECTED: (c, op) => c.fullyConnected(op),
   AVERAGE_POOL_2D: (c, op) => c.pool(op, 'AveragePool'),
   MAX_POOL_2D: (c, op) => c.pool(op, 'MaxPool'),
+  RESIZE_BILINEAR: (c, op) => c.resize(op, 'linear'),
+  RESIZE_NEAREST_NEIGHBOR: (c, op) => c.resize(op, 'nearest'),
   ADD: (c, op) => c.binary(op, 'Add'),
   SUB: (c, op) => c.binary(op, 'Sub'),
   MUL: (c, op) => c.binary(op, 'Mul'),
