@@ -520,6 +520,29 @@ describe('TFLite models converted to ONNX', function () {
         n.b.op(Op.TANH, [x], [t]);
         return [[x], [s, l, t]];
       },
+      'TRANSPOSE_CONV (SAME, stride 2; VALID, stride 2, odd output)': (n) => {
+        const x = n.act([1, 3, 4, 3]);
+        const w1 = n.weight([5, 3, 3, 3], 0);
+        const y1 = n.act([1, 6, 8, 5], -3, 3);
+        n.b.op(
+          Op.TRANSPOSE_CONV,
+          [n.b.int32('shape1', [1, 6, 8, 5]), w1, x, n.bias(5, x, w1)],
+          [y1],
+          O.TransposeConvOptions,
+          // No fused activation: the reference interpreter predates TRANSPOSE_CONV's.
+          new S.TransposeConvOptionsT(P.SAME, 2, 2, A.NONE),
+        );
+        const w2 = n.weight([2, 3, 2, 3], 0);
+        const y2 = n.act([1, 8, 9, 2], -3, 3);
+        n.b.op(
+          Op.TRANSPOSE_CONV,
+          [n.b.int32('shape2', [1, 8, 9, 2]), w2, x, n.bias(2, x, w2)],
+          [y2],
+          O.TransposeConvOptions,
+          new S.TransposeConvOptionsT(P.VALID, 2, 2, A.NONE),
+        );
+        return [[x], [y1, y2]];
+      },
       'RESIZE_BILINEAR (half-pixel centers; corners aligned) and RESIZE_NEAREST_NEIGHBOR': (n) => {
         const x = n.act([1, 3, 4, 2]);
         const size = n.b.int32('size', [6, 7]);
@@ -669,6 +692,50 @@ describe('TFLite models converted to ONNX', function () {
         await checkAgainstReference(lstmModel({ clip: 0, peephole: true, cifg: true, projection: true }));
       },
     );
+  });
+
+  it("MediaPipe's custom Convolution2DTransposeBias computes what TRANSPOSE_CONV with the same weights does", async function () {
+    const runtime = availableOrtRuntimes()[0];
+    if (!runtime) {
+      console.log('      no ONNX Runtime loads here; skipping');
+      this.skip();
+    }
+    const next = rng(29);
+    const values = (n: number) => Array.from({ length: n }, () => next() * 2 - 1);
+    const [weights, bias] = [values(4 * 3 * 3 * 2), values(4)];
+    const model = (custom: boolean): Uint8Array => {
+      const b = new TfliteBuilder();
+      const x = b.float('x', [1, 5, 3, 2]);
+      const w = b.float('w', [4, 3, 3, 2], weights);
+      const c = b.float('bias', [4], bias);
+      const y = b.float('y', [1, 10, 6, 4]);
+      if (custom) {
+        // TfLiteTransposeConvParams: padding (kTfLitePaddingSame = 1), stride width, stride height.
+        b.custom('Convolution2DTransposeBias', [x, w, c], [y], new Uint8Array(Int32Array.of(1, 2, 2).buffer));
+      } else {
+        b.op(
+          S.BuiltinOperator.TRANSPOSE_CONV,
+          [b.int32('shape', [1, 10, 6, 4]), w, x, c],
+          [y],
+          S.BuiltinOptions.TransposeConvOptions,
+          new S.TransposeConvOptionsT(S.Padding.SAME, 2, 2),
+        );
+      }
+      return b.finish([x], [y]);
+    };
+    const x = Float32Array.from(values(5 * 3 * 2));
+    const outputs: Float32Array[] = [];
+    for (const custom of [true, false]) {
+      const runner = await OrtRunner.create(convertTfliteToOnnx(model(custom)).onnx, runtime);
+      try {
+        outputs.push(await runner.predict(x, 1));
+      } finally {
+        await runner.dispose();
+      }
+    }
+    assert.equal(outputs[0].length, 10 * 6 * 4);
+    assert.deepEqual(Array.from(outputs[0]), Array.from(outputs[1]));
+    assert.ok(outputs[0].some((v) => v !== 0));
   });
 
   describe('errors', () => {

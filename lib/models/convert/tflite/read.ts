@@ -42,6 +42,8 @@ export interface TfliteOp {
   intermediates: number[];
   /** The builtin options table unpacked into a plain object (null when the op has none). */
   options: Record<string, unknown> | null;
+  /** A custom operator's own option bytes. */
+  customOptions?: Uint8Array;
 }
 
 const IDENTIFIER = 'TFL3';
@@ -135,6 +137,9 @@ function readModel(bytes: Uint8Array): TfliteGraph {
       outputs: check(unpacked.outputs),
       intermediates: unpacked.intermediates,
       options: (unpacked.builtinOptions as Record<string, unknown> | null) ?? null,
+      ...(oc.code === BuiltinOperator.CUSTOM && op.customOptionsArray()
+        ? { customOptions: Uint8Array.from(op.customOptionsArray() as Uint8Array) }
+        : {}),
     });
   }
   return {

@@ -549,6 +549,68 @@ class Converter {
     );
   }
 
+  /**
+   * A transposed convolution: TRANSPOSE_CONV (output shape, weights, input, bias) or MediaPipe's
+   * custom Convolution2DTransposeBias (input, weights, bias; TfLiteTransposeConvParams as raw
+   * int32s: padding, stride width, stride height). Weights [O, KH, KW, I].
+   */
+  transposeConv(op: TfliteOp, custom: boolean): void {
+    const [xi, wi, bi] = custom ? op.inputs : [op.inputs[2], op.inputs[1], op.inputs[3]];
+    const x = this.t(xi);
+    const w = this.t(wi);
+    const out = op.outputs[0];
+    const int8 = this.int8Act(x);
+    let same: boolean;
+    let sh: number;
+    let sw: number;
+    if (custom) {
+      const raw = op.customOptions;
+      if (!raw || raw.byteLength < 12) {
+        throw new TfliteError('tflite-invalid', `${op.name} ${op.index}: its options are missing`);
+      }
+      const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+      same = view.getInt32(0, true) === Padding.SAME + 1;
+      sw = view.getInt32(4, true);
+      sh = view.getInt32(8, true);
+    } else {
+      same = opt(op, 'padding', Padding.SAME) === Padding.SAME;
+      sh = opt(op, 'strideH', 1);
+      sw = opt(op, 'strideW', 1);
+    }
+    const [, inH, inW] = x.shape;
+    const [, outH, outW] = this.t(out).shape;
+    const [, kh, kw] = w.shape;
+    // The forward convolution's padding (the extra pixel after), then what ONNX still lacks.
+    const pads = (n: number, m: number, k: number, s: number): [number, number, number] => {
+      const total = same ? Math.max((n - 1) * s + k - m, 0) : 0;
+      const before = Math.floor(total / 2);
+      return [before, total - before, m - ((n - 1) * s + k - total)];
+    };
+    const [pt, pb, extraH] = pads(inH, outH, kh, sh);
+    const [pl, pr, extraW] = pads(inW, outW, kw, sw);
+    if (extraH < 0 || extraH >= sh || extraW < 0 || extraW >= sw) {
+      throw new TfliteError(
+        'tflite-invalid',
+        `${op.name} ${op.index}: output ${outH}x${outW} from ${inH}x${inW}`,
+      );
+    }
+    const inputs = [
+      this.toRealIfQuant(this.g.op('Transpose', [this.stored(xi)], [attr.ints('perm', NHWC_TO_NCHW)]), x),
+      // [O, KH, KW, I] -> ONNX ConvTranspose's [I, O, KH, KW].
+      this.weight(wi, [3, 0, 1, 2], int8),
+    ];
+    if (bi !== undefined && bi >= 0) inputs.push(this.bias(bi, int8));
+    const y = this.g.op('ConvTranspose', inputs, [
+      attr.ints('kernel_shape', [kh, kw]),
+      attr.ints('strides', [sh, sw]),
+      attr.ints('pads', [pt, pl, pb, pr]),
+      attr.ints('output_padding', [extraH, extraW]),
+    ]);
+    this.emit(out, custom ? y : this.activation(y, this.fused(op), op), (v) =>
+      this.g.op('Transpose', [v], [attr.ints('perm', NCHW_TO_NHWC)]),
+    );
+  }
+
   private toRealIfQuant(value: string, t: TfliteTensor): string {
     return this.toReal(value, t);
   }
@@ -971,6 +1033,8 @@ const HANDLERS: Record<string, Handler> = {
   FULLY_CONNECTED: (c, op) => c.fullyConnected(op),
   AVERAGE_POOL_2D: (c, op) => c.pool(op, 'AveragePool'),
   MAX_POOL_2D: (c, op) => c.pool(op, 'MaxPool'),
+  TRANSPOSE_CONV: (c, op) => c.transposeConv(op, false),
+  'CUSTOM:Convolution2DTransposeBias': (c, op) => c.transposeConv(op, true),
   RESIZE_BILINEAR: (c, op) => c.resize(op, 'linear'),
   RESIZE_NEAREST_NEIGHBOR: (c, op) => c.resize(op, 'nearest'),
   ADD: (c, op) => c.binary(op, 'Add'),
