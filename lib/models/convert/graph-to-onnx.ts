@@ -1,7 +1,14 @@
 import { onnx } from '../onnx-proto';
 import { OnnxExportUnsupported } from '../../errors';
 import { tf } from '../runtime/tfjs';
-import { attr, GraphBuilder, OnnxType, tensorValueInfo, transposeData } from './onnx-graph';
+import {
+  attr,
+  GraphBuilder,
+  OnnxType,
+  tensorValueInfo,
+  transposeData,
+  transposedConvPads,
+} from './onnx-graph';
 import { ONNX_EXPORT_IR_VERSION, ONNX_EXPORT_OPSET } from './onnx-export';
 
 /**
@@ -323,6 +330,44 @@ export function convertGraphModelToOnnx(artifacts: tf.io.ModelArtifacts): Uint8A
         if (node.op.startsWith('Fused') || node.op.startsWith('_Fused'))
           fused(back, node, inputsOf.slice(2), out);
         else g.node('Identity', [back], { outputs: [out], name: out });
+        break;
+      }
+      case 'Conv2DBackpropInput': {
+        // A transposed convolution: (output sizes [N, H, W, C], filter [KH, KW, C, Cin], x).
+        checkNhwc(node);
+        const [, outH, outW] = Array.from(constOf(inputsOf[0]).values);
+        const w = constOf(inputsOf[1]);
+        const [kh, kw, cout, cin] = w.dims;
+        const s = ints(node.attr?.strides);
+        const [sh, sw] = s.length === 4 ? [s[1], s[2]] : [1, 1];
+        const mode = text(node.attr?.padding);
+        if (mode !== 'SAME' && mode !== 'VALID')
+          throw new OnnxExportUnsupported(`${node.op} with padding ${mode}`);
+        if (ints(node.attr?.dilations).some((d) => d !== 1))
+          throw new OnnxExportUnsupported(`${node.op} with dilations`);
+        // The input's size is the forward convolution's output size from the output's.
+        const inSize = (m: number, k: number, st: number) =>
+          mode === 'SAME' ? Math.ceil(m / st) : Math.floor((m - k) / st) + 1;
+        const padH = transposedConvPads(inSize(outH, kh, sh), outH, kh, sh, mode === 'SAME');
+        const padW = transposedConvPads(inSize(outW, kw, sw), outW, kw, sw, mode === 'SAME');
+        if (!padH || !padW) throw new OnnxExportUnsupported(`${node.op} to ${outH}x${outW}`);
+        const weights = g.floats(
+          `${node.name}/kernel`,
+          transposeData(Float32Array.from(w.values), w.dims, [3, 2, 0, 1]),
+          [cin, cout, kh, kw],
+        );
+        const y = g.op(
+          'ConvTranspose',
+          [nchw(value(inputsOf[2])), weights],
+          [
+            attr.ints('kernel_shape', [kh, kw]),
+            attr.ints('strides', [sh, sw]),
+            attr.ints('pads', [padH.before, padW.before, padH.after, padW.after]),
+            attr.ints('output_padding', [padH.extra, padW.extra]),
+          ],
+          node.name,
+        );
+        g.node('Transpose', [y], { attrs: [attr.ints('perm', NCHW_TO_NHWC)], outputs: [out], name: out });
         break;
       }
       case 'MaxPool':

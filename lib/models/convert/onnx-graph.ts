@@ -183,3 +183,21 @@ export function transposeData(
   }
   return out;
 }
+
+/**
+ * ONNX ConvTranspose padding for TensorFlow's transposed convolution from `n` to `m` pixels:
+ * the padding of the forward convolution from m to n (the extra pixel after, as TensorFlow
+ * pads), and the output_padding that makes up the rest. Undefined when no such padding exists.
+ */
+export function transposedConvPads(
+  n: number,
+  m: number,
+  k: number,
+  stride: number,
+  same: boolean,
+): { before: number; after: number; extra: number } | undefined {
+  const total = same ? Math.max((n - 1) * stride + k - m, 0) : 0;
+  const before = Math.floor(total / 2);
+  const extra = m - ((n - 1) * stride + k - total);
+  return extra >= 0 && extra < stride ? { before, after: total - before, extra } : undefined;
+}

@@ -1,5 +1,5 @@
 import { onnx } from '../../onnx-proto';
-import { attr, GraphBuilder, OnnxType, tensorValueInfo } from '../onnx-graph';
+import { attr, GraphBuilder, OnnxType, tensorValueInfo, transposedConvPads } from '../onnx-graph';
 import { TfliteError } from './errors';
 import {
   constInts,
@@ -580,15 +580,9 @@ class Converter {
     const [, inH, inW] = x.shape;
     const [, outH, outW] = this.t(out).shape;
     const [, kh, kw] = w.shape;
-    // The forward convolution's padding (the extra pixel after), then what ONNX still lacks.
-    const pads = (n: number, m: number, k: number, s: number): [number, number, number] => {
-      const total = same ? Math.max((n - 1) * s + k - m, 0) : 0;
-      const before = Math.floor(total / 2);
-      return [before, total - before, m - ((n - 1) * s + k - total)];
-    };
-    const [pt, pb, extraH] = pads(inH, outH, kh, sh);
-    const [pl, pr, extraW] = pads(inW, outW, kw, sw);
-    if (extraH < 0 || extraH >= sh || extraW < 0 || extraW >= sw) {
+    const padH = transposedConvPads(inH, outH, kh, sh, same);
+    const padW = transposedConvPads(inW, outW, kw, sw, same);
+    if (!padH || !padW) {
       throw new TfliteError(
         'tflite-invalid',
         `${op.name} ${op.index}: output ${outH}x${outW} from ${inH}x${inW}`,
@@ -603,8 +597,8 @@ class Converter {
     const y = this.g.op('ConvTranspose', inputs, [
       attr.ints('kernel_shape', [kh, kw]),
       attr.ints('strides', [sh, sw]),
-      attr.ints('pads', [pt, pl, pb, pr]),
-      attr.ints('output_padding', [extraH, extraW]),
+      attr.ints('pads', [padH.before, padW.before, padH.after, padW.after]),
+      attr.ints('output_padding', [padH.extra, padW.extra]),
     ]);
     this.emit(out, custom ? y : this.activation(y, this.fused(op), op), (v) =>
       this.g.op('Transpose', [v], [attr.ints('perm', NCHW_TO_NHWC)]),
