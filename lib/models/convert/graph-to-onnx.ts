@@ -370,6 +370,29 @@ export function convertGraphModelToOnnx(artifacts: tf.io.ModelArtifacts): Uint8A
         g.node('Transpose', [y], { attrs: [attr.ints('perm', NCHW_TO_NHWC)], outputs: [out], name: out });
         break;
       }
+      case 'DepthToSpace': {
+        checkNhwc(node);
+        // TensorFlow's channel order (block row, block column, channel) is ONNX's DCR.
+        const moved = g.op(
+          'DepthToSpace',
+          [nchw(x())],
+          [attr.int('blocksize', Number(node.attr?.block_size?.i ?? 0)), attr.string('mode', 'DCR')],
+          node.name,
+        );
+        g.node('Transpose', [moved], { attrs: [attr.ints('perm', NCHW_TO_NHWC)], outputs: [out], name: out });
+        break;
+      }
+      case 'GatherV2': {
+        const axis = Number(constOf(inputsOf[2]).values[0]);
+        if (Number(node.attr?.batch_dims?.i ?? 0) !== 0)
+          throw new OnnxExportUnsupported(`${node.op} with batch_dims`);
+        g.node('Gather', [x(), value(inputsOf[1])], {
+          attrs: [attr.int('axis', axis)],
+          outputs: [out],
+          name: out,
+        });
+        break;
+      }
       case 'MaxPool':
       case 'AvgPool': {
         checkNhwc(node);
